@@ -1,0 +1,1 @@
+"""The HTTP process: authenticate, validate, map to the canonical trigger request, enqueue, answer."""

@@ -1,0 +1,46 @@
+"""create_app(settings): the lifespan owns the database engine, the Redis client and the Celery producer."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from redis import Redis
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api import native, ops
+from api.problems import on_http_error, on_tripmail_error, on_validation_error
+from tripmail.config import Settings, get_settings
+from tripmail.db import make_sessionmaker
+from tripmail.errors import TripmailError
+from tripmail.queue import make_celery
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sessions = make_sessionmaker(settings)
+        app.state.settings = settings
+        app.state.sessions = sessions
+        app.state.redis = Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True
+        )
+        app.state.celery = make_celery(settings)
+        yield
+        app.state.redis.close()
+        sessions.kw["bind"].dispose()
+
+    app = FastAPI(
+        title="Tripmail",
+        summary="Turns application events into email.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(TripmailError, on_tripmail_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.include_router(native.router)
+    app.include_router(ops.router)
+    return app

@@ -1,0 +1,61 @@
+"""The ingest path: claim the dedupe key, enqueue by task name, answer. No SMTP, no rendering."""
+
+import hashlib
+import logging
+
+from fastapi import Request
+from kombu.exceptions import OperationalError
+from redis import Redis
+from redis.exceptions import RedisError
+
+from tripmail import queue
+from tripmail.automations import matching_automations
+from tripmail.errors import Unavailable, UnknownEventType
+from tripmail.events import DEFAULT_DEDUPE_WINDOW_S, find_event_type
+from tripmail.ids import new_id, normalize_key
+from tripmail.schemas.accepted import Accepted
+from tripmail.schemas.trigger import TriggerRequest
+
+log = logging.getLogger(__name__)
+
+
+def dedupe_key(trigger: TriggerRequest) -> str:
+    # Hashed so any keyValue up to 300 characters makes a short, safe Redis key.
+    digest = hashlib.sha256(trigger.key.encode() if trigger.key else b"").hexdigest()
+    return f"tripmail:dedupe:{trigger.workspace_id}:{normalize_key(trigger.event)}:{digest}"
+
+
+def submit(request: Request, trigger: TriggerRequest) -> Accepted:
+    """Claim the trigger's key for its dedupe window and enqueue it once."""
+    with request.app.state.sessions() as session:
+        event_type = find_event_type(session, trigger.workspace_id, trigger.event)
+        if event_type is None and not trigger.create_event_type:
+            raise UnknownEventType(f"Event with identifier {trigger.event} not found", field="event")
+        matching = len(matching_automations(session, trigger.workspace_id, trigger.event))
+    window = event_type.dedupe_window_s if event_type else DEFAULT_DEDUPE_WINDOW_S
+    event_id = new_id()
+    claim = dedupe_key(trigger) if trigger.key and window > 0 else None
+    store: Redis = request.app.state.redis
+    if claim is not None:
+        try:
+            first = store.set(claim, event_id, nx=True, get=True, ex=window)
+        except RedisError as exc:
+            raise Unavailable("the queue (Redis) is not reachable; nothing was accepted, retry later") from exc
+        if first is not None:
+            return Accepted(id=str(first), duplicate=True, matching_automations=matching)
+    try:
+        request.app.state.celery.send_task(queue.PROCESS_EVENT, args=[event_id, trigger.model_dump(mode="json")])
+    except OperationalError as exc:
+        if claim is not None:
+            _release(store, claim, event_id)
+        raise Unavailable("the queue (Redis) is not reachable; nothing was accepted, retry later") from exc
+    return Accepted(id=event_id, matching_automations=matching)
+
+
+def _release(store: Redis, claim: str, event_id: str) -> None:
+    """Give the key back, so the client's retry is not answered as a duplicate of an event that was never queued."""
+    try:
+        if store.get(claim) == event_id:
+            store.delete(claim)
+    except RedisError:
+        log.warning("could not release dedupe key %s after a failed enqueue", claim)

@@ -1,0 +1,26 @@
+"""Operational endpoints."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+def healthz(request: Request) -> JSONResponse:
+    """200 when Redis and the database both answer; 503 naming the one that does not."""
+    checks = {"redis": "ok", "database": "ok"}
+    try:
+        request.app.state.redis.ping()
+    except RedisError as exc:
+        checks["redis"] = f"error: {exc}"
+    try:
+        with request.app.state.sessions() as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    return JSONResponse({"status": "ok" if healthy else "unavailable", **checks}, status_code=200 if healthy else 503)

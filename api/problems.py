@@ -1,0 +1,72 @@
+"""Errors as RFC 9457 problem+json, or in a dialect's own envelope when the route speaks one."""
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tripmail.errors import InvalidRequest, TripmailError
+
+ErrorRenderer = Callable[[TripmailError], Response]
+
+
+def problem(exc: TripmailError, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"/problems/{exc.code}",
+        "title": exc.code.replace("-", " ").capitalize(),
+        "status": exc.status,
+        "detail": exc.detail,
+    }
+    if exc.field is not None:
+        body["field"] = exc.field
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(body, status_code=exc.status, media_type="application/problem+json", headers=headers)
+
+
+def speaks(render: ErrorRenderer) -> Callable[[Request], None]:
+    """A route dependency that makes errors on that route answer in the dialect's own envelope."""
+
+    def dependency(request: Request) -> None:
+        request.state.render_error = render
+
+    return dependency
+
+
+def _render(request: Request, exc: TripmailError) -> Response:
+    renderer: ErrorRenderer | None = getattr(request.state, "render_error", None)
+    return renderer(exc) if renderer is not None else problem(exc)
+
+
+async def on_tripmail_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TripmailError)
+    return _render(request, exc)
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    parts = location[1:] if location and location[0] in ("body", "query", "path", "header") else location
+    return ".".join(str(part) for part in parts) or str(location[0] if location else "body")
+
+
+async def on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"field": _field_path(tuple(error["loc"])), "message": error["msg"]} for error in exc.errors()]
+    detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+    invalid = InvalidRequest(detail, field=errors[0]["field"] if errors else None)
+    renderer: ErrorRenderer | None = getattr(request.state, "render_error", None)
+    return renderer(invalid) if renderer is not None else problem(invalid, errors=errors)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    error = TripmailError(str(exc.detail))
+    body = {
+        "type": "about:blank",
+        "title": str(exc.detail),
+        "status": exc.status_code,
+        "detail": error.detail,
+    }
+    return JSONResponse(body, status_code=exc.status_code, media_type="application/problem+json")

@@ -1,0 +1,58 @@
+"""Small plain builders, one per thing a test needs."""
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tripmail.apply import ApplyFile, apply_file
+from tripmail.ids import new_id, utcnow
+from tripmail.models import Workspace
+from tripmail.tokens import create_token
+
+
+def unique_workspace_key(prefix: str = "ws") -> str:
+    return f"{prefix}-{new_id()[-12:]}"
+
+
+def password_reset_spec(workspace: str, **automation: Any) -> dict[str, Any]:
+    """The quickstart's shape: FORGOT_PASSWORD → one transactional email."""
+    return {
+        "workspace": workspace,
+        "from": "Acme <noreply@acme.test>",
+        "event_types": [{"key": "FORGOT_PASSWORD", "name": "Forgot Password"}],
+        "templates": [
+            {
+                "key": "reset",
+                "subject": "Reset for {{ contact.email }}",
+                "text": "Hi {{ contact.first_name }}, reset here: {{ forgot_password_link }}",
+                "html": "<a href='{{ forgot_password_link }}'>Reset</a> {{ data.note }}",
+            }
+        ],
+        "automations": [
+            {
+                "name": "Password reset",
+                "trigger": "FORGOT_PASSWORD",
+                "transactional": True,
+                "steps": [{"send_email": {"template": "reset"}}],
+            }
+            | automation
+        ],
+    }
+
+
+def apply_spec(session: Session, spec: dict[str, Any]) -> list[str]:
+    return apply_file(session, ApplyFile.model_validate(spec), now=utcnow())
+
+
+def make_token(session: Session, workspace_key: str, scopes: list[str] | None = None) -> str:
+    workspace = session.scalars(select(Workspace).where(Workspace.key == workspace_key)).one()
+    return create_token(session, workspace, scopes or ["events:write"], now=utcnow())
+
+
+def write_yaml(directory: Path, text: str) -> Path:
+    path = directory / "apply.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path

@@ -1,0 +1,221 @@
+"""Real processes: redis-server on a free port, `tripmail worker` and `tripmail api` subprocesses, an aiosmtpd sink.
+
+They are started once per session and shared; each test isolates itself with a workspace and addresses of its own.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
+from tripmail.migrations import upgrade
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T | None], *, timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll until `check` returns something truthy; a deadline for waiting, not a speed assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = message_from_bytes(self.content, policy=default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+class Sink:
+    """aiosmtpd handler that records what it accepts; a recipient whose local part starts with `reject-` gets 550."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._received: list[ReceivedMail] = []
+
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: object, address: str, options: object
+    ) -> str:
+        if address.startswith("reject-"):
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]
+        return "250 OK"
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        mail = ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)  # type: ignore[attr-defined]
+        with self._lock:
+            self._received.append(mail)
+        return "250 2.0.0 queued"
+
+    def to(self, address: str) -> list[ReceivedMail]:
+        with self._lock:
+            return [mail for mail in self._received if address in mail.rcpt_tos]
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tripmail")
+
+
+@pytest.fixture(scope="session")
+def redis_url(workdir: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=(workdir / "redis.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_until(lambda: port_open(port), timeout=15, what="redis-server")
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[tuple[Sink, int]]:
+    sink = Sink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield sink, port
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(workdir: Path, redis_url: str, smtp_sink: tuple[Sink, int]) -> Settings:
+    settings = Settings(
+        database_url=f"sqlite:///{workdir / 'tripmail.db'}",
+        redis_url=redis_url,
+        smtp_url=f"smtp://127.0.0.1:{smtp_sink[1]}",
+        mail_dir=workdir / "mail",
+    )
+    upgrade(settings.database_url)
+    return settings
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    return os.environ | {
+        "TRIPMAIL_DATABASE_URL": settings.database_url,
+        "TRIPMAIL_REDIS_URL": settings.redis_url,
+        "TRIPMAIL_SMTP_URL": settings.smtp_url.get_secret_value(),
+        "TRIPMAIL_MAIL_DIR": str(settings.mail_dir),
+    }
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def worker(workdir: Path, stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    log = workdir / "worker.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tripmail", "worker", "--concurrency", "2"],
+        env=service_env(stack_settings),
+        cwd=workdir,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_until(lambda: b" ready." in log.read_bytes() or process.poll() is not None, timeout=60, what="worker ready")
+    assert process.poll() is None, log.read_text()
+    yield process
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def api_url(workdir: Path, stack_settings: Settings) -> Iterator[str]:
+    port = free_port()
+    log = workdir / "api.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tripmail", "api", "--port", str(port)],
+        env=service_env(stack_settings),
+        cwd=workdir,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(healthy, timeout=60, what="api healthy")
+    yield url
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def db(stack_settings: Settings) -> Iterator[sessionmaker[Session]]:
+    sessions = make_sessionmaker(stack_settings)
+    yield sessions
+    sessions.kw["bind"].dispose()
+
+
+@dataclass(frozen=True)
+class Tenant:
+    key: str
+    token: str
+
+
+@pytest.fixture
+def tenant(db: sessionmaker[Session]) -> Tenant:
+    """A workspace of this test's own, loaded with the password-reset automation, and a token for it."""
+    key = unique_workspace_key()
+    with db.begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        token = make_token(session, key)
+    return Tenant(key=key, token=token)
+
+
+@pytest.fixture
+def sink(smtp_sink: tuple[Sink, int], worker: subprocess.Popen[bytes]) -> Sink:
+    """The SMTP sink the running worker sends to."""
+    return smtp_sink[0]

@@ -1,0 +1,87 @@
+"""The commands a user runs from the README, as subprocesses with TRIPMAIL_* in the environment."""
+
+import os
+import smtplib
+import subprocess
+import sys
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import free_port, port_open, stop, wait_until
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
+from tripmail.tokens import SECRET_PREFIX, find_token
+
+QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return os.environ | {
+        "TRIPMAIL_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "TRIPMAIL_MAIL_DIR": str(tmp_path / "mail"),
+    }
+
+
+def tripmail(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tripmail", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_migrate_apply_twice_and_token_create(env: dict[str, str]) -> None:
+    assert tripmail(env, "migrate").returncode == 0
+    first = tripmail(env, "apply", str(QUICKSTART))
+    second = tripmail(env, "apply", str(QUICKSTART))
+    created = tripmail(env, "token", "create", "--workspace", "quickstart", "--scopes", "events:write,contacts:write")
+
+    assert first.returncode == 0 and "created automation Password reset" in first.stdout
+    assert second.returncode == 0 and second.stdout.strip().endswith("already applied, nothing changed")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip().splitlines()[-1]
+    assert secret.startswith(SECRET_PREFIX)
+    sessions = make_sessionmaker(Settings(database_url=env["TRIPMAIL_DATABASE_URL"]))
+    with sessions() as session:
+        token = find_token(session, secret)
+        assert token is not None and token.scopes == ["contacts:write", "events:write"]
+
+
+def test_cli_errors_are_one_clear_line(env: dict[str, str], tmp_path: Path) -> None:
+    assert tripmail(env, "migrate").returncode == 0
+    missing = tripmail(env, "token", "create", "--workspace", "nope")
+    bad_scope = tripmail(env, "token", "create", "--workspace", "nope", "--scopes", "mail:send")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("workspace: acme\nautomations: [{name: x, steps: []}]\n")
+    bad_file = tripmail(env, "apply", str(broken))
+
+    assert missing.returncode != 0 and "no workspace 'nope'" in missing.stderr
+    assert bad_scope.returncode != 0 and "unknown scope(s) mail:send" in bad_scope.stderr
+    assert bad_file.returncode != 0 and "automations.0.steps" in bad_file.stderr
+    assert "Traceback" not in missing.stderr + bad_scope.stderr + bad_file.stderr
+
+
+def test_mailcatcher_stores_and_lists_what_it_receives(env: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tripmail", "mailcatcher", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: port_open(port), timeout=30, what="mail catcher")
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", "Caught?"
+        message.set_content("body")
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.send_message(message)
+    finally:
+        stop(server)
+    stored = list((tmp_path / "mail").glob("*.eml"))
+    listed = tripmail(env, "mailcatcher", "--list")
+
+    assert len(stored) == 1 and b"Subject: Caught?" in stored[0].read_bytes()
+    assert "b@example.com  'Caught?'" in listed.stdout
+    assert "1 message(s)" in listed.stdout

@@ -1,0 +1,37 @@
+import pytest
+from pydantic import ValidationError
+
+from tripmail.config import Settings
+
+
+def test_defaults_run_locally_without_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TRIPMAIL_DATABASE_URL", "TRIPMAIL_REDIS_URL", "TRIPMAIL_SMTP_URL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None)
+    assert settings.database_url == "sqlite:///var/tripmail.db"
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.smtp_url.get_secret_value() == "smtp://127.0.0.1:1025"
+
+
+def test_environment_overrides_with_tripmail_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIPMAIL_DATABASE_URL", "postgresql+psycopg://db/tripmail")
+    monkeypatch.setenv("TRIPMAIL_REDIS_URL", "redis://cache:6380/2")
+    monkeypatch.setenv("TRIPMAIL_SMTP_URL", "smtp://user:secret@relay:587?starttls=1")
+    monkeypatch.setenv("TRIPMAIL_SMTP_CONNECTIONS", "8")
+    settings = Settings(_env_file=None)
+    assert settings.database_url == "postgresql+psycopg://db/tripmail"
+    assert settings.redis_url == "redis://cache:6380/2"
+    assert settings.smtp_connections == 8
+    assert "secret" not in repr(settings)
+
+
+def test_invalid_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIPMAIL_SMTP_CONNECTIONS", "0")
+    with pytest.raises(ValidationError, match="smtp_connections"):
+        Settings(_env_file=None)
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings(_env_file=None)
+    with pytest.raises(ValidationError):
+        settings.redis_url = "redis://elsewhere"  # type: ignore[misc]

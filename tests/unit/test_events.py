@@ -1,0 +1,100 @@
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, password_reset_spec
+from tripmail.events import record_event
+from tripmail.ids import new_id
+from tripmail.models import Contact, Event, EventType, Message, MessageStatus, Workspace
+from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def trigger(workspace_id: int, event: str = "forgot_password", **overrides: Any) -> TriggerRequest:
+    values: dict[str, Any] = {
+        "workspace_id": workspace_id,
+        "event": event,
+        "audience": Audience(email=" Ann@Example.COM "),
+        "contact_update": ContactUpdate(fields={"first_name": "Ann"}),
+        "data": {"forgot_password_link": "https://x/r"},
+    }
+    return TriggerRequest(**(values | overrides))
+
+
+def setup(sessions: sessionmaker[Session], **automation: Any) -> int:
+    with sessions.begin() as session:
+        apply_spec(session, password_reset_spec("acme", **automation))
+        return session.scalars(select(Workspace.id)).one()
+
+
+def test_event_key_matches_case_insensitively_and_plans_one_message(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+    event_id = new_id()
+    with sessions.begin() as session:
+        planned = record_event(session, event_id, trigger(workspace_id), now=NOW)
+    with sessions() as session:
+        message = session.scalars(select(Message)).one()
+        event = session.get_one(Event, event_id)
+        contact = session.scalars(select(Contact)).one()
+    assert planned == [message.id]
+    assert (message.status, message.to_address) == (MessageStatus.PENDING, "ann@example.com")
+    assert (event.status, event.matched_automations, event.contact_id) == ("processed", 1, contact.id)
+    assert contact.fields == {"first_name": "Ann"}
+
+
+def test_recording_the_same_event_again_plans_nothing_new(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+    event_id = new_id()
+    with sessions.begin() as session:
+        first = record_event(session, event_id, trigger(workspace_id), now=NOW)
+    with sessions.begin() as session:
+        again = record_event(session, event_id, trigger(workspace_id), now=NOW)
+    with sessions() as session:
+        assert len(session.scalars(select(Message)).all()) == 1
+        assert len(session.scalars(select(Event)).all()) == 1
+    assert again == first
+
+
+def test_unmatched_event_is_recorded_with_its_new_event_type(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+    event_id = new_id()
+    with sessions.begin() as session:
+        assert record_event(session, event_id, trigger(workspace_id, event="signed_up"), now=NOW) == []
+    with sessions() as session:
+        assert session.get_one(Event, event_id).matched_automations == 0
+        assert sorted(session.scalars(select(EventType.key))) == ["FORGOT_PASSWORD", "signed_up"]
+        assert session.scalars(select(Message)).all() == []
+
+
+def test_paused_automation_does_not_run(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions, status="paused")
+    with sessions.begin() as session:
+        assert record_event(session, new_id(), trigger(workspace_id), now=NOW) == []
+
+
+def test_marketing_mail_respects_consent_transactional_does_not(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions, transactional=False)
+    no_consent = ContactUpdate(email_consent=False)
+    with sessions.begin() as session:
+        assert record_event(session, new_id(), trigger(workspace_id, contact_update=no_consent), now=NOW) == []
+    with sessions.begin() as session:
+        apply_spec(session, password_reset_spec("acme", transactional=True))
+    with sessions.begin() as session:
+        assert len(record_event(session, new_id(), trigger(workspace_id), now=NOW)) == 1
+
+
+def test_contact_fields_merge_existing_keys_updated_others_kept(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+    with sessions.begin() as session:
+        record_event(
+            session, new_id(), trigger(workspace_id, contact_update=ContactUpdate(fields={"a": 1, "b": 1})), now=NOW
+        )
+    with sessions.begin() as session:
+        record_event(
+            session, new_id(), trigger(workspace_id, contact_update=ContactUpdate(fields={"b": 2, "c": 3})), now=NOW
+        )
+    with sessions() as session:
+        assert session.scalars(select(Contact.fields)).one() == {"a": 1, "b": 2, "c": 3}

@@ -1,0 +1,1 @@
+"""Tripmail's shared domain: configuration, models, canonical schemas and the work both processes share."""

@@ -1,0 +1,3 @@
+from tripmail.cli import main
+
+main()

@@ -1,0 +1,267 @@
+"""`tripmail apply FILE.yaml`: make the database say what the file says, changing nothing when it already does."""
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tripmail.durations import parse_duration
+from tripmail.errors import InvalidConfig
+from tripmail.events import DEFAULT_DEDUPE_WINDOW_S
+from tripmail.ids import normalize_key
+from tripmail.models import Automation, AutomationStep, ContactField, EventType, Template, Workspace
+from tripmail.rendering import check_template
+
+DEFAULT_FROM = "Tripmail <noreply@tripmail.localhost>"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContactFieldSpec(_Spec):
+    name: str = Field(min_length=1, max_length=100)
+    type: Literal["string", "number", "boolean", "date", "timestamp", "tags"]
+
+
+class EventTypeSpec(_Spec):
+    key: str = Field(min_length=1, max_length=100)
+    name: str | None = None
+    uuid: UUID | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    dedupe_window: int | str | None = None
+
+    @field_validator("dedupe_window")
+    @classmethod
+    def _parse_window(cls, value: int | str | None) -> int | None:
+        return None if value is None else parse_duration(value)
+
+
+class TemplateSpec(_Spec):
+    key: str = Field(min_length=1, max_length=100)
+    subject: str
+    html: str | None = None
+    text: str | None = None
+    syntax: Literal["jinja"] = "jinja"
+
+
+class SendEmailStep(_Spec):
+    template: str
+
+
+class StepSpec(_Spec):
+    """One step; the foundation runs `send_email`, later kinds extend this model."""
+
+    send_email: SendEmailStep
+
+
+class AutomationSpec(_Spec):
+    name: str = Field(min_length=1, max_length=200)
+    id: int | None = Field(default=None, ge=1)
+    trigger: str | None = Field(default=None, max_length=100)
+    status: Literal["active", "paused", "draft"] = "active"
+    transactional: bool = False
+    steps: list[StepSpec] = Field(min_length=1)
+
+
+class ApplyFile(_Spec):
+    workspace: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    from_address: str | None = Field(default=None, alias="from")
+    contact_fields: list[ContactFieldSpec] = Field(default_factory=list)
+    event_types: list[EventTypeSpec] = Field(default_factory=list)
+    templates: list[TemplateSpec] = Field(default_factory=list)
+    automations: list[AutomationSpec] = Field(default_factory=list)
+
+
+def load_apply_file(path: Path) -> ApplyFile:
+    """Parse and validate; every error names where in the file it is."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InvalidConfig(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return ApplyFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(top level)'}: {error['msg']}" for error in exc.errors()
+        )
+        raise InvalidConfig(f"{path}: {problems}") from exc
+
+
+def apply_file(session: Session, spec: ApplyFile, *, now: datetime) -> list[str]:
+    """Upsert everything the file declares; return one line per change (none when already applied)."""
+    changes: list[str] = []
+    workspace = _apply_workspace(session, spec, changes, now=now)
+    for field_spec in spec.contact_fields:
+        _apply_contact_field(session, workspace, field_spec, changes)
+    for event_type_spec in spec.event_types:
+        _apply_event_type(session, workspace, event_type_spec, changes, now=now)
+    templates = {t.key: _apply_template(session, workspace, t, changes, now=now) for t in spec.templates}
+    for automation_spec in spec.automations:
+        _apply_automation(session, workspace, automation_spec, templates, changes, now=now)
+    session.flush()
+    return changes
+
+
+def _set_changed(row: Any, values: dict[str, Any]) -> list[str]:
+    """Assign only the values that differ, so an unchanged row is not touched."""
+    changed = [name for name, value in values.items() if getattr(row, name) != value]
+    for name in changed:
+        setattr(row, name, values[name])
+    return changed
+
+
+def _apply_workspace(session: Session, spec: ApplyFile, changes: list[str], *, now: datetime) -> Workspace:
+    workspace = session.scalars(select(Workspace).where(Workspace.key == spec.workspace)).one_or_none()
+    if workspace is None:
+        workspace = Workspace(key=spec.workspace, from_address=spec.from_address or DEFAULT_FROM, created_at=now)
+        session.add(workspace)
+        session.flush()
+        changes.append(f"created workspace {spec.workspace}")
+    elif spec.from_address and _set_changed(workspace, {"from_address": spec.from_address}):
+        changes.append(f"updated workspace {spec.workspace}: from")
+    return workspace
+
+
+def _apply_contact_field(session: Session, workspace: Workspace, spec: ContactFieldSpec, changes: list[str]) -> None:
+    row = session.scalars(
+        select(ContactField).where(ContactField.workspace_id == workspace.id, ContactField.name == spec.name)
+    ).one_or_none()
+    if row is None:
+        session.add(ContactField(workspace_id=workspace.id, name=spec.name, type=spec.type))
+        changes.append(f"created contact field {spec.name}")
+    elif _set_changed(row, {"type": spec.type}):
+        changes.append(f"updated contact field {spec.name}: type")
+
+
+def _apply_event_type(
+    session: Session, workspace: Workspace, spec: EventTypeSpec, changes: list[str], *, now: datetime
+) -> None:
+    row = session.scalars(
+        select(EventType).where(
+            EventType.workspace_id == workspace.id, EventType.key_normalized == normalize_key(spec.key)
+        )
+    ).one_or_none()
+    values: dict[str, Any] = {"key": spec.key, "name": spec.name or spec.key, "params": spec.params}
+    if spec.uuid is not None:
+        values["uuid"] = str(spec.uuid)
+    if spec.dedupe_window is not None:
+        values["dedupe_window_s"] = spec.dedupe_window
+    if row is None:
+        defaults = {"uuid": str(uuid4()), "dedupe_window_s": DEFAULT_DEDUPE_WINDOW_S}
+        session.add(
+            EventType(
+                workspace_id=workspace.id,
+                key_normalized=normalize_key(spec.key),
+                created_at=now,
+                **(defaults | values),
+            )
+        )
+        changes.append(f"created event type {spec.key}")
+    elif changed := _set_changed(row, values):
+        changes.append(f"updated event type {spec.key}: {', '.join(changed)}")
+
+
+def _apply_template(
+    session: Session, workspace: Workspace, spec: TemplateSpec, changes: list[str], *, now: datetime
+) -> Template:
+    for part in ("subject", "html", "text"):
+        source = getattr(spec, part)
+        if source is not None:
+            check_template(source, name=f"templates.{spec.key}.{part}")
+    if spec.html is None and spec.text is None:
+        raise InvalidConfig(f"templates.{spec.key}: give html, text or both")
+    row = session.scalars(
+        select(Template).where(Template.workspace_id == workspace.id, Template.key == spec.key)
+    ).one_or_none()
+    values = {"subject": spec.subject, "html": spec.html, "text": spec.text, "syntax": spec.syntax}
+    if row is None:
+        row = Template(workspace_id=workspace.id, key=spec.key, updated_at=now, **values)
+        session.add(row)
+        session.flush()
+        changes.append(f"created template {spec.key}")
+    elif changed := _set_changed(row, values):
+        row.updated_at = now
+        changes.append(f"updated template {spec.key}: {', '.join(changed)}")
+    return row
+
+
+def _find_automation(session: Session, workspace: Workspace, spec: AutomationSpec) -> Automation | None:
+    if spec.id is None:
+        return session.scalars(
+            select(Automation).where(Automation.workspace_id == workspace.id, Automation.name == spec.name)
+        ).one_or_none()
+    row = session.get(Automation, spec.id)
+    if row is not None and row.workspace_id != workspace.id:
+        raise InvalidConfig(f"automations.{spec.name}: id {spec.id} belongs to another workspace")
+    return row
+
+
+def _apply_automation(
+    session: Session,
+    workspace: Workspace,
+    spec: AutomationSpec,
+    templates: dict[str, Template],
+    changes: list[str],
+    *,
+    now: datetime,
+) -> None:
+    steps = []
+    for position, step in enumerate(spec.steps):
+        template = (
+            templates.get(step.send_email.template)
+            or session.scalars(
+                select(Template).where(Template.workspace_id == workspace.id, Template.key == step.send_email.template)
+            ).one_or_none()
+        )
+        if template is None:
+            raise InvalidConfig(
+                f"automations.{spec.name}.steps[{position}].send_email.template: "
+                f"no template {step.send_email.template!r} in workspace {workspace.key}"
+            )
+        steps.append(("send_email", {"template_id": template.id, "template": template.key}))
+
+    row = _find_automation(session, workspace, spec)
+    values = {
+        "name": spec.name,
+        "trigger": spec.trigger,
+        "trigger_normalized": normalize_key(spec.trigger) if spec.trigger else None,
+        "status": spec.status,
+        "transactional": spec.transactional,
+    }
+    if row is None:
+        row = Automation(workspace_id=workspace.id, updated_at=now, **values)
+        if spec.id is not None:
+            row.id = spec.id
+        session.add(row)
+        _apply_steps(row, steps)
+        changes.append(f"created automation {spec.name}")
+        return
+    changed = _set_changed(row, values)
+    if _apply_steps(row, steps):
+        changed.append("steps")
+    if changed:
+        row.updated_at = now
+        changes.append(f"updated automation {spec.name}: {', '.join(changed)}")
+
+
+def _apply_steps(automation: Automation, steps: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Update steps in place by position, so the messages that point at a step keep their history."""
+    existing = {step.position: step for step in automation.steps}
+    changed = False
+    for position, (kind, config) in enumerate(steps):
+        step = existing.pop(position, None)
+        if step is None:
+            automation.steps.append(AutomationStep(position=position, kind=kind, config=config))
+            changed = True
+        elif _set_changed(step, {"kind": kind, "config": config}):
+            changed = True
+    for step in existing.values():
+        automation.steps.remove(step)
+        changed = True
+    return changed

@@ -1,0 +1,129 @@
+"""`tripmail`: every command reads the same TRIPMAIL_* settings."""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from tripmail.config import get_settings
+from tripmail.errors import TripmailError
+
+
+def _fail(exc: TripmailError) -> NoReturn:
+    raise click.ClickException(exc.detail) from exc
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+def main(log_level: str) -> None:
+    """Tripmail: application events in, email out."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+@main.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from tripmail.migrations import upgrade
+
+    upgrade(get_settings().database_url)
+    click.echo("database is at the latest schema")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def apply(file: Path) -> None:
+    """Make the database match FILE.yaml (workspace, event types, templates, automations); idempotent."""
+    from tripmail.apply import apply_file, load_apply_file
+    from tripmail.db import make_sessionmaker
+    from tripmail.ids import utcnow
+
+    try:
+        spec = load_apply_file(file)
+        with make_sessionmaker(get_settings()).begin() as session:
+            changes = apply_file(session, spec, now=utcnow())
+    except TripmailError as exc:
+        _fail(exc)
+    for change in changes:
+        click.echo(change)
+    click.echo(f"{file}: {len(changes)} change(s)" if changes else f"{file}: already applied, nothing changed")
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--workspace", required=True, help="Workspace key, as in the apply file.")
+@click.option("--scopes", default="events:write", show_default=True, help="Comma-separated scopes.")
+def token_create(workspace: str, scopes: str) -> None:
+    """Create a token; its secret is printed once, on the last line, and never stored."""
+    from sqlalchemy import select
+
+    from tripmail.db import make_sessionmaker
+    from tripmail.ids import utcnow
+    from tripmail.models import Workspace
+    from tripmail.tokens import create_token, parse_scopes
+
+    try:
+        scope_list = parse_scopes(scopes)
+    except TripmailError as exc:
+        _fail(exc)
+    with make_sessionmaker(get_settings()).begin() as session:
+        row = session.scalars(select(Workspace).where(Workspace.key == workspace)).one_or_none()
+        if row is None:
+            raise click.ClickException(f"no workspace {workspace!r}: create it with `tripmail apply FILE.yaml`")
+        secret = create_token(session, row, scope_list, now=utcnow())
+    click.echo(f"token for workspace {workspace} with scopes {','.join(scope_list)} (shown once; store it now):")
+    click.echo(secret)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="uvicorn worker processes.")
+def api(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
+
+
+@main.command()
+@click.option("--concurrency", default=2, show_default=True, type=int, help="Pool processes.")
+@click.option("--loglevel", default="info", show_default=True)
+def worker(concurrency: int, loglevel: str) -> None:
+    """Run a Celery worker; start more of them, anywhere, against the same Redis to scale out."""
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app:celery", "worker"]
+    argv += [
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    # exec, so signals from a supervisor reach Celery itself and its warm shutdown runs.
+    os.execv(sys.executable, argv)  # noqa: S606 - argv is built here, not from input
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=1025, show_default=True, type=int)
+@click.option("--list", "list_only", is_flag=True, help="List the stored messages and exit.")
+def mailcatcher(host: str, port: int, list_only: bool) -> None:
+    """A local SMTP server that stores what it receives under TRIPMAIL_MAIL_DIR (var/mail)."""
+    from tripmail.mailcatcher import list_mail, serve
+
+    directory = get_settings().mail_dir
+    if not list_only:
+        serve(directory, host=host, port=port)
+        return
+    caught = list_mail(directory)
+    for mail in caught:
+        click.echo(f"{mail.received_at:%Y-%m-%d %H:%M:%S}  {mail.recipients}  {mail.subject!r}  {mail.path}")
+    click.echo(f"{len(caught)} message(s) in {directory}")

@@ -1,0 +1,31 @@
+"""The one reader of TRIPMAIL_* variables."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Read from TRIPMAIL_* or .env; the defaults run on a laptop with no set-up."""
+
+    model_config = SettingsConfigDict(env_prefix="TRIPMAIL_", env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///var/tripmail.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    smtp_url: SecretStr = SecretStr("smtp://127.0.0.1:1025")
+    smtp_timeout_s: float = Field(default=30.0, gt=0)
+    smtp_connections: int = Field(default=4, ge=1, le=64)
+    mail_dir: Path = Path("var/mail")
+    default_dedupe_window_s: int = Field(default=24 * 3600, ge=0)
+    # Above the longest task (bounded by task_time_limit_s) so Redis never hands a running task to a second worker.
+    visibility_timeout_s: int = Field(default=3600, ge=60)
+    task_time_limit_s: int = Field(default=600, ge=10)
+    send_batch_size: int = Field(default=100, ge=1, le=10_000)
+    send_max_retries: int = Field(default=5, ge=0)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

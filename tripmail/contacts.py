@@ -1,0 +1,83 @@
+"""Contacts: normalisation and upsert."""
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tripmail.errors import InvalidRequest
+from tripmail.ids import new_id
+from tripmail.models import Contact
+
+if TYPE_CHECKING:
+    from tripmail.schemas.trigger import Audience, ContactUpdate
+
+
+def normalize_email(email: str) -> str:
+    """Emails are unique per workspace regardless of case and surrounding blanks."""
+    return email.strip().lower()
+
+
+def find_contact(session: Session, workspace_id: int, audience: "Audience") -> Contact | None:
+    query = select(Contact).where(Contact.workspace_id == workspace_id)
+    if audience.email is not None:
+        query = query.where(Contact.email == audience.email)
+    elif audience.external_id is not None:
+        query = query.where(Contact.external_id == audience.external_id)
+    elif audience.phone is not None:
+        query = query.where(Contact.phone == audience.phone)
+    else:
+        raise InvalidRequest("the audience names no contact: give an email, phone or external id", field="contact")
+    return session.scalars(query.limit(1)).first()
+
+
+def upsert_contact(
+    session: Session, workspace_id: int, audience: "Audience", update: "ContactUpdate", *, now: datetime
+) -> Contact:
+    """Find the audience's contact or create it, then merge the update's fields onto it."""
+    contact = find_contact(session, workspace_id, audience)
+    if contact is None:
+        contact = _create_contact(session, workspace_id, audience, now=now)
+    changed = False
+    for name in ("phone", "external_id"):
+        value = getattr(audience, name)
+        if value is not None and getattr(contact, name) != value:
+            setattr(contact, name, value)
+            changed = True
+    merged = {**contact.fields, **update.fields}
+    if merged != contact.fields:
+        contact.fields = merged
+        changed = True
+    if update.email_consent is not None and contact.consents.get("email") != update.email_consent:
+        contact.consents = {**contact.consents, "email": update.email_consent}
+        changed = True
+    if changed:
+        contact.updated_at = now
+    session.flush()
+    return contact
+
+
+def _create_contact(session: Session, workspace_id: int, audience: "Audience", *, now: datetime) -> Contact:
+    contact = Contact(
+        id=new_id(),
+        workspace_id=workspace_id,
+        email=audience.email,
+        phone=audience.phone,
+        external_id=audience.external_id,
+        fields={},
+        consents={"email": True},
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        # A savepoint, so losing a race with another worker creating the same contact keeps our transaction.
+        with session.begin_nested():
+            session.add(contact)
+    except IntegrityError:
+        existing = find_contact(session, workspace_id, audience)
+        if existing is None:
+            raise
+        return existing
+    return contact

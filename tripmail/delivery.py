@@ -1,0 +1,208 @@
+"""Messages: planned in one transaction, claimed in the next, sent, then marked.
+
+Claim, commit, send, mark: a message is only sent by the worker that moved it from pending to sending, so
+a redelivered task cannot send it again.
+"""
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, parseaddr
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from tripmail.models import Automation, Contact, Event, Message, MessageStatus, Template, Workspace
+from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
+from tripmail.smtp import Envelope, Outcome, SendResult, SmtpTarget, send_all
+
+
+def plan_messages(
+    session: Session, event: Event, contact: Contact, automations: list[Automation], *, now: datetime
+) -> list[int]:
+    """One pending message per send_email step of each automation that may mail this contact."""
+    if contact.email is None:
+        return []
+    planned = []
+    for automation in automations:
+        if not automation.transactional and contact.consents.get("email") is False:
+            continue
+        for step in automation.steps:
+            if step.kind != "send_email":
+                continue
+            message = Message(
+                workspace_id=event.workspace_id,
+                event_id=event.id,
+                automation_id=automation.id,
+                step_id=step.id,
+                contact_id=contact.id,
+                template_id=step.config["template_id"],
+                to_address=contact.email,
+                status=MessageStatus.PENDING,
+                attempts=0,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(message)
+            planned.append(message)
+    session.flush()
+    return [message.id for message in planned]
+
+
+def pending_message_ids(session: Session, event_id: str) -> list[int]:
+    return list(
+        session.scalars(select(Message.id).where(Message.event_id == event_id, Message.status == MessageStatus.PENDING))
+    )
+
+
+def claim_messages(session: Session, message_ids: list[int], *, now: datetime) -> list[int]:
+    """Move pending messages to sending; only the ids returned here may be sent by the caller."""
+    if not message_ids:
+        return []
+    claimed = session.scalars(
+        update(Message)
+        .where(Message.id.in_(message_ids), Message.status == MessageStatus.PENDING)
+        .values(status=MessageStatus.SENDING, attempts=Message.attempts + 1, updated_at=now)
+        .returning(Message.id)
+    )
+    return sorted(claimed)
+
+
+def build_email(*, sender: str, recipient: str, rendered: RenderedEmail, message_id: str, now: datetime) -> bytes:
+    message = EmailMessage(policy=SMTP)
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = message_id
+    if rendered.text is not None:
+        message.set_content(rendered.text)
+        if rendered.html is not None:
+            message.add_alternative(rendered.html, subtype="html")
+    elif rendered.html is not None:
+        message.set_content(rendered.html, subtype="html")
+    return message.as_bytes()
+
+
+def message_id_header(message: Message, sender: str) -> str:
+    """Deterministic, so a receiving system can tell a resend of the same message."""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "tripmail.localhost"
+    return f"<{message.event_id}.{message.id}@{domain}>"
+
+
+def _contact_context(contact: Contact) -> dict[str, Any]:
+    return {
+        **contact.fields,
+        "id": contact.id,
+        "email": contact.email,
+        "phone": contact.phone,
+        "external_id": contact.external_id,
+    }
+
+
+def _event_context(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "name": event.name,
+        "key": event.key,
+        "received_at": event.received_at.isoformat(),
+    }
+
+
+@dataclass
+class Prepared:
+    envelopes: list[Envelope] = field(default_factory=list)
+    render_failures: list[SendResult] = field(default_factory=list)
+
+
+def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime) -> Prepared:
+    """Render and build every claimed message; a template that fails to render fails only its message."""
+    prepared = Prepared()
+    rows = session.execute(
+        select(Message, Contact, Event, Template, Workspace)
+        .join(Contact, Message.contact_id == Contact.id)
+        .join(Event, Message.event_id == Event.id)
+        .join(Template, Message.template_id == Template.id)
+        .join(Workspace, Message.workspace_id == Workspace.id)
+        .where(Message.id.in_(message_ids))
+    )
+    for message, contact, event, template, workspace in rows.tuples():
+        data = event.request.get("data", {})
+        context = template_context(_contact_context(contact), data, _event_context(event))
+        try:
+            rendered = render_email(template.subject, template.html, template.text, context)
+        except RenderError as exc:
+            prepared.render_failures.append(
+                SendResult(message.id, Outcome.PERMANENT, None, f"template {template.key}: {exc}")
+            )
+            continue
+        header = message_id_header(message, workspace.from_address)
+        message.message_id_header = header
+        content = build_email(
+            sender=workspace.from_address,
+            recipient=message.to_address,
+            rendered=rendered,
+            message_id=header,
+            now=now,
+        )
+        prepared.envelopes.append(
+            Envelope(message.id, parseaddr(workspace.from_address)[1], message.to_address, content)
+        )
+    return prepared
+
+
+def record_results(session: Session, results: list[SendResult], *, now: datetime, max_attempts: int) -> list[int]:
+    """Mark each message by its outcome; return the ids that failed transiently and may be tried again."""
+    retry = []
+    for result in results:
+        message = session.get_one(Message, result.key)
+        message.smtp_code = result.code
+        message.smtp_reply = result.reply
+        message.updated_at = now
+        if result.outcome is Outcome.SENT:
+            message.status = MessageStatus.SENT
+            message.sent_at = now
+        elif result.outcome is Outcome.TRANSIENT and message.attempts < max_attempts:
+            message.status = MessageStatus.PENDING
+            retry.append(message.id)
+        else:
+            message.status = MessageStatus.FAILED
+    session.flush()
+    return retry
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: int
+    failed: int
+    retry_ids: list[int]
+
+
+def deliver_messages(
+    sessions: sessionmaker[Session],
+    message_ids: list[int],
+    *,
+    target: SmtpTarget,
+    connections: int,
+    timeout: float,
+    max_attempts: int,
+    clock: Callable[[], datetime],
+) -> DeliveryReport:
+    """Claim, commit, send, mark."""
+    with sessions.begin() as session:
+        claimed = claim_messages(session, message_ids, now=clock())
+    if not claimed:
+        return DeliveryReport(sent=0, failed=0, retry_ids=[])
+    with sessions.begin() as session:
+        prepared = prepare_envelopes(session, claimed, now=clock())
+    results = prepared.render_failures
+    if prepared.envelopes:
+        results += asyncio.run(send_all(target, prepared.envelopes, connections=connections, timeout=timeout))
+    with sessions.begin() as session:
+        retry = record_results(session, results, now=clock(), max_attempts=max_attempts)
+    sent = sum(1 for result in results if result.outcome is Outcome.SENT)
+    return DeliveryReport(sent=sent, failed=len(results) - sent - len(retry), retry_ids=retry)

@@ -1,0 +1,43 @@
+"""Domain errors: a stable code and a default HTTP status; the api decides the JSON."""
+
+from typing import ClassVar
+
+
+class TripmailError(Exception):
+    code: ClassVar[str] = "invalid-request"
+    status: ClassVar[int] = 400
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class InvalidRequest(TripmailError):
+    code, status = "invalid-request", 422
+
+
+class Unauthenticated(TripmailError):
+    code, status = "unauthenticated", 401
+
+
+class Forbidden(TripmailError):
+    code, status = "forbidden", 403
+
+
+class NotFound(TripmailError):
+    code, status = "not-found", 404
+
+
+class UnknownEventType(TripmailError):
+    code, status = "unknown-event-type", 404
+
+
+class InvalidConfig(TripmailError):
+    """An apply file or template that cannot be loaded as written."""
+
+    code, status = "invalid-config", 422
+
+
+class Unavailable(TripmailError):
+    code, status = "unavailable", 503

@@ -1,0 +1,24 @@
+"""Every table; each row belongs to one workspace."""
+
+from tripmail.models.automation import Automation, AutomationStep, Template
+from tripmail.models.base import Base
+from tripmail.models.contact import Contact
+from tripmail.models.event import Event, EventStatus, EventType
+from tripmail.models.message import Message, MessageStatus
+from tripmail.models.workspace import ApiToken, ContactField, Workspace
+
+__all__ = [
+    "ApiToken",
+    "Automation",
+    "AutomationStep",
+    "Base",
+    "Contact",
+    "ContactField",
+    "Event",
+    "EventStatus",
+    "EventType",
+    "Message",
+    "MessageStatus",
+    "Template",
+    "Workspace",
+]

@@ -1,0 +1,1 @@
+"""Canonical pydantic models every dialect maps to and from."""

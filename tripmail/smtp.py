@@ -1,0 +1,131 @@
+"""Sending over SMTP with aiosmtplib, several connections at once, each reused for many messages."""
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    hostname: str
+    port: int
+    use_tls: bool
+    start_tls: bool | None
+    username: str | None
+    password: str | None
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """smtp://[user:pass@]host[:port][?starttls=1] or smtps:// for TLS from the first byte."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError(f"SMTP URL must look like smtp://user:pass@host:587?starttls=1, got scheme {parts.scheme!r}")
+    query = parse_qs(parts.query)
+    use_tls = parts.scheme == "smtps"
+    starttls_flag = query.get("starttls", [None])[0]
+    return SmtpTarget(
+        hostname=parts.hostname,
+        port=parts.port or (465 if use_tls else 25),
+        use_tls=use_tls,
+        # None lets aiosmtplib upgrade when the server offers STARTTLS; an explicit flag forces it either way.
+        start_tls=None if starttls_flag is None else starttls_flag.lower() in _TRUE,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    key: int
+    sender: str
+    recipient: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class SendResult:
+    key: int
+    outcome: Outcome
+    code: int | None
+    reply: str
+
+
+async def send_all(
+    target: SmtpTarget, envelopes: Sequence[Envelope], *, connections: int, timeout: float
+) -> list[SendResult]:
+    """Send every envelope over up to `connections` parallel SMTP sessions; never raises for one message."""
+    queue: asyncio.Queue[Envelope] = asyncio.Queue()
+    for envelope in envelopes:
+        queue.put_nowait(envelope)
+    results: list[SendResult] = []
+    workers = [
+        asyncio.create_task(_send_from_queue(target, queue, results, timeout))
+        for _ in range(min(connections, len(envelopes)))
+    ]
+    await asyncio.gather(*workers)
+    return results
+
+
+async def _send_from_queue(
+    target: SmtpTarget, queue: "asyncio.Queue[Envelope]", results: list[SendResult], timeout: float
+) -> None:
+    client: aiosmtplib.SMTP | None = None
+    try:
+        while not queue.empty():
+            envelope = queue.get_nowait()
+            try:
+                if client is None or not client.is_connected:
+                    client = await _connect(target, timeout)
+                results.append(await _send_one(client, envelope))
+            except aiosmtplib.SMTPResponseException as exc:
+                results.append(_failure(envelope.key, exc.code, exc.message))
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refusal = exc.recipients[0]
+                results.append(_failure(envelope.key, refusal.code, refusal.message))
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                client = None
+                results.append(SendResult(envelope.key, Outcome.TRANSIENT, None, f"{type(exc).__name__}: {exc}"))
+    finally:
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+
+
+async def _connect(target: SmtpTarget, timeout: float) -> aiosmtplib.SMTP:
+    client = aiosmtplib.SMTP(
+        hostname=target.hostname,
+        port=target.port,
+        use_tls=target.use_tls,
+        start_tls=target.start_tls,
+        username=target.username,
+        password=target.password,
+        timeout=timeout,
+    )
+    await client.connect()
+    return client
+
+
+async def _send_one(client: aiosmtplib.SMTP, envelope: Envelope) -> SendResult:
+    # With a single recipient a refusal raises SMTPRecipientsRefused rather than coming back in the dict.
+    _refused, reply = await client.sendmail(envelope.sender, [envelope.recipient], envelope.content)
+    return SendResult(envelope.key, Outcome.SENT, 250, f"250 {reply}")
+
+
+def _failure(key: int, code: int, message: str) -> SendResult:
+    # RFC 5321 4.2.1: 4yz replies are transient, 5yz permanent.
+    outcome = Outcome.PERMANENT if 500 <= code < 600 else Outcome.TRANSIENT
+    return SendResult(key, outcome, code, f"{code} {message}")

@@ -1,0 +1,1 @@
+"""The Celery worker processes: thin tasks over tripmail's domain functions."""

@@ -1,0 +1,18 @@
+"""The worker's Celery app; the one object built at import, because `celery -A` needs it there."""
+
+from functools import lru_cache
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from tripmail.config import get_settings
+from tripmail.db import make_sessionmaker
+from tripmail.queue import make_celery
+
+celery = make_celery(get_settings())
+celery.conf.include = ["worker.tasks"]
+
+
+@lru_cache
+def sessions() -> sessionmaker[Session]:
+    """Built on first use, which is inside the forked pool process, so no connection crosses a fork."""
+    return make_sessionmaker(get_settings())

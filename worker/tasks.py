@@ -1,0 +1,46 @@
+"""Tasks: signature in, one unit of work, one domain call. No logic here."""
+
+import logging
+import random
+from typing import Any
+
+from celery import Task
+
+from tripmail import delivery, events, queue
+from tripmail.config import get_settings
+from tripmail.ids import utcnow
+from tripmail.schemas.trigger import TriggerRequest
+from tripmail.smtp import parse_smtp_url
+from worker.app import celery, sessions
+
+log = logging.getLogger(__name__)
+
+
+@celery.task(name=queue.PROCESS_EVENT)
+def process_event(event_id: str, trigger: dict[str, Any]) -> None:
+    """Record one accepted event and fan it out into messages; running it twice is harmless."""
+    with sessions().begin() as session:
+        message_ids = events.record_event(session, event_id, TriggerRequest.model_validate(trigger), now=utcnow())
+    batch_size = get_settings().send_batch_size
+    for start in range(0, len(message_ids), batch_size):  # only after the commit above
+        deliver_messages.delay(message_ids[start : start + batch_size])
+
+
+@celery.task(name=queue.DELIVER_MESSAGES, bind=True)
+def deliver_messages(self: Task, message_ids: list[int]) -> None:
+    """Send a batch of planned messages; retry the transient failures with backoff and jitter."""
+    settings = get_settings()
+    report = delivery.deliver_messages(
+        sessions(),
+        message_ids,
+        target=parse_smtp_url(settings.smtp_url.get_secret_value()),
+        connections=settings.smtp_connections,
+        timeout=settings.smtp_timeout_s,
+        max_attempts=settings.send_max_retries + 1,
+        clock=utcnow,
+    )
+    log.info("delivered batch: %d sent, %d failed, %d to retry", report.sent, report.failed, len(report.retry_ids))
+    if report.retry_ids:
+        # The attempt limit lives on each message row (send_max_retries), so Celery's own count is not capped.
+        countdown = min(300, 2**self.request.retries) + random.uniform(0, 1)  # noqa: S311 - jitter, not security
+        raise self.retry(args=[report.retry_ids], countdown=countdown, max_retries=None)
