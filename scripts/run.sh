@@ -10,6 +10,7 @@ mkdir -p var
 
 redis_answers() { "$bin/python" -c 'import sys, redis; redis.Redis.from_url(sys.argv[1], socket_timeout=2).ping()' "$redis_url" 2>/dev/null; }
 
+started_redis=""
 if ! redis_answers; then
   scripts/ensure-redis-server.sh
   if ! redis_answers; then
@@ -23,6 +24,7 @@ if ! redis_answers; then
       --logfile "$PWD/var/redis.log" --pidfile "$PWD/var/redis.pid" --appendonly yes --maxmemory-policy noeviction
     for _ in $(seq 50); do redis_answers && break; sleep 0.1; done
     redis_answers || { echo "redis-server did not start: see var/redis.log" >&2; exit 1; }
+    started_redis=$port
   fi
 fi
 
@@ -31,7 +33,13 @@ fi
 token=$("$bin/tripmail" token create --workspace quickstart --scopes events:write,events:read | tail -n 1)
 
 pids=()
-cleanup() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() {
+  trap - EXIT INT TERM
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  # Stop only a Redis this script started; its AOF under var/ keeps queued work for the next run.
+  if [[ -n "$started_redis" && -f var/redis.pid ]]; then kill "$(cat var/redis.pid)" 2>/dev/null || true; fi
+}
 trap cleanup EXIT INT TERM
 "$bin/tripmail" mailcatcher & pids+=($!)
 "$bin/tripmail" worker & pids+=($!)

@@ -68,6 +68,8 @@ def list_mail(directory: Path) -> list[CaughtMail]:
 
 def serve(directory: Path, *, host: str, port: int) -> None:
     """Run until interrupted."""
+    # aiosmtpd logs every SMTP command at INFO; one line per stored message (ours) is what a user wants.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(MailCatcher(directory), hostname=host, port=port)
     controller.start()
     log.info("mail catcher listening on %s:%d, storing under %s", host, port, directory)
