@@ -9,7 +9,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tripmail import queue
-from tripmail.automations import matching_automations
+from tripmail.automations import count_matching_automations
 from tripmail.errors import Unavailable, UnknownEventType
 from tripmail.events import DEFAULT_DEDUPE_WINDOW_S, find_event_type
 from tripmail.ids import new_id, normalize_key
@@ -31,7 +31,7 @@ def submit(request: Request, trigger: TriggerRequest) -> Accepted:
         event_type = find_event_type(session, trigger.workspace_id, trigger.event)
         if event_type is None and not trigger.create_event_type:
             raise UnknownEventType(f"Event with identifier {trigger.event} not found", field="event")
-        matching = len(matching_automations(session, trigger.workspace_id, trigger.event))
+        matching = count_matching_automations(session, trigger.workspace_id, trigger.event)
     window = event_type.dedupe_window_s if event_type else DEFAULT_DEDUPE_WINDOW_S
     event_id = new_id()
     claim = dedupe_key(trigger) if trigger.key and window > 0 else None

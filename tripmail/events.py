@@ -79,3 +79,25 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
     session.add(event)
     session.flush()
     return delivery.plan_messages(session, event, contact, automations, now=now)
+
+
+def record_failed_event(session: Session, event_id: str, trigger: TriggerRequest, error: str, *, now: datetime) -> None:
+    """Keep an accepted event whose processing gave up for good, with the reason, so it is visible, not lost."""
+    if session.get(Event, event_id) is not None:
+        return
+    event_type = find_event_type(session, trigger.workspace_id, trigger.event)
+    session.add(
+        Event(
+            id=event_id,
+            workspace_id=trigger.workspace_id,
+            event_type_id=event_type.id if event_type else None,
+            name=trigger.event,
+            key=trigger.key,
+            status=EventStatus.FAILED,
+            matched_automations=0,
+            error=error[:2000],
+            request=trigger.model_dump(mode="json"),
+            received_at=now,
+        )
+    )
+    session.flush()

@@ -5,6 +5,7 @@ import random
 from typing import Any
 
 from celery import Task
+from sqlalchemy.exc import OperationalError
 
 from tripmail import delivery, events, queue
 from tripmail.config import get_settings
@@ -16,7 +17,28 @@ from worker.app import celery, sessions
 log = logging.getLogger(__name__)
 
 
-@celery.task(name=queue.PROCESS_EVENT)
+class RecordsFailedEvents(Task):  # type: ignore[misc]
+    """When processing an event gives up for good, the event is stored as failed with the reason."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
+        event_id, trigger = args
+        with sessions().begin() as session:
+            events.record_failed_event(
+                session, event_id, TriggerRequest.model_validate(trigger), f"{type(exc).__name__}: {exc}", now=utcnow()
+            )
+
+
+# OperationalError: the database was locked or unreachable for a moment; the task is safe to run again.
+@celery.task(
+    name=queue.PROCESS_EVENT,
+    base=RecordsFailedEvents,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=8,
+)
 def process_event(event_id: str, trigger: dict[str, Any]) -> None:
     """Record one accepted event and fan it out into messages; running it twice is harmless."""
     with sessions().begin() as session:
@@ -26,7 +48,14 @@ def process_event(event_id: str, trigger: dict[str, Any]) -> None:
         deliver_messages.delay(message_ids[start : start + batch_size])
 
 
-@celery.task(name=queue.DELIVER_MESSAGES, bind=True)
+@celery.task(
+    name=queue.DELIVER_MESSAGES,
+    bind=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=8,
+)
 def deliver_messages(self: Task, message_ids: list[int]) -> None:
     """Send a batch of planned messages; retry the transient failures with backoff and jitter."""
     settings = get_settings()

@@ -1,12 +1,12 @@
 """POST /v1/events over HTTP → Redis → worker process → SMTP sink, checked at the sink and in the database."""
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import unique_workspace_key
+from tests.builders import apply_spec, password_reset_spec, unique_workspace_key
 from tests.integration.conftest import Sink, Tenant, wait_until
-from tripmail.models import Event, Message
+from tripmail.models import Automation, Event, Message, Workspace
 
 
 def post_event(api_url: str, token: str, body: dict[str, object]) -> httpx.Response:
@@ -99,4 +99,26 @@ def test_permanent_smtp_refusal_marks_the_message_failed(
     [message] = wait_until(lambda: settled_messages(db, response.json()["id"]), what="the message to settle")
     assert (message.status, message.smtp_code, message.attempts) == ("failed", 550, 1)
     assert message.smtp_reply is not None and "mailbox unavailable" in message.smtp_reply
+    assert sink.to(email) == []
+
+
+def test_a_token_only_reaches_its_own_workspace(
+    api_url: str, tenant: Tenant, sink: Sink, db: sessionmaker[Session]
+) -> None:
+    other = unique_workspace_key("other")
+    with db.begin() as session:
+        apply_spec(session, password_reset_spec(other) | {"event_types": [{"key": "ONLY_OTHER"}]})
+        session.execute(
+            update(Automation)
+            .where(Automation.workspace_id == select(Workspace.id).where(Workspace.key == other).scalar_subquery())
+            .values(trigger="ONLY_OTHER", trigger_normalized="only_other")
+        )
+    email = f"{unique_workspace_key('eve')}@example.com"
+    response = post_event(api_url, tenant.token, reset_event(email, event="ONLY_OTHER"))
+
+    assert response.json()["matching_automations"] == 0
+    event = wait_until(lambda: processed_event(db, response.json()["id"]), what="the event to be recorded")
+    with db() as session:
+        assert session.scalars(select(Workspace.key).where(Workspace.id == event.workspace_id)).one() == tenant.key
+    assert event.matched_automations == 0
     assert sink.to(email) == []

@@ -5,7 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
-from tripmail.events import record_event
+from tripmail.events import record_event, record_failed_event
 from tripmail.ids import new_id
 from tripmail.models import Contact, Event, EventType, Message, MessageStatus, Workspace
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
@@ -98,3 +98,19 @@ def test_contact_fields_merge_existing_keys_updated_others_kept(sessions: sessio
         )
     with sessions() as session:
         assert session.scalars(select(Contact.fields)).one() == {"a": 1, "b": 2, "c": 3}
+
+
+def test_failed_processing_is_recorded_with_its_reason(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+    event_id = new_id()
+    with sessions.begin() as session:
+        record_failed_event(session, event_id, trigger(workspace_id), "OperationalError: database is locked", now=NOW)
+    with sessions.begin() as session:
+        record_failed_event(session, event_id, trigger(workspace_id), "again", now=NOW)
+    with sessions() as session:
+        event = session.get_one(Event, event_id)
+    assert (event.status, event.error, event.name) == (
+        "failed",
+        "OperationalError: database is locked",
+        "forgot_password",
+    )
