@@ -4,9 +4,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tripmail.db import add_or_refetch
 from tripmail.errors import InvalidRequest
 from tripmail.ids import new_id
 from tripmail.models import Contact
@@ -71,13 +71,4 @@ def _create_contact(session: Session, workspace_id: int, audience: "Audience", *
         created_at=now,
         updated_at=now,
     )
-    try:
-        # A savepoint, so losing a race with another worker creating the same contact keeps our transaction.
-        with session.begin_nested():
-            session.add(contact)
-    except IntegrityError:
-        existing = find_contact(session, workspace_id, audience)
-        if existing is None:
-            raise
-        return existing
-    return contact
+    return add_or_refetch(session, contact, lambda: find_contact(session, workspace_id, audience))

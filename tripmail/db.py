@@ -1,15 +1,19 @@
 """Engines and sessions; callers own the transaction (`with sessions.begin()`)."""
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+Row = TypeVar("Row")
 
 
 def make_engine(database_url: str) -> Engine:
@@ -34,3 +38,19 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def make_sessionmaker(settings: Settings) -> sessionmaker[Session]:
     return sessionmaker(make_engine(settings.database_url), expire_on_commit=False)
+
+
+def add_or_refetch(session: Session, row: Row, refetch: Callable[[], Row | None]) -> Row:
+    """Insert `row` in a savepoint; when a concurrent writer won the race on a unique key, return theirs.
+
+    The savepoint keeps the caller's transaction usable after the lost race.
+    """
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        existing = refetch()
+        if existing is None:
+            raise
+        return existing
+    return row

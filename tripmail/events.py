@@ -4,12 +4,12 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tripmail import delivery
 from tripmail.automations import matching_automations
 from tripmail.contacts import upsert_contact
+from tripmail.db import add_or_refetch
 from tripmail.ids import normalize_key
 from tripmail.models import Event, EventStatus, EventType
 from tripmail.schemas.trigger import TriggerRequest
@@ -38,16 +38,7 @@ def get_or_create_event_type(session: Session, workspace_id: int, key: str, *, n
         dedupe_window_s=DEFAULT_DEDUPE_WINDOW_S,
         created_at=now,
     )
-    try:
-        # A savepoint: another worker may create the same event type at the same moment.
-        with session.begin_nested():
-            session.add(event_type)
-    except IntegrityError:
-        raced = find_event_type(session, workspace_id, key)
-        if raced is None:
-            raise
-        return raced
-    return event_type
+    return add_or_refetch(session, event_type, lambda: find_event_type(session, workspace_id, key))
 
 
 def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime) -> list[int]:

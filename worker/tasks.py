@@ -16,6 +16,14 @@ from worker.app import celery, sessions
 
 log = logging.getLogger(__name__)
 
+# The database was locked or unreachable for a moment: both tasks are safe to run again.
+RETRY_DATABASE_HICCUPS: dict[str, Any] = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
 
 class RecordsFailedEvents(Task):  # type: ignore[misc]
     """When processing an event gives up for good, the event is stored as failed with the reason."""
@@ -30,15 +38,7 @@ class RecordsFailedEvents(Task):  # type: ignore[misc]
             )
 
 
-# OperationalError: the database was locked or unreachable for a moment; the task is safe to run again.
-@celery.task(
-    name=queue.PROCESS_EVENT,
-    base=RecordsFailedEvents,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_jitter=True,
-    max_retries=8,
-)
+@celery.task(name=queue.PROCESS_EVENT, base=RecordsFailedEvents, **RETRY_DATABASE_HICCUPS)
 def process_event(event_id: str, trigger: dict[str, Any]) -> None:
     """Record one accepted event and fan it out into messages; running it twice is harmless."""
     with sessions().begin() as session:
@@ -48,14 +48,7 @@ def process_event(event_id: str, trigger: dict[str, Any]) -> None:
         deliver_messages.delay(message_ids[start : start + batch_size])
 
 
-@celery.task(
-    name=queue.DELIVER_MESSAGES,
-    bind=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_jitter=True,
-    max_retries=8,
-)
+@celery.task(name=queue.DELIVER_MESSAGES, bind=True, **RETRY_DATABASE_HICCUPS)
 def deliver_messages(self: Task, message_ids: list[int]) -> None:
     """Send a batch of planned messages; retry the transient failures with backoff and jitter."""
     settings = get_settings()
