@@ -9,6 +9,7 @@ from redis import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import native, ops
+from api.dialects import DIALECTS
 from api.problems import on_http_error, on_tripmail_error, on_validation_error
 from tripmail.config import Settings, get_settings
 from tripmail.db import make_sessionmaker
@@ -43,4 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.include_router(native.router)
     app.include_router(ops.router)
+    for dialect in DIALECTS:
+        app.include_router(dialect.router)
     return app

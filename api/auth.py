@@ -1,11 +1,13 @@
-"""Token → workspace, one dependency per header style."""
+"""Token → workspace, one dependency per header style the dialects use."""
 
+import base64
+import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from tripmail.errors import Forbidden, Unauthenticated
 from tripmail.tokens import find_token
@@ -18,31 +20,71 @@ class Principal:
 
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `tripmail token create`.")
+_authorization = APIKeyHeader(name="Authorization", auto_error=False, scheme_name="AuthorizationToken")
+_x_authorization = APIKeyHeader(name="X-Authorization", auto_error=False)
 
 
-def principal_for_secret(request: Request, secret: str) -> Principal:
+def authenticate(request: Request, secret: str | None, *, scope: str, how: str) -> Principal:
+    """The workspace of a live token that carries `scope`; `how` tells the caller how to send the token."""
+    if not secret:
+        raise Unauthenticated(f"send the API token as {how}", field="Authorization")
     with request.app.state.sessions() as session:
         token = find_token(session, secret)
         if token is None:
             raise Unauthenticated("the token is not valid (unknown or revoked)")
-        return Principal(workspace_id=token.workspace_id, scopes=frozenset(token.scopes))
+        principal = Principal(workspace_id=token.workspace_id, scopes=frozenset(token.scopes))
+    if scope not in principal.scopes:
+        raise Forbidden(f"the token lacks the {scope!r} scope", field="Authorization")
+    return principal
 
 
-def bearer_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    if credentials is None:
-        raise Unauthenticated("send the API token as 'Authorization: Bearer <token>'", field="Authorization")
-    return principal_for_secret(request, credentials.credentials)
+def bearer(scope: str) -> Callable[..., Principal]:
+    """`Authorization: Bearer <token>`."""
 
-
-def bearer_with_scope(scope: str) -> Callable[[Principal], Principal]:
-    def dependency(principal: Annotated[Principal, Depends(bearer_principal)]) -> Principal:
-        if scope not in principal.scopes:
-            raise Forbidden(f"the token lacks the {scope!r} scope", field="Authorization")
-        return principal
+    def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal:
+        secret = credentials.credentials if credentials else None
+        return authenticate(request, secret, scope=scope, how="'Authorization: Bearer <token>'")
 
     return dependency
 
 
-EventWriter = Annotated[Principal, Depends(bearer_with_scope("events:write"))]
+def raw_authorization(scope: str) -> Callable[..., Principal]:
+    """`Authorization: <token>` with no scheme (cocomail); a `Bearer ` prefix is tolerated."""
+
+    def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
+        secret = header.removeprefix("Bearer ").strip() if header else None
+        return authenticate(request, secret, scope=scope, how="'Authorization: <token>'")
+
+    return dependency
+
+
+def x_authorization(scope: str) -> Callable[..., Principal]:
+    """`X-Authorization: <token>` (bunce)."""
+
+    def dependency(request: Request, header: Annotated[str | None, Depends(_x_authorization)]) -> Principal:
+        return authenticate(request, header.strip() if header else None, scope=scope, how="'X-Authorization: <token>'")
+
+    return dependency
+
+
+def basic_or_bearer(scope: str) -> Callable[..., Principal]:
+    """HTTP Basic with the token as password (any user name), or `Authorization: Bearer <token>` (esputnik)."""
+
+    def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
+        scheme, _, value = (header or "").strip().partition(" ")
+        secret: str | None = None
+        if scheme.lower() == "bearer":
+            secret = value.strip()
+        elif scheme.lower() == "basic":
+            try:
+                secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                secret = None
+        return authenticate(request, secret, scope=scope, how="HTTP Basic (the token as password) or Bearer")
+
+    return dependency
+
+
+EventWriter = Annotated[Principal, Depends(bearer("events:write"))]

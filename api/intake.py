@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+from dataclasses import dataclass
 
 from fastapi import Request
 from kombu.exceptions import OperationalError
@@ -10,13 +11,23 @@ from redis.exceptions import RedisError
 
 from tripmail import queue
 from tripmail.automations import count_matching_automations
-from tripmail.errors import Unavailable, UnknownEventType
+from tripmail.contacts import find_contact, upsert_contact
+from tripmail.errors import NotFound, Unavailable, UnknownEventType
 from tripmail.events import DEFAULT_DEDUPE_WINDOW_S, find_event_type
-from tripmail.ids import new_id, normalize_key
+from tripmail.ids import new_id, normalize_key, utcnow
+from tripmail.models import Contact, EventType
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    accepted: Accepted
+    event_type: EventType | None
+    # Only when the dialect asked for the contact to be upserted before answering.
+    contact: Contact | None
 
 
 def dedupe_key(trigger: TriggerRequest) -> str:
@@ -25,13 +36,33 @@ def dedupe_key(trigger: TriggerRequest) -> str:
     return f"tripmail:dedupe:{trigger.workspace_id}:{normalize_key(trigger.event)}:{digest}"
 
 
-def submit(request: Request, trigger: TriggerRequest) -> Accepted:
-    """Claim the trigger's key for its dedupe window and enqueue it once."""
-    with request.app.state.sessions() as session:
+def submit(request: Request, trigger: TriggerRequest, *, upsert_contact_now: bool = False) -> Submitted:
+    """Check what the answer needs, claim the trigger's key for its dedupe window, and enqueue it once.
+
+    `upsert_contact_now` is for dialects whose answer shows the stored contact (cocomail); the worker's own
+    upsert of the same values then changes nothing.
+    """
+    sessions = request.app.state.sessions
+    with sessions() as session:
         event_type = find_event_type(session, trigger.workspace_id, trigger.event)
         if event_type is None and not trigger.create_event_type:
             raise UnknownEventType(f"Event with identifier {trigger.event} not found", field="event")
+        if (
+            trigger.audience.contact_id is not None
+            and find_contact(session, trigger.workspace_id, trigger.audience) is None
+        ):
+            raise NotFound(f"Contact {trigger.audience.contact_id} not found", field="id")
         matching = count_matching_automations(session, trigger.workspace_id, trigger.event)
+    contact = None
+    if upsert_contact_now:
+        with sessions.begin() as session:
+            contact = upsert_contact(
+                session, trigger.workspace_id, trigger.audience, trigger.contact_update, now=utcnow()
+            )
+    return Submitted(_enqueue_once(request, trigger, event_type, matching), event_type, contact)
+
+
+def _enqueue_once(request: Request, trigger: TriggerRequest, event_type: EventType | None, matching: int) -> Accepted:
     window = event_type.dedupe_window_s if event_type else DEFAULT_DEDUPE_WINDOW_S
     event_id = new_id()
     claim = dedupe_key(trigger) if trigger.key and window > 0 else None

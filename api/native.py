@@ -60,4 +60,4 @@ def to_trigger(body: NativeEvent, workspace_id: int) -> TriggerRequest:
 @router.post("/v1/events", status_code=202)
 def post_event(body: NativeEvent, principal: EventWriter, request: Request) -> Accepted:
     """Accept one event: the automations it triggers run in the worker."""
-    return submit(request, to_trigger(body, principal.workspace_id))
+    return submit(request, to_trigger(body, principal.workspace_id)).accepted

@@ -8,12 +8,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tripmail.errors import InvalidRequest, TripmailError
+from tripmail.errors import FieldError, InvalidRequest, TripmailError
 
 ErrorRenderer = Callable[[TripmailError], Response]
 
 
-def problem(exc: TripmailError, **extra: Any) -> JSONResponse:
+def problem(exc: TripmailError) -> JSONResponse:
     body: dict[str, Any] = {
         "type": f"/problems/{exc.code}",
         "title": exc.code.replace("-", " ").capitalize(),
@@ -22,7 +22,8 @@ def problem(exc: TripmailError, **extra: Any) -> JSONResponse:
     }
     if exc.field is not None:
         body["field"] = exc.field
-    body.update(extra)
+    if exc.errors:
+        body["errors"] = exc.errors
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(body, status_code=exc.status, media_type="application/problem+json", headers=headers)
 
@@ -53,11 +54,9 @@ def _field_path(location: tuple[int | str, ...]) -> str:
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"field": _field_path(tuple(error["loc"])), "message": error["msg"]} for error in exc.errors()]
+    errors = [FieldError(field=_field_path(tuple(error["loc"])), message=error["msg"]) for error in exc.errors()]
     detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
-    invalid = InvalidRequest(detail, field=errors[0]["field"] if errors else None)
-    renderer: ErrorRenderer | None = getattr(request.state, "render_error", None)
-    return renderer(invalid) if renderer is not None else problem(invalid, errors=errors)
+    return _render(request, InvalidRequest(detail, field=errors[0]["field"] if errors else None, errors=errors))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

@@ -17,12 +17,17 @@ def unique_workspace_key(prefix: str = "ws") -> str:
     return f"{prefix}-{new_id()[-12:]}"
 
 
-def password_reset_spec(workspace: str, **automation: Any) -> dict[str, Any]:
-    """The quickstart's shape: FORGOT_PASSWORD → one transactional email."""
+def sender_of(workspace: str) -> str:
+    """Each workspace sends from its own address, so a test can tell its mail apart at the shared sink."""
+    return f"noreply@{workspace}.example.com"
+
+
+def password_reset_spec(workspace: str, event: str = "FORGOT_PASSWORD", **automation: Any) -> dict[str, Any]:
+    """The quickstart's shape: FORGOT_PASSWORD (or `event`) → one transactional email."""
     return {
         "workspace": workspace,
-        "from": "Acme <noreply@acme.test>",
-        "event_types": [{"key": "FORGOT_PASSWORD", "name": "Forgot Password"}],
+        "from": f"Acme <{sender_of(workspace)}>",
+        "event_types": [{"key": event, "name": event.replace("_", " ").title()}],
         "templates": [
             {
                 "key": "reset",
@@ -34,7 +39,7 @@ def password_reset_spec(workspace: str, **automation: Any) -> dict[str, Any]:
         "automations": [
             {
                 "name": "Password reset",
-                "trigger": "FORGOT_PASSWORD",
+                "trigger": event,
                 "transactional": True,
                 "steps": [{"send_email": {"template": "reset"}}],
             }

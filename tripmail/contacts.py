@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tripmail.db import add_or_refetch
-from tripmail.errors import InvalidRequest
+from tripmail.errors import InvalidRequest, NotFound
 from tripmail.ids import new_id
 from tripmail.models import Contact
 
@@ -22,14 +22,18 @@ def normalize_email(email: str) -> str:
 
 def find_contact(session: Session, workspace_id: int, audience: "Audience") -> Contact | None:
     query = select(Contact).where(Contact.workspace_id == workspace_id)
-    if audience.email is not None:
+    if audience.contact_id is not None:
+        query = query.where(Contact.id == audience.contact_id)
+    elif audience.email is not None:
         query = query.where(Contact.email == audience.email)
     elif audience.external_id is not None:
         query = query.where(Contact.external_id == audience.external_id)
     elif audience.phone is not None:
         query = query.where(Contact.phone == audience.phone)
     else:
-        raise InvalidRequest("the audience names no contact: give an email, phone or external id", field="contact")
+        raise InvalidRequest(
+            "the audience names no contact: give a contact id, email, phone or external id", field="contact"
+        )
     return session.scalars(query.limit(1)).first()
 
 
@@ -39,6 +43,8 @@ def upsert_contact(
     """Find the audience's contact or create it, then merge the update's fields onto it."""
     contact = find_contact(session, workspace_id, audience)
     if contact is None:
+        if audience.contact_id is not None:
+            raise NotFound(f"no contact with id {audience.contact_id}", field="id")
         contact = _create_contact(session, workspace_id, audience, now=now)
     changed = False
     for name in ("phone", "external_id"):

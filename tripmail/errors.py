@@ -1,16 +1,22 @@
 """Domain errors: a stable code and a default HTTP status; the api decides the JSON."""
 
-from typing import ClassVar
+from typing import ClassVar, TypedDict
+
+
+class FieldError(TypedDict):
+    field: str
+    message: str
 
 
 class TripmailError(Exception):
     code: ClassVar[str] = "invalid-request"
     status: ClassVar[int] = 400
 
-    def __init__(self, detail: str, *, field: str | None = None) -> None:
+    def __init__(self, detail: str, *, field: str | None = None, errors: list[FieldError] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.errors: list[FieldError] = errors if errors is not None else []
 
 
 class InvalidRequest(TripmailError):
@@ -37,6 +43,10 @@ class InvalidConfig(TripmailError):
     """An apply file or template that cannot be loaded as written."""
 
     code, status = "invalid-config", 422
+
+
+class PayloadTooLarge(TripmailError):
+    code, status = "payload-too-large", 413
 
 
 class Unavailable(TripmailError):

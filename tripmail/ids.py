@@ -17,3 +17,9 @@ def utcnow() -> datetime:
 def normalize_key(key: str) -> str:
     """Event-type keys and triggers match case-insensitively."""
     return key.strip().casefold()
+
+
+def iso_utc(moment: datetime, *, milliseconds: bool = False) -> str:
+    """2026-04-22T09:15:30Z, or 2026-04-22T09:15:30.566Z: the UTC form the platforms' answers use."""
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds" if milliseconds else "seconds")
+    return text.replace("+00:00", "Z")

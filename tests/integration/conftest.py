@@ -22,7 +22,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.migrations import upgrade
@@ -87,9 +87,13 @@ class Sink:
             self._received.append(mail)
         return "250 2.0.0 queued"
 
-    def to(self, address: str) -> list[ReceivedMail]:
+    def to(self, address: str, *, sender: str | None = None) -> list[ReceivedMail]:
         with self._lock:
-            return [mail for mail in self._received if address in mail.rcpt_tos]
+            return [
+                mail
+                for mail in self._received
+                if address in mail.rcpt_tos and (sender is None or mail.mail_from == sender)
+            ]
 
 
 @pytest.fixture(scope="session")
@@ -204,6 +208,10 @@ class Tenant:
     key: str
     token: str
 
+    @property
+    def sender(self) -> str:
+        return sender_of(self.key)
+
 
 @pytest.fixture
 def tenant(db: sessionmaker[Session]) -> Tenant:
@@ -211,6 +219,16 @@ def tenant(db: sessionmaker[Session]) -> Tenant:
     key = unique_workspace_key()
     with db.begin() as session:
         apply_spec(session, password_reset_spec(key))
+        token = make_token(session, key)
+    return Tenant(key=key, token=token)
+
+
+@pytest.fixture
+def other_tenant(db: sessionmaker[Session]) -> Tenant:
+    """A second workspace whose only event is ONLY_OTHER: a token of `tenant` must not reach it."""
+    key = unique_workspace_key("other")
+    with db.begin() as session:
+        apply_spec(session, password_reset_spec(key, event="ONLY_OTHER"))
         token = make_token(session, key)
     return Tenant(key=key, token=token)
 

@@ -10,6 +10,7 @@ class Audience(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    contact_id: str | None = None
     email: EmailStr | None = None
     phone: str | None = None
     external_id: str | None = None

@@ -1,0 +1,5 @@
+"""The seed platforms' wire formats, one module each, served under /compat/<name>."""
+
+from api.dialects import cocomail
+
+DIALECTS = (cocomail,)

@@ -1,0 +1,88 @@
+"""cocomail (seed 000): POST /compat/cocomail/events/trigger with a bare `Authorization: <token>`."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue
+
+from api.auth import Principal, raw_authorization
+from api.dialects.routing import LenientJsonRoute
+from api.intake import submit
+from api.problems import speaks
+from tripmail.errors import TripmailError
+from tripmail.ids import iso_utc
+from tripmail.models import Contact, EventType
+from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
+
+
+class CocomailTrigger(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    email: EmailStr
+    identifier: str = Field(min_length=1, max_length=100)
+    # The seed's own example sends "true" as a string; pydantic's lax booleans accept both.
+    consents_to_emails: bool = Field(default=True, alias="consentsToEmails")
+    contact_metadata: dict[str, JsonValue] = Field(default_factory=dict, alias="contactMetadata")
+    trigger_metadata: dict[str, JsonValue] = Field(default_factory=dict, alias="triggerMetadata")
+
+
+def to_trigger(body: CocomailTrigger, workspace_id: int) -> TriggerRequest:
+    return TriggerRequest(
+        workspace_id=workspace_id,
+        event=body.identifier,
+        audience=Audience(email=body.email),
+        contact_update=ContactUpdate(fields=body.contact_metadata, email_consent=body.consents_to_emails),
+        data=body.trigger_metadata,
+        create_event_type=False,  # cocomail events are created in its dashboard, never by a trigger
+    )
+
+
+def contact_json(contact: Contact) -> dict[str, Any]:
+    return {
+        "id": contact.id,
+        "email": contact.email,
+        "metadata": contact.fields,
+        "createdAt": iso_utc(contact.created_at, milliseconds=True),
+    }
+
+
+def event_json(event_type: EventType) -> dict[str, Any]:
+    return {
+        "id": event_type.uuid,
+        "name": event_type.name,
+        "identifier": event_type.key,
+        "createdAt": iso_utc(event_type.created_at, milliseconds=True),
+    }
+
+
+def render_error(exc: TripmailError) -> JSONResponse:
+    return JSONResponse({"data": None, "error": exc.detail}, status_code=exc.status)
+
+
+router = APIRouter(
+    prefix="/compat/cocomail",
+    tags=["cocomail"],
+    route_class=LenientJsonRoute,
+    dependencies=[Depends(speaks(render_error))],
+)
+
+
+@router.post("/events/trigger")
+def trigger(
+    body: CocomailTrigger,
+    principal: Annotated[Principal, Depends(raw_authorization("events:write"))],
+    request: Request,
+) -> dict[str, Any]:
+    """Trigger an event for a contact, creating the contact if needed (seed 000)."""
+    submitted = submit(request, to_trigger(body, principal.workspace_id), upsert_contact_now=True)
+    assert submitted.contact is not None
+    assert submitted.event_type is not None
+    return {
+        "data": {
+            "contact": contact_json(submitted.contact),
+            "event": event_json(submitted.event_type),
+            "trigger": {"metadata": body.trigger_metadata},
+        },
+        "error": None,
+    }
