@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from tripmail.durations import parse_duration
 from tripmail.errors import InvalidConfig
 from tripmail.events import DEFAULT_DEDUPE_WINDOW_S
+from tripmail.fields import FieldType
 from tripmail.ids import normalize_key
 from tripmail.models import Automation, AutomationStep, ContactField, EventType, Template, Workspace
 from tripmail.rendering import check_template
@@ -26,14 +27,15 @@ class _Spec(BaseModel):
 
 class ContactFieldSpec(_Spec):
     name: str = Field(min_length=1, max_length=100)
-    type: Literal["string", "number", "boolean", "date", "timestamp", "tags"]
+    type: FieldType
+    number: int | None = Field(default=None, ge=1, description="esputnik's profileInputId for this field")
 
 
 class EventTypeSpec(_Spec):
     key: str = Field(min_length=1, max_length=100)
     name: str | None = None
     uuid: UUID | None = None
-    params: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, FieldType] = Field(default_factory=dict)
     dedupe_window: int | str | None = None
 
     @field_validator("dedupe_window")
@@ -132,11 +134,12 @@ def _apply_contact_field(session: Session, workspace: Workspace, spec: ContactFi
     row = session.scalars(
         select(ContactField).where(ContactField.workspace_id == workspace.id, ContactField.name == spec.name)
     ).one_or_none()
+    values = {"type": spec.type, "number": spec.number}
     if row is None:
-        session.add(ContactField(workspace_id=workspace.id, name=spec.name, type=spec.type))
+        session.add(ContactField(workspace_id=workspace.id, name=spec.name, **values))
         changes.append(f"created contact field {spec.name}")
-    elif _set_changed(row, {"type": spec.type}):
-        changes.append(f"updated contact field {spec.name}: type")
+    elif changed := _set_changed(row, values):
+        changes.append(f"updated contact field {spec.name}: {', '.join(changed)}")
 
 
 def _apply_event_type(

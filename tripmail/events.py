@@ -23,6 +23,12 @@ def find_event_type(session: Session, workspace_id: int, key: str) -> EventType 
     ).one_or_none()
 
 
+def find_event_type_by_uuid(session: Session, workspace_id: int, uuid: str) -> EventType | None:
+    return session.scalars(
+        select(EventType).where(EventType.workspace_id == workspace_id, EventType.uuid == uuid.lower())
+    ).one_or_none()
+
+
 def get_or_create_event_type(session: Session, workspace_id: int, key: str, *, now: datetime) -> EventType:
     """The workspace's event type for this key, created on first use."""
     existing = find_event_type(session, workspace_id, key)

@@ -33,9 +33,11 @@ class ContactField(Base):
     """A typed custom contact field declared by the workspace."""
 
     __tablename__ = "contact_fields"
-    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+    __table_args__ = (UniqueConstraint("workspace_id", "name"), UniqueConstraint("workspace_id", "number"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(100))
     type: Mapped[str] = mapped_column(String(20))
+    # The numeric id a platform knows the field by (esputnik's profileInputId).
+    number: Mapped[int | None]

@@ -1,0 +1,76 @@
+"""Typed contact fields: what a value must look like for each declared type, and its stored form."""
+
+import re
+from datetime import UTC, date, datetime
+from typing import Literal
+
+from pydantic import JsonValue
+
+FieldType = Literal["string", "number", "boolean", "date", "timestamp", "tags"]
+FIELD_TYPES: tuple[FieldType, ...] = ("string", "number", "boolean", "date", "timestamp", "tags")
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def coerce_field_value(field_type: str, value: JsonValue) -> JsonValue:
+    """The stored form of `value` for a field of `field_type`; ValueError says what was expected."""
+    if value is None:
+        return None
+    if field_type == "string":
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    if field_type == "number":
+        return _number(value)
+    if field_type == "boolean":
+        return _boolean(value)
+    if field_type == "date":
+        if isinstance(value, str) and _DATE.match(value):
+            date.fromisoformat(value)
+            return value
+        raise ValueError(f"expected a date as YYYY-MM-DD, got {value!r}")
+    if field_type == "timestamp":
+        return _timestamp(value)
+    if field_type == "tags":
+        return _tags(value)
+    raise ValueError(f"unknown field type {field_type!r}")
+
+
+def _number(value: JsonValue) -> int | float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            return int(number) if number.is_integer() and "." not in value else number
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+def _boolean(value: JsonValue) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _timestamp(value: JsonValue) -> str:
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is not None:
+                return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    raise ValueError(f"expected an ISO 8601 timestamp with a time zone (2024-03-11T13:45:00Z), got {value!r}")
+
+
+def _tags(value: JsonValue) -> list[JsonValue]:
+    texts = value.split(",") if isinstance(value, str) else value
+    if isinstance(texts, list) and all(isinstance(tag, str) for tag in texts):
+        return [tag.strip() for tag in texts if isinstance(tag, str) and tag.strip()]
+    raise ValueError(f"expected tags as a list of text or 'tag-1, tag-2', got {value!r}")
