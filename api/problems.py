@@ -28,15 +28,6 @@ def problem(exc: TripmailError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status, media_type="application/problem+json", headers=headers)
 
 
-def speaks(render: ErrorRenderer) -> Callable[[Request], None]:
-    """A route dependency that makes errors on that route answer in the dialect's own envelope."""
-
-    def dependency(request: Request) -> None:
-        request.state.render_error = render
-
-    return dependency
-
-
 def _render(request: Request, exc: TripmailError) -> Response:
     renderer: ErrorRenderer | None = getattr(request.state, "render_error", None)
     return renderer(exc) if renderer is not None else problem(exc)
@@ -52,9 +43,17 @@ def _field_path(location: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in parts) or str(location[0] if location else "body")
 
 
+def _field_error(error: dict[str, Any]) -> FieldError:
+    if error["type"] == "json_invalid":
+        position = error["loc"][-1]
+        reason = error.get("ctx", {}).get("error", "")
+        return FieldError(field="body", message=f"not valid JSON at character {position}: {reason}".rstrip(": "))
+    return FieldError(field=_field_path(tuple(error["loc"])), message=error["msg"])
+
+
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [FieldError(field=_field_path(tuple(error["loc"])), message=error["msg"]) for error in exc.errors()]
+    errors = [_field_error(error) for error in exc.errors()]
     detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
     return _render(request, InvalidRequest(detail, field=errors[0]["field"] if errors else None, errors=errors))
 

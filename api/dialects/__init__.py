@@ -1,5 +1,5 @@
 """The seed platforms' wire formats, one module each, served under /compat/<name>."""
 
-from api.dialects import cocomail
+from api.dialects import bunce, cocomail
 
-DIALECTS = (cocomail,)
+DIALECTS = (cocomail, bunce)

@@ -2,14 +2,13 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue
 
 from api.auth import Principal, raw_authorization
-from api.dialects.routing import LenientJsonRoute
+from api.dialects.routing import dialect_router
 from api.intake import submit
-from api.problems import speaks
 from tripmail.errors import TripmailError
 from tripmail.ids import iso_utc
 from tripmail.models import Contact, EventType
@@ -60,12 +59,7 @@ def render_error(exc: TripmailError) -> JSONResponse:
     return JSONResponse({"data": None, "error": exc.detail}, status_code=exc.status)
 
 
-router = APIRouter(
-    prefix="/compat/cocomail",
-    tags=["cocomail"],
-    route_class=LenientJsonRoute,
-    dependencies=[Depends(speaks(render_error))],
-)
+router = dialect_router("cocomail", render_error)
 
 
 @router.post("/events/trigger")

@@ -1,27 +1,32 @@
-"""What every dialect router shares: bodies read as JSON whatever their Content-Type says."""
+"""What every dialect router shares: its own error envelope, and bodies read as JSON whatever their label."""
 
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
+
+from api.problems import ErrorRenderer
 
 _JSON = b"application/json"
 
 
-class LenientJsonRoute(APIRoute):
-    """Reads a request body as JSON even when it is labelled otherwise.
+def dialect_router(name: str, render_error: ErrorRenderer) -> APIRouter:
+    """A router under /compat/<name> whose every error, parsing included, answers through `render_error`."""
 
-    The platforms' own examples send JSON with `curl -d` and no header, which curl labels
-    application/x-www-form-urlencoded; the platforms accept that, so Tripmail must too.
-    """
+    class DialectRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+            async def dialect_handler(request: Request) -> Response:
+                # Set before the body is parsed, so a JSON syntax error is answered in the dialect's shape too.
+                request.state.render_error = render_error
+                # The platforms' own examples send JSON with `curl -d` and no header, which curl labels
+                # application/x-www-form-urlencoded; the platforms read it as JSON, and so does Tripmail.
+                headers = [(key, value) for key, value in request.scope["headers"] if key != b"content-type"]
+                request.scope["headers"] = [*headers, (b"content-type", _JSON)]
+                return await handler(Request(request.scope, request.receive))
 
-        async def lenient_handler(request: Request) -> Response:
-            headers = [(name, value) for name, value in request.scope["headers"] if name != b"content-type"]
-            request.scope["headers"] = [*headers, (b"content-type", _JSON)]
-            return await handler(Request(request.scope, request.receive))
+            return dialect_handler
 
-        return lenient_handler
+    return APIRouter(prefix=f"/compat/{name}", tags=[name], route_class=DialectRoute)

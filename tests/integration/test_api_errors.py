@@ -59,7 +59,9 @@ def test_malformed_json_is_422(api_url: str, tenant: Tenant) -> None:
         headers={"Authorization": f"Bearer {tenant.token}", "Content-Type": "application/json"},
         timeout=10,
     )
-    assert_problem(response, 422)
+    problem = assert_problem(response, 422)
+    assert problem["field"] == "body"
+    assert str(problem["detail"]).startswith("body: not valid JSON at character 10")
 
 
 def test_healthz_checks_redis_and_database(api_url: str) -> None:
