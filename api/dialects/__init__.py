@@ -1,5 +1,5 @@
 """The seed platforms' wire formats, one module each, served under /compat/<name>."""
 
-from api.dialects import bunce, cocomail
+from api.dialects import bunce, cocomail, emailsendx
 
-DIALECTS = (cocomail, bunce)
+DIALECTS = (cocomail, bunce, emailsendx)

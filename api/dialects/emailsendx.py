@@ -1,0 +1,108 @@
+"""emailsendx (seed 004): contact upsert and named events for a contact, Bearer token with contacts:write."""
+
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_validator
+
+from api.auth import Principal, bearer
+from api.dialects.routing import dialect_router
+from api.intake import submit
+from tripmail.contacts import upsert_contact
+from tripmail.errors import TripmailError
+from tripmail.ids import iso_utc, utcnow
+from tripmail.models import Contact
+from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
+
+MAX_DATA_BYTES = 16 * 1024
+
+ContactWriter = Annotated[Principal, Depends(bearer("contacts:write"))]
+
+
+class EmailsendxContact(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    email: EmailStr
+    first_name: str | None = Field(default=None, alias="firstName", max_length=200)
+    last_name: str | None = Field(default=None, alias="lastName", max_length=200)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class EmailsendxEvent(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    data: JsonValue = Field(default_factory=dict)
+
+    @field_validator("data")
+    @classmethod
+    def _object_within_limit(cls, data: JsonValue) -> JsonValue:
+        if not isinstance(data, dict):
+            raise ValueError(f"must be a JSON object, not {type(data).__name__ if data is not None else 'null'}")
+        size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_DATA_BYTES:
+            raise ValueError(f"is {size} bytes; the limit is {MAX_DATA_BYTES} (16 KB)")
+        return data
+
+
+def contact_fields(body: EmailsendxContact) -> dict[str, JsonValue]:
+    names = {"firstName": body.first_name, "lastName": body.last_name}
+    return body.metadata | {name: value for name, value in names.items() if value is not None}
+
+
+def to_trigger(body: EmailsendxEvent, workspace_id: int, contact_id: str) -> TriggerRequest:
+    assert isinstance(body.data, dict)
+    return TriggerRequest(
+        workspace_id=workspace_id, event=body.name, audience=Audience(contact_id=contact_id), data=body.data
+    )
+
+
+def contact_json(contact: Contact) -> dict[str, Any]:
+    return {
+        "id": contact.id,
+        "email": contact.email,
+        "firstName": contact.fields.get("firstName"),
+        "lastName": contact.fields.get("lastName"),
+        "metadata": {k: v for k, v in contact.fields.items() if k not in ("firstName", "lastName")},
+        "createdAt": iso_utc(contact.created_at),
+        "updatedAt": iso_utc(contact.updated_at),
+    }
+
+
+def render_error(exc: TripmailError) -> JSONResponse:
+    status = 400 if exc.status == 422 else exc.status
+    error: dict[str, Any] = {"code": exc.code, "message": exc.detail}
+    if exc.errors:
+        error["fields"] = exc.errors
+    return JSONResponse({"error": error}, status_code=status)
+
+
+router = dialect_router("emailsendx", render_error)
+
+
+@router.post("/api/v1/contacts")
+def upsert(body: EmailsendxContact, principal: ContactWriter, request: Request) -> dict[str, Any]:
+    """Create the contact or update it by email; metadata keys are merged (seed 004's first step)."""
+    with request.app.state.sessions.begin() as session:
+        contact = upsert_contact(
+            session,
+            principal.workspace_id,
+            Audience(email=body.email),
+            ContactUpdate(fields=contact_fields(body)),
+            now=utcnow(),
+        )
+        return {"data": contact_json(contact)}
+
+
+@router.post("/api/v1/contacts/{contact_id}/events")
+def fire_event(contact_id: str, body: EmailsendxEvent, principal: ContactWriter, request: Request) -> dict[str, Any]:
+    """Fire a named event for a contact; every active automation whose trigger matches it runs (seed 004)."""
+    submitted = submit(request, to_trigger(body, principal.workspace_id, contact_id))
+    return {
+        "data": {
+            "contactId": contact_id,
+            "eventName": body.name,
+            "matchingAutomations": submitted.accepted.matching_automations,
+            "firedAt": iso_utc(utcnow()),
+        }
+    }

@@ -1,0 +1,147 @@
+"""emailsendx (seed 004) against the real stack: the seed's whole purchase flow, then every error rule."""
+
+import re
+
+import httpx
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.integration.conftest import Sink, Tenant, wait_until
+
+SEED_EVENT_BODY = """{
+  "name": "purchase_completed",
+  "data": {
+    "orderId": "ord_abc123",
+    "amount": 99.00,
+    "currency": "USD",
+    "items": ["Pro Plan - Annual"],
+    "coupon": "LAUNCH20"
+  }
+}"""
+
+
+@pytest.fixture
+def shop(db: sessionmaker[Session]) -> Tenant:
+    """Two active automations on purchase_completed (written in two cases) and one paused one."""
+    key = unique_workspace_key("shop")
+    automations = [
+        {"name": "Receipt", "trigger": "purchase_completed", "steps": [{"send_email": {"template": "receipt"}}]},
+        {"name": "Onboarding", "trigger": "PURCHASE_COMPLETED", "steps": [{"send_email": {"template": "welcome"}}]},
+        {
+            "name": "Old",
+            "trigger": "purchase_completed",
+            "status": "paused",
+            "steps": [{"send_email": {"template": "welcome"}}],
+        },
+    ]
+    spec = {
+        "workspace": key,
+        "from": f"Shop <{sender_of(key)}>",
+        "templates": [
+            {
+                "key": "receipt",
+                "subject": "Receipt {{ data.orderId }}",
+                "text": "Thanks {{ contact.firstName }}: {{ amount }} {{ currency }} for {{ items | join(', ') }}",
+            },
+            {"key": "welcome", "subject": "Welcome to {{ contact.plan }}", "text": "Hi {{ contact.firstName }}"},
+        ],
+        "automations": automations,
+    }
+    with db.begin() as session:
+        apply_spec(session, spec)
+        token = make_token(session, key, ["contacts:write"])
+    return Tenant(key=key, token=token)
+
+
+def call(api_url: str, token: str, path: str, body: object = None, content: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    url = f"{api_url}/compat/emailsendx/api/v1{path}"
+    if content is not None:
+        return httpx.post(url, content=content.encode(), headers=headers, timeout=10)
+    return httpx.post(url, json=body, headers=headers, timeout=10)
+
+
+def upsert(api_url: str, token: str, email: str) -> str:
+    body = {"email": email, "firstName": "Ann", "metadata": {"plan": "Pro", "customerId": "cus_123"}}
+    response = call(api_url, token, "/contacts", body)
+    assert response.status_code == 200, response.text
+    contact_id: str = response.json()["data"]["id"]
+    return contact_id
+
+
+def test_seed_purchase_flow_runs_as_written(api_url: str, shop: Tenant, sink: Sink) -> None:
+    email = f"{unique_workspace_key('buyer')}@example.com"
+    upserted = call(api_url, shop.token, "/contacts", {"email": email, "firstName": "Ann", "metadata": {"plan": "Pro"}})
+    contact = upserted.json()["data"]
+    assert (contact["email"], contact["firstName"], contact["metadata"]) == (email, "Ann", {"plan": "Pro"})
+
+    fired = call(api_url, shop.token, f"/contacts/{contact['id']}/events", content=SEED_EVENT_BODY)
+
+    assert fired.status_code == 200, fired.text
+    event = fired.json()["data"]
+    assert set(fired.json()) == {"data"}
+    assert set(event) == {"contactId", "eventName", "matchingAutomations", "firedAt"}
+    assert (event["contactId"], event["eventName"], event["matchingAutomations"]) == (
+        contact["id"],
+        "purchase_completed",
+        2,
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", event["firedAt"])
+    mails = wait_until(lambda: m if len(m := sink.to(email, sender=shop.sender)) == 2 else None, what="two emails")
+    subjects = sorted(mail.message["Subject"] for mail in mails)
+    assert subjects == ["Receipt ord_abc123", "Welcome to Pro"]
+    receipt = next(mail for mail in mails if mail.message["Subject"] == "Receipt ord_abc123").message.get_body()
+    assert receipt is not None
+    assert receipt.get_content().strip() == "Thanks Ann: 99.0 USD for Pro Plan - Annual"
+
+
+def test_upsert_merges_metadata_by_email(api_url: str, shop: Tenant) -> None:
+    email = f"{unique_workspace_key('merge')}@example.com"
+    first = upsert(api_url, shop.token, email)
+    second = call(api_url, shop.token, "/contacts", {"email": email.upper(), "metadata": {"plan": "Team"}}).json()
+    assert second["data"]["id"] == first
+    assert second["data"]["metadata"] == {"plan": "Team", "customerId": "cus_123"}
+    assert second["data"]["firstName"] == "Ann"
+
+
+def test_no_matching_automation_is_not_an_error(api_url: str, shop: Tenant) -> None:
+    contact_id = upsert(api_url, shop.token, f"{unique_workspace_key('trial')}@example.com")
+    response = call(api_url, shop.token, f"/contacts/{contact_id}/events", {"name": "trial_started"})
+    assert response.status_code == 200
+    assert response.json()["data"]["matchingAutomations"] == 0
+
+
+@pytest.mark.parametrize("data", [["a"], "text", 5, None, {"blob": "x" * 16 * 1024}])
+def test_data_must_be_an_object_of_at_most_16_kb(api_url: str, shop: Tenant, data: object) -> None:
+    contact_id = upsert(api_url, shop.token, f"{unique_workspace_key('data')}@example.com")
+    response = call(api_url, shop.token, f"/contacts/{contact_id}/events", {"name": "purchase_completed", "data": data})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["fields"][0]["field"] == "data"
+
+
+def test_unknown_or_foreign_contact_is_404(
+    api_url: str, shop: Tenant, tenant: Tenant, db: sessionmaker[Session]
+) -> None:
+    with db.begin() as session:
+        other_token = make_token(session, tenant.key, ["contacts:write"])
+    contact_id = upsert(api_url, shop.token, f"{unique_workspace_key('mine')}@example.com")
+    for token, path_id in ((shop.token, "clx1a2b3c4d5e6f7g8h9i0j"), (other_token, contact_id)):
+        response = call(api_url, token, f"/contacts/{path_id}/events", {"name": "purchase_completed"})
+        assert response.status_code == 404
+        assert path_id in response.json()["error"]["message"]
+
+
+def test_token_without_contacts_write_is_403(api_url: str, tenant: Tenant) -> None:
+    response = call(api_url, tenant.token, "/contacts", {"email": "a@example.com"})
+    assert response.status_code == 403
+    assert "contacts:write" in response.json()["error"]["message"]
+
+
+def test_missing_or_bad_token_is_401(api_url: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        response = httpx.post(
+            f"{api_url}/compat/emailsendx/api/v1/contacts", json={"email": "a@example.com"}, headers=headers
+        )
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthenticated"
