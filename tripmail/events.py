@@ -58,7 +58,12 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
         event_type: EventType | None = get_or_create_event_type(session, trigger.workspace_id, trigger.event, now=now)
     else:
         event_type = find_event_type(session, trigger.workspace_id, trigger.event)
-    contact = upsert_contact(session, trigger.workspace_id, trigger.audience, trigger.contact_update, now=now)
+    # An event may name no contact Tripmail can mail (esputnik accepts a push token alone): it is recorded all the same.
+    contact = (
+        upsert_contact(session, trigger.workspace_id, trigger.audience, trigger.contact_update, now=now)
+        if trigger.audience.names_someone
+        else None
+    )
     automations = matching_automations(session, trigger.workspace_id, trigger.event)
     event = Event(
         id=event_id,
@@ -66,7 +71,7 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
         event_type_id=event_type.id if event_type else None,
         name=trigger.event,
         key=trigger.key,
-        contact_id=contact.id,
+        contact_id=contact.id if contact else None,
         status=EventStatus.PROCESSED,
         matched_automations=len(automations),
         request=trigger.model_dump(mode="json"),
@@ -75,7 +80,7 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
     )
     session.add(event)
     session.flush()
-    return delivery.plan_messages(session, event, contact, automations, now=now)
+    return delivery.plan_messages(session, event, contact, automations, now=now) if contact else []
 
 
 def record_failed_event(session: Session, event_id: str, trigger: TriggerRequest, error: str, *, now: datetime) -> None:

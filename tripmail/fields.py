@@ -5,6 +5,10 @@ from datetime import UTC, date, datetime
 from typing import Literal
 
 from pydantic import JsonValue
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tripmail.models import ContactField
 
 FieldType = Literal["string", "number", "boolean", "date", "timestamp", "tags"]
 FIELD_TYPES: tuple[FieldType, ...] = ("string", "number", "boolean", "date", "timestamp", "tags")
@@ -74,3 +78,11 @@ def _tags(value: JsonValue) -> list[JsonValue]:
     if isinstance(texts, list) and all(isinstance(tag, str) for tag in texts):
         return [tag.strip() for tag in texts if isinstance(tag, str) and tag.strip()]
     raise ValueError(f"expected tags as a list of text or 'tag-1, tag-2', got {value!r}")
+
+
+def numbered_fields(session: Session, workspace_id: int) -> dict[int, ContactField]:
+    """The workspace's fields that carry a platform's numeric id (esputnik's profileInputId), by that number."""
+    fields = session.scalars(
+        select(ContactField).where(ContactField.workspace_id == workspace_id, ContactField.number.is_not(None))
+    )
+    return {field.number: field for field in fields if field.number is not None}

@@ -1,5 +1,5 @@
 """The seed platforms' wire formats, one module each, served under /compat/<name>."""
 
-from api.dialects import bunce, cocomail, emailsendx
+from api.dialects import bunce, cocomail, emailsendx, esputnik
 
-DIALECTS = (cocomail, bunce, emailsendx)
+DIALECTS = (cocomail, esputnik, bunce, emailsendx)

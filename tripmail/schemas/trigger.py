@@ -15,6 +15,10 @@ class Audience(BaseModel):
     phone: str | None = None
     external_id: str | None = None
 
+    @property
+    def names_someone(self) -> bool:
+        return any(value is not None for value in (self.contact_id, self.email, self.phone, self.external_id))
+
     @field_validator("email")
     @classmethod
     def _normalize_email(cls, email: str | None) -> str | None:

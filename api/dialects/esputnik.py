@@ -1,0 +1,204 @@
+"""esputnik (seed 002): POST /compat/esputnik/api/v2/event, HTTP Basic (token as password) or Bearer."""
+
+import json
+from typing import Annotated, Self
+
+import phonenumbers
+from fastapi import Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
+
+from api.auth import Principal, basic_or_bearer
+from api.dialects.routing import dialect_router
+from api.intake import submit
+from tripmail.errors import FieldError, InvalidRequest, TripmailError
+from tripmail.fields import coerce_field_value, numbered_fields
+from tripmail.models import ContactField
+from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
+
+MAX_BODY_BYTES = 20 * 1024
+FORBIDDEN_CHARACTERS = "<;\u2019\\/|\"`'^?!,>"  # the seed's list; \u2019 is the right single quotation mark
+CONTACT_IDENTIFIERS = ("contactId", "externalCustomerId", "email", "phone", "pushToken")
+EMAIL_PARAMS = ("email", "emailaddress")
+MAX_NAME_LENGTH = 60
+
+
+def _allowed_characters(value: str) -> str:
+    found = sorted({character for character in value if character in FORBIDDEN_CHARACTERS})
+    if found:
+        raise ValueError(f"must not contain {' '.join(found)} (forbidden: {' '.join(FORBIDDEN_CHARACTERS)})")
+    return value
+
+
+def _blank(value: JsonValue) -> bool:
+    """esputnik ignores an externalCustomerId of "", " ", "null" or null."""
+    return value is None or (isinstance(value, str) and value.strip() in ("", "null"))
+
+
+class EsputnikParam(BaseModel):
+    name: str = Field(min_length=1)
+    value: JsonValue = None
+
+
+class EsputnikEvent(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    event_type_key: str = Field(alias="eventTypeKey", min_length=1, max_length=100)
+    key_value: str | None = Field(default=None, alias="keyValue", max_length=300)
+    params: list[EsputnikParam] = Field(default_factory=list)
+
+    _check_event_type_key = field_validator("event_type_key")(_allowed_characters)
+
+    @field_validator("key_value")
+    @classmethod
+    def _check_key_value(cls, value: str | None) -> str | None:
+        return None if value is None else _allowed_characters(value)
+
+    @model_validator(mode="after")
+    def _identifies_a_contact(self) -> Self:
+        if self.key_value:
+            return self
+        present = {p.name for p in self.params if not _blank(p.value)}
+        if not present.intersection(CONTACT_IDENTIFIERS):
+            raise ValueError(f"without keyValue, params must contain one of {', '.join(CONTACT_IDENTIFIERS)}")
+        return self
+
+    def param(self, *names: str) -> JsonValue:
+        """The first non-blank value among params of these names (case-insensitive)."""
+        wanted = {name.lower() for name in names}
+        return next((p.value for p in self.params if p.name.lower() in wanted and not _blank(p.value)), None)
+
+
+class ContactJson(BaseModel):
+    """The contact that `contactJson` describes, validated as esputnik validates a new contact."""
+
+    model_config = ConfigDict(extra="allow")
+
+    firstname: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
+    lastname: str | None = Field(default=None, max_length=MAX_NAME_LENGTH)
+    sms: str | None = None
+    profileInputs: list[JsonValue] = Field(default_factory=list)  # noqa: N815 - the wire name
+    confirmed: bool | None = None
+
+    @field_validator("sms")
+    @classmethod
+    def _international_phone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            number = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"not a phone number in international format (+1-541-754-3010): {exc}") from exc
+        if not phonenumbers.is_valid_number(number):
+            raise ValueError("not a valid phone number in international format (+1-541-754-3010)")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _profile_inputs(
+    inputs: JsonValue, fields: dict[int, ContactField], where: str
+) -> tuple[dict[str, JsonValue], list[FieldError]]:
+    values: dict[str, JsonValue] = {}
+    errors: list[FieldError] = []
+    if not isinstance(inputs, list):
+        return values, [FieldError(field=where, message="must be a list of {profileInputId, value}")]
+    for index, item in enumerate(inputs):
+        place = f"{where}[{index}]"
+        number = item.get("profileInputId") if isinstance(item, dict) else None
+        field = fields.get(number) if isinstance(number, int) else None
+        if field is None or not isinstance(item, dict):
+            errors.append(FieldError(field=f"{place}.profileInputId", message=f"no contact field numbered {number!r}"))
+            continue
+        try:
+            values[field.name] = coerce_field_value(field.type, item.get("value"))
+        except ValueError as exc:
+            errors.append(FieldError(field=f"{place}.value", message=f"{field.name} ({field.type}): {exc}"))
+    return values, errors
+
+
+def _contact_json(raw: JsonValue, fields: dict[int, ContactField]) -> tuple[dict[str, JsonValue], str | None]:
+    """Contact fields and phone from `contactJson`; InvalidRequest lists every non-valid field."""
+    where = "params.contactJson"
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"{where}: not valid JSON: {exc}", field=where) from exc
+    errors: list[FieldError] = []
+    try:
+        contact = ContactJson.model_validate(raw)
+    except ValidationError as exc:
+        errors += [
+            FieldError(field=".".join([where, *(str(p) for p in e["loc"])]), message=e["msg"])
+            for e in exc.errors()
+            if e["loc"][:1] != ("profileInputs",)
+        ]
+    inputs = raw.get("profileInputs", []) if isinstance(raw, dict) else []
+    values, input_errors = _profile_inputs(inputs, fields, f"{where}.profileInputs")
+    errors += input_errors
+    if errors:
+        raise InvalidRequest(_describe(errors), field=errors[0]["field"], errors=errors)
+    named = {"firstname": contact.firstname, "lastname": contact.lastname, **(contact.model_extra or {})}
+    values |= {name: value for name, value in named.items() if value is not None}
+    return values, contact.sms
+
+
+def _describe(errors: list[FieldError]) -> str:
+    return "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+
+
+def to_trigger(body: EsputnikEvent, workspace_id: int, fields: dict[int, ContactField]) -> TriggerRequest:
+    data = {param.name: param.value for param in body.params}
+    updates: dict[str, JsonValue] = {}
+    phone = body.param("phone")
+    embedded = body.param("json")
+    if isinstance(embedded, dict) and "profileInputs" in embedded:
+        # As in esputnik, an array with any error is ignored whole rather than refusing the event.
+        values, errors = _profile_inputs(embedded["profileInputs"], fields, "params.json.profileInputs")
+        updates |= {} if errors else values
+    contact_json = body.param("contactJson")
+    if contact_json is not None:
+        values, sms = _contact_json(contact_json, fields)
+        updates |= values
+        phone = phone or sms
+    email = body.param(*EMAIL_PARAMS)
+    if email is None and body.key_value and "@" in body.key_value:
+        email = body.key_value
+    external_id = body.param("externalCustomerId")
+    contact_id = body.param("contactId")
+    try:
+        audience = Audience(
+            email=str(email) if email is not None else None,
+            phone=str(phone) if phone is not None else None,
+            external_id=str(external_id) if external_id is not None else None,
+            contact_id=str(contact_id) if contact_id is not None else None,
+        )
+    except ValidationError as exc:
+        raise InvalidRequest(f"params.email: {exc.errors()[0]['msg']}", field="params.email") from exc
+    return TriggerRequest(
+        workspace_id=workspace_id,
+        event=body.event_type_key,
+        key=body.key_value,
+        audience=audience,
+        contact_update=ContactUpdate(fields=updates),
+        data=data,
+    )
+
+
+def render_error(exc: TripmailError) -> JSONResponse:
+    status = 400 if exc.status == 422 else exc.status
+    errors = exc.errors or ([FieldError(field=exc.field, message=exc.detail)] if exc.field else [])
+    return JSONResponse({"message": exc.detail, "errors": errors}, status_code=status)
+
+
+router = dialect_router("esputnik", render_error, max_body_bytes=MAX_BODY_BYTES)
+
+
+@router.post("/api/v2/event", response_class=Response)
+def generate_event(
+    body: EsputnikEvent, principal: Annotated[Principal, Depends(basic_or_bearer("events:write"))], request: Request
+) -> Response:
+    """Generate an event; its event type is created on first use (seed 002)."""
+    with request.app.state.sessions() as session:
+        fields = numbered_fields(session, principal.workspace_id)
+    submit(request, to_trigger(body, principal.workspace_id, fields))
+    return Response(status_code=200)

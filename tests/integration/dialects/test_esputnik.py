@@ -1,0 +1,310 @@
+"""esputnik (seed 002) against the real stack: the seed's example requests sent literally, then every rule."""
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.integration.conftest import Sink, Tenant, wait_until
+from tripmail.models import Contact, Event, EventType, Workspace
+
+ABANDONED_CART = """{
+    "eventTypeKey": "abandoned_cart",
+    "keyValue": "site@com.net",
+    "params":
+    [
+        {
+            "name": "email",
+            "value": "site@ukr.net"
+        },
+        {
+            "name": "items",
+            "value":
+            {
+                "array":
+                [
+                    {
+                        "name": "Hair styler",
+                        "price": "341",
+                        "url": "https://site.com/catalog/suhaya-detskaya-molochnaya-smes-hipp-combiotic-2-750-g",
+                        "imageurl": "https://site.com/uploads/product/big/20161122/20161122_7zvb.jpg",
+                        "brand": "Le Petit Olivier",
+                        "tags_weight": "200",
+                        "tags_oldprice": "467"
+                    },
+                    {
+                        "name": "Magnolia Nobile Парфумована вода",
+                        "price": "2341",
+                        "url": "https://site.com/catalog/suhaya-detskaya-molochnaya-smes-hipp-combiotic-2-750-g",
+                        "imageurl": "https://site.com/uploads/product/big/20161122/20161122_7zvb.jpg",
+                        "brand": "Acqua Di Parma",
+                        "tags_weight": "100",
+                        "tags_oldprice": "4467"
+                    }
+                ]
+            }
+        }
+    ]
+}"""
+CREATE_CONTACT = """{
+    "eventTypeKey": "create_contact",
+    "keyValue": "site@com.net",
+    "params":
+    [
+        {
+            "name": "email",
+            "value": "site@ukr.net"
+        },
+        {
+            "name": "phone",
+            "value": "380501234567"
+        },
+        {
+            "name": "externalCustomerId",
+            "value": "AV13760"
+        },
+        {
+            "name": "json",
+            "value":
+            {
+                "profileInputs":
+                [
+                    {
+                        "profileInputId": 10001,
+                        "value": "2020-11-23"
+                    }
+                ]
+            }
+        }
+    ]
+}"""
+PASSWORD_RECOVERY = """{
+"eventTypeKey": "password_recovery",
+"keyValue": "site@com.net",
+"params": [{
+"name": "EmailAddress",
+"value": "site@ukr.net"
+},
+{
+"name": "password",
+"value": "12345678"
+}
+]
+}"""
+SEED_CONTACT_JSON = (
+    '{"firstname":"...","lastname":"...","sms":"...","town":"...","timeZone":"Etc/GMT+03","languageCode":"uk",'
+    '"profileInputs":[{"profileInputId":10001,"value":"..."}],"confirmed":false}'
+)
+
+
+@pytest.fixture
+def shop(db: sessionmaker[Session]) -> Tenant:
+    key = unique_workspace_key("esp")
+    spec = {
+        "workspace": key,
+        "from": f"Shop <{sender_of(key)}>",
+        "contact_fields": [{"name": "birthday", "type": "date", "number": 10001}],
+        "templates": [
+            {
+                "key": "cart",
+                "subject": "You left {{ items.array | length }} items",
+                "text": "{% for item in items.array %}{{ item.name }}: {{ item.price }}\n{% endfor %}",
+            },
+            {"key": "recovery", "subject": "Password recovery", "text": "Your password: {{ data.password }}"},
+        ],
+        "automations": [
+            {"name": "Cart", "trigger": "abandoned_cart", "steps": [{"send_email": {"template": "cart"}}]},
+            {
+                "name": "Recovery",
+                "trigger": "password_recovery",
+                "transactional": True,
+                "steps": [{"send_email": {"template": "recovery"}}],
+            },
+        ],
+    }
+    with db.begin() as session:
+        apply_spec(session, spec)
+        token = make_token(session, key)
+    return Tenant(key=key, token=token)
+
+
+def basic(token: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"api:{token}".encode()).decode()}
+
+
+def post(api_url: str, headers: dict[str, str], body: str | Mapping[str, Any]) -> httpx.Response:
+    content = body if isinstance(body, str) else json.dumps(body)
+    return httpx.post(
+        f"{api_url}/compat/esputnik/api/v2/event",
+        content=content.encode(),
+        headers={"Content-Type": "application/json", **headers},
+        timeout=10,
+    )
+
+
+def with_key(body: str, key_value: str) -> str:
+    """The seed's body with its keyValue replaced, so tests do not dedupe each other's events away."""
+    return body.replace('"keyValue": "site@com.net"', f'"keyValue": "{key_value}"')
+
+
+def workspace_id(db: sessionmaker[Session], tenant: Tenant) -> int:
+    with db() as session:
+        return session.scalars(select(Workspace.id).where(Workspace.key == tenant.key)).one()
+
+
+def test_abandoned_cart_example_creates_the_event_type_and_sends_the_items(
+    api_url: str, shop: Tenant, sink: Sink, db: sessionmaker[Session]
+) -> None:
+    response = post(api_url, basic(shop.token), ABANDONED_CART)
+
+    assert response.status_code == 200, response.text
+    [mail] = wait_until(lambda: sink.to("site@ukr.net", sender=shop.sender), what="the cart email")
+    assert mail.message["Subject"] == "You left 2 items"
+    text = mail.message.get_body(("plain",))
+    assert text is not None
+    lines = text.get_content().splitlines()  # a text part travels with CRLF line ends
+    assert lines == ["Hair styler: 341", "Magnolia Nobile Парфумована вода: 2341"]
+    with db() as session:
+        keys = session.scalars(select(EventType.key).where(EventType.workspace_id == workspace_id(db, shop)))
+        assert "abandoned_cart" in set(keys)
+
+
+def test_create_contact_example_updates_the_contact_card(api_url: str, shop: Tenant, db: sessionmaker[Session]) -> None:
+    response = post(api_url, {"Authorization": f"Bearer {shop.token}"}, CREATE_CONTACT)
+    assert response.status_code == 200, response.text
+
+    def contact() -> Contact | None:
+        with db() as session:
+            return session.scalars(
+                select(Contact).where(Contact.workspace_id == workspace_id(db, shop), Contact.email == "site@ukr.net")
+            ).one_or_none()
+
+    stored = wait_until(contact, what="the contact")
+    assert (stored.phone, stored.external_id, stored.fields) == ("380501234567", "AV13760", {"birthday": "2020-11-23"})
+
+
+def test_password_recovery_example_sends_the_password(api_url: str, shop: Tenant, sink: Sink) -> None:
+    response = post(api_url, basic(shop.token), with_key(PASSWORD_RECOVERY, "recovery-1"))
+    assert response.status_code == 200, response.text
+    [mail] = wait_until(
+        lambda: (
+            sink.to("site@ukr.net", sender=shop.sender)
+            and [m for m in sink.to("site@ukr.net", sender=shop.sender) if m.message["Subject"] == "Password recovery"]
+        ),
+        what="the recovery email",
+    )
+    body = mail.message.get_body(("plain",))
+    assert body is not None
+    assert body.get_content().strip() == "Your password: 12345678"
+
+
+def test_same_key_value_sends_once(api_url: str, shop: Tenant, sink: Sink, db: sessionmaker[Session]) -> None:
+    body = with_key(PASSWORD_RECOVERY, "once-1").replace("site@ukr.net", "once@example.com")
+    assert post(api_url, basic(shop.token), body).status_code == 200
+    assert post(api_url, basic(shop.token), body).status_code == 200
+    wait_until(lambda: sink.to("once@example.com", sender=shop.sender), what="the email")
+    with db() as session:
+        events = session.scalars(select(Event).where(Event.workspace_id == workspace_id(db, shop))).all()
+    assert len(events) == 1
+    assert len(sink.to("once@example.com", sender=shop.sender)) == 1
+
+
+def test_seed_contact_json_example_lists_each_non_valid_field(api_url: str, shop: Tenant) -> None:
+    body = {
+        "eventTypeKey": "signup",
+        "keyValue": "k-1",
+        "params": [{"name": "contactJson", "value": SEED_CONTACT_JSON}],
+    }
+    response = post(api_url, basic(shop.token), body)
+    assert response.status_code == 400, response.text
+    fields = [error["field"] for error in response.json()["errors"]]
+    assert fields == ["params.contactJson.sms", "params.contactJson.profileInputs[0].value"]
+    too_long = {"firstname": "x" * 61, "sms": "+1-541-754-3010"}
+    body["params"] = [{"name": "contactJson", "value": too_long}]
+    response = post(api_url, basic(shop.token), body)
+    assert [e["field"] for e in response.json()["errors"]] == ["params.contactJson.firstname"]
+
+
+def test_valid_contact_json_updates_the_contact(api_url: str, shop: Tenant, db: sessionmaker[Session]) -> None:
+    contact_json = {
+        "firstname": "Ann",
+        "sms": "+1-541-754-3010",
+        "profileInputs": [{"profileInputId": 10001, "value": "1990-01-02"}],
+    }
+    body = {
+        "eventTypeKey": "signup",
+        "keyValue": "cj-1",
+        "params": [
+            {"name": "email", "value": "cj@example.com"},
+            {"name": "contactJson", "value": json.dumps(contact_json)},
+        ],
+    }
+    assert post(api_url, basic(shop.token), body).status_code == 200
+
+    def contact() -> Contact | None:
+        with db() as session:
+            return session.scalars(
+                select(Contact).where(Contact.workspace_id == workspace_id(db, shop), Contact.email == "cj@example.com")
+            ).one_or_none()
+
+    stored = wait_until(contact, what="the contact")
+    assert (stored.phone, stored.fields) == ("+15417543010", {"firstname": "Ann", "birthday": "1990-01-02"})
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"eventTypeKey": "bad,key", "keyValue": "k"}, "eventTypeKey"),
+        ({"eventTypeKey": "bad\u2019key", "keyValue": "k"}, "eventTypeKey"),
+        ({"eventTypeKey": "x" * 101, "keyValue": "k"}, "eventTypeKey"),
+        ({"eventTypeKey": "ok", "keyValue": "who?"}, "keyValue"),
+        ({"eventTypeKey": "ok", "keyValue": "k" * 301}, "keyValue"),
+        ({"keyValue": "k"}, "eventTypeKey"),
+        ({"eventTypeKey": "ok", "params": [{"name": "password", "value": "x"}]}, "body"),
+        ({"eventTypeKey": "ok", "params": [{"name": "externalCustomerId", "value": "null"}]}, "body"),
+        ({"eventTypeKey": "ok", "params": [{"name": "externalCustomerId", "value": " "}]}, "body"),
+        ({"eventTypeKey": "ok", "params": [{"name": "externalCustomerId", "value": None}]}, "body"),
+    ],
+)
+def test_invalid_events_are_400_naming_the_field(
+    api_url: str, shop: Tenant, body: dict[str, object], field: str
+) -> None:
+    response = post(api_url, basic(shop.token), body)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["field"] == field
+
+
+def test_external_customer_id_alone_identifies_the_contact(api_url: str, shop: Tenant) -> None:
+    body = {"eventTypeKey": "visit", "params": [{"name": "externalCustomerId", "value": "AV1"}]}
+    assert post(api_url, basic(shop.token), body).status_code == 200
+
+
+def test_body_over_20_kb_is_413(api_url: str, shop: Tenant) -> None:
+    body = {"eventTypeKey": "big", "keyValue": "k", "params": [{"name": "blob", "value": "x" * 20 * 1024}]}
+    response = post(api_url, basic(shop.token), body)
+    assert response.status_code == 413
+    assert "20480" in response.json()["message"]
+
+
+def test_auth_failures_are_401(api_url: str, shop: Tenant) -> None:
+    for headers in ({}, basic("wrong"), {"Authorization": "Basic !!!"}, {"Authorization": "Bearer wrong"}):
+        assert post(api_url, headers, PASSWORD_RECOVERY).status_code == 401
+
+
+def test_events_stay_in_the_tokens_workspace(api_url: str, shop: Tenant, other_tenant: Tenant, sink: Sink) -> None:
+    body = {"eventTypeKey": "ONLY_OTHER", "keyValue": "x-1", "params": [{"name": "email", "value": "iso@example.com"}]}
+    assert post(api_url, basic(shop.token), body).status_code == 200
+    control = {
+        "eventTypeKey": "password_recovery",
+        "keyValue": "x-2",
+        "params": [{"name": "email", "value": "iso@example.com"}],
+    }
+    assert post(api_url, basic(shop.token), control).status_code == 200
+    wait_until(lambda: sink.to("iso@example.com", sender=shop.sender), what="the control email")
+    assert sink.to("iso@example.com", sender=other_tenant.sender) == []
