@@ -1,12 +1,13 @@
 """Tripmail's own API: POST /v1/events."""
 
-from typing import Self
+from typing import Any, Literal, Self
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, ValidationError, model_validator
 
 from api.auth import EventWriter
 from api.intake import submit
+from tripmail.errors import FieldError, TripmailError
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
@@ -61,3 +62,55 @@ def to_trigger(body: NativeEvent, workspace_id: int) -> TriggerRequest:
 def post_event(body: NativeEvent, principal: EventWriter, request: Request) -> Accepted:
     """Accept one event: the automations it triggers run in the worker."""
     return submit(request, to_trigger(body, principal.workspace_id)).accepted
+
+
+MAX_BATCH = 1000
+
+
+class NativeBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Items are validated one by one below, so one bad event does not refuse the others.
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchItem(BaseModel):
+    index: int
+    status: Literal["queued", "rejected"]
+    id: str | None = None
+    duplicate: bool | None = None
+    matching_automations: int | None = None
+    errors: list[FieldError] | None = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItem]
+
+
+def _submit_item(request: Request, index: int, raw: dict[str, Any], workspace_id: int) -> BatchItem:
+    try:
+        accepted = submit(request, to_trigger(NativeEvent.model_validate(raw), workspace_id)).accepted
+    except ValidationError as exc:
+        errors = [FieldError(field=".".join(str(p) for p in e["loc"]), message=e["msg"]) for e in exc.errors()]
+        return BatchItem(index=index, status="rejected", errors=errors)
+    except TripmailError as exc:
+        if exc.status >= 500:
+            raise
+        return BatchItem(index=index, status="rejected", errors=[FieldError(field=exc.field or "", message=exc.detail)])
+    return BatchItem(
+        index=index,
+        status="queued",
+        id=accepted.id,
+        duplicate=accepted.duplicate,
+        matching_automations=accepted.matching_automations,
+    )
+
+
+@router.post("/v1/events/batch", status_code=202)
+def post_events(body: NativeBatch, principal: EventWriter, request: Request) -> BatchResult:
+    """Accept up to 1,000 events; each gets its own result, in order, and a bad one does not refuse the rest."""
+    results = [_submit_item(request, index, raw, principal.workspace_id) for index, raw in enumerate(body.events)]
+    accepted = sum(1 for item in results if item.status == "queued")
+    return BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)

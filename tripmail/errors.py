@@ -1,6 +1,8 @@
 """Domain errors: a stable code and a default HTTP status; the api decides the JSON."""
 
-from typing import ClassVar, TypedDict
+from typing import ClassVar
+
+from typing_extensions import TypedDict
 
 
 class FieldError(TypedDict):

@@ -114,3 +114,44 @@ def test_a_token_only_reaches_its_own_workspace(
         assert session.scalars(select(Workspace.key).where(Workspace.id == event.workspace_id)).one() == tenant.key
     assert event.matched_automations == 0
     assert sink.to(email) == []
+
+
+def test_batch_answers_per_item_and_sends_each_valid_event(
+    api_url: str, tenant: Tenant, sink: Sink, db: sessionmaker[Session]
+) -> None:
+    emails = [f"{unique_workspace_key(f'b{i}')}@example.com" for i in range(3)]
+    events = [
+        reset_event(emails[0], key="batch-1"),
+        {"event": "forgot_password", "contact": {"email": "not-an-email"}},
+        reset_event(emails[1], key="batch-1"),
+        reset_event(emails[2]),
+    ]
+    response = httpx.post(
+        f"{api_url}/v1/events/batch",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {tenant.token}"},
+        timeout=10,
+    )
+
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (3, 1)
+    first, invalid, duplicate, plain = body["results"]
+    assert [item["index"] for item in body["results"]] == [0, 1, 2, 3]
+    assert first["status"] == plain["status"] == duplicate["status"] == "queued"
+    assert invalid["status"] == "rejected"
+    assert invalid["errors"][0]["field"] == "contact.email"
+    assert (duplicate["duplicate"], duplicate["id"]) == (True, first["id"])
+    wait_until(lambda: sink.to(emails[0]), what="the first email")
+    wait_until(lambda: sink.to(emails[2]), what="the last email")
+    wait_until(lambda: settled_messages(db, plain["id"]), what="the last message to settle")
+    assert sink.to(emails[1]) == []
+
+
+def test_batch_over_1000_events_is_refused_whole(api_url: str, tenant: Tenant) -> None:
+    events = [{"event": "x", "contact": {"email": "a@example.com"}}] * 1001
+    response = httpx.post(
+        f"{api_url}/v1/events/batch", json={"events": events}, headers={"Authorization": f"Bearer {tenant.token}"}
+    )
+    assert response.status_code == 422
+    assert response.json()["field"] == "events"
