@@ -1,5 +1,6 @@
 """`tripmail apply FILE.yaml`: make the database say what the file says, changing nothing when it already does."""
 
+import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +69,9 @@ class AutomationSpec(_Spec):
     trigger: str | None = Field(default=None, max_length=100)
     status: Literal["active", "paused", "draft"] = "active"
     transactional: bool = False
+    link: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{16,64}$", description="altcraft v1.0 link secret; generated when absent"
+    )
     steps: list[StepSpec] = Field(min_length=1)
 
 
@@ -230,20 +234,24 @@ def _apply_automation(
         steps.append(("send_email", {"template_id": template.id, "template": template.key}))
 
     row = _find_automation(session, workspace, spec)
-    values = {
+    values: dict[str, Any] = {
         "name": spec.name,
         "trigger": spec.trigger,
         "trigger_normalized": normalize_key(spec.trigger) if spec.trigger else None,
         "status": spec.status,
         "transactional": spec.transactional,
     }
+    if spec.link is not None:
+        values["link"] = spec.link
     if row is None:
-        row = Automation(workspace_id=workspace.id, updated_at=now, **values)
+        row = Automation(workspace_id=workspace.id, updated_at=now, **({"link": secrets.token_hex(24)} | values))
         if spec.id is not None:
             row.id = spec.id
         session.add(row)
         _apply_steps(row, steps)
-        changes.append(f"created automation {spec.name}")
+        session.flush()
+        link = f"/compat/altcraft/trg/{row.link}/<email|md5|xxh>"
+        changes.append(f"created automation {spec.name} (id {row.id}; altcraft v1.0 link {link})")
         return
     changed = _set_changed(row, values)
     if _apply_steps(row, steps):

@@ -1,8 +1,10 @@
 """Contacts: normalisation and upsert."""
 
+import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import xxhash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -70,6 +72,8 @@ def _create_contact(session: Session, workspace_id: int, audience: "Audience", *
         id=new_id(),
         workspace_id=workspace_id,
         email=audience.email,
+        email_md5=email_md5(audience.email) if audience.email else None,
+        email_xxh=email_xxh(audience.email) if audience.email else None,
         phone=audience.phone,
         external_id=audience.external_id,
         fields={},
@@ -78,3 +82,11 @@ def _create_contact(session: Session, workspace_id: int, audience: "Audience", *
         updated_at=now,
     )
     return add_or_refetch(session, contact, lambda: find_contact(session, workspace_id, audience))
+
+
+def email_md5(email: str) -> str:
+    return hashlib.md5(email.encode(), usedforsecurity=False).hexdigest()
+
+
+def email_xxh(email: str) -> str:
+    return xxhash.xxh64_hexdigest(email.encode())

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,16 @@ def test_applying_the_quickstart_twice_changes_nothing(sessions: sessionmaker[Se
         second = apply_file(session, spec, now=utcnow())
     with sessions() as session:
         after = snapshot(session)
-    assert first == [
+    assert first[:3] == [
         "created workspace quickstart",
         "created event type FORGOT_PASSWORD",
         "created template password-reset",
-        "created automation Password reset",
     ]
+    assert re.fullmatch(
+        r"created automation Password reset \(id \d+; "
+        r"altcraft v1.0 link /compat/altcraft/trg/[0-9a-f]{48}/<email\|md5\|xxh>\)",
+        first[3],
+    )
     assert second == []
     assert after == before
 
@@ -64,12 +69,14 @@ def test_changes_are_applied_and_reported(sessions: sessionmaker[Session]) -> No
         assert [step.kind for step in automation.steps] == ["send_email"]
 
 
-def test_fixed_automation_id_is_kept(sessions: sessionmaker[Session]) -> None:
+def test_fixed_automation_id_and_link_are_kept(sessions: sessionmaker[Session]) -> None:
+    link = "465ea6fedf0a75fa9ee0b5fb8f9d5fe89af34054909af8bb"
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme", id=96))
+        apply_spec(session, password_reset_spec("acme", id=96, link=link))
     with sessions.begin() as session:
-        assert apply_spec(session, password_reset_spec("acme", id=96)) == []
+        assert apply_spec(session, password_reset_spec("acme", id=96, link=link)) == []
         assert session.scalars(select(Automation.id)).one() == 96
+        assert session.scalars(select(Automation.link)).one() == link
 
 
 def test_step_naming_a_missing_template_is_refused(sessions: sessionmaker[Session]) -> None:

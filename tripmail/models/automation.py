@@ -35,6 +35,8 @@ class Automation(Base):
     trigger_normalized: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(20))
     transactional: Mapped[bool]
+    # The secret path segment of altcraft's v1.0 trigger link: /compat/altcraft/trg/<link>/<email|md5|xxh>.
+    link: Mapped[str | None] = mapped_column(String(64), unique=True)
     updated_at: Mapped[datetime]
     steps: Mapped[list["AutomationStep"]] = relationship(
         order_by="AutomationStep.position", cascade="all, delete-orphan", lazy="selectin"

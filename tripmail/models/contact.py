@@ -13,11 +13,16 @@ class Contact(Base):
         UniqueConstraint("workspace_id", "email"),
         Index("ix_contacts_workspace_phone", "workspace_id", "phone"),
         Index("ix_contacts_workspace_external_id", "workspace_id", "external_id"),
+        Index("ix_contacts_workspace_email_md5", "workspace_id", "email_md5"),
+        Index("ix_contacts_workspace_email_xxh", "workspace_id", "email_xxh"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     email: Mapped[str | None] = mapped_column(String(320))
+    # Stored so that a link naming the contact by a hash of its email is an index lookup, not a scan.
+    email_md5: Mapped[str | None] = mapped_column(String(32))
+    email_xxh: Mapped[str | None] = mapped_column(String(16))
     phone: Mapped[str | None] = mapped_column(String(32))
     external_id: Mapped[str | None] = mapped_column(String(300))
     fields: Mapped[dict[str, Any]]
