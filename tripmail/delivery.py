@@ -130,7 +130,7 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
         .join(Workspace, Message.workspace_id == Workspace.id)
         .where(Message.id.in_(message_ids))
     )
-    for message, contact, event, template, workspace in rows.tuples():
+    for message, contact, event, template, workspace in rows:
         data = event.request.get("data", {})
         context = template_context(_contact_context(contact), data, _event_context(event))
         try:

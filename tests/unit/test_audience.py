@@ -1,0 +1,117 @@
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, password_reset_spec
+from tripmail import audience
+from tripmail.audience import QueryError, compile_query, custom_field_query, iter_contacts
+from tripmail.models import Contact, Workspace
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+PEOPLE: dict[str, dict[str, Any]] = {
+    "ann": {
+        "Custom_ID": "IpHicQquekzYkufl",
+        "age": 31,
+        "vip": True,
+        "tags": ["tag-1", "tag-2"],
+        "addr": {"city": "Kyiv"},
+    },
+    "bob": {"Custom_ID": "xzFKLXeaJkCYHuMb", "age": 25, "vip": False, "tags": ["tag-1"]},
+    "cy": {"Custom_ID": "other", "age": 40, "tags": ["tag-2"], "addr": {"city": "Lviv"}},
+    "dee": {},
+}
+
+
+@pytest.fixture
+def people(sessions: sessionmaker[Session]) -> Iterator[tuple[Session, int]]:
+    with sessions.begin() as session:
+        spec = password_reset_spec("acme") | {
+            "contact_fields": [{"name": "tags", "type": "tags"}, {"name": "age", "type": "number"}]
+        }
+        apply_spec(session, spec)
+        workspace_id = session.scalars(select(Workspace.id)).one()
+        for name, fields in PEOPLE.items():
+            session.add(
+                Contact(
+                    id=f"id-{name}",
+                    workspace_id=workspace_id,
+                    email=f"{name}@example.com",
+                    fields=fields,
+                    consents={},
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+    with sessions() as session:
+        yield session, workspace_id
+
+
+def names(people: tuple[Session, int], query: dict[str, Any]) -> list[str]:
+    session, workspace_id = people
+    condition = compile_query(session, workspace_id, query)
+    return [contact.id.removeprefix("id-") for contact in iter_contacts(session, workspace_id, condition)]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"Custom_ID": {"$in": ["IpHicQquekzYkufl", "xzFKLXeaJkCYHuMb", "SRNOwHVZiWFItJhr"]}}, ["ann", "bob"]),
+        ({"email": {"$in": ["ann@example.com", "zz@example.com"]}}, ["ann"]),
+        ({"Custom_ID": "other"}, ["cy"]),
+        ({"age": {"$gte": 31}}, ["ann", "cy"]),
+        ({"age": {"$gt": 25, "$lt": 40}}, ["ann"]),
+        ({"age": {"$lte": 25}}, ["bob"]),
+        ({"vip": True}, ["ann"]),
+        ({"vip": {"$ne": True}}, ["bob", "cy", "dee"]),
+        ({"Custom_ID": {"$nin": ["other"]}}, ["ann", "bob", "dee"]),
+        ({"age": {"$exists": False}}, ["dee"]),
+        ({"age": {"$exists": True}}, ["ann", "bob", "cy"]),
+        ({"addr.city": "Kyiv"}, ["ann"]),
+        ({"$or": [{"addr.city": "Lviv"}, {"age": 25}]}, ["bob", "cy"]),
+        ({"$and": [{"tags": "tag-1"}, {"tags": "tag-2"}]}, ["ann"]),
+        ({"tags": {"$in": ["tag-2"]}}, ["ann", "cy"]),
+        ({"age": {"$not": {"$gt": 30}}}, ["bob", "dee"]),
+        ({"_id": "id-dee"}, ["dee"]),
+        ({"Custom_ID": None}, ["dee"]),
+        ({}, ["ann", "bob", "cy", "dee"]),
+    ],
+)
+def test_queries_select_the_documented_contacts(
+    people: tuple[Session, int], query: dict[str, Any], expected: list[str]
+) -> None:
+    assert names(people, query) == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "place"),
+    [
+        ({"age": {"$regex": "3."}}, r"custom_request\.age\.\$regex: unknown operator \$regex on age"),
+        ({"$nor": []}, r"unknown operator \$nor at the top level"),
+        ({"age": {"$in": 3}}, r"custom_request\.age\.\$in: \$in expects a list"),
+        ({"age": {"$gt": [1]}}, r"\$gt expects a number or text"),
+        ({"age": {"$exists": "yes"}}, r"\$exists expects true or false"),
+        ({"$or": {}}, r"custom_request\.\$or: expects a non-empty list"),
+        ({"tags": 5}, r"tags field; compare it with text"),
+        ([1], r"a query is an object"),
+    ],
+)
+def test_mistakes_name_the_operator_and_path(people: tuple[Session, int], query: Any, place: str) -> None:
+    with pytest.raises(QueryError, match=place):
+        names(people, query)
+
+
+def test_custom_field_matching_follows_the_field_type(people: tuple[Session, int]) -> None:
+    session, workspace_id = people
+    types = audience.field_types(session, workspace_id)
+    assert names(people, custom_field_query(types, "tags", "tag-1, tag-2")) == ["ann"]
+    assert names(people, custom_field_query(types, "age", "25")) == ["bob"]
+    assert names(people, custom_field_query(types, "Custom_ID", "other")) == ["cy"]
+
+
+def test_iteration_reads_in_chunks_by_key(people: tuple[Session, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audience, "CHUNK", 1)
+    assert names(people, {}) == ["ann", "bob", "cy", "dee"]
