@@ -10,7 +10,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tripmail import queue
-from tripmail.automations import count_matching_automations
+from tripmail.automations import automations_for, count_matching_automations
 from tripmail.contacts import find_contact, upsert_contact
 from tripmail.errors import NotFound, Unavailable, UnknownEventType
 from tripmail.events import DEFAULT_DEDUPE_WINDOW_S, find_event_type
@@ -33,7 +33,7 @@ class Submitted:
 def dedupe_key(trigger: TriggerRequest) -> str:
     # Hashed so any keyValue up to 300 characters makes a short, safe Redis key.
     digest = hashlib.sha256(trigger.key.encode() if trigger.key else b"").hexdigest()
-    return f"tripmail:dedupe:{trigger.workspace_id}:{normalize_key(trigger.event)}:{digest}"
+    return f"tripmail:dedupe:{trigger.workspace_id}:{normalize_key(trigger.event_name)}:{digest}"
 
 
 def submit(request: Request, trigger: TriggerRequest, *, upsert_contact_now: bool = False) -> Submitted:
@@ -44,15 +44,18 @@ def submit(request: Request, trigger: TriggerRequest, *, upsert_contact_now: boo
     """
     sessions = request.app.state.sessions
     with sessions() as session:
-        event_type = find_event_type(session, trigger.workspace_id, trigger.event)
-        if event_type is None and not trigger.create_event_type:
+        event_type = find_event_type(session, trigger.workspace_id, trigger.event) if trigger.event else None
+        if trigger.event is not None and event_type is None and not trigger.create_event_type:
             raise UnknownEventType(f"Event with identifier {trigger.event} not found", field="event")
         if (
             trigger.audience.contact_id is not None
             and find_contact(session, trigger.workspace_id, trigger.audience) is None
         ):
             raise NotFound(f"Contact {trigger.audience.contact_id} not found", field="id")
-        matching = count_matching_automations(session, trigger.workspace_id, trigger.event)
+        if trigger.event is not None:
+            matching = count_matching_automations(session, trigger.workspace_id, trigger.event)
+        else:
+            matching = len(automations_for(session, trigger))
     contact = None
     if upsert_contact_now:
         with sessions.begin() as session:

@@ -50,7 +50,7 @@ class TemplateSpec(_Spec):
     subject: str
     html: str | None = None
     text: str | None = None
-    syntax: Literal["jinja"] = "jinja"
+    syntax: Literal["jinja", "apicontent"] = "jinja"
 
 
 class SendEmailStep(_Spec):
@@ -180,7 +180,7 @@ def _apply_template(
     for part in ("subject", "html", "text"):
         source = getattr(spec, part)
         if source is not None:
-            check_template(source, name=f"templates.{spec.key}.{part}")
+            check_template(source, name=f"templates.{spec.key}.{part}", syntax=spec.syntax)
     if spec.html is None and spec.text is None:
         raise InvalidConfig(f"templates.{spec.key}: give html, text or both")
     row = session.scalars(

@@ -1,10 +1,15 @@
 """Which automations an event starts."""
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from tripmail.ids import normalize_key
 from tripmail.models import Automation
+
+if TYPE_CHECKING:
+    from tripmail.schemas.trigger import TriggerRequest
 
 
 def _matching(workspace_id: int, event_key: str) -> Select[Automation]:
@@ -23,3 +28,19 @@ def matching_automations(session: Session, workspace_id: int, event_key: str) ->
 def count_matching_automations(session: Session, workspace_id: int, event_key: str) -> int:
     count = session.scalar(select(func.count()).select_from(_matching(workspace_id, event_key).subquery()))
     return count or 0
+
+
+def automations_for(session: Session, trigger: "TriggerRequest") -> list[Automation]:
+    """What the trigger starts: the active automations on its event, or the one automation it names if active."""
+    if trigger.automation_id is None:
+        assert trigger.event is not None
+        return matching_automations(session, trigger.workspace_id, trigger.event)
+    automation = session.get(Automation, trigger.automation_id)
+    if automation is None or automation.workspace_id != trigger.workspace_id or automation.status != "active":
+        return []
+    return [automation]
+
+
+def find_automation(session: Session, workspace_id: int, automation_id: int) -> Automation | None:
+    automation = session.get(Automation, automation_id)
+    return automation if automation is not None and automation.workspace_id == workspace_id else None

@@ -32,6 +32,10 @@ def find_contact(session: Session, workspace_id: int, audience: "Audience") -> C
         query = query.where(Contact.external_id == audience.external_id)
     elif audience.phone is not None:
         query = query.where(Contact.phone == audience.phone)
+    elif audience.email_md5 is not None:
+        query = query.where(Contact.email_md5 == audience.email_md5)
+    elif audience.email_xxh is not None:
+        query = query.where(Contact.email_xxh == audience.email_xxh)
     else:
         raise InvalidRequest(
             "the audience names no contact: give a contact id, email, phone or external id", field="contact"
@@ -45,9 +49,16 @@ def upsert_contact(
     """Find the audience's contact or create it, then merge the update's fields onto it."""
     contact = find_contact(session, workspace_id, audience)
     if contact is None:
-        if audience.contact_id is not None:
-            raise NotFound(f"no contact with id {audience.contact_id}", field="id")
+        if audience.contact_id is not None or audience.email_md5 is not None or audience.email_xxh is not None:
+            raise NotFound("no contact matches the audience, and its identifier cannot create one", field="audience")
         contact = _create_contact(session, workspace_id, audience, now=now)
+    update_contact(contact, audience, update, now=now)
+    session.flush()
+    return contact
+
+
+def update_contact(contact: Contact, audience: "Audience", update: "ContactUpdate", *, now: datetime) -> None:
+    """Merge the update onto the contact: existing field keys updated, others kept."""
     changed = False
     for name in ("phone", "external_id"):
         value = getattr(audience, name)
@@ -63,8 +74,6 @@ def upsert_contact(
         changed = True
     if changed:
         contact.updated_at = now
-    session.flush()
-    return contact
 
 
 def _create_contact(session: Session, workspace_id: int, audience: "Audience", *, now: datetime) -> Contact:

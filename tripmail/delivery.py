@@ -16,16 +16,41 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tripmail.attachments import DecodedAttachment, decode_attachment
+from tripmail.contacts import normalize_email
+from tripmail.fields import message_field_values
 from tripmail.models import Automation, Contact, Event, Message, MessageStatus, Template, Workspace
 from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
+from tripmail.schemas.trigger import ChannelFilter, TriggerRequest
 from tripmail.smtp import Envelope, Outcome, SendResult, SmtpTarget, send_all
 
 
+def recipient(contact: Contact, channel_filter: ChannelFilter | None) -> str | None:
+    """The address to mail, or None when the trigger's subscription filter rules the contact out.
+
+    A filter naming another email, a phone or a push subscription names no email subscription of this contact:
+    `not_strict` then allows the contact's own email ("another fitting subscription"), strict skips the contact.
+    """
+    if contact.email is None:
+        return None
+    if channel_filter is None or channel_filter.not_strict:
+        return contact.email
+    named = channel_filter.email
+    return contact.email if named is not None and normalize_email(named) == contact.email else None
+
+
 def plan_messages(
-    session: Session, event: Event, contact: Contact, automations: list[Automation], *, now: datetime
+    session: Session,
+    event: Event,
+    contact: Contact,
+    automations: list[Automation],
+    channel_filter: ChannelFilter | None = None,
+    *,
+    now: datetime,
 ) -> list[int]:
     """One pending message per send_email step of each automation that may mail this contact."""
-    if contact.email is None:
+    address = recipient(contact, channel_filter)
+    if address is None:
         return []
     planned = []
     for automation in automations:
@@ -41,7 +66,7 @@ def plan_messages(
                 step_id=step.id,
                 contact_id=contact.id,
                 template_id=step.config["template_id"],
-                to_address=contact.email,
+                to_address=address,
                 status=MessageStatus.PENDING,
                 attempts=0,
                 created_at=now,
@@ -72,7 +97,15 @@ def claim_messages(session: Session, message_ids: list[int], *, now: datetime) -
     return sorted(claimed)
 
 
-def build_email(*, sender: str, recipient: str, rendered: RenderedEmail, message_id: str, now: datetime) -> bytes:
+def build_email(
+    *,
+    sender: str,
+    recipient: str,
+    rendered: RenderedEmail,
+    message_id: str,
+    now: datetime,
+    attachments: tuple[DecodedAttachment, ...] = (),
+) -> bytes:
     message = EmailMessage(policy=SMTP)
     message["From"] = sender
     message["To"] = recipient
@@ -85,6 +118,9 @@ def build_email(*, sender: str, recipient: str, rendered: RenderedEmail, message
             message.add_alternative(rendered.html, subtype="html")
     elif rendered.html is not None:
         message.set_content(rendered.html, subtype="html")
+    for attachment in attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        message.add_attachment(attachment.content, maintype=maintype, subtype=subtype, filename=attachment.name)
     return message.as_bytes()
 
 
@@ -113,6 +149,19 @@ def _event_context(event: Event) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _EventParts:
+    """What every message of one event shares, decoded once per batch rather than once per message."""
+
+    trigger: TriggerRequest
+    attachments: tuple[DecodedAttachment, ...]
+
+    @classmethod
+    def of(cls, event: Event) -> "_EventParts":
+        trigger = TriggerRequest.model_validate(event.request)
+        return cls(trigger, tuple(decode_attachment(attachment) for attachment in trigger.attachments))
+
+
 @dataclass
 class Prepared:
     envelopes: list[Envelope] = field(default_factory=list)
@@ -130,11 +179,15 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
         .join(Workspace, Message.workspace_id == Workspace.id)
         .where(Message.id.in_(message_ids))
     )
+    shared: dict[str, _EventParts] = {}
     for message, contact, event, template, workspace in rows:
-        data = event.request.get("data", {})
-        context = template_context(_contact_context(contact), data, _event_context(event))
+        parts = shared.get(event.id) or shared.setdefault(event.id, _EventParts.of(event))
+        shown_fields = message_field_values(contact.fields, parts.trigger.fields)
+        context = template_context(
+            _contact_context(contact) | shown_fields, parts.trigger.data, _event_context(event), shown_fields
+        )
         try:
-            rendered = render_email(template.subject, template.html, template.text, context)
+            rendered = render_email(template.subject, template.html, template.text, context, syntax=template.syntax)
         except RenderError as exc:
             prepared.render_failures.append(
                 SendResult(message.id, Outcome.PERMANENT, None, f"template {template.key}: {exc}")

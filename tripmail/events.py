@@ -1,17 +1,20 @@
 """Event types and the recording of accepted events."""
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tripmail import delivery
-from tripmail.automations import matching_automations
-from tripmail.contacts import upsert_contact
+from tripmail.audience import compile_query, custom_field_query, field_types, iter_contacts
+from tripmail.automations import automations_for
+from tripmail.contacts import find_contact, update_contact, upsert_contact
 from tripmail.db import add_or_refetch
+from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
-from tripmail.models import Event, EventStatus, EventType
+from tripmail.models import Contact, Event, EventStatus, EventType
 from tripmail.schemas.trigger import TriggerRequest
 
 DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
@@ -47,6 +50,39 @@ def get_or_create_event_type(session: Session, workspace_id: int, key: str, *, n
     return add_or_refetch(session, event_type, lambda: find_event_type(session, workspace_id, key))
 
 
+def _event_type(session: Session, trigger: TriggerRequest, *, now: datetime) -> EventType | None:
+    if trigger.event is None:
+        return None
+    if trigger.create_event_type:
+        return get_or_create_event_type(session, trigger.workspace_id, trigger.event, now=now)
+    return find_event_type(session, trigger.workspace_id, trigger.event)
+
+
+def audience_contacts(session: Session, trigger: TriggerRequest, *, now: datetime) -> Iterator[Contact]:
+    """The contacts the trigger addresses, each with the trigger's contact update merged on."""
+    audience = trigger.audience
+    if audience.selects_many:
+        if audience.query is not None:
+            query = audience.query
+        else:
+            assert audience.custom_field is not None
+            types = field_types(session, trigger.workspace_id)
+            query = custom_field_query(types, audience.custom_field.name, audience.custom_field.value)
+        for contact in iter_contacts(
+            session, trigger.workspace_id, compile_query(session, trigger.workspace_id, query)
+        ):
+            update_contact(contact, audience, trigger.contact_update, now=now)
+            yield contact
+    elif not audience.names_someone:
+        # An event may name no contact Tripmail can mail (esputnik accepts a push token alone).
+        return
+    elif trigger.create_contact:
+        yield upsert_contact(session, trigger.workspace_id, audience, trigger.contact_update, now=now)
+    elif (found := find_contact(session, trigger.workspace_id, audience)) is not None:
+        update_contact(found, audience, trigger.contact_update, now=now)
+        yield found
+
+
 def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime) -> list[int]:
     """Store the event once and plan its messages; return the ids of messages still to send.
 
@@ -54,24 +90,14 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
     """
     if session.get(Event, event_id) is not None:
         return delivery.pending_message_ids(session, event_id)
-    if trigger.create_event_type:
-        event_type: EventType | None = get_or_create_event_type(session, trigger.workspace_id, trigger.event, now=now)
-    else:
-        event_type = find_event_type(session, trigger.workspace_id, trigger.event)
-    # An event may name no contact Tripmail can mail (esputnik accepts a push token alone): it is recorded all the same.
-    contact = (
-        upsert_contact(session, trigger.workspace_id, trigger.audience, trigger.contact_update, now=now)
-        if trigger.audience.names_someone
-        else None
-    )
-    automations = matching_automations(session, trigger.workspace_id, trigger.event)
+    event_type = _event_type(session, trigger, now=now)
+    automations = automations_for(session, trigger)
     event = Event(
         id=event_id,
         workspace_id=trigger.workspace_id,
         event_type_id=event_type.id if event_type else None,
-        name=trigger.event,
+        name=trigger.event_name,
         key=trigger.key,
-        contact_id=contact.id if contact else None,
         status=EventStatus.PROCESSED,
         matched_automations=len(automations),
         request=trigger.model_dump(mode="json"),
@@ -80,20 +106,25 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
     )
     session.add(event)
     session.flush()
-    return delivery.plan_messages(session, event, contact, automations, now=now) if contact else []
+    planned: list[int] = []
+    for contact in audience_contacts(session, trigger, now=now):
+        event.contact_id = event.contact_id or contact.id
+        apply_field_options(contact, trigger.fields, now=now)
+        planned += delivery.plan_messages(session, event, contact, automations, trigger.channel_filter, now=now)
+    return planned
 
 
 def record_failed_event(session: Session, event_id: str, trigger: TriggerRequest, error: str, *, now: datetime) -> None:
     """Keep an accepted event whose processing gave up for good, with the reason, so it is visible, not lost."""
     if session.get(Event, event_id) is not None:
         return
-    event_type = find_event_type(session, trigger.workspace_id, trigger.event)
+    event_type = find_event_type(session, trigger.workspace_id, trigger.event) if trigger.event else None
     session.add(
         Event(
             id=event_id,
             workspace_id=trigger.workspace_id,
             event_type_id=event_type.id if event_type else None,
-            name=trigger.event,
+            name=trigger.event_name,
             key=trigger.key,
             status=EventStatus.FAILED,
             matched_automations=0,

@@ -8,7 +8,9 @@ from pydantic import JsonValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tripmail.models import ContactField
+from tripmail.errors import FieldError, InvalidRequest
+from tripmail.models import Contact, ContactField
+from tripmail.schemas.trigger import FieldOverride
 
 FieldType = Literal["string", "number", "boolean", "date", "timestamp", "tags"]
 FIELD_TYPES: tuple[FieldType, ...] = ("string", "number", "boolean", "date", "timestamp", "tags")
@@ -86,3 +88,46 @@ def numbered_fields(session: Session, workspace_id: int) -> dict[int, ContactFie
         select(ContactField).where(ContactField.workspace_id == workspace_id, ContactField.number.is_not(None))
     )
     return {field.number: field for field in fields if field.number is not None}
+
+
+def _empty(value: JsonValue) -> bool:
+    return value is None or value == "" or value == []
+
+
+def check_overrides(field_types: dict[str, str], overrides: list[FieldOverride], where: str) -> list[FieldOverride]:
+    """Overrides of known fields with values in stored form; unknown names are dropped, misfits refused."""
+    checked: list[FieldOverride] = []
+    errors: list[FieldError] = []
+    for index, override in enumerate(overrides):
+        field_type = field_types.get(override.name)
+        if field_type is None:
+            continue
+        try:
+            value = coerce_field_value(field_type, override.value)
+        except ValueError as exc:
+            errors.append(FieldError(field=f"{where}[{index}].value", message=f"{override.name} ({field_type}): {exc}"))
+            continue
+        checked.append(override.model_copy(update={"value": value}))
+    if errors:
+        raise InvalidRequest(
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors), field=errors[0]["field"], errors=errors
+        )
+    return checked
+
+
+def apply_field_options(contact: Contact, overrides: list[FieldOverride], *, now: datetime) -> None:
+    """Store what options 0 (only into an empty field) and 2 (always) store; option 1 is for the message alone."""
+    stored = dict(contact.fields)
+    for override in overrides:
+        if override.option == 2 or (override.option == 0 and _empty(stored.get(override.name))):
+            stored[override.name] = override.value
+    if stored != contact.fields:
+        contact.fields = stored
+        contact.updated_at = now
+
+
+def message_field_values(stored: dict[str, JsonValue], overrides: list[FieldOverride]) -> dict[str, JsonValue]:
+    """The values a message shows for the overridden fields: the request's for options 1 and 2, else stored."""
+    values = {override.name: stored.get(override.name) for override in overrides}
+    values |= {override.name: override.value for override in overrides if override.option in (1, 2)}
+    return values

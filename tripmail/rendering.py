@@ -1,5 +1,10 @@
-"""Templates: Jinja2 in a sandbox; request data goes in as values, never as template source."""
+"""Templates: Jinja2 in a sandbox; request data goes in as values, never as template source.
 
+A template may declare `syntax: apicontent` (altcraft, seed 001): its `{apicontent.name}` placeholders are
+translated to Jinja once, when first compiled, and list values render one item per line.
+"""
+
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -7,14 +12,30 @@ from typing import Any
 from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError
 from jinja2 import Template as JinjaTemplate
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup, escape
 
 from tripmail.errors import InvalidConfig
 
-# HTML parts escape what they insert; subject and text parts are plain text and must not.
-_ENVIRONMENTS = {
-    True: SandboxedEnvironment(autoescape=True, undefined=ChainableUndefined),
-    False: SandboxedEnvironment(autoescape=False, undefined=ChainableUndefined),
-}
+SYNTAXES = ("jinja", "apicontent")
+_APICONTENT = re.compile(r"(?<!\{)\{apicontent\.([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+
+
+def _lines_text(value: Any) -> Any:
+    return "\n".join(str(item) for item in value) if isinstance(value, list) else value
+
+
+def _lines_html(value: Any) -> Any:
+    return Markup("<br>").join(escape(item) for item in value) if isinstance(value, list) else value
+
+
+def _environment(*, html: bool) -> SandboxedEnvironment:
+    # HTML parts escape what they insert; subject and text parts are plain text and must not.
+    environment = SandboxedEnvironment(autoescape=html, undefined=ChainableUndefined)
+    environment.filters["lines"] = _lines_html if html else _lines_text
+    return environment
+
+
+_ENVIRONMENTS = {True: _environment(html=True), False: _environment(html=False)}
 
 
 class RenderError(Exception):
@@ -28,36 +49,50 @@ class RenderedEmail:
     text: str | None
 
 
+def to_jinja(source: str, syntax: str) -> str:
+    if syntax == "apicontent":
+        return _APICONTENT.sub(r"{{ apicontent.\1 | lines }}", source)
+    return source
+
+
 @lru_cache(maxsize=1024)
-def _compile(source: str, *, html: bool) -> JinjaTemplate:
-    return _ENVIRONMENTS[html].from_string(source)
+def _compile(source: str, *, html: bool, syntax: str) -> JinjaTemplate:
+    return _ENVIRONMENTS[html].from_string(to_jinja(source, syntax))
 
 
-def check_template(source: str, *, name: str) -> None:
+def check_template(source: str, *, name: str, syntax: str = "jinja") -> None:
     """Raise InvalidConfig naming the template part and line when the source does not compile."""
     try:
-        _ENVIRONMENTS[False].parse(source)
+        _ENVIRONMENTS[False].parse(to_jinja(source, syntax))
     except TemplateSyntaxError as exc:
         raise InvalidConfig(f"{name}: line {exc.lineno}: {exc.message}") from exc
 
 
-def template_context(contact: dict[str, Any], data: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+def template_context(
+    contact: dict[str, Any],
+    data: dict[str, Any],
+    event: dict[str, Any],
+    fields: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Bare data names (`{{ forgot_password_link }}`) work too; the named parts win over a data key."""
-    return {**data, "contact": contact, "data": data, "event": event}
+    named = {"contact": contact, "data": data, "event": event, "fields": fields or {}, "apicontent": data}
+    return {**data, **named}
 
 
-def render_part(source: str, context: dict[str, Any], *, html: bool) -> str:
+def render_part(source: str, context: dict[str, Any], *, html: bool, syntax: str = "jinja") -> str:
     try:
-        return _compile(source, html=html).render(context)
+        return _compile(source, html=html, syntax=syntax).render(context)
     except TemplateError as exc:
         raise RenderError(str(exc)) from exc
 
 
-def render_email(subject: str, html: str | None, text: str | None, context: dict[str, Any]) -> RenderedEmail:
+def render_email(
+    subject: str, html: str | None, text: str | None, context: dict[str, Any], *, syntax: str = "jinja"
+) -> RenderedEmail:
     # A header cannot carry a line break; folding it to a space keeps a multi-line value readable.
-    rendered_subject = " ".join(render_part(subject, context, html=False).split())
+    rendered_subject = " ".join(render_part(subject, context, html=False, syntax=syntax).split())
     return RenderedEmail(
         subject=rendered_subject,
-        html=None if html is None else render_part(html, context, html=True),
-        text=None if text is None else render_part(text, context, html=False),
+        html=None if html is None else render_part(html, context, html=True, syntax=syntax),
+        text=None if text is None else render_part(text, context, html=False, syntax=syntax),
     )

@@ -1,12 +1,19 @@
 """The one canonical trigger request that every dialect becomes."""
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_validator
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_validator, model_validator
 
 from tripmail.contacts import normalize_email
 
 
+class CustomFieldMatch(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    value: JsonValue
+
+
 class Audience(BaseModel):
-    """One contact, named by any identifier the contact carries."""
+    """One contact named by an identifier it carries, or every contact a custom field or a query selects."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -14,10 +21,19 @@ class Audience(BaseModel):
     email: EmailStr | None = None
     phone: str | None = None
     external_id: str | None = None
+    email_md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    email_xxh: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
+    custom_field: CustomFieldMatch | None = None
+    query: dict[str, JsonValue] | None = None
 
     @property
     def names_someone(self) -> bool:
-        return any(value is not None for value in (self.contact_id, self.email, self.phone, self.external_id))
+        identifiers = (self.contact_id, self.email, self.phone, self.external_id, self.email_md5, self.email_xxh)
+        return any(value is not None for value in identifiers)
+
+    @property
+    def selects_many(self) -> bool:
+        return self.custom_field is not None or self.query is not None
 
     @field_validator("email")
     @classmethod
@@ -32,11 +48,52 @@ class ContactUpdate(BaseModel):
     email_consent: bool | None = None
 
 
+class FieldOverride(BaseModel):
+    """A contact field value sent with the trigger; `option` says how it meets the stored value (SPEC 0/1/2)."""
+
+    name: str
+    value: JsonValue
+    option: Literal[0, 1, 2]
+
+
+class Attachment(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    content_type: str
+    content_base64: str
+
+
+class ChannelFilter(BaseModel):
+    """Which of the contact's subscriptions to use; `not_strict` allows another fitting one when it is missing."""
+
+    email: str | None = None
+    phone: str | None = None
+    subscription_id: str | None = None
+    provider: str | None = None
+    not_strict: bool = False
+
+
 class TriggerRequest(BaseModel):
     workspace_id: int
-    event: str = Field(min_length=1, max_length=100)
+    event: str | None = Field(default=None, min_length=1, max_length=100)
+    automation_id: int | None = None
     key: str | None = Field(default=None, max_length=300)
     audience: Audience
     contact_update: ContactUpdate = Field(default_factory=ContactUpdate)
     data: dict[str, JsonValue] = Field(default_factory=dict)
+    fields: list[FieldOverride] = Field(default_factory=list)
+    attachments: list[Attachment] = Field(default_factory=list)
+    channel_filter: ChannelFilter | None = None
+    hooks: dict[str, JsonValue] = Field(default_factory=dict)
     create_event_type: bool = True
+    create_contact: bool = True
+
+    @model_validator(mode="after")
+    def _event_or_automation(self) -> Self:
+        if (self.event is None) == (self.automation_id is None):
+            raise ValueError("give exactly one of event (an event-type key) or automation_id")
+        return self
+
+    @property
+    def event_name(self) -> str:
+        """The event-type key, or `automation:<id>` for a trigger aimed straight at one automation."""
+        return self.event if self.event is not None else f"automation:{self.automation_id}"
