@@ -44,3 +44,7 @@ def automations_for(session: Session, trigger: "TriggerRequest") -> list[Automat
 def find_automation(session: Session, workspace_id: int, automation_id: int) -> Automation | None:
     automation = session.get(Automation, automation_id)
     return automation if automation is not None and automation.workspace_id == workspace_id else None
+
+
+def find_automation_by_link(session: Session, link: str) -> Automation | None:
+    return session.scalars(select(Automation).where(Automation.link == link)).one_or_none()

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(default=600, ge=10)
     send_batch_size: int = Field(default=100, ge=1, le=10_000)
     send_max_retries: int = Field(default=5, ge=0)
+    attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
 
 
 @lru_cache

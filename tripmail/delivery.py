@@ -201,6 +201,7 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
             rendered=rendered,
             message_id=header,
             now=now,
+            attachments=parts.attachments,
         )
         prepared.envelopes.append(
             Envelope(message.id, parseaddr(workspace.from_address)[1], message.to_address, content)

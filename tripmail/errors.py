@@ -41,6 +41,12 @@ class UnknownEventType(TripmailError):
     code, status = "unknown-event-type", 404
 
 
+class Inactive(TripmailError):
+    """The automation exists but is paused or a draft."""
+
+    code, status = "inactive", 409
+
+
 class InvalidConfig(TripmailError):
     """An apply file or template that cannot be loaded as written."""
 

@@ -1,5 +1,5 @@
 """The seed platforms' wire formats, one module each, served under /compat/<name>."""
 
-from api.dialects import bunce, cocomail, emailsendx, esputnik
+from api.dialects import altcraft, bunce, cocomail, emailsendx, esputnik
 
-DIALECTS = (cocomail, esputnik, bunce, emailsendx)
+DIALECTS = (cocomail, altcraft, esputnik, bunce, emailsendx)

@@ -1,0 +1,205 @@
+"""altcraft (seed 001): v1.1 POST /api/v1.1/campaigns/triggers/start/ and v1.0 GET|POST /trg/<link>/<value>.
+
+A trigger campaign is an automation, named by its (fixed, numeric) id in v1.1 and by its link secret in v1.0.
+Altcraft triggers existing profiles only: an audience that matches nobody is an error for one profile and an
+empty send for a query. `resource_id` is accepted and not needed: a workspace has one contact database.
+"""
+
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_validator
+
+from api.auth import authenticate
+from api.dialects.routing import dialect_router
+from api.intake import submit
+from tripmail.attachments import parse_attachments
+from tripmail.audience import compile_query, field_types
+from tripmail.automations import find_automation, find_automation_by_link
+from tripmail.contacts import find_contact
+from tripmail.errors import Inactive, InvalidRequest, NotFound, TripmailError
+from tripmail.fields import check_overrides
+from tripmail.models import Automation
+from tripmail.schemas.trigger import (
+    Attachment,
+    Audience,
+    ChannelFilter,
+    CustomFieldMatch,
+    FieldOverride,
+    TriggerRequest,
+)
+
+SUCCESS = {"data": None, "error": 0, "error_text": "Successful operation"}
+_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+_XXH = re.compile(r"^[0-9a-fA-F]{16}$")
+
+
+class AltcraftAttach(BaseModel):
+    data: str
+    name: str = Field(min_length=1, max_length=255)
+
+
+class AltcraftSubscriptionFilter(BaseModel):
+    email: str | None = None
+    phone: str | None = None
+    subscription_id: str | None = None
+    provider: str | None = None
+    not_strict: bool = False
+
+
+class AltcraftField(BaseModel):
+    name: str
+    value: JsonValue
+    option: Literal[0, 1, 2]
+
+
+class AltcraftExtras(BaseModel):
+    """What both versions may carry for the message itself."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    content: dict[str, JsonValue] = Field(default_factory=dict)
+    attach: list[AltcraftAttach] = Field(default_factory=list)
+    custom_data: dict[str, JsonValue] = Field(default_factory=dict)
+    fields: list[AltcraftField] = Field(default_factory=list)
+
+
+class AltcraftStart(AltcraftExtras):
+    token: str
+    id: int
+    matching: Literal["email", "phone", "profile_id", "custom"] | None = None
+    email: EmailStr | None = None
+    phone: str | None = None
+    profile_id: str | None = None
+    field_name: str | None = None
+    field_value: int | float | str | None = None
+    custom_request: dict[str, JsonValue] | None = None
+    subscription_filter: AltcraftSubscriptionFilter | None = None
+    resource_id: int | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _numeric_id(cls, value: object) -> object:
+        # The seed documents the id as a string ("5511") and sends it as a number (84); both name one campaign.
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+def start_audience(body: AltcraftStart) -> Audience:
+    """The v1.1 matching mode as an audience; a missing identifier is named."""
+    if body.matching is None and body.custom_request is not None:
+        return Audience(query=body.custom_request)
+    mode = body.matching or "email"
+    if mode == "custom":
+        if body.field_name is None or body.field_value is None:
+            raise InvalidRequest('"matching": "custom" needs field_name and field_value', field="field_name")
+        return Audience(custom_field=CustomFieldMatch(name=body.field_name, value=body.field_value))
+    identifier = {"email": body.email, "phone": body.phone, "profile_id": body.profile_id}[mode]
+    if identifier is None:
+        raise InvalidRequest(f'"matching": "{mode}" needs {mode}', field=mode)
+    return Audience(**{"contact_id" if mode == "profile_id" else mode: identifier})
+
+
+def link_audience(value: str) -> Audience:
+    """v1.0's last path segment: an email, the md5 of an email, or its xxhash (XXH64)."""
+    if "@" in value:
+        try:
+            return Audience(email=value)
+        except ValueError as exc:
+            raise InvalidRequest(f"{value!r} is not a valid email address", field="value") from exc
+    if _MD5.match(value):
+        return Audience(email_md5=value.lower())
+    if _XXH.match(value):
+        return Audience(email_xxh=value.lower())
+    raise InvalidRequest("the link ends with an email, the md5 of an email or its xxhash", field="value")
+
+
+def to_trigger(
+    extras: AltcraftExtras,
+    automation: Automation,
+    audience: Audience,
+    *,
+    fields: list[FieldOverride],
+    attachments: list[Attachment],
+    channel_filter: ChannelFilter | None = None,
+) -> TriggerRequest:
+    return TriggerRequest(
+        workspace_id=automation.workspace_id,
+        automation_id=automation.id,
+        audience=audience,
+        data=extras.content,
+        fields=fields,
+        attachments=attachments,
+        channel_filter=channel_filter,
+        hooks=extras.custom_data,
+        create_contact=False,
+    )
+
+
+def render_error(exc: TripmailError) -> JSONResponse:
+    status = 400 if exc.status == 422 else exc.status
+    return JSONResponse({"data": None, "error": status, "error_text": exc.detail}, status_code=status)
+
+
+router = dialect_router("altcraft", render_error)
+
+
+def _check_and_submit(
+    request: Request, extras: AltcraftExtras, automation: Automation, audience: Audience, **options: Any
+) -> None:
+    """Refuse what would fail later (inactive campaign, nobody to match, bad query, fields or files), then submit."""
+    if automation.status != "active":
+        raise Inactive(f"trigger campaign {automation.id} is {automation.status}", field="id")
+    with request.app.state.sessions() as session:
+        types = field_types(session, automation.workspace_id)
+        if audience.query is not None:
+            compile_query(session, automation.workspace_id, audience.query)
+        elif audience.names_someone and find_contact(session, automation.workspace_id, audience) is None:
+            raise NotFound("no profile matches the request", field="matching")
+    fields = check_overrides(types, [FieldOverride(**f.model_dump()) for f in extras.fields], "fields")
+    attachments = parse_attachments(
+        [(item.name, item.data) for item in extras.attach],
+        max_total_bytes=request.app.state.settings.attachment_max_bytes,
+        where="attach",
+    )
+    submit(request, to_trigger(extras, automation, audience, fields=fields, attachments=attachments, **options))
+
+
+@router.post("/api/v1.1/campaigns/triggers/start/")
+def start(body: AltcraftStart, request: Request) -> dict[str, Any]:
+    """Launch a trigger campaign for one profile or an audience (seed 001, version 1.1)."""
+    principal = authenticate(request, body.token, scope="events:write", how='"token" in the request body')
+    with request.app.state.sessions() as session:
+        automation = find_automation(session, principal.workspace_id, body.id)
+    if automation is None:
+        raise NotFound(f"trigger campaign {body.id} not found", field="id")
+    subscription = body.subscription_filter
+    channel_filter = (
+        ChannelFilter(**subscription.model_dump()) if subscription and body.custom_request is None else None
+    )
+    _check_and_submit(request, body, automation, start_audience(body), channel_filter=channel_filter)
+    return SUCCESS
+
+
+def _link_trigger(request: Request, link: str, value: str, extras: AltcraftExtras) -> dict[str, Any]:
+    with request.app.state.sessions() as session:
+        automation = find_automation_by_link(session, link)
+    if automation is None:
+        raise NotFound("no trigger campaign has this link", field="link")
+    _check_and_submit(request, extras, automation, link_audience(value))
+    return SUCCESS
+
+
+@router.get("/trg/{link}/{value}")
+def link_get(link: str, value: str, request: Request) -> dict[str, Any]:
+    """Send the campaign to one profile named by email, md5 or xxhash (seed 001, version 1.0)."""
+    return _link_trigger(request, link, value, AltcraftExtras())
+
+
+@router.post("/trg/{link}/{value}")
+def link_post(
+    link: str, value: str, request: Request, body: Annotated[AltcraftExtras | None, Body()] = None
+) -> dict[str, Any]:
+    """As GET, with JSON: `fields` overrides (options 0/1/2), and `content`, `attach`, `custom_data` as in v1.1."""
+    return _link_trigger(request, link, value, body or AltcraftExtras())
