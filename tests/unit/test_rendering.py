@@ -55,3 +55,21 @@ def test_sandbox_refuses_reaching_into_python() -> None:
 def test_syntax_error_names_the_part_and_line() -> None:
     with pytest.raises(InvalidConfig, match=r"templates\.reset\.html: line 2: .*"):
         check_template("ok\n{{ broken", name="templates.reset.html")
+
+
+def test_apicontent_placeholders_and_lists() -> None:
+    data = {"email_title": "New <videos>", "data_lines": ["Channel A", "Channel B"]}
+    ctx = template_context({}, data, {})
+    text = render_part(
+        "{apicontent.email_title}\n{apicontent.data_lines}\n{{ apicontent.email_title }}",
+        ctx,
+        html=False,
+        syntax="apicontent",
+    )
+    html = render_part("<p>{apicontent.data_lines}</p>", ctx, html=True, syntax="apicontent")
+    assert text == "New <videos>\nChannel A\nChannel B\nNew <videos>"
+    assert html == "<p>Channel A<br>Channel B</p>"
+
+
+def test_apicontent_braces_are_plain_text_in_jinja_templates() -> None:
+    assert render_part("{apicontent.x}", template_context({}, {"x": 1}, {}), html=False) == "{apicontent.x}"
