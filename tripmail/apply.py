@@ -50,7 +50,10 @@ class TemplateSpec(_Spec):
     subject: str
     html: str | None = None
     text: str | None = None
-    syntax: Literal["jinja", "apicontent"] = "jinja"
+    syntax: Literal["jinja", "apicontent", "velocity"] = "jinja"
+    data_param: str | None = Field(
+        default=None, max_length=100, description="the param that `data` means in this template (esputnik's JSON)"
+    )
 
 
 class SendEmailStep(_Spec):
@@ -186,7 +189,13 @@ def _apply_template(
     row = session.scalars(
         select(Template).where(Template.workspace_id == workspace.id, Template.key == spec.key)
     ).one_or_none()
-    values = {"subject": spec.subject, "html": spec.html, "text": spec.text, "syntax": spec.syntax}
+    values = {
+        "subject": spec.subject,
+        "html": spec.html,
+        "text": spec.text,
+        "syntax": spec.syntax,
+        "data_param": spec.data_param,
+    }
     if row is None:
         row = Template(workspace_id=workspace.id, key=spec.key, updated_at=now, **values)
         session.add(row)

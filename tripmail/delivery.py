@@ -184,7 +184,11 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
         parts = shared.get(event.id) or shared.setdefault(event.id, _EventParts.of(event))
         shown_fields = message_field_values(contact.fields, parts.trigger.fields)
         context = template_context(
-            _contact_context(contact) | shown_fields, parts.trigger.data, _event_context(event), shown_fields
+            _contact_context(contact) | shown_fields,
+            parts.trigger.data,
+            _event_context(event),
+            shown_fields,
+            data_param=template.data_param,
         )
         try:
             rendered = render_email(template.subject, template.html, template.text, context, syntax=template.syntax)

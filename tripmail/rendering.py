@@ -1,7 +1,8 @@
 """Templates: Jinja2 in a sandbox; request data goes in as values, never as template source.
 
-A template may declare `syntax: apicontent` (altcraft, seed 001): its `{apicontent.name}` placeholders are
-translated to Jinja once, when first compiled, and list values render one item per line.
+A template may declare `syntax: apicontent` (altcraft, seed 001): its `{apicontent.name}` placeholders become
+Jinja, and list values render one item per line; or `syntax: velocity` (esputnik, seed 002): see velocity.py.
+Either is translated when the template is applied (to check it) and once per process when first compiled.
 """
 
 import re
@@ -14,9 +15,9 @@ from jinja2 import Template as JinjaTemplate
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
+from tripmail import velocity
 from tripmail.errors import InvalidConfig
 
-SYNTAXES = ("jinja", "apicontent")
 _APICONTENT = re.compile(r"(?<!\{)\{apicontent\.([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 
 
@@ -49,9 +50,11 @@ class RenderedEmail:
     text: str | None
 
 
-def to_jinja(source: str, syntax: str) -> str:
+def to_jinja(source: str, syntax: str, *, name: str = "template") -> str:
     if syntax == "apicontent":
         return _APICONTENT.sub(r"{{ apicontent.\1 | lines }}", source)
+    if syntax == "velocity":
+        return velocity.to_jinja(source, name=name)
     return source
 
 
@@ -63,7 +66,7 @@ def _compile(source: str, *, html: bool, syntax: str) -> JinjaTemplate:
 def check_template(source: str, *, name: str, syntax: str = "jinja") -> None:
     """Raise InvalidConfig naming the template part and line when the source does not compile."""
     try:
-        _ENVIRONMENTS[False].parse(to_jinja(source, syntax))
+        _ENVIRONMENTS[False].parse(to_jinja(source, syntax, name=name))
     except TemplateSyntaxError as exc:
         raise InvalidConfig(f"{name}: line {exc.lineno}: {exc.message}") from exc
 
@@ -73,9 +76,15 @@ def template_context(
     data: dict[str, Any],
     event: dict[str, Any],
     fields: dict[str, Any] | None = None,
+    *,
+    data_param: str | None = None,
 ) -> dict[str, Any]:
-    """Bare data names (`{{ forgot_password_link }}`) work too; the named parts win over a data key."""
-    named = {"contact": contact, "data": data, "event": event, "fields": fields or {}, "apicontent": data}
+    """Bare data names (`{{ forgot_password_link }}`) work too; the named parts win over a data key.
+
+    With `data_param`, `data` is that one param's value, as esputnik's templates see it.
+    """
+    shown = data.get(data_param) if data_param is not None else data
+    named = {"contact": contact, "data": shown, "event": event, "fields": fields or {}, "apicontent": data}
     return {**data, **named}
 
 

@@ -115,3 +115,10 @@ def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
     path = write_yaml(tmp_path, "workspace: [unclosed\n")
     with pytest.raises(InvalidConfig, match="not valid YAML"):
         load_apply_file(path)
+
+
+def test_velocity_outside_the_subset_is_refused_at_apply(sessions: sessionmaker[Session]) -> None:
+    spec = password_reset_spec("acme")
+    spec["templates"][0] |= {"syntax": "velocity", "text": "Hi\n#if($x)yes#end"}
+    with sessions.begin() as session, pytest.raises(InvalidConfig, match=r"templates\.reset\.text: line 2: #if"):
+        apply_spec(session, spec)
