@@ -2,6 +2,7 @@
 
 import secrets
 from datetime import datetime
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID, uuid4
@@ -85,6 +86,15 @@ class ApplyFile(_Spec):
     event_types: list[EventTypeSpec] = Field(default_factory=list)
     templates: list[TemplateSpec] = Field(default_factory=list)
     automations: list[AutomationSpec] = Field(default_factory=list)
+
+    @field_validator("from_address")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "\r" in value or "\n" in value or "@" not in parseaddr(value)[1]:
+            raise ValueError("expected a sender such as 'Acme <noreply@acme.example>' on one line")
+        return value
 
 
 def load_apply_file(path: Path) -> ApplyFile:

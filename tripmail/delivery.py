@@ -165,11 +165,11 @@ class _EventParts:
 @dataclass
 class Prepared:
     envelopes: list[Envelope] = field(default_factory=list)
-    render_failures: list[SendResult] = field(default_factory=list)
+    failures: list[SendResult] = field(default_factory=list)
 
 
 def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime) -> Prepared:
-    """Render and build every claimed message; a template that fails to render fails only its message."""
+    """Render and build every claimed message; one that cannot be rendered or built fails alone."""
     prepared = Prepared()
     rows = session.execute(
         select(Message, Contact, Event, Template, Workspace)
@@ -182,35 +182,44 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
     shared: dict[str, _EventParts] = {}
     for message, contact, event, template, workspace in rows:
         parts = shared.get(event.id) or shared.setdefault(event.id, _EventParts.of(event))
-        shown_fields = message_field_values(contact.fields, parts.trigger.fields)
-        context = template_context(
-            _contact_context(contact) | shown_fields,
-            parts.trigger.data,
-            _event_context(event),
-            shown_fields,
-            data_param=template.data_param,
-        )
         try:
-            rendered = render_email(template.subject, template.html, template.text, context, syntax=template.syntax)
-        except RenderError as exc:
-            prepared.render_failures.append(
-                SendResult(message.id, Outcome.PERMANENT, None, f"template {template.key}: {exc}")
-            )
+            rendered = _render(contact, event, template, parts)
+            # ValueError: a header the email package refuses (a line break in a name or address).
+            content = _build(message, workspace, rendered, parts, now=now)
+        except (RenderError, ValueError) as exc:
+            prepared.failures.append(SendResult(message.id, Outcome.PERMANENT, None, f"template {template.key}: {exc}"))
             continue
-        header = message_id_header(message, workspace.from_address)
-        message.message_id_header = header
-        content = build_email(
-            sender=workspace.from_address,
-            recipient=message.to_address,
-            rendered=rendered,
-            message_id=header,
-            now=now,
-            attachments=parts.attachments,
-        )
         prepared.envelopes.append(
             Envelope(message.id, parseaddr(workspace.from_address)[1], message.to_address, content)
         )
     return prepared
+
+
+def _render(contact: Contact, event: Event, template: Template, parts: _EventParts) -> RenderedEmail:
+    shown_fields = message_field_values(contact.fields, parts.trigger.fields)
+    context = template_context(
+        _contact_context(contact) | shown_fields,
+        parts.trigger.data,
+        _event_context(event),
+        shown_fields,
+        data_param=template.data_param,
+    )
+    return render_email(template.subject, template.html, template.text, context, syntax=template.syntax)
+
+
+def _build(
+    message: Message, workspace: Workspace, rendered: RenderedEmail, parts: _EventParts, *, now: datetime
+) -> bytes:
+    header = message_id_header(message, workspace.from_address)
+    message.message_id_header = header
+    return build_email(
+        sender=workspace.from_address,
+        recipient=message.to_address,
+        rendered=rendered,
+        message_id=header,
+        now=now,
+        attachments=parts.attachments,
+    )
 
 
 def record_results(session: Session, results: list[SendResult], *, now: datetime, max_attempts: int) -> list[int]:
@@ -257,7 +266,7 @@ def deliver_messages(
         return DeliveryReport(sent=0, failed=0, retry_ids=[])
     with sessions.begin() as session:
         prepared = prepare_envelopes(session, claimed, now=clock())
-    results = prepared.render_failures
+    results = prepared.failures
     if prepared.envelopes:
         results += asyncio.run(send_all(target, prepared.envelopes, connections=connections, timeout=timeout))
     with sessions.begin() as session:

@@ -93,6 +93,10 @@ def render_part(source: str, context: dict[str, Any], *, html: bool, syntax: str
         return _compile(source, html=html, syntax=syntax).render(context)
     except TemplateError as exc:
         raise RenderError(str(exc)) from exc
+    except Exception as exc:
+        # A template's own expressions can raise anything on the data they meet ("12" + 1 is a TypeError);
+        # that is this template failing for this message, not the worker failing.
+        raise RenderError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def render_email(

@@ -3,11 +3,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec, write_yaml
-from tripmail.apply import apply_file, load_apply_file
+from tripmail.apply import ApplyFile, apply_file, load_apply_file
 from tripmail.errors import InvalidConfig
 from tripmail.ids import utcnow
 from tripmail.models import Automation, AutomationStep, EventType, Template, Workspace
@@ -122,3 +123,9 @@ def test_velocity_outside_the_subset_is_refused_at_apply(sessions: sessionmaker[
     spec["templates"][0] |= {"syntax": "velocity", "text": "Hi\n#if($x)yes#end"}
     with sessions.begin() as session, pytest.raises(InvalidConfig, match=r"templates\.reset\.text: line 2: #if"):
         apply_spec(session, spec)
+
+
+@pytest.mark.parametrize("sender", ["Acme", "Acme <noreply@acme.example>\r\nBcc: x@evil.example"])
+def test_sender_must_be_an_address_on_one_line(sender: str) -> None:
+    with pytest.raises(ValidationError, match="from"):
+        ApplyFile.model_validate({"workspace": "acme", "from": sender})

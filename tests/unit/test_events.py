@@ -5,6 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
+from tripmail.delivery import claim_messages, prepare_envelopes
 from tripmail.events import record_event, record_failed_event
 from tripmail.ids import new_id
 from tripmail.models import Contact, Event, EventType, Message, MessageStatus, Workspace
@@ -114,3 +115,24 @@ def test_failed_processing_is_recorded_with_its_reason(sessions: sessionmaker[Se
         "OperationalError: database is locked",
         "forgot_password",
     )
+
+
+def test_a_template_that_raises_fails_its_message_alone(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+    with sessions.begin() as session:
+        apply_spec(
+            session,
+            password_reset_spec("acme")
+            | {"templates": [{"key": "reset", "subject": "s", "text": "{{ data.amount + 1 }}"}]},
+        )
+    with sessions.begin() as session:
+        bad = record_event(session, new_id(), trigger(workspace_id, data={"amount": "12"}), now=NOW)
+        good = record_event(session, new_id(), trigger(workspace_id, data={"amount": 12}), now=NOW)
+    with sessions.begin() as session:
+        claim_messages(session, bad + good, now=NOW)
+    with sessions.begin() as session:
+        prepared = prepare_envelopes(session, bad + good, now=NOW)
+    assert [envelope.key for envelope in prepared.envelopes] == good
+    [failure] = prepared.failures
+    assert failure.key == bad[0]
+    assert "TypeError" in failure.reply

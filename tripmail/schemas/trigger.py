@@ -57,7 +57,7 @@ class FieldOverride(BaseModel):
 
 
 class Attachment(BaseModel):
-    name: str = Field(min_length=1, max_length=255)
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^\r\n]+$")
     content_type: str
     content_base64: str
 
