@@ -8,7 +8,7 @@ import xxhash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tripmail.db import add_or_refetch
+from tripmail.db import insert_if_absent
 from tripmail.errors import InvalidRequest, NotFound
 from tripmail.ids import new_id
 from tripmail.models import Contact
@@ -77,20 +77,28 @@ def update_contact(contact: Contact, audience: "Audience", update: "ContactUpdat
 
 
 def _create_contact(session: Session, workspace_id: int, audience: "Audience", *, now: datetime) -> Contact:
-    contact = Contact(
-        id=new_id(),
-        workspace_id=workspace_id,
-        email=audience.email,
-        email_md5=email_md5(audience.email) if audience.email else None,
-        email_xxh=email_xxh(audience.email) if audience.email else None,
-        phone=audience.phone,
-        external_id=audience.external_id,
-        fields={},
-        consents={"email": True},
-        created_at=now,
-        updated_at=now,
-    )
-    return add_or_refetch(session, contact, lambda: find_contact(session, workspace_id, audience))
+    values = {
+        "id": new_id(),
+        "workspace_id": workspace_id,
+        "email": audience.email,
+        "email_md5": email_md5(audience.email) if audience.email else None,
+        "email_xxh": email_xxh(audience.email) if audience.email else None,
+        "phone": audience.phone,
+        "external_id": audience.external_id,
+        "fields": {},
+        "consents": {"email": True},
+        "created_at": now,
+        "updated_at": now,
+    }
+    if audience.email is None:
+        contact = Contact(**values)
+        session.add(contact)
+        return contact
+    # Another worker may create the same contact at the same moment: the email is unique per workspace.
+    insert_if_absent(session, Contact, values, ["workspace_id", "email"])
+    created = find_contact(session, workspace_id, audience)
+    assert created is not None, "inserted or already there"
+    return created
 
 
 def email_md5(email: str) -> str:

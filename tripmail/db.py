@@ -1,19 +1,17 @@
 """Engines and sessions; callers own the transaction (`with sessions.begin()`)."""
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import Settings
+from tripmail.models import Base
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-
-Row = TypeVar("Row")
 
 
 def make_engine(database_url: str) -> Engine:
@@ -40,17 +38,12 @@ def make_sessionmaker(settings: Settings) -> sessionmaker[Session]:
     return sessionmaker(make_engine(settings.database_url), expire_on_commit=False)
 
 
-def add_or_refetch(session: Session, row: Row, refetch: Callable[[], Row | None]) -> Row:
-    """Insert `row` in a savepoint; when a concurrent writer won the race on a unique key, return theirs.
+def insert_if_absent(session: Session, model: type[Base], values: dict[str, Any], unique: list[str]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on a unique key: a concurrent writer that got there first wins quietly.
 
-    The savepoint keeps the caller's transaction usable after the lost race.
+    No savepoint is needed, which matters on SQLite: its driver would commit a savepoint opened as the
+    transaction's first write on its own.
     """
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        existing = refetch()
-        if existing is None:
-            raise
-        return existing
-    return row
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=unique))

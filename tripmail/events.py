@@ -11,7 +11,7 @@ from tripmail import delivery
 from tripmail.audience import compile_query, custom_field_query, field_types, iter_contacts
 from tripmail.automations import automations_for
 from tripmail.contacts import find_contact, update_contact, upsert_contact
-from tripmail.db import add_or_refetch
+from tripmail.db import insert_if_absent
 from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
 from tripmail.models import Contact, Event, EventStatus, EventType
@@ -37,17 +37,20 @@ def get_or_create_event_type(session: Session, workspace_id: int, key: str, *, n
     existing = find_event_type(session, workspace_id, key)
     if existing is not None:
         return existing
-    event_type = EventType(
-        workspace_id=workspace_id,
-        key=key,
-        key_normalized=normalize_key(key),
-        name=key,
-        uuid=str(uuid.uuid4()),
-        params={},
-        dedupe_window_s=DEFAULT_DEDUPE_WINDOW_S,
-        created_at=now,
-    )
-    return add_or_refetch(session, event_type, lambda: find_event_type(session, workspace_id, key))
+    values = {
+        "workspace_id": workspace_id,
+        "key": key,
+        "key_normalized": normalize_key(key),
+        "name": key,
+        "uuid": str(uuid.uuid4()),
+        "params": {},
+        "dedupe_window_s": DEFAULT_DEDUPE_WINDOW_S,
+        "created_at": now,
+    }
+    insert_if_absent(session, EventType, values, ["workspace_id", "key_normalized"])
+    created = find_event_type(session, workspace_id, key)
+    assert created is not None, "inserted or already there"
+    return created
 
 
 def _event_type(session: Session, trigger: TriggerRequest, *, now: datetime) -> EventType | None:

@@ -1,12 +1,14 @@
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
+from tripmail.contacts import upsert_contact
 from tripmail.delivery import claim_messages, prepare_envelopes
-from tripmail.events import record_event, record_failed_event
+from tripmail.events import get_or_create_event_type, record_event, record_failed_event
 from tripmail.ids import new_id
 from tripmail.models import Contact, Event, EventType, Message, MessageStatus, Workspace
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
@@ -136,3 +138,29 @@ def test_a_template_that_raises_fails_its_message_alone(sessions: sessionmaker[S
     [failure] = prepared.failures
     assert failure.key == bad[0]
     assert "TypeError" in failure.reply
+
+
+def test_a_rolled_back_transaction_leaves_no_event_type_or_contact(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+
+    def unit_of_work_that_fails() -> None:
+        with sessions.begin() as session:
+            get_or_create_event_type(session, workspace_id, "rolled_back", now=NOW)
+            upsert_contact(session, workspace_id, Audience(email="gone@example.com"), ContactUpdate(), now=NOW)
+            raise RuntimeError("the rest of the unit of work failed")
+
+    with pytest.raises(RuntimeError):
+        unit_of_work_that_fails()
+    with sessions() as session:
+        assert session.scalars(select(EventType).where(EventType.key == "rolled_back")).all() == []
+        assert session.scalars(select(Contact).where(Contact.email == "gone@example.com")).all() == []
+
+
+def test_creating_what_exists_returns_the_existing_row(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+    with sessions.begin() as session:
+        first = get_or_create_event_type(session, workspace_id, "Signed_Up", now=NOW)
+        again = get_or_create_event_type(session, workspace_id, "SIGNED_UP", now=NOW)
+        ann = upsert_contact(session, workspace_id, Audience(email="ann@example.com"), ContactUpdate(), now=NOW)
+        ann_again = upsert_contact(session, workspace_id, Audience(email="ANN@example.com"), ContactUpdate(), now=NOW)
+    assert (first.id, ann.id) == (again.id, ann_again.id)
