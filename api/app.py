@@ -5,12 +5,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from redis import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import native, ops
 from api.dialects import DIALECTS
-from api.problems import on_http_error, on_tripmail_error, on_validation_error
+from api.problems import on_http_error, on_model_error, on_tripmail_error, on_validation_error
 from tripmail.config import Settings, get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.errors import TripmailError
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_exception_handler(TripmailError, on_tripmail_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ValidationError, on_model_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.include_router(native.router)
     app.include_router(ops.router)

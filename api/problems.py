@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tripmail.errors import FieldError, InvalidRequest, TripmailError
@@ -53,9 +54,14 @@ def _field_error(error: dict[str, Any]) -> FieldError:
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [_field_error(error) for error in exc.errors()]
-    detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
-    return _render(request, InvalidRequest(detail, field=errors[0]["field"] if errors else None, errors=errors))
+    return _render(request, InvalidRequest.listing([_field_error(error) for error in exc.errors()]))
+
+
+async def on_model_error(request: Request, exc: Exception) -> Response:
+    """A canonical model refused what a route built from the client's input: the client's error, named."""
+    assert isinstance(exc, ValidationError)
+    errors = [FieldError(field=".".join(str(p) for p in e["loc"]) or "body", message=e["msg"]) for e in exc.errors()]
+    return _render(request, InvalidRequest.listing(errors))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

@@ -41,9 +41,7 @@ def parse_attachments(items: list[tuple[str, str]], *, max_total_bytes: int, whe
             FieldError(field=where, message=f"attachments total {total} bytes; the limit is {max_total_bytes}")
         )
     if errors:
-        raise InvalidRequest(
-            "; ".join(f"{e['field']}: {e['message']}" for e in errors), field=errors[0]["field"], errors=errors
-        )
+        raise InvalidRequest.listing(errors)
     return attachments
 
 

@@ -51,7 +51,8 @@ def upsert_contact(
     if contact is None:
         if audience.contact_id is not None or audience.email_md5 is not None or audience.email_xxh is not None:
             raise NotFound("no contact matches the audience, and its identifier cannot create one", field="audience")
-        contact = _create_contact(session, workspace_id, audience, now=now)
+        consent = update.email_consent_if_created
+        contact = _create_contact(session, workspace_id, audience, email_consent=consent is not False, now=now)
     update_contact(contact, audience, update, now=now)
     session.flush()
     return contact
@@ -76,7 +77,9 @@ def update_contact(contact: Contact, audience: "Audience", update: "ContactUpdat
         contact.updated_at = now
 
 
-def _create_contact(session: Session, workspace_id: int, audience: "Audience", *, now: datetime) -> Contact:
+def _create_contact(
+    session: Session, workspace_id: int, audience: "Audience", *, email_consent: bool, now: datetime
+) -> Contact:
     values = {
         "id": new_id(),
         "workspace_id": workspace_id,
@@ -86,7 +89,7 @@ def _create_contact(session: Session, workspace_id: int, audience: "Audience", *
         "phone": audience.phone,
         "external_id": audience.external_id,
         "fields": {},
-        "consents": {"email": True},
+        "consents": {"email": email_consent},
         "created_at": now,
         "updated_at": now,
     }

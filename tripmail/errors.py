@@ -24,6 +24,12 @@ class TripmailError(Exception):
 class InvalidRequest(TripmailError):
     code, status = "invalid-request", 422
 
+    @classmethod
+    def listing(cls, errors: list[FieldError]) -> "InvalidRequest":
+        """One error that names every field in `errors` (which must not be empty)."""
+        detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+        return cls(detail, field=errors[0]["field"], errors=errors)
+
 
 class Unauthenticated(TripmailError):
     code, status = "unauthenticated", 401

@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -86,6 +86,27 @@ def audience_contacts(session: Session, trigger: TriggerRequest, *, now: datetim
         yield found
 
 
+def _earlier_event(session: Session, event_type: EventType | None, key: str | None, *, now: datetime) -> str | None:
+    """The id of an event with the same type and key inside the type's dedupe window, if one was recorded.
+
+    The api's Redis claim answers duplicates; this catches one that slipped past it (Redis lost the claim).
+    """
+    if key is None or event_type is None or event_type.dedupe_window_s <= 0:
+        return None
+    return session.scalars(
+        select(Event.id)
+        .where(
+            Event.workspace_id == event_type.workspace_id,
+            Event.event_type_id == event_type.id,
+            Event.key == key,
+            Event.status == EventStatus.PROCESSED,
+            Event.received_at >= now - timedelta(seconds=event_type.dedupe_window_s),
+        )
+        .order_by(Event.received_at)
+        .limit(1)
+    ).first()
+
+
 def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime) -> list[int]:
     """Store the event once and plan its messages; return the ids of messages still to send.
 
@@ -94,14 +115,16 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
     if session.get(Event, event_id) is not None:
         return delivery.pending_message_ids(session, event_id)
     event_type = _event_type(session, trigger, now=now)
-    automations = automations_for(session, trigger)
+    first = _earlier_event(session, event_type, trigger.key, now=now)
+    automations = [] if first is not None else automations_for(session, trigger)
     event = Event(
         id=event_id,
         workspace_id=trigger.workspace_id,
         event_type_id=event_type.id if event_type else None,
         name=trigger.event_name,
         key=trigger.key,
-        status=EventStatus.PROCESSED,
+        status=EventStatus.PROCESSED if first is None else EventStatus.DUPLICATE,
+        error=None if first is None else f"duplicate of event {first}",
         matched_automations=len(automations),
         request=trigger.model_dump(mode="json"),
         received_at=now,
@@ -109,6 +132,8 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
     )
     session.add(event)
     session.flush()
+    if first is not None:
+        return []
     planned: list[int] = []
     for contact in audience_contacts(session, trigger, now=now):
         event.contact_id = event.contact_id or contact.id

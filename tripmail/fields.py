@@ -109,9 +109,7 @@ def check_overrides(field_types: dict[str, str], overrides: list[FieldOverride],
             continue
         checked.append(override.model_copy(update={"value": value}))
     if errors:
-        raise InvalidRequest(
-            "; ".join(f"{e['field']}: {e['message']}" for e in errors), field=errors[0]["field"], errors=errors
-        )
+        raise InvalidRequest.listing(errors)
     return checked
 
 

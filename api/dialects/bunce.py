@@ -65,9 +65,7 @@ def payload_data(payload: BuncePayload, params: dict[str, str]) -> dict[str, Jso
         if name not in given
     ]
     if errors:
-        raise InvalidRequest(
-            "; ".join(f"{e['field']}: {e['message']}" for e in errors), field=errors[0]["field"], errors=errors
-        )
+        raise InvalidRequest.listing(errors)
     return data
 
 

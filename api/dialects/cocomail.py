@@ -31,7 +31,7 @@ def to_trigger(body: CocomailTrigger, workspace_id: int) -> TriggerRequest:
         workspace_id=workspace_id,
         event=body.identifier,
         audience=Audience(email=body.email),
-        contact_update=ContactUpdate(fields=body.contact_metadata, email_consent=body.consents_to_emails),
+        contact_update=ContactUpdate(fields=body.contact_metadata, email_consent_if_created=body.consents_to_emails),
         data=body.trigger_metadata,
         create_event_type=False,  # cocomail events are created in its dashboard, never by a trigger
     )

@@ -1,6 +1,7 @@
 """esputnik (seed 002): POST /compat/esputnik/api/v2/event, HTTP Basic (token as password) or Bearer."""
 
 import json
+from contextlib import suppress
 from typing import Annotated, Self
 
 import phonenumbers
@@ -20,6 +21,7 @@ MAX_BODY_BYTES = 20 * 1024
 FORBIDDEN_CHARACTERS = "<;\u2019\\/|\"`'^?!,>"  # the seed's list; \u2019 is the right single quotation mark
 CONTACT_IDENTIFIERS = ("contactId", "externalCustomerId", "email", "phone", "pushToken")
 EMAIL_PARAMS = ("email", "emailaddress")
+WIRE_NAMES = {"email": "email", "phone": "phone", "external_id": "externalCustomerId", "contact_id": "contactId"}
 MAX_NAME_LENGTH = 60
 
 
@@ -58,8 +60,7 @@ class EsputnikEvent(BaseModel):
     def _identifies_a_contact(self) -> Self:
         if self.key_value:
             return self
-        present = {p.name for p in self.params if not _blank(p.value)}
-        if not present.intersection(CONTACT_IDENTIFIERS):
+        if all(self.param(name) is None for name in (*CONTACT_IDENTIFIERS, *EMAIL_PARAMS)):
             raise ValueError(f"without keyValue, params must contain one of {', '.join(CONTACT_IDENTIFIERS)}")
         return self
 
@@ -104,7 +105,7 @@ def _profile_inputs(
     for index, item in enumerate(inputs):
         place = f"{where}[{index}]"
         number = item.get("profileInputId") if isinstance(item, dict) else None
-        field = fields.get(number) if isinstance(number, int) else None
+        field = fields.get(number) if isinstance(number, int) and not isinstance(number, bool) else None
         if field is None or not isinstance(item, dict):
             errors.append(FieldError(field=f"{place}.profileInputId", message=f"no contact field numbered {number!r}"))
             continue
@@ -136,14 +137,10 @@ def _contact_json(raw: JsonValue, fields: dict[int, ContactField]) -> tuple[dict
     values, input_errors = _profile_inputs(inputs, fields, f"{where}.profileInputs")
     errors += input_errors
     if errors:
-        raise InvalidRequest(_describe(errors), field=errors[0]["field"], errors=errors)
+        raise InvalidRequest.listing(errors)
     named = {"firstname": contact.firstname, "lastname": contact.lastname, **(contact.model_extra or {})}
     values |= {name: value for name, value in named.items() if value is not None}
     return values, contact.sms
-
-
-def _describe(errors: list[FieldError]) -> str:
-    return "; ".join(f"{e['field']}: {e['message']}" for e in errors)
 
 
 def to_trigger(body: EsputnikEvent, workspace_id: int, fields: dict[int, ContactField]) -> TriggerRequest:
@@ -160,20 +157,28 @@ def to_trigger(body: EsputnikEvent, workspace_id: int, fields: dict[int, Contact
         values, sms = _contact_json(contact_json, fields)
         updates |= values
         phone = phone or sms
-    email = body.param(*EMAIL_PARAMS)
-    if email is None and body.key_value and "@" in body.key_value:
-        email = body.key_value
-    external_id = body.param("externalCustomerId")
-    contact_id = body.param("contactId")
+    identifiers = {
+        "email": body.param(*EMAIL_PARAMS),
+        "phone": phone,
+        "external_id": body.param("externalCustomerId"),
+        "contact_id": body.param("contactId"),
+    }
+    errors = [
+        FieldError(field=f"params.{WIRE_NAMES[name]}", message="expected text or a number")
+        for name, value in identifiers.items()
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int))
+    ]
+    if errors:
+        raise InvalidRequest.listing(errors)
     try:
-        audience = Audience(
-            email=str(email) if email is not None else None,
-            phone=str(phone) if phone is not None else None,
-            external_id=str(external_id) if external_id is not None else None,
-            contact_id=str(contact_id) if contact_id is not None else None,
-        )
+        audience = Audience(**{name: str(value) for name, value in identifiers.items() if value is not None})
     except ValidationError as exc:
-        raise InvalidRequest(f"params.email: {exc.errors()[0]['msg']}", field="params.email") from exc
+        errors = [FieldError(field=f"params.{WIRE_NAMES[str(e['loc'][0])]}", message=e["msg"]) for e in exc.errors()]
+        raise InvalidRequest.listing(errors) from exc
+    if audience.email is None and body.key_value and "@" in body.key_value:
+        # keyValue names the contact when it is an email; a key that only looks like one ("order@42") does not.
+        with suppress(ValidationError):
+            audience = audience.model_copy(update={"email": Audience(email=body.key_value).email})
     return TriggerRequest(
         workspace_id=workspace_id,
         event=body.event_type_key,

@@ -74,3 +74,14 @@ def test_openapi_documents_the_events_endpoint(api_url: str) -> None:
     spec = httpx.get(f"{api_url}/openapi.json", timeout=10).json()
     assert "/v1/events" in spec["paths"]
     assert httpx.get(f"{api_url}/docs", timeout=10).status_code == 200
+
+
+def test_non_finite_numbers_are_422_naming_where(api_url: str, tenant: Tenant) -> None:
+    response = httpx.post(
+        f"{api_url}/v1/events",
+        content=b'{"event": "X", "contact": {"email": "a@example.com"}, "data": {"items": [1, NaN]}}',
+        headers={"Authorization": f"Bearer {tenant.token}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    problem = assert_problem(response, 422)
+    assert "data.items.1: numbers must be finite" in str(problem["detail"])

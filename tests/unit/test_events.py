@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -164,3 +164,18 @@ def test_creating_what_exists_returns_the_existing_row(sessions: sessionmaker[Se
         ann = upsert_contact(session, workspace_id, Audience(email="ann@example.com"), ContactUpdate(), now=NOW)
         ann_again = upsert_contact(session, workspace_id, Audience(email="ANN@example.com"), ContactUpdate(), now=NOW)
     assert (first.id, ann.id) == (again.id, ann_again.id)
+
+
+def test_a_duplicate_that_slipped_past_redis_sends_nothing(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+    first_id, second_id, later_id = new_id(), new_id(), new_id()
+    with sessions.begin() as session:
+        assert len(record_event(session, first_id, trigger(workspace_id, key="reset-1"), now=NOW)) == 1
+    with sessions.begin() as session:
+        assert record_event(session, second_id, trigger(workspace_id, key="reset-1"), now=NOW) == []
+    with sessions.begin() as session:
+        after_window = NOW + timedelta(hours=24, seconds=1)
+        assert len(record_event(session, later_id, trigger(workspace_id, key="reset-1"), now=after_window)) == 1
+    with sessions() as session:
+        second = session.get_one(Event, second_id)
+    assert (second.status, second.error) == ("duplicate", f"duplicate of event {first_id}")

@@ -10,6 +10,8 @@ from tripmail.models.base import Base
 
 class EventStatus(StrEnum):
     PROCESSED = "processed"
+    # Same (workspace, event type, key) inside the dedupe window; caught here when Redis lost the claim.
+    DUPLICATE = "duplicate"
     FAILED = "failed"
 
 

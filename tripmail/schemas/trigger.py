@@ -1,5 +1,6 @@
 """The one canonical trigger request that every dialect becomes."""
 
+import math
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_validator, model_validator
@@ -17,10 +18,10 @@ class Audience(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    contact_id: str | None = None
+    contact_id: str | None = Field(default=None, max_length=100)
     email: EmailStr | None = None
-    phone: str | None = None
-    external_id: str | None = None
+    phone: str | None = Field(default=None, max_length=32)
+    external_id: str | None = Field(default=None, max_length=300)
     email_md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     email_xxh: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
     custom_field: CustomFieldMatch | None = None
@@ -46,6 +47,8 @@ class ContactUpdate(BaseModel):
 
     fields: dict[str, JsonValue] = Field(default_factory=dict)
     email_consent: bool | None = None
+    # Consent for a contact this trigger creates; an existing contact keeps its own (cocomail's consentsToEmails).
+    email_consent_if_created: bool | None = None
 
 
 class FieldOverride(BaseModel):
@@ -93,7 +96,30 @@ class TriggerRequest(BaseModel):
             raise ValueError("give exactly one of event (an event-type key) or automation_id")
         return self
 
+    @model_validator(mode="after")
+    def _finite_numbers(self) -> Self:
+        # Python's JSON reader accepts NaN and Infinity; JSON, and PostgreSQL's json type, do not.
+        for where, value in (
+            ("data", self.data),
+            ("contact.fields", self.contact_update.fields),
+            ("hooks", self.hooks),
+        ):
+            if (path := _non_finite(value, where)) is not None:
+                raise ValueError(f"{path}: numbers must be finite (NaN and Infinity are not JSON)")
+        return self
+
     @property
     def event_name(self) -> str:
         """The event-type key, or `automation:<id>` for a trigger aimed straight at one automation."""
         return self.event if self.event is not None else f"automation:{self.automation_id}"
+
+
+def _non_finite(value: JsonValue, path: str) -> str | None:
+    """The path of the first NaN or infinite number inside `value`, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if (found := _non_finite(item, f"{path}.{key}")) is not None:
+            return found
+    return None

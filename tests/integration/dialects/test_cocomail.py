@@ -110,3 +110,18 @@ def test_invalid_body_names_the_field(api_url: str, tenant: Tenant) -> None:
     assert response.status_code == 422
     assert response.json()["data"] is None
     assert response.json()["error"].startswith("email: ")
+
+
+def test_consent_applies_to_a_created_contact_only(api_url: str, tenant: Tenant, db: sessionmaker[Session]) -> None:
+    body: dict[str, object] = {
+        "email": "optout@example.com",
+        "identifier": "FORGOT_PASSWORD",
+        "consentsToEmails": False,
+    }
+    contact_id = trigger(api_url, tenant.token, body)
+    for consents in (None, "true"):
+        again = {"email": "optout@example.com", "identifier": "FORGOT_PASSWORD"}
+        trigger(api_url, tenant.token, again if consents is None else again | {"consentsToEmails": consents})
+    with db() as session:
+        stored = session.get_one(Contact, contact_id.json()["data"]["contact"]["id"])
+    assert stored.consents == {"email": False}

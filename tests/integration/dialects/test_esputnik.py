@@ -316,3 +316,10 @@ def test_events_stay_in_the_tokens_workspace(api_url: str, shop: Tenant, other_t
     assert post(api_url, basic(shop.token), control).status_code == 200
     wait_until(lambda: sink.to("iso@example.com", sender=shop.sender), what="the control email")
     assert sink.to("iso@example.com", sender=other_tenant.sender) == []
+
+
+def test_values_too_long_for_a_contact_are_400_not_a_lost_event(api_url: str, shop: Tenant) -> None:
+    body = {"eventTypeKey": "visit", "keyValue": "long-1", "params": [{"name": "phone", "value": "1" * 40}]}
+    response = post(api_url, basic(shop.token), body)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["field"] == "params.phone"

@@ -26,7 +26,8 @@ def test_consents_accept_booleans_and_the_seeds_strings(sent: object, stored: bo
     if sent is not None:
         raw["consentsToEmails"] = sent
     trigger = cocomail.to_trigger(CocomailTrigger.model_validate(raw), workspace_id=1)
-    assert trigger.contact_update.email_consent is stored
+    assert trigger.contact_update.email_consent_if_created is stored
+    assert trigger.contact_update.email_consent is None
 
 
 def test_email_and_identifier_are_required() -> None:

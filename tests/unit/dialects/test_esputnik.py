@@ -58,3 +58,31 @@ def test_every_forbidden_character_is_refused() -> None:
         with pytest.raises(ValidationError, match="eventTypeKey"):
             EsputnikEvent.model_validate({"eventTypeKey": f"a{character}b", "keyValue": "k"})
     assert EsputnikEvent.model_validate({"eventTypeKey": "abandoned cart-2 (v1)", "keyValue": "site@com.net"})
+
+
+def test_a_key_value_that_is_not_a_valid_email_does_not_address_anyone() -> None:
+    trigger = esputnik.to_trigger(event(("externalCustomerId", "AV1"), key_value="order@42"), 1, FIELDS)
+    assert (trigger.audience.email, trigger.audience.external_id) == (None, "AV1")
+
+
+def test_identifier_params_match_case_insensitively_including_email_address() -> None:
+    assert EsputnikEvent.model_validate(
+        {"eventTypeKey": "e", "params": [{"name": "EmailAddress", "value": "a@example.com"}]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("phone", {"a": 1}), ("email", "not-an-email"), ("externalCustomerId", True)]
+)
+def test_unfit_identifiers_are_named_by_their_param(name: str, value: object) -> None:
+    with pytest.raises(InvalidRequest) as error:
+        esputnik.to_trigger(event((name, value)), 1, FIELDS)
+    assert error.value.field == f"params.{name}"
+
+
+def test_a_boolean_profile_input_id_names_no_field() -> None:
+    bad = event(("email", "a@example.com"), ("json", {"profileInputs": [{"profileInputId": True, "value": "x"}]}))
+    assert (
+        esputnik.to_trigger(bad, 1, {1: ContactField(name="first", type="string", number=1)}).contact_update.fields
+        == {}
+    )
