@@ -256,6 +256,7 @@ def deliver_messages(
     target: SmtpTarget,
     connections: int,
     timeout: float,
+    deadline: float,
     max_attempts: int,
     clock: Callable[[], datetime],
 ) -> DeliveryReport:
@@ -268,7 +269,9 @@ def deliver_messages(
         prepared = prepare_envelopes(session, claimed, now=clock())
     results = prepared.failures
     if prepared.envelopes:
-        results += asyncio.run(send_all(target, prepared.envelopes, connections=connections, timeout=timeout))
+        results += asyncio.run(
+            send_all(target, prepared.envelopes, connections=connections, timeout=timeout, deadline=deadline)
+        )
     with sessions.begin() as session:
         retry = record_results(session, results, now=clock(), max_attempts=max_attempts)
     sent = sum(1 for result in results if result.outcome is Outcome.SENT)

@@ -63,9 +63,13 @@ class SendResult:
 
 
 async def send_all(
-    target: SmtpTarget, envelopes: Sequence[Envelope], *, connections: int, timeout: float
+    target: SmtpTarget, envelopes: Sequence[Envelope], *, connections: int, timeout: float, deadline: float
 ) -> list[SendResult]:
-    """Send every envelope over up to `connections` parallel SMTP sessions; never raises for one message."""
+    """Send every envelope over up to `connections` parallel SMTP sessions; never raises for one message.
+
+    After `deadline` seconds the sending stops: an envelope without a result then has no known fate (it may
+    have been mid-send), so the caller must not treat it as failed and send it again blindly.
+    """
     queue: asyncio.Queue[Envelope] = asyncio.Queue()
     for envelope in envelopes:
         queue.put_nowait(envelope)
@@ -74,7 +78,13 @@ async def send_all(
         asyncio.create_task(_send_from_queue(target, queue, results, timeout))
         for _ in range(min(connections, len(envelopes)))
     ]
-    await asyncio.gather(*workers)
+    try:
+        async with asyncio.timeout(deadline):
+            await asyncio.gather(*workers)
+    except TimeoutError:
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
     return results
 
 
@@ -85,10 +95,22 @@ async def _send_from_queue(
     try:
         while not queue.empty():
             envelope = queue.get_nowait()
-            try:
-                if client is None or not client.is_connected:
+            if client is None or not client.is_connected:
+                try:
                     client = await _connect(target, timeout)
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                    # Greeting, TLS and login failures are about the relay or Tripmail's settings, not this
+                    # message: even a 5xx here (535 bad password) is worth retrying once the relay is fixed.
+                    client = None
+                    results.append(SendResult(envelope.key, Outcome.TRANSIENT, None, f"connecting: {exc}"))
+                    continue
+            try:
                 results.append(await _send_one(client, envelope))
+            except aiosmtplib.SMTPHeloError as exc:
+                client = None
+                results.append(
+                    SendResult(envelope.key, Outcome.TRANSIENT, exc.code, f"greeting: {exc.code} {exc.message}")
+                )
             except aiosmtplib.SMTPResponseException as exc:
                 results.append(_failure(envelope.key, exc.code, exc.message))
             except aiosmtplib.SMTPRecipientsRefused as exc:

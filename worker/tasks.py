@@ -5,6 +5,7 @@ import random
 from typing import Any
 
 from celery import Task
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
 from tripmail import delivery, events, queue
@@ -16,9 +17,10 @@ from worker.app import celery, sessions
 
 log = logging.getLogger(__name__)
 
-# The database was locked or unreachable for a moment: both tasks are safe to run again.
-RETRY_DATABASE_HICCUPS: dict[str, Any] = {
-    "autoretry_for": (OperationalError,),
+# The database or Redis was unreachable for a moment. Both tasks may run again: process_event finds its event
+# recorded and re-enqueues what is still pending; deliver_messages claims nothing twice.
+RETRY_TRANSIENT: dict[str, Any] = {
+    "autoretry_for": (OperationalError, BrokerError),
     "retry_backoff": True,
     "retry_jitter": True,
     "max_retries": 8,
@@ -38,7 +40,7 @@ class RecordsFailedEvents(Task):  # type: ignore[misc]
             )
 
 
-@celery.task(name=queue.PROCESS_EVENT, base=RecordsFailedEvents, **RETRY_DATABASE_HICCUPS)
+@celery.task(name=queue.PROCESS_EVENT, base=RecordsFailedEvents, **RETRY_TRANSIENT)
 def process_event(event_id: str, trigger: dict[str, Any]) -> None:
     """Record one accepted event and fan it out into messages; running it twice is harmless."""
     with sessions().begin() as session:
@@ -48,7 +50,7 @@ def process_event(event_id: str, trigger: dict[str, Any]) -> None:
         deliver_messages.delay(message_ids[start : start + batch_size])
 
 
-@celery.task(name=queue.DELIVER_MESSAGES, bind=True, **RETRY_DATABASE_HICCUPS)
+@celery.task(name=queue.DELIVER_MESSAGES, bind=True, **RETRY_TRANSIENT)
 def deliver_messages(self: Task, message_ids: list[int]) -> None:
     """Send a batch of planned messages; retry the transient failures with backoff and jitter."""
     settings = get_settings()
@@ -58,6 +60,8 @@ def deliver_messages(self: Task, message_ids: list[int]) -> None:
         target=parse_smtp_url(settings.smtp_url.get_secret_value()),
         connections=settings.smtp_connections,
         timeout=settings.smtp_timeout_s,
+        # Stop sending well inside the hard time limit, so the results so far are recorded, not killed.
+        deadline=settings.task_time_limit_s * 0.8,
         max_attempts=settings.send_max_retries + 1,
         clock=utcnow,
     )
