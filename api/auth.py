@@ -24,17 +24,19 @@ _authorization = APIKeyHeader(name="Authorization", auto_error=False, scheme_nam
 _x_authorization = APIKeyHeader(name="X-Authorization", auto_error=False)
 
 
-def authenticate(request: Request, secret: str | None, *, scope: str, how: str) -> Principal:
-    """The workspace of a live token that carries `scope`; `how` tells the caller how to send the token."""
+def authenticate(
+    request: Request, secret: str | None, *, scope: str, how: str, field: str = "Authorization"
+) -> Principal:
+    """The workspace of a live token that carries `scope`; `how` and `field` tell the caller where it goes."""
     if not secret:
-        raise Unauthenticated(f"send the API token as {how}", field="Authorization")
+        raise Unauthenticated(f"send the API token as {how}", field=field)
     with request.app.state.sessions() as session:
         token = find_token(session, secret)
         if token is None:
-            raise Unauthenticated("the token is not valid (unknown or revoked)")
+            raise Unauthenticated("the token is not valid (unknown or revoked)", field=field)
         principal = Principal(workspace_id=token.workspace_id, scopes=frozenset(token.scopes))
     if scope not in principal.scopes:
-        raise Forbidden(f"the token lacks the {scope!r} scope", field="Authorization")
+        raise Forbidden(f"the token lacks the {scope!r} scope", field=field)
     return principal
 
 
@@ -64,7 +66,8 @@ def x_authorization(scope: str) -> Callable[..., Principal]:
     """`X-Authorization: <token>` (bunce)."""
 
     def dependency(request: Request, header: Annotated[str | None, Depends(_x_authorization)]) -> Principal:
-        return authenticate(request, header.strip() if header else None, scope=scope, how="'X-Authorization: <token>'")
+        secret = header.strip() if header else None
+        return authenticate(request, secret, scope=scope, how="'X-Authorization: <token>'", field="X-Authorization")
 
     return dependency
 

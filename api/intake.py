@@ -21,6 +21,8 @@ from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
 
+CLAIM_UNTIL_QUEUED_S = 60
+
 
 @dataclass(frozen=True)
 class Submitted:
@@ -72,7 +74,9 @@ def _enqueue_once(request: Request, trigger: TriggerRequest, event_type: EventTy
     store: Redis = request.app.state.redis
     if claim is not None:
         try:
-            first = store.set(claim, event_id, nx=True, get=True, ex=window)
+            # Held briefly until the enqueue succeeds, then for the whole window: an api that dies in between
+            # leaves a claim that lapses, so the client's retry is not refused as a duplicate of nothing.
+            first = store.set(claim, event_id, nx=True, get=True, ex=min(window, CLAIM_UNTIL_QUEUED_S))
         except RedisError as exc:
             raise Unavailable("the queue (Redis) is not reachable; nothing was accepted, retry later") from exc
         if first is not None:
@@ -83,6 +87,12 @@ def _enqueue_once(request: Request, trigger: TriggerRequest, event_type: EventTy
         if claim is not None:
             _release(store, claim, event_id)
         raise Unavailable("the queue (Redis) is not reachable; nothing was accepted, retry later") from exc
+    if claim is not None:
+        try:
+            store.expire(claim, window)
+        except RedisError:
+            # The event is queued; a repeat after the short claim lapses is still caught by the worker's check.
+            log.warning("could not extend dedupe key %s to its window", claim)
     return Accepted(id=event_id, matching_automations=matching)
 
 

@@ -71,7 +71,7 @@ class NativeBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Items are validated one by one below, so one bad event does not refuse the others.
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+    events: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class BatchItem(BaseModel):
@@ -89,15 +89,14 @@ class BatchResult(BaseModel):
     results: list[BatchItem]
 
 
-def _submit_item(request: Request, index: int, raw: dict[str, Any], workspace_id: int) -> BatchItem:
+def _submit_item(request: Request, index: int, raw: Any, workspace_id: int) -> BatchItem:
     try:
         accepted = submit(request, to_trigger(NativeEvent.model_validate(raw), workspace_id)).accepted
     except ValidationError as exc:
         errors = [FieldError(field=".".join(str(p) for p in e["loc"]), message=e["msg"]) for e in exc.errors()]
         return BatchItem(index=index, status="rejected", errors=errors)
     except TripmailError as exc:
-        if exc.status >= 500:
-            raise
+        # Unavailable too: the events before it are queued, so the answer must say which ones to send again.
         return BatchItem(index=index, status="rejected", errors=[FieldError(field=exc.field or "", message=exc.detail)])
     return BatchItem(
         index=index,

@@ -66,11 +66,6 @@ async def on_model_error(request: Request, exc: Exception) -> Response:
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    error = TripmailError(str(exc.detail))
-    body = {
-        "type": "about:blank",
-        "title": str(exc.detail),
-        "status": exc.status_code,
-        "detail": error.detail,
-    }
-    return JSONResponse(body, status_code=exc.status_code, media_type="application/problem+json")
+    body = {"type": "about:blank", "title": str(exc.detail), "status": exc.status_code, "detail": str(exc.detail)}
+    # Keep the framework's headers (405's Allow, for one).
+    return JSONResponse(body, status_code=exc.status_code, media_type="application/problem+json", headers=exc.headers)

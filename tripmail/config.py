@@ -18,7 +18,6 @@ class Settings(BaseSettings):
     smtp_timeout_s: float = Field(default=30.0, gt=0)
     smtp_connections: int = Field(default=4, ge=1, le=64)
     mail_dir: Path = Path("var/mail")
-    default_dedupe_window_s: int = Field(default=24 * 3600, ge=0)
     # Above the longest task (bounded by task_time_limit_s) so Redis never hands a running task to a second worker.
     visibility_timeout_s: int = Field(default=3600, ge=60)
     task_time_limit_s: int = Field(default=600, ge=10)

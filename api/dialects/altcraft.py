@@ -169,7 +169,9 @@ def _check_and_submit(
 @router.post("/api/v1.1/campaigns/triggers/start/")
 def start(body: AltcraftStart, request: Request) -> dict[str, Any]:
     """Launch a trigger campaign for one profile or an audience (seed 001, version 1.1)."""
-    principal = authenticate(request, body.token, scope="events:write", how='"token" in the request body')
+    principal = authenticate(
+        request, body.token, scope="events:write", how='"token" in the request body', field="token"
+    )
     with request.app.state.sessions() as session:
         automation = find_automation(session, principal.workspace_id, body.id)
     if automation is None:

@@ -1,10 +1,15 @@
 """Bad requests get RFC 9457 problem+json that names the field, never a 500."""
 
 import httpx
+import redis
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.intake import dedupe_key
 from tests.builders import make_token
 from tests.integration.conftest import Tenant
+from tripmail.models import Workspace
+from tripmail.schemas.trigger import Audience, TriggerRequest
 
 VALID = {"event": "FORGOT_PASSWORD", "contact": {"email": "ann@example.com"}}
 
@@ -85,3 +90,36 @@ def test_non_finite_numbers_are_422_naming_where(api_url: str, tenant: Tenant) -
     )
     problem = assert_problem(response, 422)
     assert "data.items.1: numbers must be finite" in str(problem["detail"])
+
+
+def test_wrong_method_is_405_with_allow(api_url: str) -> None:
+    response = httpx.get(f"{api_url}/v1/events", timeout=10)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_batch_item_that_is_not_an_object_is_rejected_alone(api_url: str, tenant: Tenant) -> None:
+    events = [{"event": "x", "contact": {"email": "a@example.com"}}, 5]
+    response = httpx.post(
+        f"{api_url}/v1/events/batch", json={"events": events}, headers={"Authorization": f"Bearer {tenant.token}"}
+    )
+    assert response.status_code == 202, response.text
+    assert [item["status"] for item in response.json()["results"]] == ["queued", "rejected"]
+
+
+def test_dedupe_claim_lasts_the_event_types_window_once_queued(
+    api_url: str, tenant: Tenant, redis_url: str, db: sessionmaker[Session]
+) -> None:
+    body = {"event": "FORGOT_PASSWORD", "key": "ttl-1", "contact": {"email": "a@example.com"}}
+    answer = httpx.post(
+        f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {tenant.token}"}, timeout=10
+    )
+    with db() as session:
+        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == tenant.key)).one()
+    trigger = TriggerRequest(
+        workspace_id=workspace_id, event="FORGOT_PASSWORD", key="ttl-1", audience=Audience(email="a@example.com")
+    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert client.get(dedupe_key(trigger)) == answer.json()["id"]
+    assert 24 * 3600 - 60 < client.ttl(dedupe_key(trigger)) <= 24 * 3600

@@ -133,3 +133,4 @@ def test_missing_or_bad_token_is_401(api_url: str) -> None:
         response = trigger(api_url, token, SEED_BODY)
         assert response.status_code == 401
         assert response.json()["success"] is False
+        assert set(response.json()["error"]) == {"X-Authorization"}
