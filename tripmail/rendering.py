@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError, Undefined
 from jinja2 import Template as JinjaTemplate
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
@@ -29,10 +29,19 @@ def _lines_html(value: Any) -> Any:
     return Markup("<br>").join(escape(item) for item in value) if isinstance(value, list) else value
 
 
+def _or_written(value: Any, written: str) -> Any:
+    """Velocity shows a plain reference that has no value as it was written ($name)."""
+    return written if value is None or isinstance(value, Undefined) else value
+
+
 def _environment(*, html: bool) -> SandboxedEnvironment:
-    # HTML parts escape what they insert; subject and text parts are plain text and must not.
-    environment = SandboxedEnvironment(autoescape=html, undefined=ChainableUndefined)
+    # HTML parts escape what they insert; subject and text parts are plain text and must not. A JSON null shows
+    # as nothing, never as "None".
+    environment = SandboxedEnvironment(
+        autoescape=html, undefined=ChainableUndefined, finalize=lambda value: "" if value is None else value
+    )
     environment.filters["lines"] = _lines_html if html else _lines_text
+    environment.filters["or_written"] = _or_written
     return environment
 
 

@@ -1,9 +1,9 @@
 """The Velocity subset esputnik's templates use (seed 002), translated to Jinja once, at apply time.
 
 Supported: references `$name`, `$!name`, `${name}`, `$!{name}` with `.get('key')`, `.get(0)` and `.property`
-chains, and `#foreach($item in <reference>) ... #end`. Both quiet (`$!`) and plain references render empty when
-there is no value. Names are case-sensitive, as in Velocity. Any other directive or method is refused with its
-line, rather than rendered wrong.
+chains, and `#foreach($item in <reference>) ... #end`. As in Velocity, a quiet reference (`$!`) with no value
+renders empty and a plain one renders as written, and `#end` outside a loop is plain text. Names are
+case-sensitive. Any other directive or method is refused with its line, rather than rendered wrong.
 """
 
 import json
@@ -90,9 +90,7 @@ def _directive(source: str, position: int, open_loops: int, name: str) -> tuple[
         expression = _expression(loop_source["formal"] or loop_source["informal"])
         return close.end() - position, f"{{% for {foreach['var']} in {expression} %}}", open_loops + 1
     end = _END.match(source, position)
-    if end and not re.match(r"[A-Za-z0-9_]", source[end.end() : end.end() + 1]):
-        if not open_loops:
-            raise InvalidConfig(f"{name}: line {_line(source, position)}: #end without #foreach")
+    if end and open_loops and not re.match(r"[A-Za-z0-9_]", source[end.end() : end.end() + 1]):
         return end.end() - position, "{% endfor %}", open_loops - 1
     other = _OTHER_DIRECTIVE.match(source, position)
     if other:
@@ -114,4 +112,8 @@ def _reference(source: str, position: int, name: str) -> tuple[int, str]:
             f"{name}: line {_line(source, position)}: method call {source[position : reference.end() + 1]}...) is "
             "outside the supported Velocity subset (only .get(key) and .get(index))"
         )
-    return reference.end() - position, "{{ " + _expression(reference["formal"] or reference["informal"]) + " }}"
+    expression = _expression(reference["formal"] or reference["informal"])
+    if source.startswith("$!", position):
+        return reference.end() - position, "{{ " + expression + " }}"
+    written = json.dumps(source[position : reference.end()])
+    return reference.end() - position, "{{ " + expression + " | or_written(" + written + ") }}"

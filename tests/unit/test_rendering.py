@@ -73,3 +73,7 @@ def test_apicontent_placeholders_and_lists() -> None:
 
 def test_apicontent_braces_are_plain_text_in_jinja_templates() -> None:
     assert render_part("{apicontent.x}", template_context({}, {"x": 1}, {}), html=False) == "{apicontent.x}"
+
+
+def test_json_null_renders_as_nothing() -> None:
+    assert render_part("[{{ contact.phone }}]", template_context({"phone": None}, {}, {}), html=False) == "[]"

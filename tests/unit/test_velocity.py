@@ -45,6 +45,13 @@ def test_variables_are_case_sensitive_and_missing_ones_render_empty() -> None:
 
 def test_plain_text_stays_plain_even_when_it_looks_like_jinja_or_money() -> None:
     assert render("{{ 7*7 }} costs $5, colour #fff", {}) == "{{ 7*7 }} costs $5, colour #fff"
+    assert render('<a href="#end">top</a>', {}, html=True) == '<a href="#end">top</a>'
+
+
+def test_a_plain_reference_without_a_value_shows_as_written_a_quiet_one_shows_nothing() -> None:
+    assert render("Price: $USD / $!USD / ${data.missing} / $data.gone", {"gone": None}) == (
+        "Price: $USD /  / ${data.missing} / $data.gone"
+    )
 
 
 def test_html_values_are_escaped() -> None:
@@ -59,7 +66,6 @@ def test_html_values_are_escaped() -> None:
         ("#set($a = 1)", "#set is outside"),
         ("$!data.size()", r"method call \$!data.size"),
         ("#foreach($i in $list) x", "#foreach has no #end"),
-        ("x #end", "#end without #foreach"),
         ("#foreach($i in [1,2]) x #end", r"#foreach\(\$item in \$reference\)"),
     ],
 )
