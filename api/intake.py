@@ -10,10 +10,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tripmail import queue
+from tripmail.audience import field_types
 from tripmail.automations import automations_for, count_matching_automations
 from tripmail.contacts import find_contact, upsert_contact
 from tripmail.errors import NotFound, Unavailable, UnknownEventType
 from tripmail.events import DEFAULT_DEDUPE_WINDOW_S, find_event_type
+from tripmail.fields import typed_contact_fields
 from tripmail.ids import new_id, normalize_key, utcnow
 from tripmail.models import Contact, EventType
 from tripmail.schemas.accepted import Accepted
@@ -58,6 +60,11 @@ def submit(request: Request, trigger: TriggerRequest, *, upsert_contact_now: boo
             matching = count_matching_automations(session, trigger.workspace_id, trigger.event)
         else:
             matching = len(automations_for(session, trigger))
+        if trigger.contact_update.fields:
+            typed = typed_contact_fields(field_types(session, trigger.workspace_id), trigger.contact_update.fields)
+            trigger = trigger.model_copy(
+                update={"contact_update": trigger.contact_update.model_copy(update={"fields": typed})}
+            )
     contact = None
     if upsert_contact_now:
         with sessions.begin() as session:

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from tripmail.errors import InvalidRequest
+from tripmail.fields import coerce_field_value
 from tripmail.models import Contact, ContactField
 
 COLUMNS = {
@@ -79,7 +80,7 @@ class QueryCompiler:
         if op in COMPARISONS:
             if isinstance(operand, bool) or not isinstance(operand, int | float | str):
                 raise QueryError(f"{where}: {op} expects a number or text, got {operand!r}", field=where)
-            compared: ColumnElement[bool] = COMPARISONS[op](self._value(path, operand), operand)
+            compared: ColumnElement[bool] = COMPARISONS[op](*self._compared(path, operand, where))
             return compared
         if op == "$exists":
             if not isinstance(operand, bool):
@@ -100,19 +101,29 @@ class QueryCompiler:
             if not isinstance(operand, str):
                 raise QueryError(f"{where}: {path} is a tags field; compare it with text", field=where)
             return self._has_tag(path, operand)
-        equal: ColumnElement[bool] = self._value(path, operand) == operand
+        stored, typed = self._compared(path, operand, where)
+        equal: ColumnElement[bool] = stored == typed
         return equal
 
-    def _value(self, path: str, operand: JsonValue) -> Any:
-        """The stored value at `path`, typed like the operand it is compared with."""
+    def _compared(self, path: str, operand: JsonValue, where: str) -> tuple[Any, JsonValue]:
+        """The stored value at `path` and the operand, both of the field's declared type (else the operand's).
+
+        Typing by the declaration keeps the SQL one type on both sides, which PostgreSQL requires.
+        """
         if path in COLUMNS:
-            return COLUMNS[path]
+            return COLUMNS[path], str(operand)
+        declared = self.field_types.get(path)
+        if declared is not None:
+            try:
+                operand = coerce_field_value(declared, operand)
+            except ValueError as exc:
+                raise QueryError(f"{where}: {path} is a {declared} field: {exc}", field=where) from exc
         value = Contact.fields[tuple(path.split("."))]
         if isinstance(operand, bool):
-            return value.as_boolean()
+            return value.as_boolean(), operand
         if isinstance(operand, int | float):
-            return value.as_float()
-        return value.as_string()
+            return value.as_float(), operand
+        return value.as_string(), operand
 
     def _missing(self, path: str) -> ColumnElement[bool]:
         missing: ColumnElement[bool] = (
@@ -147,11 +158,6 @@ def custom_field_query(field_types: dict[str, str], name: str, value: JsonValue)
     """altcraft's `field_name`/`field_value` as a query; on a tags field "tag-1, tag-2" means both tags."""
     if field_types.get(name) == "tags" and isinstance(value, str):
         return {"$and": [{name: tag.strip()} for tag in value.split(",") if tag.strip()]}
-    if field_types.get(name) == "number" and isinstance(value, str):
-        try:
-            return {name: float(value)}
-        except ValueError:
-            pass
     return {name: value}
 
 

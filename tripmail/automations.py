@@ -35,10 +35,8 @@ def automations_for(session: Session, trigger: "TriggerRequest") -> list[Automat
     if trigger.automation_id is None:
         assert trigger.event is not None
         return matching_automations(session, trigger.workspace_id, trigger.event)
-    automation = session.get(Automation, trigger.automation_id)
-    if automation is None or automation.workspace_id != trigger.workspace_id or automation.status != "active":
-        return []
-    return [automation]
+    automation = find_automation(session, trigger.workspace_id, trigger.automation_id)
+    return [automation] if automation is not None and automation.status == "active" else []
 
 
 def find_automation(session: Session, workspace_id: int, automation_id: int) -> Automation | None:

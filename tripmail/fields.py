@@ -129,3 +129,22 @@ def message_field_values(stored: dict[str, JsonValue], overrides: list[FieldOver
     values = {override.name: stored.get(override.name) for override in overrides}
     values |= {override.name: override.value for override in overrides if override.option in (1, 2)}
     return values
+
+
+def typed_contact_fields(
+    field_types: dict[str, str], values: dict[str, JsonValue], where: str = "contact.fields"
+) -> dict[str, JsonValue]:
+    """The values with declared fields in stored form, undeclared ones as given; InvalidRequest names misfits."""
+    typed: dict[str, JsonValue] = {}
+    errors: list[FieldError] = []
+    for name, value in values.items():
+        if name not in field_types:
+            typed[name] = value
+            continue
+        try:
+            typed[name] = coerce_field_value(field_types[name], value)
+        except ValueError as exc:
+            errors.append(FieldError(field=f"{where}.{name}", message=f"{field_types[name]} field: {exc}"))
+    if errors:
+        raise InvalidRequest.listing(errors)
+    return typed

@@ -5,12 +5,11 @@ Altcraft triggers existing profiles only: an audience that matches nobody is an 
 empty send for a query. `resource_id` is accepted and not needed: a workspace has one contact database.
 """
 
-import re
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, ValidationError
 
 from api.auth import authenticate
 from api.dialects.routing import dialect_router
@@ -32,8 +31,6 @@ from tripmail.schemas.trigger import (
 )
 
 SUCCESS = {"data": None, "error": 0, "error_text": "Successful operation"}
-_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
-_XXH = re.compile(r"^[0-9a-fA-F]{16}$")
 
 
 class AltcraftAttach(BaseModel):
@@ -68,6 +65,7 @@ class AltcraftExtras(BaseModel):
 
 class AltcraftStart(AltcraftExtras):
     token: str
+    # The seed documents the id as a string ("5511") and sends it as a number (84): pydantic reads both.
     id: int
     matching: Literal["email", "phone", "profile_id", "custom"] | None = None
     email: EmailStr | None = None
@@ -78,12 +76,6 @@ class AltcraftStart(AltcraftExtras):
     custom_request: dict[str, JsonValue] | None = None
     subscription_filter: AltcraftSubscriptionFilter | None = None
     resource_id: int | None = None
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _numeric_id(cls, value: object) -> object:
-        # The seed documents the id as a string ("5511") and sends it as a number (84); both name one campaign.
-        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
 
 def start_audience(body: AltcraftStart) -> Audience:
@@ -102,16 +94,13 @@ def start_audience(body: AltcraftStart) -> Audience:
 
 
 def link_audience(value: str) -> Audience:
-    """v1.0's last path segment: an email, the md5 of an email, or its xxhash (XXH64)."""
-    if "@" in value:
-        try:
-            return Audience(email=value)
-        except ValueError as exc:
-            raise InvalidRequest(f"{value!r} is not a valid email address", field="value") from exc
-    if _MD5.match(value):
-        return Audience(email_md5=value.lower())
-    if _XXH.match(value):
-        return Audience(email_xxh=value.lower())
+    """v1.0's last path segment: an email, the md5 of an email (32 hex digits), or its xxhash (16, XXH64)."""
+    kind = "email" if "@" in value else {32: "email_md5", 16: "email_xxh"}.get(len(value))
+    try:
+        if kind is not None:
+            return Audience(**{kind: value if kind == "email" else value.lower()})
+    except ValidationError:
+        pass
     raise InvalidRequest("the link ends with an email, the md5 of an email or its xxhash", field="value")
 
 

@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_va
 from api.auth import Principal, bearer
 from api.dialects.routing import dialect_router
 from api.intake import submit
+from tripmail.audience import field_types
 from tripmail.contacts import upsert_contact
 from tripmail.errors import TripmailError
+from tripmail.fields import typed_contact_fields
 from tripmail.ids import iso_utc, utcnow
 from tripmail.models import Contact
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
@@ -84,12 +86,9 @@ router = dialect_router("emailsendx", render_error)
 def upsert(body: EmailsendxContact, principal: ContactWriter, request: Request) -> dict[str, Any]:
     """Create the contact or update it by email; metadata keys are merged (seed 004's first step)."""
     with request.app.state.sessions.begin() as session:
+        fields = typed_contact_fields(field_types(session, principal.workspace_id), contact_fields(body), "metadata")
         contact = upsert_contact(
-            session,
-            principal.workspace_id,
-            Audience(email=body.email),
-            ContactUpdate(fields=contact_fields(body)),
-            now=utcnow(),
+            session, principal.workspace_id, Audience(email=body.email), ContactUpdate(fields=fields), now=utcnow()
         )
         return {"data": contact_json(contact)}
 

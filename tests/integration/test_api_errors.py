@@ -6,9 +6,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.intake import dedupe_key
-from tests.builders import make_token
-from tests.integration.conftest import Tenant
-from tripmail.models import Workspace
+from tests.builders import apply_spec, make_token, password_reset_spec
+from tests.integration.conftest import Tenant, wait_until
+from tripmail.models import Contact, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
 
 VALID = {"event": "FORGOT_PASSWORD", "contact": {"email": "ann@example.com"}}
@@ -123,3 +123,21 @@ def test_dedupe_claim_lasts_the_event_types_window_once_queued(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     assert client.get(dedupe_key(trigger)) == answer.json()["id"]
     assert 24 * 3600 - 60 < client.ttl(dedupe_key(trigger)) <= 24 * 3600
+
+
+def test_declared_contact_fields_are_typed_or_refused(api_url: str, tenant: Tenant, db: sessionmaker[Session]) -> None:
+    with db.begin() as session:
+        apply_spec(session, password_reset_spec(tenant.key) | {"contact_fields": [{"name": "age", "type": "number"}]})
+    headers = {"Authorization": f"Bearer {tenant.token}"}
+    bad = {"event": "x", "contact": {"email": "typed@example.com", "fields": {"age": "old", "nick": "Al"}}}
+    problem = assert_problem(httpx.post(f"{api_url}/v1/events", json=bad, headers=headers, timeout=10), 422)
+    assert problem["field"] == "contact.fields.age"
+    good = {"event": "x", "contact": {"email": "typed@example.com", "fields": {"age": "42", "nick": "Al"}}}
+    assert httpx.post(f"{api_url}/v1/events", json=good, headers=headers, timeout=10).status_code == 202
+
+    def stored() -> dict[str, object] | None:
+        with db() as session:
+            contact = session.scalars(select(Contact).where(Contact.email == "typed@example.com")).one_or_none()
+            return contact.fields if contact else None
+
+    assert wait_until(stored, what="the contact") == {"age": 42, "nick": "Al"}

@@ -76,6 +76,8 @@ def names(people: tuple[Session, int], query: dict[str, Any]) -> list[str]:
         ({"tags": {"$in": ["tag-2"]}}, ["ann", "cy"]),
         ({"age": {"$not": {"$gt": 30}}}, ["bob", "dee"]),
         ({"_id": "id-dee"}, ["dee"]),
+        ({"age": "31"}, ["ann"]),
+        ({"age": {"$lt": "30"}}, ["bob"]),
         ({"Custom_ID": None}, ["dee"]),
         ({}, ["ann", "bob", "cy", "dee"]),
     ],
@@ -96,6 +98,7 @@ def test_queries_select_the_documented_contacts(
         ({"age": {"$exists": "yes"}}, r"\$exists expects true or false"),
         ({"$or": {}}, r"custom_request\.\$or: expects a non-empty list"),
         ({"tags": 5}, r"tags field; compare it with text"),
+        ({"age": "old"}, r"custom_request\.age: age is a number field: expected a number"),
         ([1], r"a query is an object"),
     ],
 )
