@@ -38,14 +38,6 @@ class AltcraftAttach(BaseModel):
     name: str = Field(min_length=1, max_length=255)
 
 
-class AltcraftSubscriptionFilter(BaseModel):
-    email: str | None = None
-    phone: str | None = None
-    subscription_id: str | None = None
-    provider: str | None = None
-    not_strict: bool = False
-
-
 class AltcraftField(BaseModel):
     name: str
     value: JsonValue
@@ -74,7 +66,8 @@ class AltcraftStart(AltcraftExtras):
     field_name: str | None = None
     field_value: int | float | str | None = None
     custom_request: dict[str, JsonValue] | None = None
-    subscription_filter: AltcraftSubscriptionFilter | None = None
+    # Its wire shape is the canonical one.
+    subscription_filter: ChannelFilter | None = None
     resource_id: int | None = None
 
 
@@ -165,10 +158,8 @@ def start(body: AltcraftStart, request: Request) -> dict[str, Any]:
         automation = find_automation(session, principal.workspace_id, body.id)
     if automation is None:
         raise NotFound(f"trigger campaign {body.id} not found", field="id")
-    subscription = body.subscription_filter
-    channel_filter = (
-        ChannelFilter(**subscription.model_dump()) if subscription and body.custom_request is None else None
-    )
+    # The seed: "Not used if custom_request is set".
+    channel_filter = body.subscription_filter if body.custom_request is None else None
     _check_and_submit(request, body, automation, start_audience(body), channel_filter=channel_filter)
     return SUCCESS
 
