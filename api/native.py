@@ -3,10 +3,20 @@
 from typing import Any, Literal, Self
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from api.auth import EventWriter
 from api.intake import submit
+from tripmail.contacts import normalize_phone
 from tripmail.errors import FieldError, TripmailError
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
@@ -24,6 +34,11 @@ class NativeContact(BaseModel):
     email_consent: bool | None = Field(
         default=None, description="Marketing email consent; transactional mail ignores it."
     )
+
+    @field_validator("phone")
+    @classmethod
+    def _international_phone(cls, phone: str | None) -> str | None:
+        return None if phone is None else normalize_phone(phone)
 
     @model_validator(mode="after")
     def _names_someone(self) -> Self:

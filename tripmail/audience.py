@@ -7,6 +7,7 @@ A field holding JSON null counts as missing (SQL cannot tell the two apart porta
 """
 
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any
 
 from pydantic import JsonValue
@@ -14,6 +15,7 @@ from sqlalchemy import ColumnElement, and_, cast, exists, false, func, not_, or_
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from tripmail.contacts import normalize_phone
 from tripmail.errors import InvalidRequest
 from tripmail.fields import coerce_field_value
 from tripmail.models import Contact, ContactField
@@ -110,6 +112,10 @@ class QueryCompiler:
 
         Typing by the declaration keeps the SQL one type on both sides, which PostgreSQL requires.
         """
+        if path == "phone" and isinstance(operand, str | int) and not isinstance(operand, bool):
+            # Phones are stored in E.164; a query may write them as people do.
+            with suppress(ValueError):
+                return COLUMNS[path], normalize_phone(str(operand))
         if path in COLUMNS:
             return COLUMNS[path], str(operand)
         declared = self.field_types.get(path)

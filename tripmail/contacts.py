@@ -4,6 +4,7 @@ import hashlib
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+import phonenumbers
 import xxhash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +21,20 @@ if TYPE_CHECKING:
 def normalize_email(email: str) -> str:
     """Emails are unique per workspace regardless of case and surrounding blanks."""
     return email.strip().lower()
+
+
+def normalize_phone(phone: str) -> str:
+    """E.164 (+380501234567). A number written without its + (esputnik's 380501234567) or with 00 is read as
+    international too; ValueError says what a valid number looks like."""
+    text = phone.strip()
+    text = "+" + text[2:] if text.startswith("00") else text if text.startswith("+") else "+" + text
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"{phone!r} is not a phone number in international format (+380501234567): {exc}") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(f"{phone!r} is not a valid phone number in international format (+380501234567)")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def find_contact(session: Session, workspace_id: int, audience: "Audience") -> Contact | None:

@@ -4,7 +4,6 @@ import json
 from contextlib import suppress
 from typing import Annotated, Self
 
-import phonenumbers
 from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from api.auth import Principal, basic_or_bearer
 from api.dialects.routing import dialect_router
 from api.intake import submit
+from tripmail.contacts import normalize_phone
 from tripmail.errors import FieldError, InvalidRequest, TripmailError
 from tripmail.fields import coerce_field_value, numbered_fields
 from tripmail.models import ContactField
@@ -84,15 +84,7 @@ class ContactJson(BaseModel):
     @field_validator("sms")
     @classmethod
     def _international_phone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            number = phonenumbers.parse(value, None)
-        except phonenumbers.NumberParseException as exc:
-            raise ValueError(f"not a phone number in international format (+1-541-754-3010): {exc}") from exc
-        if not phonenumbers.is_valid_number(number):
-            raise ValueError("not a valid phone number in international format (+1-541-754-3010)")
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return None if value is None else normalize_phone(value)
 
 
 def _profile_inputs(

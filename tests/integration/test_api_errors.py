@@ -141,3 +141,11 @@ def test_declared_contact_fields_are_typed_or_refused(api_url: str, tenant: Tena
             return contact.fields if contact else None
 
     assert wait_until(stored, what="the contact") == {"age": 42, "nick": "Al"}
+
+
+def test_invalid_phone_is_422_naming_contact_phone(api_url: str, tenant: Tenant) -> None:
+    body = {"event": "x", "contact": {"phone": "12345"}}
+    response = httpx.post(f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {tenant.token}"})
+    problem = assert_problem(response, 422)
+    assert problem["field"] == "contact.phone"
+    assert "international format" in str(problem["detail"])

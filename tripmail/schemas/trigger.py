@@ -5,7 +5,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_validator, model_validator
 
-from tripmail.contacts import normalize_email
+from tripmail.contacts import normalize_email, normalize_phone
 
 
 class CustomFieldMatch(BaseModel):
@@ -40,6 +40,11 @@ class Audience(BaseModel):
     @classmethod
     def _normalize_email(cls, email: str | None) -> str | None:
         return None if email is None else normalize_email(email)
+
+    @field_validator("phone")
+    @classmethod
+    def _normalize_phone(cls, phone: str | None) -> str | None:
+        return None if phone is None else normalize_phone(phone)
 
 
 class ContactUpdate(BaseModel):

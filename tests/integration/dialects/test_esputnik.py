@@ -194,7 +194,7 @@ def test_create_contact_example_updates_the_contact_card(api_url: str, shop: Ten
             ).one_or_none()
 
     stored = wait_until(contact, what="the contact")
-    assert (stored.phone, stored.external_id, stored.fields) == ("380501234567", "AV13760", {"birthday": "2020-11-23"})
+    assert (stored.phone, stored.external_id, stored.fields) == ("+380501234567", "AV13760", {"birthday": "2020-11-23"})
 
 
 def test_password_recovery_example_sends_the_password(api_url: str, shop: Tenant, sink: Sink) -> None:
