@@ -6,7 +6,7 @@ other path is a custom field. On a `tags` field, equality means "carries this ta
 A field holding JSON null counts as missing (SQL cannot tell the two apart portably).
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
@@ -167,17 +167,15 @@ def custom_field_query(field_types: dict[str, str], name: str, value: JsonValue)
     return {name: value}
 
 
-def iter_contacts(session: Session, workspace_id: int, condition: ColumnElement[bool]) -> Iterator[Contact]:
-    """Every matching contact, read in chunks by keyset (never OFFSET, never all at once)."""
-    last_id = ""
-    while True:
-        chunk = session.scalars(
+def contacts_page(
+    session: Session, workspace_id: int, condition: ColumnElement[bool], *, after: str, limit: int
+) -> list[Contact]:
+    """The next `limit` matching contacts after the contact id `after`: keyset paging, never OFFSET."""
+    return list(
+        session.scalars(
             select(Contact)
-            .where(Contact.workspace_id == workspace_id, condition, Contact.id > last_id)
+            .where(Contact.workspace_id == workspace_id, condition, Contact.id > after)
             .order_by(Contact.id)
-            .limit(CHUNK)
-        ).all()
-        if not chunk:
-            return
-        yield from chunk
-        last_id = chunk[-1].id
+            .limit(limit)
+        )
+    )

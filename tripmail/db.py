@@ -44,6 +44,18 @@ def insert_if_absent(session: Session, model: type[Base], values: dict[str, Any]
     No savepoint is needed, which matters on SQLite: its driver would commit a savepoint opened as the
     transaction's first write on its own.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=unique))
+    session.execute(_insert(session, model).values(**values).on_conflict_do_nothing(index_elements=unique))
+
+
+def insert_new(
+    session: Session, model: type[Base], rows: list[dict[str, Any]], unique: list[str], returning: Any
+) -> list[Any]:
+    """Many rows at once, skipping those whose unique key exists; `returning` of the rows inserted."""
+    if not rows:
+        return []
+    statement = _insert(session, model).on_conflict_do_nothing(index_elements=unique).returning(returning)
+    return list(session.scalars(statement, rows))
+
+
+def _insert(session: Session, model: type[Base]) -> Any:
+    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(model)

@@ -5,7 +5,7 @@ a redelivered task cannot send it again.
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.attachments import DecodedAttachment, decode_attachment
 from tripmail.contacts import normalize_email
+from tripmail.db import insert_new
 from tripmail.fields import message_field_values
 from tripmail.models import Automation, Contact, Event, Message, MessageStatus, Template, Workspace
 from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
@@ -42,40 +43,42 @@ def recipient(contact: Contact, channel_filter: ChannelFilter | None) -> str | N
 def plan_messages(
     session: Session,
     event: Event,
-    contact: Contact,
+    contacts: Sequence[Contact],
     automations: list[Automation],
     channel_filter: ChannelFilter | None = None,
     *,
     now: datetime,
 ) -> list[int]:
-    """One pending message per send_email step of each automation that may mail this contact."""
-    address = recipient(contact, channel_filter)
-    if address is None:
-        return []
-    planned = []
-    for automation in automations:
-        if not automation.transactional and contact.consents.get("email") is False:
+    """One pending message per send_email step of each automation that may mail each contact; their new ids.
+
+    One statement for all of them; a message that exists already (a chunk planned twice) is skipped by its key.
+    """
+    rows = []
+    for contact in contacts:
+        address = recipient(contact, channel_filter)
+        if address is None:
             continue
-        for step in automation.steps:
-            if step.kind != "send_email":
+        for automation in automations:
+            if not automation.transactional and contact.consents.get("email") is False:
                 continue
-            message = Message(
-                workspace_id=event.workspace_id,
-                event_id=event.id,
-                automation_id=automation.id,
-                step_id=step.id,
-                contact_id=contact.id,
-                template_id=step.config["template_id"],
-                to_address=address,
-                status=MessageStatus.PENDING,
-                attempts=0,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(message)
-            planned.append(message)
-    session.flush()
-    return [message.id for message in planned]
+            rows += [
+                {
+                    "workspace_id": event.workspace_id,
+                    "event_id": event.id,
+                    "automation_id": automation.id,
+                    "step_id": step.id,
+                    "contact_id": contact.id,
+                    "template_id": step.config["template_id"],
+                    "to_address": address,
+                    "status": MessageStatus.PENDING,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for step in automation.steps
+                if step.kind == "send_email"
+            ]
+    return insert_new(session, Message, rows, ["event_id", "automation_id", "step_id", "contact_id"], Message.id)
 
 
 def pending_message_ids(session: Session, event_id: str) -> list[int]:

@@ -1,14 +1,14 @@
 """Event types and the recording of accepted events."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail import delivery
-from tripmail.audience import compile_query, custom_field_query, field_types, iter_contacts
+from tripmail.audience import CHUNK, compile_query, contacts_page, custom_field_query, field_types
 from tripmail.automations import automations_for
 from tripmail.contacts import find_contact, update_contact, upsert_contact
 from tripmail.db import insert_if_absent
@@ -61,29 +61,18 @@ def _event_type(session: Session, trigger: TriggerRequest, *, now: datetime) -> 
     return find_event_type(session, trigger.workspace_id, trigger.event)
 
 
-def audience_contacts(session: Session, trigger: TriggerRequest, *, now: datetime) -> Iterator[Contact]:
-    """The contacts the trigger addresses, each with the trigger's contact update merged on."""
+def _single_contact(session: Session, trigger: TriggerRequest, *, now: datetime) -> Contact | None:
+    """The one contact the trigger names, created when the trigger may create it, with its update merged on."""
     audience = trigger.audience
-    if audience.selects_many:
-        if audience.query is not None:
-            query = audience.query
-        else:
-            assert audience.custom_field is not None
-            types = field_types(session, trigger.workspace_id)
-            query = custom_field_query(types, audience.custom_field.name, audience.custom_field.value)
-        for contact in iter_contacts(
-            session, trigger.workspace_id, compile_query(session, trigger.workspace_id, query)
-        ):
-            update_contact(contact, audience, trigger.contact_update, now=now)
-            yield contact
-    elif not audience.names_someone:
+    if not audience.names_someone:
         # An event may name no contact Tripmail can mail (esputnik accepts a push token alone).
-        return
-    elif trigger.create_contact:
-        yield upsert_contact(session, trigger.workspace_id, audience, trigger.contact_update, now=now)
-    elif (found := find_contact(session, trigger.workspace_id, audience)) is not None:
-        update_contact(found, audience, trigger.contact_update, now=now)
-        yield found
+        return None
+    if trigger.create_contact:
+        return upsert_contact(session, trigger.workspace_id, audience, trigger.contact_update, now=now)
+    contact = find_contact(session, trigger.workspace_id, audience)
+    if contact is not None:
+        update_contact(contact, audience, trigger.contact_update, now=now)
+    return contact
 
 
 def _earlier_event(session: Session, event_type: EventType | None, key: str | None, *, now: datetime) -> str | None:
@@ -99,7 +88,7 @@ def _earlier_event(session: Session, event_type: EventType | None, key: str | No
             Event.workspace_id == event_type.workspace_id,
             Event.event_type_id == event_type.id,
             Event.key == key,
-            Event.status == EventStatus.PROCESSED,
+            Event.status.in_([EventStatus.PROCESSED, EventStatus.FANNING_OUT]),
             Event.received_at >= now - timedelta(seconds=event_type.dedupe_window_s),
         )
         .order_by(Event.received_at)
@@ -108,38 +97,95 @@ def _earlier_event(session: Session, event_type: EventType | None, key: str | No
 
 
 def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime) -> list[int]:
-    """Store the event once and plan its messages; return the ids of messages still to send.
+    """Store the event once; plan the messages of a one-contact audience; return the ids still to send.
 
-    Running it again for the same event id (a redelivered task) plans nothing new.
+    An audience of many is left `fanning_out` for fan_out_chunk. Running this again for the same event id (a
+    redelivered task) plans nothing new.
     """
     if session.get(Event, event_id) is not None:
         return delivery.pending_message_ids(session, event_id)
     event_type = _event_type(session, trigger, now=now)
     first = _earlier_event(session, event_type, trigger.key, now=now)
     automations = [] if first is not None else automations_for(session, trigger)
+    many = trigger.audience.selects_many and first is None
     event = Event(
         id=event_id,
         workspace_id=trigger.workspace_id,
         event_type_id=event_type.id if event_type else None,
         name=trigger.event_name,
         key=trigger.key,
-        status=EventStatus.PROCESSED if first is None else EventStatus.DUPLICATE,
+        status=EventStatus.FANNING_OUT if many else EventStatus.PROCESSED if first is None else EventStatus.DUPLICATE,
         error=None if first is None else f"duplicate of event {first}",
         matched_automations=len(automations),
         request=trigger.model_dump(mode="json"),
         received_at=now,
-        processed_at=now,
+        processed_at=None if many else now,
     )
     session.add(event)
     session.flush()
-    if first is not None:
+    if first is not None or many:
         return []
-    planned: list[int] = []
-    for contact in audience_contacts(session, trigger, now=now):
-        event.contact_id = event.contact_id or contact.id
+    contact = _single_contact(session, trigger, now=now)
+    if contact is None:
+        return []
+    event.contact_id = contact.id
+    apply_field_options(contact, trigger.fields, now=now)
+    return delivery.plan_messages(session, event, [contact], automations, trigger.channel_filter, now=now)
+
+
+def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[list[int], bool]:
+    """Plan the next chunk of a fanning-out event's audience; the new message ids, and whether it is done."""
+    event = session.get(Event, event_id)
+    if event is None or event.status != EventStatus.FANNING_OUT:
+        return [], True
+    trigger = TriggerRequest.model_validate(event.request)
+    condition = audience_condition(session, trigger)
+    contacts = contacts_page(session, trigger.workspace_id, condition, after=event.fanout_cursor or "", limit=CHUNK)
+    for contact in contacts:
+        update_contact(contact, trigger.audience, trigger.contact_update, now=now)
         apply_field_options(contact, trigger.fields, now=now)
-        planned += delivery.plan_messages(session, event, contact, automations, trigger.channel_filter, now=now)
-    return planned
+    automations = automations_for(session, trigger)
+    planned = delivery.plan_messages(session, event, contacts, automations, trigger.channel_filter, now=now)
+    if contacts:
+        event.contact_id = event.contact_id or contacts[0].id
+        event.fanout_cursor = contacts[-1].id
+    if len(contacts) < CHUNK:
+        event.status = EventStatus.PROCESSED
+        event.processed_at = now
+    return planned, event.status == EventStatus.PROCESSED
+
+
+def audience_condition(session: Session, trigger: TriggerRequest) -> ColumnElement[bool]:
+    audience = trigger.audience
+    if audience.query is not None:
+        return compile_query(session, trigger.workspace_id, audience.query)
+    assert audience.custom_field is not None, "only audiences of many fan out"
+    types = field_types(session, trigger.workspace_id)
+    query = custom_field_query(types, audience.custom_field.name, audience.custom_field.value)
+    return compile_query(session, trigger.workspace_id, query)
+
+
+def process_event(
+    sessions: sessionmaker[Session],
+    event_id: str,
+    trigger: TriggerRequest,
+    *,
+    enqueue: Callable[[list[int]], None],
+    clock: Callable[[], datetime],
+) -> None:
+    """Record the event, then fan its audience out a chunk per transaction.
+
+    Each chunk's messages are enqueued only after the transaction that planned them committed, and the cursor
+    commits with them, so a worker that dies mid-way leaves a redelivered task to resume where it stopped.
+    """
+    with sessions.begin() as session:
+        message_ids = record_event(session, event_id, trigger, now=clock())
+    enqueue(message_ids)
+    done = False
+    while not done:
+        with sessions.begin() as session:
+            message_ids, done = fan_out_chunk(session, event_id, now=clock())
+        enqueue(message_ids)
 
 
 def record_failed_event(session: Session, event_id: str, trigger: TriggerRequest, error: str, *, now: datetime) -> None:

@@ -43,10 +43,14 @@ class RecordsFailedEvents(Task):  # type: ignore[misc]
 @celery.task(name=queue.PROCESS_EVENT, base=RecordsFailedEvents, **RETRY_TRANSIENT)
 def process_event(event_id: str, trigger: dict[str, Any]) -> None:
     """Record one accepted event and fan it out into messages; running it twice is harmless."""
-    with sessions().begin() as session:
-        message_ids = events.record_event(session, event_id, TriggerRequest.model_validate(trigger), now=utcnow())
+    events.process_event(
+        sessions(), event_id, TriggerRequest.model_validate(trigger), enqueue=_enqueue_delivery, clock=utcnow
+    )
+
+
+def _enqueue_delivery(message_ids: list[int]) -> None:
     batch_size = get_settings().send_batch_size
-    for start in range(0, len(message_ids), batch_size):  # only after the commit above
+    for start in range(0, len(message_ids), batch_size):
         deliver_messages.delay(message_ids[start : start + batch_size])
 
 

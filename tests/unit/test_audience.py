@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
 from tripmail import audience
-from tripmail.audience import QueryError, compile_query, custom_field_query, iter_contacts
+from tripmail.audience import QueryError, compile_query, contacts_page, custom_field_query
 from tripmail.models import Contact, Workspace
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -53,7 +53,11 @@ def people(sessions: sessionmaker[Session]) -> Iterator[tuple[Session, int]]:
 def names(people: tuple[Session, int], query: dict[str, Any]) -> list[str]:
     session, workspace_id = people
     condition = compile_query(session, workspace_id, query)
-    return [contact.id.removeprefix("id-") for contact in iter_contacts(session, workspace_id, condition)]
+    found, after = [], ""
+    while page := contacts_page(session, workspace_id, condition, after=after, limit=2):
+        found += [contact.id.removeprefix("id-") for contact in page]
+        after = page[-1].id
+    return found
 
 
 @pytest.mark.parametrize(
@@ -115,6 +119,10 @@ def test_custom_field_matching_follows_the_field_type(people: tuple[Session, int
     assert names(people, custom_field_query(types, "Custom_ID", "other")) == ["cy"]
 
 
-def test_iteration_reads_in_chunks_by_key(people: tuple[Session, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audience, "CHUNK", 1)
-    assert names(people, {}) == ["ann", "bob", "cy", "dee"]
+def test_pages_follow_the_key(people: tuple[Session, int]) -> None:
+    session, workspace_id = people
+    everyone = compile_query(session, workspace_id, {})
+    assert [c.id for c in contacts_page(session, workspace_id, everyone, after="id-ann", limit=2)] == [
+        "id-bob",
+        "id-cy",
+    ]

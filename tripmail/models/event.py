@@ -9,6 +9,8 @@ from tripmail.models.base import Base
 
 
 class EventStatus(StrEnum):
+    # Recorded; its audience is being planned chunk by chunk from `fanout_cursor` on.
+    FANNING_OUT = "fanning_out"
     PROCESSED = "processed"
     # Same (workspace, event type, key) inside the dedupe window; caught here when Redis lost the claim.
     DUPLICATE = "duplicate"
@@ -51,6 +53,8 @@ class Event(Base):
     contact_id: Mapped[str | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(20))
     matched_automations: Mapped[int] = mapped_column(default=0)
+    # The last contact id planned; a redelivered task resumes after it.
+    fanout_cursor: Mapped[str | None] = mapped_column(String(100))
     error: Mapped[str | None]
     request: Mapped[dict[str, Any]]
     received_at: Mapped[datetime]

@@ -1,0 +1,85 @@
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, password_reset_spec
+from tripmail import events
+from tripmail.ids import new_id
+from tripmail.models import Contact, Event, Message, Workspace
+from tripmail.schemas.trigger import Audience, TriggerRequest
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def audience_of_seven(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> TriggerRequest:
+    monkeypatch.setattr(events, "CHUNK", 3)
+    with sessions.begin() as session:
+        apply_spec(session, password_reset_spec("acme") | {"contact_fields": [{"name": "score", "type": "number"}]})
+        workspace_id = session.scalars(select(Workspace.id)).one()
+        for index in range(10):
+            session.add(
+                Contact(
+                    id=f"c{index:02}",
+                    workspace_id=workspace_id,
+                    email=f"p{index}@example.com",
+                    fields={"score": index},
+                    consents={},
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+    query = {"score": {"$gte": 3}}
+    return TriggerRequest(workspace_id=workspace_id, event="FORGOT_PASSWORD", audience=Audience(query=query))
+
+
+def test_fan_out_plans_each_chunk_then_enqueues_it(
+    sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
+) -> None:
+    event_id = new_id()
+    enqueued: list[list[int]] = []
+
+    def enqueue(message_ids: list[int]) -> None:
+        with sessions() as session:  # what was enqueued is already committed
+            assert session.scalar(select(func.count()).where(Message.id.in_(message_ids))) == len(message_ids)
+        enqueued.append(message_ids)
+
+    events.process_event(sessions, event_id, audience_of_seven, enqueue=enqueue, clock=lambda: NOW)
+
+    assert [len(batch) for batch in enqueued] == [0, 3, 3, 1]
+    with sessions() as session:
+        recipients = session.scalars(select(Message.to_address).order_by(Message.to_address)).all()
+        event = session.get_one(Event, event_id)
+    assert recipients == [f"p{index}@example.com" for index in range(3, 10)]
+    assert (event.status, event.fanout_cursor, event.contact_id) == ("processed", "c09", "c03")
+
+
+def test_a_redelivered_task_plans_nothing_new(
+    sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
+) -> None:
+    event_id = new_id()
+    events.process_event(sessions, event_id, audience_of_seven, enqueue=lambda ids: None, clock=lambda: NOW)
+    again: list[int] = []
+    events.process_event(sessions, event_id, audience_of_seven, enqueue=again.extend, clock=lambda: NOW)
+    with sessions() as session:
+        assert session.scalar(select(func.count(Message.id))) == 7
+    assert len(again) == 7  # the pending ones are enqueued again; claiming keeps each sent once
+
+
+def test_a_fan_out_cut_short_resumes_after_its_cursor(
+    sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
+) -> None:
+    event_id = new_id()
+    with sessions.begin() as session:
+        events.record_event(session, event_id, audience_of_seven, now=NOW)
+    with sessions.begin() as session:
+        first, done = events.fan_out_chunk(session, event_id, now=NOW)
+    assert (len(first), done) == (3, False)
+    rest: list[int] = []
+    events.process_event(sessions, event_id, audience_of_seven, enqueue=rest.extend, clock=lambda: NOW)
+    with sessions() as session:
+        assert session.scalar(select(func.count(Message.id))) == 7
+    assert sorted(rest) == sorted(set(rest))
+    assert len(rest) == 7
