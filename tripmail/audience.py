@@ -77,7 +77,7 @@ class QueryCompiler:
         if op in ("$in", "$nin"):
             if not isinstance(operand, list):
                 raise QueryError(f"{where}: {op} expects a list, got {type(operand).__name__}", field=where)
-            matches = or_(false(), *(self._equals(path, item, where) for item in operand))
+            matches = self._one_of(path, operand, where)
             return matches if op == "$in" else or_(self._missing(path), not_(matches))
         if op in COMPARISONS:
             if isinstance(operand, bool) or not isinstance(operand, int | float | str):
@@ -106,6 +106,18 @@ class QueryCompiler:
         stored, typed = self._compared(path, operand, where)
         equal: ColumnElement[bool] = stored == typed
         return equal
+
+    def _one_of(self, path: str, items: list[JsonValue], where: str) -> ColumnElement[bool]:
+        """SQL IN per value type, not a chain of ORs: a list of thousands stays one shallow expression."""
+        if self.field_types.get(path) == "tags" or None in items:
+            return or_(false(), *(self._equals(path, item, where) for item in items))
+        groups: dict[type, tuple[Any, list[JsonValue]]] = {}
+        for item in items:
+            if isinstance(item, dict | list):
+                raise QueryError(f"{where}: compare {path} with text, a number or true/false", field=where)
+            stored, typed = self._compared(path, item, where)
+            groups.setdefault(type(typed), (stored, []))[1].append(typed)
+        return or_(false(), *(stored.in_(values) for stored, values in groups.values()))
 
     def _compared(self, path: str, operand: JsonValue, where: str) -> tuple[Any, JsonValue]:
         """The stored value at `path` and the operand, both of the field's declared type (else the operand's).

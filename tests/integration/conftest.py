@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
@@ -86,6 +87,11 @@ class Sink:
         with self._lock:
             self._received.append(mail)
         return "250 2.0.0 queued"
+
+    def recipients_from(self, sender: str) -> Counter[str]:
+        """How many messages each address received from `sender`."""
+        with self._lock:
+            return Counter(address for mail in self._received if mail.mail_from == sender for address in mail.rcpt_tos)
 
     def to(self, address: str, *, sender: str | None = None) -> list[ReceivedMail]:
         with self._lock:

@@ -1,0 +1,86 @@
+"""A 20,000-contact audience, selected by $in and by a range query, through the whole stack: one email each."""
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.integration.conftest import Sink, Tenant, wait_until
+from tripmail.contacts import email_md5, email_xxh
+from tripmail.models import Contact, Workspace
+
+SIZE = 20_000
+CAMPAIGN = 2_000_001
+
+
+@pytest.fixture(scope="module")
+def crowd(db: sessionmaker[Session]) -> tuple[Tenant, list[str]]:
+    key = unique_workspace_key("crowd")
+    spec = {
+        "workspace": key,
+        "from": f"Crowd <{sender_of(key)}>",
+        "contact_fields": [{"name": "CRM_ID", "type": "string"}, {"name": "rank", "type": "number"}],
+        "templates": [{"key": "hello", "subject": "Hello {{ contact.CRM_ID }}", "text": "rank {{ contact.rank }}"}],
+        "automations": [{"name": "Crowd", "id": CAMPAIGN, "steps": [{"send_email": {"template": "hello"}}]}],
+    }
+    now = datetime.now(UTC)
+    with db.begin() as session:
+        apply_spec(session, spec)
+        token = make_token(session, key)
+        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
+        emails = [f"{key}-{index}@example.com" for index in range(SIZE)]
+        rows = [
+            {
+                "id": f"{key}-{index:06}",
+                "workspace_id": workspace_id,
+                "email": email,
+                "email_md5": email_md5(email),
+                "email_xxh": email_xxh(email),
+                "fields": {"CRM_ID": f"crm-{index}", "rank": 1_000_000 + index},
+                "consents": {"email": True},
+                "created_at": now,
+                "updated_at": now,
+            }
+            for index, email in enumerate(emails)
+        ]
+        # Bystanders the queries must leave out.
+        rows += [
+            row | {"id": f"{row['id']}-x", "email": f"x{row['email']}", "fields": {"CRM_ID": "other", "rank": 5}}
+            for row in rows[:500]
+        ]
+        session.execute(insert(Contact), rows)
+    return Tenant(key, token), emails
+
+
+def start(api_url: str, tenant: Tenant, custom_request: dict[str, object]) -> None:
+    body = {"token": tenant.token, "id": CAMPAIGN, "custom_request": custom_request}
+    response = httpx.post(f"{api_url}/compat/altcraft/api/v1.1/campaigns/triggers/start/", json=body, timeout=60)
+    assert response.json() == {"data": None, "error": 0, "error_text": "Successful operation"}, response.text
+
+
+def test_every_member_gets_exactly_one_email_per_event(
+    api_url: str, crowd: tuple[Tenant, list[str]], sink: Sink
+) -> None:
+    tenant, emails = crowd
+    expected = set(emails)
+
+    start(api_url, tenant, {"CRM_ID": {"$in": [f"crm-{index}" for index in range(SIZE)]}})
+    after_in = wait_until(
+        lambda: c if sum((c := sink.recipients_from(tenant.sender)).values()) >= SIZE else None,
+        timeout=300,
+        what=f"{SIZE} emails for the $in audience",
+    )
+    assert set(after_in) == expected
+    assert set(after_in.values()) == {1}
+
+    start(api_url, tenant, {"rank": {"$gte": 1_000_000, "$lt": 1_000_000 + SIZE}})
+    after_range = wait_until(
+        lambda: c if sum((c := sink.recipients_from(tenant.sender)).values()) >= 2 * SIZE else None,
+        timeout=300,
+        what=f"{SIZE} more emails for the range audience",
+    )
+    assert set(after_range) == expected
+    assert set(after_range.values()) == {2}
