@@ -20,6 +20,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@scripts/ensure-redis-server.sh
+	@scripts/ensure-postgres-server.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 

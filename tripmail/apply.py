@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from tripmail.durations import parse_duration
@@ -269,6 +269,11 @@ def _apply_automation(
         session.add(row)
         _apply_steps(row, steps)
         session.flush()
+        if spec.id is not None and session.get_bind().dialect.name == "postgresql":
+            # An explicit id does not move PostgreSQL's sequence; without this the next automation collides.
+            session.execute(
+                text("SELECT setval(pg_get_serial_sequence('automations', 'id'), (SELECT max(id) FROM automations))")
+            )
         link = f"/compat/altcraft/trg/{row.link}/<email|md5|xxh>"
         changes.append(f"created automation {spec.name} (id {row.id}; altcraft v1.0 link {link})")
         return

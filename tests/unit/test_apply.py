@@ -129,3 +129,14 @@ def test_velocity_outside_the_subset_is_refused_at_apply(sessions: sessionmaker[
 def test_sender_must_be_an_address_on_one_line(sender: str) -> None:
     with pytest.raises(ValidationError, match="from"):
         ApplyFile.model_validate({"workspace": "acme", "from": sender})
+
+
+def test_automations_without_an_id_follow_ones_with_a_fixed_id(sessions: sessionmaker[Session]) -> None:
+    spec = password_reset_spec("acme", id=96)
+    with sessions.begin() as session:
+        apply_spec(session, spec)
+    spec["automations"].append(spec["automations"][0] | {"name": "Second", "id": None})
+    with sessions.begin() as session:
+        apply_spec(session, spec)
+    with sessions() as session:
+        assert sorted(session.scalars(select(Automation.id))) == [96, 97]

@@ -30,7 +30,7 @@ def test_0003_backfills_email_hashes_and_links(settings: Settings) -> None:
         connection.execute(
             text(
                 "INSERT INTO automations (id, workspace_id, name, status, transactional, updated_at)"
-                " VALUES (7, 1, 'a', 'active', 1, '2026-01-01')"
+                " VALUES (7, 1, 'a', 'active', true, '2026-01-01')"
             )
         )
     command.upgrade(config, "head")

@@ -1,0 +1,65 @@
+"""A throwaway PostgreSQL cluster for the tests: initdb into a temporary folder, served on a free port."""
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@dataclass
+class Cluster:
+    bin_dir: Path
+    folder: Path
+    port: int
+    as_user: list[str]
+
+    def run(self, program: str, *args: str) -> None:
+        subprocess.run([*self.as_user, str(self.bin_dir / program), *args], check=True, capture_output=True)
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://tripmail@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_cluster() -> Cluster:
+    """A running cluster with a trusted superuser `tripmail`; RuntimeError says why there is none."""
+    bin_dir = _bin_dir()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL is not installed (scripts/ensure-postgres-server.sh installs it as root)")
+    folder = Path(tempfile.mkdtemp(prefix="tripmail-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        # PostgreSQL refuses to run as root; Debian's package brings the postgres user.
+        shutil.chown(folder, user="postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    cluster = Cluster(bin_dir, folder, _free_port(), as_user)
+    try:
+        cluster.run("initdb", "-D", str(folder / "data"), "-U", "tripmail", "--auth=trust", "--no-sync", "-E", "UTF8")
+        options = f"-p {cluster.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        cluster.run("pg_ctl", "-D", str(folder / "data"), "-o", options, "-l", str(folder / "log"), "-w", "start")
+    except (subprocess.CalledProcessError, OSError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        detail = exc.stderr.decode(errors="replace") if isinstance(exc, subprocess.CalledProcessError) else str(exc)
+        raise RuntimeError(f"could not start PostgreSQL: {detail.strip()}") from exc
+    return cluster
