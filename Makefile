@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration venv clean
+.PHONY: run test lint unit integration bench venv clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-python-venv.sh "$(PYTHON)" "$(VENV)"
@@ -30,6 +30,10 @@ unit: $(STAMP)
 integration: $(STAMP)
 	@scripts/ensure-redis-server.sh
 	$(BIN)/pytest tests/integration
+
+bench: $(STAMP)
+	@scripts/ensure-redis-server.sh
+	$(BIN)/python -m bench.fan_out 2>/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     # Above the longest task (bounded by task_time_limit_s) so Redis never hands a running task to a second worker.
     visibility_timeout_s: int = Field(default=3600, ge=60)
     task_time_limit_s: int = Field(default=600, ge=10)
-    send_batch_size: int = Field(default=100, ge=1, le=10_000)
+    send_batch_size: int = Field(default=250, ge=1, le=10_000)
     send_max_retries: int = Field(default=5, ge=0)
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
 

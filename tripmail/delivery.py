@@ -11,7 +11,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +26,18 @@ from tripmail.schemas.trigger import ChannelFilter, TriggerRequest
 from tripmail.smtp import Envelope, Outcome, SendResult, SmtpTarget, send_all
 
 
-def recipient(contact: Contact, channel_filter: ChannelFilter | None) -> str | None:
+class Recipient(Protocol):
+    """What planning a message reads of a contact: a Contact, or just these columns of one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def consents(self) -> dict[str, Any]: ...
+
+
+def recipient(contact: Recipient, channel_filter: ChannelFilter | None) -> str | None:
     """The address to mail, or None when the trigger's subscription filter rules the contact out.
 
     A filter naming another email, a phone or a push subscription names no email subscription of this contact:
@@ -43,7 +54,7 @@ def recipient(contact: Contact, channel_filter: ChannelFilter | None) -> str | N
 def plan_messages(
     session: Session,
     event: Event,
-    contacts: Sequence[Contact],
+    contacts: Sequence[Recipient],
     automations: list[Automation],
     channel_filter: ChannelFilter | None = None,
     *,
@@ -78,7 +89,7 @@ def plan_messages(
                 for step in automation.steps
                 if step.kind == "send_email"
             ]
-    return insert_new(session, Message, rows, ["event_id", "automation_id", "step_id", "contact_id"], Message.id)
+    return insert_new(session, Message, rows, ["event_id", "automation_id", "step_id", "contact_id"], "id")
 
 
 def pending_message_ids(session: Session, event_id: str) -> list[int]:

@@ -1,17 +1,18 @@
 """Event types and the recording of accepted events."""
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail import delivery
-from tripmail.audience import CHUNK, compile_query, contacts_page, custom_field_query, field_types
+from tripmail.audience import CHUNK, compile_query, contacts_page, custom_field_query, field_types, recipients_page
 from tripmail.automations import automations_for
 from tripmail.contacts import find_contact, update_contact, upsert_contact
 from tripmail.db import insert_if_absent
+from tripmail.delivery import Recipient
 from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
 from tripmail.models import Contact, Event, EventStatus, EventType
@@ -140,10 +141,15 @@ def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[li
         return [], True
     trigger = TriggerRequest.model_validate(event.request)
     condition = audience_condition(session, trigger)
-    contacts = contacts_page(session, trigger.workspace_id, condition, after=event.fanout_cursor or "", limit=CHUNK)
-    for contact in contacts:
-        update_contact(contact, trigger.audience, trigger.contact_update, now=now)
-        apply_field_options(contact, trigger.fields, now=now)
+    after = event.fanout_cursor or ""
+    contacts: Sequence[Recipient]
+    if _changes_contacts(trigger):
+        contacts = contacts_page(session, trigger.workspace_id, condition, after=after, limit=CHUNK)
+        for contact in contacts:
+            update_contact(contact, trigger.audience, trigger.contact_update, now=now)
+            apply_field_options(contact, trigger.fields, now=now)
+    else:
+        contacts = recipients_page(session, trigger.workspace_id, condition, after=after, limit=CHUNK)
     automations = automations_for(session, trigger)
     planned = delivery.plan_messages(session, event, contacts, automations, trigger.channel_filter, now=now)
     if contacts:
@@ -153,6 +159,11 @@ def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[li
         event.status = EventStatus.PROCESSED
         event.processed_at = now
     return planned, event.status == EventStatus.PROCESSED
+
+
+def _changes_contacts(trigger: TriggerRequest) -> bool:
+    update = trigger.contact_update
+    return bool(update.fields) or update.email_consent is not None or any(f.option != 1 for f in trigger.fields)
 
 
 def audience_condition(session: Session, trigger: TriggerRequest) -> ColumnElement[bool]:

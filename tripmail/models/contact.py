@@ -15,6 +15,8 @@ class Contact(Base):
         Index("ix_contacts_workspace_external_id", "workspace_id", "external_id"),
         Index("ix_contacts_workspace_email_md5", "workspace_id", "email_md5"),
         Index("ix_contacts_workspace_email_xxh", "workspace_id", "email_xxh"),
+        # Audience pages walk this in order from their cursor instead of sorting the workspace for every page.
+        Index("ix_contacts_workspace_id", "workspace_id", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
