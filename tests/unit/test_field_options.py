@@ -1,13 +1,20 @@
 from datetime import UTC, datetime
+from email import message_from_bytes
+from email.policy import default
 
 import pytest
 from pydantic import JsonValue
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail.delivery import recipient
+from tests.builders import apply_spec, password_reset_spec
+from tripmail.delivery import claim_messages, prepare_envelopes, recipient
 from tripmail.errors import InvalidRequest
+from tripmail.events import record_event
 from tripmail.fields import apply_field_options, check_overrides, message_field_values
-from tripmail.models import Contact
-from tripmail.schemas.trigger import ChannelFilter, FieldOverride
+from tripmail.ids import new_id
+from tripmail.models import Contact, Workspace
+from tripmail.schemas.trigger import Audience, ChannelFilter, FieldOverride, TriggerRequest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 EARLIER = datetime(2025, 1, 1, tzinfo=UTC)
@@ -65,3 +72,56 @@ def test_subscription_filter_picks_or_skips_the_address(
     channel_filter: ChannelFilter | None, address: str | None
 ) -> None:
     assert recipient(contact(), channel_filter) == address
+
+
+@pytest.mark.parametrize(
+    ("stored", "option", "shown", "kept"),
+    [
+        ("", 0, "Jason", "Jason"),
+        ("Ann", 0, "Ann", "Ann"),
+        ("", 1, "Jason", ""),
+        ("Ann", 1, "Jason", "Ann"),
+        ("", 2, "Jason", "Jason"),
+        ("Ann", 2, "Jason", "Jason"),
+    ],
+)
+def test_the_rendered_email_and_the_stored_contact_for_each_option(
+    sessions: sessionmaker[Session], stored: str, option: int, shown: str, kept: str
+) -> None:
+    spec = password_reset_spec("acme", id=None) | {"contact_fields": [{"name": "FirstName", "type": "string"}]}
+    spec["templates"][0] |= {
+        "subject": "Hi {{ contact.FirstName }}",
+        "text": "{{ fields.FirstName }}/{{ contact.FirstName }}",
+    }
+    with sessions.begin() as session:
+        apply_spec(session, spec)
+        workspace_id = session.scalars(select(Workspace.id)).one()
+        session.add(
+            Contact(
+                id="c1",
+                workspace_id=workspace_id,
+                email="ann@example.com",
+                fields={"FirstName": stored},
+                consents={},
+                created_at=NOW,
+                updated_at=NOW,
+            )
+        )
+    trigger = TriggerRequest(
+        workspace_id=workspace_id,
+        event="FORGOT_PASSWORD",
+        audience=Audience(email="ann@example.com"),
+        fields=[FieldOverride(name="FirstName", value="Jason", option=option)],
+        create_contact=False,
+    )
+    with sessions.begin() as session:
+        message_ids = record_event(session, new_id(), trigger, now=NOW)
+        claim_messages(session, message_ids, now=NOW)
+    with sessions.begin() as session:
+        [envelope] = prepare_envelopes(session, message_ids, now=NOW).envelopes
+        stored_after = session.get_one(Contact, "c1").fields
+    email = message_from_bytes(envelope.content, policy=default)
+    body = email.get_body(("plain",))
+    assert body is not None
+    assert (email["Subject"], body.get_content().strip()) == (f"Hi {shown}", f"{shown}/{shown}")
+    assert stored_after == {"FirstName": kept}
