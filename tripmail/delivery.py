@@ -18,9 +18,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.attachments import DecodedAttachment, decode_attachment
 from tripmail.contacts import normalize_email
-from tripmail.db import insert_new
+from tripmail.db import insert_if_absent, insert_new
 from tripmail.fields import message_field_values
-from tripmail.models import Automation, Contact, Event, Message, MessageStatus, Template, Workspace
+from tripmail.models import (
+    Automation,
+    Contact,
+    Event,
+    Message,
+    MessageAttempt,
+    MessageStatus,
+    Suppression,
+    Template,
+    Workspace,
+)
 from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
 from tripmail.schemas.trigger import ChannelFilter, TriggerRequest
 from tripmail.smtp import Envelope, Outcome, SendResult, SmtpTarget, send_all
@@ -64,9 +74,12 @@ def plan_messages(
 
     One statement for all of them; a message that exists already (a chunk planned twice) is skipped by its key.
     """
+    addresses = {contact.id: recipient(contact, channel_filter) for contact in contacts}
+    # Hard bounces stay suppressed for transactional mail too: mailing a dead address only hurts the sender.
+    suppressed = suppressed_addresses(session, event.workspace_id, {a for a in addresses.values() if a})
     rows = []
     for contact in contacts:
-        address = recipient(contact, channel_filter)
+        address = addresses[contact.id]
         if address is None:
             continue
         for automation in automations:
@@ -81,7 +94,7 @@ def plan_messages(
                     "contact_id": contact.id,
                     "template_id": step.config["template_id"],
                     "to_address": address,
-                    "status": MessageStatus.PENDING,
+                    "status": MessageStatus.SUPPRESSED if address in suppressed else MessageStatus.PENDING,
                     "attempts": 0,
                     "created_at": now,
                     "updated_at": now,
@@ -89,7 +102,12 @@ def plan_messages(
                 for step in automation.steps
                 if step.kind == "send_email"
             ]
-    return insert_new(session, Message, rows, ["event_id", "automation_id", "step_id", "contact_id"], "id")
+    inserted = insert_new(session, Message, rows, ["event_id", "automation_id", "step_id", "contact_id"], "id")
+    if not suppressed:
+        return inserted
+    return list(
+        session.scalars(select(Message.id).where(Message.id.in_(inserted), Message.status == MessageStatus.PENDING))
+    )
 
 
 def pending_message_ids(session: Session, event_id: str) -> list[int]:
@@ -244,16 +262,42 @@ def record_results(session: Session, results: list[SendResult], *, now: datetime
         message.smtp_code = result.code
         message.smtp_reply = result.reply
         message.updated_at = now
+        session.add(
+            MessageAttempt(
+                message_id=message.id,
+                attempted_at=now,
+                outcome=result.outcome,
+                smtp_code=result.code,
+                smtp_reply=result.reply,
+            )
+        )
         if result.outcome is Outcome.SENT:
             message.status = MessageStatus.SENT
             message.sent_at = now
+        elif result.outcome is Outcome.UNKNOWN:
+            message.status = MessageStatus.UNKNOWN
         elif result.outcome is Outcome.TRANSIENT and message.attempts < max_attempts:
             message.status = MessageStatus.PENDING
             retry.append(message.id)
         else:
             message.status = MessageStatus.FAILED
+            if result.code is not None and 550 <= result.code < 560:
+                suppress(session, message.workspace_id, message.to_address, result.reply, now=now)
     session.flush()
     return retry
+
+
+def suppress(session: Session, workspace_id: int, email: str, reason: str, *, now: datetime) -> None:
+    """Stop mailing an address that bounced permanently (a 55x reply: no such mailbox, refused)."""
+    values = {"workspace_id": workspace_id, "email": email, "reason": reason, "created_at": now}
+    insert_if_absent(session, Suppression, values, ["workspace_id", "email"])
+
+
+def suppressed_addresses(session: Session, workspace_id: int, addresses: set[str]) -> set[str]:
+    if not addresses:
+        return set()
+    query = select(Suppression.email).where(Suppression.workspace_id == workspace_id, Suppression.email.in_(addresses))
+    return set(session.scalars(query))
 
 
 @dataclass(frozen=True)

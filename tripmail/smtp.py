@@ -44,6 +44,7 @@ class Outcome(StrEnum):
     SENT = "sent"
     PERMANENT = "permanent"
     TRANSIENT = "transient"
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,6 @@ async def _send_from_queue(
                 )
             except aiosmtplib.SMTPResponseException as exc:
                 results.append(_failure(envelope.key, exc.code, exc.message))
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                refusal = exc.recipients[0]
-                results.append(_failure(envelope.key, refusal.code, refusal.message))
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 client = None
                 results.append(SendResult(envelope.key, Outcome.TRANSIENT, None, f"{type(exc).__name__}: {exc}"))
@@ -142,9 +140,33 @@ async def _connect(target: SmtpTarget, timeout: float) -> aiosmtplib.SMTP:
 
 
 async def _send_one(client: aiosmtplib.SMTP, envelope: Envelope) -> SendResult:
-    # With a single recipient a refusal raises SMTPRecipientsRefused rather than coming back in the dict.
-    _refused, reply = await client.sendmail(envelope.sender, [envelope.recipient], envelope.content)
-    return SendResult(envelope.key, Outcome.SENT, 250, f"250 {reply}")
+    """MAIL, RCPT, DATA one by one, so a break after the message was handed over can be told apart."""
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    try:
+        await client.mail(envelope.sender)
+        await client.rcpt(envelope.recipient)
+    except aiosmtplib.SMTPResponseException:
+        await _reset(client)
+        raise
+    try:
+        reply = await client.data(envelope.content)
+    except aiosmtplib.SMTPResponseException:
+        await _reset(client)
+        raise
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        # RFC 1047: the server may have taken the message before the connection broke. Resending could
+        # deliver it twice, so its fate is recorded as unknown instead.
+        return SendResult(envelope.key, Outcome.UNKNOWN, None, f"connection lost during DATA: {exc}")
+    return SendResult(envelope.key, Outcome.SENT, reply.code, f"{reply.code} {reply.message}")
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """Clear the refused envelope so the connection can carry the next message."""
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()
 
 
 def _failure(key: int, code: int, message: str) -> SendResult:

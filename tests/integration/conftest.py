@@ -68,17 +68,27 @@ class ReceivedMail:
 
 
 class Sink:
-    """aiosmtpd handler that records what it accepts; a recipient whose local part starts with `reject-` gets 550."""
+    """aiosmtpd handler that records what it accepts.
+
+    A recipient whose local part starts with `reject-` gets 550; one starting with `flaky-` gets 451 the first
+    time it is offered and 250 after that.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._received: list[ReceivedMail] = []
+        # Kept as mail arrives, so polling for thousands of messages does not rescan them all each time.
+        self._counts: dict[str, Counter[str]] = {}
+        self._deferred: set[str] = set()
 
     async def handle_RCPT(
         self, server: object, session: object, envelope: object, address: str, options: object
     ) -> str:
         if address.startswith("reject-"):
             return "550 5.1.1 mailbox unavailable"
+        if address.startswith("flaky-") and address not in self._deferred:
+            self._deferred.add(address)
+            return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]
         return "250 OK"
 
@@ -86,12 +96,18 @@ class Sink:
         mail = ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)  # type: ignore[attr-defined]
         with self._lock:
             self._received.append(mail)
+            self._counts.setdefault(mail.mail_from, Counter()).update(mail.rcpt_tos)
         return "250 2.0.0 queued"
+
+    def count_from(self, sender: str) -> int:
+        """How many deliveries (message x recipient) came from `sender`."""
+        with self._lock:
+            return self._counts[sender].total() if sender in self._counts else 0
 
     def recipients_from(self, sender: str) -> Counter[str]:
         """How many messages each address received from `sender`."""
         with self._lock:
-            return Counter(address for mail in self._received if mail.mail_from == sender for address in mail.rcpt_tos)
+            return Counter(self._counts.get(sender, Counter()))
 
     def to(self, address: str, *, sender: str | None = None) -> list[ReceivedMail]:
         with self._lock:

@@ -83,3 +83,29 @@ def test_nothing_is_reported_for_a_message_caught_by_the_deadline(relay: int) ->
         send_all(target(relay), envelopes("slow@example.com", "ok@example.com"), connections=2, timeout=30, deadline=1)
     )
     assert [(result.key, result.outcome) for result in results] == [(1, Outcome.SENT)]
+
+
+def test_a_connection_lost_after_the_message_was_handed_over_is_unknown() -> None:
+    async def takes_the_message_then_hangs_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 sink\r\n")
+        while line := await reader.readline():
+            if line.upper().startswith(b"EHLO"):
+                writer.write(b"250 sink\r\n")
+            elif line.upper().startswith(b"DATA"):
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                await reader.readuntil(b"\r\n.\r\n")
+                writer.close()  # the message is in; the 250 never comes
+                return
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+
+    async def scenario() -> list[tuple[Outcome, int | None]]:
+        server = await asyncio.start_server(takes_the_message_then_hangs_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            results = await send_all(target(port), envelopes("b@example.com"), connections=1, timeout=5, deadline=30)
+        return [(result.outcome, result.code) for result in results]
+
+    assert asyncio.run(scenario()) == [(Outcome.UNKNOWN, None)]

@@ -4,7 +4,7 @@ from tripmail.models.automation import Automation, AutomationStep, Template
 from tripmail.models.base import Base
 from tripmail.models.contact import Contact
 from tripmail.models.event import Event, EventStatus, EventType
-from tripmail.models.message import Message, MessageStatus
+from tripmail.models.message import Message, MessageAttempt, MessageStatus, Suppression
 from tripmail.models.workspace import ApiToken, ContactField, Workspace
 
 __all__ = [
@@ -18,7 +18,9 @@ __all__ = [
     "EventStatus",
     "EventType",
     "Message",
+    "MessageAttempt",
     "MessageStatus",
+    "Suppression",
     "Template",
     "Workspace",
 ]

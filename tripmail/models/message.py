@@ -13,6 +13,11 @@ class MessageStatus(StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    # Not sent: the address is on the workspace's suppression list (an earlier hard bounce).
+    SUPPRESSED = "suppressed"
+    # The connection broke after the message was handed over: the server may have accepted it. Never resent
+    # automatically, because resending risks the double send that an email service must not make.
+    UNKNOWN = "unknown"
 
 
 class Message(Base):
@@ -43,3 +48,29 @@ class Message(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class MessageAttempt(Base):
+    """One try at sending a message, with what the SMTP server said."""
+
+    __tablename__ = "message_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    attempted_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(20))
+    smtp_code: Mapped[int | None]
+    smtp_reply: Mapped[str | None] = mapped_column(Text)
+
+
+class Suppression(Base):
+    """An address the workspace no longer mails, after it bounced permanently."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("workspace_id", "email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
