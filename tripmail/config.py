@@ -3,7 +3,9 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,11 +21,20 @@ class Settings(BaseSettings):
     smtp_connections: int = Field(default=4, ge=1, le=64)
     mail_dir: Path = Path("var/mail")
     # Above the longest task (bounded by task_time_limit_s) so Redis never hands a running task to a second worker.
-    visibility_timeout_s: int = Field(default=3600, ge=60)
-    task_time_limit_s: int = Field(default=600, ge=10)
+    visibility_timeout_s: int = Field(default=3600, ge=10)
+    task_time_limit_s: int = Field(default=600, ge=5)
     send_batch_size: int = Field(default=250, ge=1, le=10_000)
     send_max_retries: int = Field(default=5, ge=0)
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+
+    @model_validator(mode="after")
+    def _tasks_end_before_redelivery(self) -> Self:
+        if self.task_time_limit_s >= self.visibility_timeout_s:
+            raise ValueError(
+                f"TRIPMAIL_TASK_TIME_LIMIT_S ({self.task_time_limit_s}) must be below TRIPMAIL_VISIBILITY_TIMEOUT_S "
+                f"({self.visibility_timeout_s}): a task still running when Redis redelivers it would run twice"
+            )
+        return self
 
 
 @lru_cache

@@ -1,7 +1,10 @@
-"""Messages: planned in one transaction, claimed in the next, sent, then marked.
+"""Messages: planned in one transaction, claimed in the next, then each handed over, sent and marked.
 
-Claim, commit, send, mark: a message is only sent by the worker that moved it from pending to sending, so
-a redelivered task cannot send it again.
+Claim, commit, send, mark: a message is only sent by the task run that moved it from pending to sending, so
+a redelivered task cannot send it again. Before its DATA goes out, each message's hand-over is committed;
+a run that dies therefore leaves two kinds of claimed message behind, which the next try of the same task
+tells apart: not handed over (sent again) and handed over without a recorded reply (marked unknown, never
+sent again, because the server may have it).
 """
 
 import asyncio
@@ -14,6 +17,7 @@ from email.utils import format_datetime, parseaddr
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.attachments import DecodedAttachment, decode_attachment
@@ -33,7 +37,13 @@ from tripmail.models import (
 )
 from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
 from tripmail.schemas.trigger import ChannelFilter, TriggerRequest
-from tripmail.smtp import Envelope, Outcome, SendResult, SmtpTarget, send_all
+from tripmail.smtp import Envelope, JournalUnavailable, Outcome, SendResult, SmtpTarget, send_all
+
+# Why a claimed message ended as unknown when its run stopped between hand-over and reply.
+STOPPED_AFTER_HAND_OVER = (
+    "delivery stopped after handing the message to the SMTP server and before its reply was recorded; "
+    "the server may have accepted it, so it is not sent again"
+)
 
 
 class Recipient(Protocol):
@@ -116,17 +126,52 @@ def pending_message_ids(session: Session, event_id: str) -> list[int]:
     )
 
 
-def claim_messages(session: Session, message_ids: list[int], *, now: datetime) -> list[int]:
-    """Move pending messages to sending; only the ids returned here may be sent by the caller."""
+def claim_messages(session: Session, message_ids: list[int], *, run_id: str, now: datetime) -> list[int]:
+    """Move pending messages to sending for one run; only the ids returned here may be sent by that run."""
     if not message_ids:
         return []
     claimed = session.scalars(
         update(Message)
         .where(Message.id.in_(message_ids), Message.status == MessageStatus.PENDING)
-        .values(status=MessageStatus.SENDING, attempts=Message.attempts + 1, updated_at=now)
+        .values(
+            status=MessageStatus.SENDING,
+            attempts=Message.attempts + 1,
+            claimed_by=run_id,
+            handed_over_at=None,
+            updated_at=now,
+        )
         .returning(Message.id)
     )
     return sorted(claimed)
+
+
+def settle_unfinished(session: Session, message_ids: list[int], *, run_id: str, now: datetime) -> list[int]:
+    """Close the claims a run left open: not handed over -> pending again; handed over -> unknown.
+
+    Run before a delivery claims (an earlier try of the same task may have died mid-send) and after it sent
+    (its deadline may have stopped it). Returns the ids made pending again.
+    """
+    released = []
+    claimed = select(Message).where(
+        Message.id.in_(message_ids), Message.status == MessageStatus.SENDING, Message.claimed_by == run_id
+    ).order_by(Message.id)
+    for message in session.scalars(claimed):
+        message.updated_at = now
+        if message.handed_over_at is None:
+            message.status = MessageStatus.PENDING
+            message.attempts -= 1  # the claim counted an attempt that never reached the server
+            released.append(message.id)
+            continue
+        message.status = MessageStatus.UNKNOWN
+        message.smtp_code = None
+        message.smtp_reply = STOPPED_AFTER_HAND_OVER
+        session.add(
+            MessageAttempt(
+                message_id=message.id, attempted_at=now, outcome=Outcome.UNKNOWN, smtp_reply=STOPPED_AFTER_HAND_OVER
+            )
+        )
+    session.flush()
+    return released
 
 
 def build_email(
@@ -254,9 +299,28 @@ def _build(
     )
 
 
+def record_progress(
+    session: Session,
+    *,
+    handed_over: list[int],
+    withdrawn: list[int],
+    results: list[SendResult],
+    now: datetime,
+    max_attempts: int,
+) -> list[int]:
+    """Write down hand-overs, hand-overs that did not happen after all, and results; the ids to try again."""
+    if handed_over:
+        session.execute(update(Message).where(Message.id.in_(handed_over)).values(handed_over_at=now))
+    if withdrawn:
+        session.execute(update(Message).where(Message.id.in_(withdrawn)).values(handed_over_at=None))
+    return record_results(session, results, now=now, max_attempts=max_attempts)
+
+
 def record_results(session: Session, results: list[SendResult], *, now: datetime, max_attempts: int) -> list[int]:
     """Mark each message by its outcome; return the ids that failed transiently and may be tried again."""
     retry = []
+    # One query loads them all; get_one below then finds each in the session.
+    session.scalars(select(Message).where(Message.id.in_([result.key for result in results]))).all()
     for result in results:
         message = session.get_one(Message, result.key)
         message.smtp_code = result.code
@@ -300,10 +364,89 @@ def suppressed_addresses(session: Session, workspace_id: int, addresses: set[str
     return set(session.scalars(query))
 
 
+class DatabaseJournal:
+    """Writes each message's progress as it happens, many messages to one transaction (a group commit).
+
+    A hand-over is waited for, because it must be committed before the message goes out. Results are written
+    in the same order but not waited for, so the connections do not stand still for them.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], *, clock: Callable[[], datetime], max_attempts: int) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._handovers: list[tuple[int, asyncio.Future[None]]] = []
+        self._withdrawn: list[int] = []
+        self._results: list[SendResult] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._failure: SQLAlchemyError | None = None
+        self.retry_ids: list[int] = []
+
+    async def handing_over(self, key: int) -> None:
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._handovers.append((key, written))
+        self._wake()
+        await written
+
+    def record(self, result: SendResult) -> None:
+        self._results.append(result)
+        self._wake()
+
+    async def flush(self) -> None:
+        """Wait until everything is written; raise the database's error if it cannot be."""
+        if self._writer is not None:
+            await self._writer
+        if self._failure is not None and (self._results or self._withdrawn):
+            self._failure = None
+            await self._write_all()
+        if self._failure is not None:
+            raise self._failure
+
+    def _wake(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_all())
+
+    async def _write_all(self) -> None:
+        while self._handovers or self._results or self._withdrawn:
+            handovers, self._handovers = self._handovers, []
+            results, self._results = self._results, []
+            withdrawn, self._withdrawn = self._withdrawn, []
+            # A sender stopped by the deadline while it waited has nothing to write down.
+            waiting = [(key, written) for key, written in handovers if not written.done()]
+            try:
+                retry = await asyncio.to_thread(self._write, [key for key, _ in waiting], withdrawn, results)
+            except SQLAlchemyError as exc:
+                self._failure = exc
+                for _, written in waiting:
+                    if not written.done():
+                        written.set_exception(JournalUnavailable(f"{type(exc).__name__}: {exc}"))
+                self._results[:0] = results
+                self._withdrawn[:0] = withdrawn
+                return
+            self.retry_ids += retry
+            for key, written in waiting:
+                if written.cancelled():
+                    self._withdrawn.append(key)  # written down, but its sender was stopped before DATA
+                else:
+                    written.set_result(None)
+
+    def _write(self, handed_over: list[int], withdrawn: list[int], results: list[SendResult]) -> list[int]:
+        with self._sessions.begin() as session:
+            return record_progress(
+                session,
+                handed_over=handed_over,
+                withdrawn=withdrawn,
+                results=results,
+                now=self._clock(),
+                max_attempts=self._max_attempts,
+            )
+
+
 @dataclass(frozen=True)
 class DeliveryReport:
     sent: int
     failed: int
+    unknown: int
     retry_ids: list[int]
 
 
@@ -311,6 +454,7 @@ def deliver_messages(
     sessions: sessionmaker[Session],
     message_ids: list[int],
     *,
+    run_id: str,
     target: SmtpTarget,
     connections: int,
     timeout: float,
@@ -318,19 +462,40 @@ def deliver_messages(
     max_attempts: int,
     clock: Callable[[], datetime],
 ) -> DeliveryReport:
-    """Claim, commit, send, mark."""
+    """Claim, commit, then for each message: commit its hand-over, send it, record its result.
+
+    `run_id` names this delivery across its retries and redeliveries (the Celery task id), so a later try
+    can settle what an earlier one that died left claimed.
+    """
     with sessions.begin() as session:
-        claimed = claim_messages(session, message_ids, now=clock())
+        settle_unfinished(session, message_ids, run_id=run_id, now=clock())
+        claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
     if not claimed:
-        return DeliveryReport(sent=0, failed=0, retry_ids=[])
+        return DeliveryReport(sent=0, failed=0, unknown=0, retry_ids=[])
     with sessions.begin() as session:
         prepared = prepare_envelopes(session, claimed, now=clock())
-    results = prepared.failures
-    if prepared.envelopes:
-        results += asyncio.run(
-            send_all(target, prepared.envelopes, connections=connections, timeout=timeout, deadline=deadline)
-        )
+    journal = DatabaseJournal(sessions, clock=clock, max_attempts=max_attempts)
+
+    async def send_recorded() -> list[SendResult]:
+        for failure in prepared.failures:
+            journal.record(failure)
+        results = list(prepared.failures)
+        if prepared.envelopes:
+            results += await send_all(
+                target,
+                prepared.envelopes,
+                connections=connections,
+                timeout=timeout,
+                deadline=deadline,
+                journal=journal,
+            )
+        await journal.flush()
+        return results
+
+    results = asyncio.run(send_recorded())
     with sessions.begin() as session:
-        retry = record_results(session, results, now=clock(), max_attempts=max_attempts)
+        released = settle_unfinished(session, claimed, run_id=run_id, now=clock())
     sent = sum(1 for result in results if result.outcome is Outcome.SENT)
-    return DeliveryReport(sent=sent, failed=len(results) - sent - len(retry), retry_ids=retry)
+    unknown = sum(1 for result in results if result.outcome is Outcome.UNKNOWN)
+    failed = len(results) - sent - unknown - len(journal.retry_ids)
+    return DeliveryReport(sent=sent, failed=failed, unknown=unknown, retry_ids=journal.retry_ids + released)

@@ -9,6 +9,10 @@ DELIVER_MESSAGES = "tripmail.deliver_messages"
 
 
 def make_celery(settings: Settings) -> Celery:
+    # Tasks of a worker that died unacked come back after the visibility timeout, found by a sweep of the
+    # unacked set; a sweep every tenth of the timeout (kombu's default: every 100 s) brings them back soon after.
+    restore_sweep_s = max(1, min(100, settings.visibility_timeout_s // 10))
+    restore_interval_s = min(10, restore_sweep_s)
     app = Celery("tripmail", broker=settings.redis_url)
     app.conf.update(
         # At-least-once: ack only after the task ran, and requeue when its process died under it.
@@ -27,6 +31,8 @@ def make_celery(settings: Settings) -> Celery:
             "socket_timeout": 30,
             "socket_keepalive": True,
             "health_check_interval": 25,
+            "unacked_restore_interval": restore_interval_s,
+            "unacked_restore_throttle": restore_sweep_s // restore_interval_s,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
@@ -63,22 +64,52 @@ class SendResult:
     reply: str
 
 
+class JournalUnavailable(Exception):
+    """The journal could not write a hand-over down; the message must not be sent."""
+
+
+class Journal(Protocol):
+    """Where the sender writes down each message's progress as it happens."""
+
+    async def handing_over(self, key: int) -> None:
+        """Returns once it is written down that the message is about to be handed to the server (before DATA).
+
+        Raises JournalUnavailable when that could not be written.
+        """
+
+    def record(self, result: SendResult) -> None:
+        """Takes a message's result; it may be written down later, in order with what came before."""
+
+
+class _Unrecorded:
+    async def handing_over(self, key: int) -> None:
+        return None
+
+    def record(self, result: SendResult) -> None:
+        return None
+
+
 async def send_all(
-    target: SmtpTarget, envelopes: Sequence[Envelope], *, connections: int, timeout: float, deadline: float
+    target: SmtpTarget,
+    envelopes: Sequence[Envelope],
+    *,
+    connections: int,
+    timeout: float,
+    deadline: float,
+    journal: Journal | None = None,
 ) -> list[SendResult]:
     """Send every envelope over up to `connections` parallel SMTP sessions; never raises for one message.
 
     After `deadline` seconds the sending stops: an envelope without a result then has no known fate (it may
-    have been mid-send), so the caller must not treat it as failed and send it again blindly.
+    have been mid-send), so the caller must not treat it as failed and send it again blindly; the journal
+    tells which of them were handed over.
     """
     queue: asyncio.Queue[Envelope] = asyncio.Queue()
     for envelope in envelopes:
         queue.put_nowait(envelope)
     results: list[SendResult] = []
-    workers = [
-        asyncio.create_task(_send_from_queue(target, queue, results, timeout))
-        for _ in range(min(connections, len(envelopes)))
-    ]
+    sending = _Sending(target, timeout, journal or _Unrecorded(), results)
+    workers = [asyncio.create_task(sending.drain(queue)) for _ in range(min(connections, len(envelopes)))]
     try:
         async with asyncio.timeout(deadline):
             await asyncio.gather(*workers)
@@ -89,40 +120,77 @@ async def send_all(
     return results
 
 
-async def _send_from_queue(
-    target: SmtpTarget, queue: "asyncio.Queue[Envelope]", results: list[SendResult], timeout: float
-) -> None:
-    client: aiosmtplib.SMTP | None = None
-    try:
-        while not queue.empty():
-            envelope = queue.get_nowait()
-            if client is None or not client.is_connected:
+class _Sending:
+    def __init__(self, target: SmtpTarget, timeout: float, journal: Journal, results: list[SendResult]) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.journal = journal
+        self.results = results
+
+    def _report(self, result: SendResult) -> None:
+        self.results.append(result)
+        self.journal.record(result)
+
+    async def drain(self, queue: "asyncio.Queue[Envelope]") -> None:
+        """One SMTP connection, reused for envelope after envelope until the queue is empty."""
+        client: aiosmtplib.SMTP | None = None
+        try:
+            while not queue.empty():
+                envelope = queue.get_nowait()
+                if client is None or not client.is_connected:
+                    try:
+                        client = await _connect(self.target, self.timeout)
+                    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                        # Greeting, TLS and login failures are about the relay or Tripmail's settings, not this
+                        # message: even a 5xx here (535 bad password) is worth retrying once the relay is fixed.
+                        client = None
+                        self._report(SendResult(envelope.key, Outcome.TRANSIENT, None, f"connecting: {exc}"))
+                        continue
                 try:
-                    client = await _connect(target, timeout)
-                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                    # Greeting, TLS and login failures are about the relay or Tripmail's settings, not this
-                    # message: even a 5xx here (535 bad password) is worth retrying once the relay is fixed.
+                    self._report(await self._send_one(client, envelope))
+                except aiosmtplib.SMTPHeloError as exc:
                     client = None
-                    results.append(SendResult(envelope.key, Outcome.TRANSIENT, None, f"connecting: {exc}"))
-                    continue
-            try:
-                results.append(await _send_one(client, envelope))
-            except aiosmtplib.SMTPHeloError as exc:
-                client = None
-                results.append(
-                    SendResult(envelope.key, Outcome.TRANSIENT, exc.code, f"greeting: {exc.code} {exc.message}")
-                )
-            except aiosmtplib.SMTPResponseException as exc:
-                results.append(_failure(envelope.key, exc.code, exc.message))
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                client = None
-                results.append(SendResult(envelope.key, Outcome.TRANSIENT, None, f"{type(exc).__name__}: {exc}"))
-    finally:
-        if client is not None and client.is_connected:
-            try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                client.close()
+                    self._report(
+                        SendResult(envelope.key, Outcome.TRANSIENT, exc.code, f"greeting: {exc.code} {exc.message}")
+                    )
+                except aiosmtplib.SMTPResponseException as exc:
+                    self._report(_failure(envelope.key, exc.code, exc.message))
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                    client = None
+                    self._report(SendResult(envelope.key, Outcome.TRANSIENT, None, f"{type(exc).__name__}: {exc}"))
+        finally:
+            if client is not None and client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
+
+    async def _send_one(self, client: aiosmtplib.SMTP, envelope: Envelope) -> SendResult:
+        """MAIL, RCPT, DATA one by one, so a break after the message was handed over can be told apart."""
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()
+        try:
+            await client.mail(envelope.sender)
+            await client.rcpt(envelope.recipient)
+        except aiosmtplib.SMTPResponseException:
+            await _reset(client)
+            raise
+        try:
+            await self.journal.handing_over(envelope.key)
+        except JournalUnavailable as exc:
+            # Not written down, so not handed over: the message stays resendable, never sent unrecorded.
+            await _reset(client)
+            return SendResult(envelope.key, Outcome.TRANSIENT, None, f"recording the hand-over failed: {exc}")
+        try:
+            reply = await client.data(envelope.content)
+        except aiosmtplib.SMTPResponseException:
+            await _reset(client)
+            raise
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # RFC 1047: the server may have taken the message before the connection broke. Resending could
+            # deliver it twice, so its fate is recorded as unknown instead.
+            return SendResult(envelope.key, Outcome.UNKNOWN, None, f"connection lost during DATA: {exc}")
+        return SendResult(envelope.key, Outcome.SENT, reply.code, f"{reply.code} {reply.message}")
 
 
 async def _connect(target: SmtpTarget, timeout: float) -> aiosmtplib.SMTP:
@@ -137,28 +205,6 @@ async def _connect(target: SmtpTarget, timeout: float) -> aiosmtplib.SMTP:
     )
     await client.connect()
     return client
-
-
-async def _send_one(client: aiosmtplib.SMTP, envelope: Envelope) -> SendResult:
-    """MAIL, RCPT, DATA one by one, so a break after the message was handed over can be told apart."""
-    if client.is_ehlo_or_helo_needed:
-        await client.ehlo()
-    try:
-        await client.mail(envelope.sender)
-        await client.rcpt(envelope.recipient)
-    except aiosmtplib.SMTPResponseException:
-        await _reset(client)
-        raise
-    try:
-        reply = await client.data(envelope.content)
-    except aiosmtplib.SMTPResponseException:
-        await _reset(client)
-        raise
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        # RFC 1047: the server may have taken the message before the connection broke. Resending could
-        # deliver it twice, so its fate is recorded as unknown instead.
-        return SendResult(envelope.key, Outcome.UNKNOWN, None, f"connection lost during DATA: {exc}")
-    return SendResult(envelope.key, Outcome.SENT, reply.code, f"{reply.code} {reply.message}")
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:

@@ -61,6 +61,7 @@ def deliver_messages(self: Task, message_ids: list[int]) -> None:
     report = delivery.deliver_messages(
         sessions(),
         message_ids,
+        run_id=self.request.id,
         target=parse_smtp_url(settings.smtp_url.get_secret_value()),
         connections=settings.smtp_connections,
         timeout=settings.smtp_timeout_s,
@@ -69,7 +70,13 @@ def deliver_messages(self: Task, message_ids: list[int]) -> None:
         max_attempts=settings.send_max_retries + 1,
         clock=utcnow,
     )
-    log.info("delivered batch: %d sent, %d failed, %d to retry", report.sent, report.failed, len(report.retry_ids))
+    log.info(
+        "delivered batch: %d sent, %d failed, %d unknown, %d to retry",
+        report.sent,
+        report.failed,
+        report.unknown,
+        len(report.retry_ids),
+    )
     if report.retry_ids:
         # The attempt limit lives on each message row (send_max_retries), so Celery's own count is not capped.
         countdown = min(300, 2**self.request.retries) + random.uniform(0, 1)  # noqa: S311 - jitter, not security

@@ -3,6 +3,7 @@
 They are started once per session and shared; each test isolates itself with a workspace and addresses of its own.
 """
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -70,8 +72,9 @@ class ReceivedMail:
 class Sink:
     """aiosmtpd handler that records what it accepts.
 
-    A recipient whose local part starts with `reject-` gets 550; one starting with `flaky-` gets 451 the first
-    time it is offered and 250 after that.
+    A recipient whose local part starts with `reject-` gets 550; one starting with `flaky-` gets 421 (and the
+    connection closed) the first time it is offered and 250 after that. While `hold_rcpt` is set, RCPT replies
+    are withheld; while `hold_data` is set, a message is stored and the reply to its DATA withheld.
     """
 
     def __init__(self) -> None:
@@ -80,15 +83,36 @@ class Sink:
         # Kept as mail arrives, so polling for thousands of messages does not rescan them all each time.
         self._counts: dict[str, Counter[str]] = {}
         self._deferred: set[str] = set()
+        self.hold_rcpt = threading.Event()
+        self.hold_data = threading.Event()
+        self._held = 0
+
+    @property
+    def held(self) -> int:
+        """How many SMTP sessions are waiting for a withheld reply."""
+        with self._lock:
+            return self._held
+
+    async def _wait_while(self, hold: threading.Event) -> None:
+        with self._lock:
+            self._held += 1
+        try:
+            while hold.is_set():
+                await asyncio.sleep(0.01)
+        finally:
+            with self._lock:
+                self._held -= 1
 
     async def handle_RCPT(
         self, server: object, session: object, envelope: object, address: str, options: object
     ) -> str:
+        if self.hold_rcpt.is_set():
+            await self._wait_while(self.hold_rcpt)
         if address.startswith("reject-"):
             return "550 5.1.1 mailbox unavailable"
         if address.startswith("flaky-") and address not in self._deferred:
             self._deferred.add(address)
-            return "451 4.3.0 try again later"
+            return "421 4.3.2 service shutting down, try again later"
         envelope.rcpt_tos.append(address)  # type: ignore[attr-defined]
         return "250 OK"
 
@@ -97,6 +121,8 @@ class Sink:
         with self._lock:
             self._received.append(mail)
             self._counts.setdefault(mail.mail_from, Counter()).update(mail.rcpt_tos)
+        if self.hold_data.is_set():
+            await self._wait_while(self.hold_data)
         return "250 2.0.0 queued"
 
     def count_from(self, sender: str) -> int:
@@ -137,14 +163,23 @@ def redis_url(workdir: Path) -> Iterator[str]:
     process.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def smtp_sink() -> Iterator[tuple[Sink, int]]:
+@contextmanager
+def running_sink(port: int) -> Iterator[Sink]:
+    """An aiosmtpd server on loopback, in a thread of this process, recording into a Sink."""
     sink = Sink()
-    port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
-    yield sink, port
-    controller.stop()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[tuple[Sink, int]]:
+    port = free_port()
+    with running_sink(port) as sink:
+        yield sink, port
 
 
 @pytest.fixture(scope="session")
@@ -165,6 +200,9 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TRIPMAIL_REDIS_URL": settings.redis_url,
         "TRIPMAIL_SMTP_URL": settings.smtp_url.get_secret_value(),
         "TRIPMAIL_MAIL_DIR": str(settings.mail_dir),
+        "TRIPMAIL_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
+        "TRIPMAIL_TASK_TIME_LIMIT_S": str(settings.task_time_limit_s),
+        "TRIPMAIL_SMTP_CONNECTIONS": str(settings.smtp_connections),
     }
 
 
@@ -177,29 +215,28 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
-@pytest.fixture(scope="session")
-def worker(workdir: Path, stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    log = workdir / "worker.log"
+def start_worker(settings: Settings, workdir: Path, name: str = "worker") -> subprocess.Popen[bytes]:
+    """`tripmail worker` in a process group of its own, so a test can kill the whole worker at once."""
+    log = workdir / f"{name}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "tripmail", "worker", "--concurrency", "2"],
-        env=service_env(stack_settings),
+        env=service_env(settings),
         cwd=workdir,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     wait_until(lambda: b" ready." in log.read_bytes() or process.poll() is not None, timeout=60, what="worker ready")
     assert process.poll() is None, log.read_text()
-    yield process
-    stop(process)
+    return process
 
 
-@pytest.fixture(scope="session")
-def api_url(workdir: Path, stack_settings: Settings) -> Iterator[str]:
+def start_api(settings: Settings, workdir: Path, name: str = "api") -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    log = workdir / "api.log"
+    log = workdir / f"{name}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "tripmail", "api", "--port", str(port)],
-        env=service_env(stack_settings),
+        env=service_env(settings),
         cwd=workdir,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -214,6 +251,19 @@ def api_url(workdir: Path, stack_settings: Settings) -> Iterator[str]:
             return False
 
     wait_until(healthy, timeout=60, what="api healthy")
+    return process, url
+
+
+@pytest.fixture(scope="session")
+def worker(workdir: Path, stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_worker(stack_settings, workdir)
+    yield process
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def api_url(workdir: Path, stack_settings: Settings) -> Iterator[str]:
+    process, url = start_api(stack_settings, workdir)
     yield url
     stop(process)
 

@@ -40,7 +40,7 @@ def test_a_transient_refusal_is_retried_until_it_is_sent(
 
     message = wait_until(lambda: settled(db, event_id), timeout=60, what="the retried message")
     assert (message.status, message.attempts) == ("sent", 2)
-    assert attempts(db, message.id) == [("transient", 451), ("sent", 250)]
+    assert attempts(db, message.id) == [("transient", 421), ("sent", 250)]
     assert len(sink.to(email)) == 1
 
 

@@ -7,9 +7,8 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.builders import apply_spec, contact_row, make_token, sender_of, unique_workspace_key
 from tests.integration.conftest import Sink, Tenant, wait_until
-from tripmail.contacts import email_md5, email_xxh
 from tripmail.models import Contact, Workspace
 
 SIZE = 20_000
@@ -33,17 +32,9 @@ def crowd(db: sessionmaker[Session]) -> tuple[Tenant, list[str]]:
         workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
         emails = [f"{key}-{index}@example.com" for index in range(SIZE)]
         rows = [
-            {
-                "id": f"{key}-{index:06}",
-                "workspace_id": workspace_id,
-                "email": email,
-                "email_md5": email_md5(email),
-                "email_xxh": email_xxh(email),
-                "fields": {"CRM_ID": f"crm-{index}", "rank": 1_000_000 + index},
-                "consents": {"email": True},
-                "created_at": now,
-                "updated_at": now,
-            }
+            contact_row(
+                workspace_id, f"{key}-{index:06}", email, {"CRM_ID": f"crm-{index}", "rank": 1_000_000 + index}, now
+            )
             for index, email in enumerate(emails)
         ]
         # Bystanders the queries must leave out.

@@ -35,3 +35,9 @@ def test_settings_are_frozen() -> None:
     settings = Settings(_env_file=None)
     with pytest.raises(ValidationError):
         settings.redis_url = "redis://elsewhere"  # type: ignore[misc]
+
+
+def test_a_task_limit_at_or_above_the_visibility_timeout_is_refused() -> None:
+    refusal = r"TRIPMAIL_TASK_TIME_LIMIT_S \(600\) must be below TRIPMAIL_VISIBILITY_TIMEOUT_S \(600\)"
+    with pytest.raises(ValidationError, match=refusal):
+        Settings(_env_file=None, visibility_timeout_s=600, task_time_limit_s=600)

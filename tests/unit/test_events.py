@@ -131,7 +131,7 @@ def test_a_template_that_raises_fails_its_message_alone(sessions: sessionmaker[S
         bad = record_event(session, new_id(), trigger(workspace_id, data={"amount": "12"}), now=NOW)
         good = record_event(session, new_id(), trigger(workspace_id, data={"amount": 12}), now=NOW)
     with sessions.begin() as session:
-        claim_messages(session, bad + good, now=NOW)
+        claim_messages(session, bad + good, run_id="run-1", now=NOW)
     with sessions.begin() as session:
         prepared = prepare_envelopes(session, bad + good, now=NOW)
     assert [envelope.key for envelope in prepared.envelopes] == good

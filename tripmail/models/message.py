@@ -42,6 +42,11 @@ class Message(Base):
     to_address: Mapped[str] = mapped_column(String(320))
     status: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(default=0)
+    # The delivery task run (its Celery task id, kept across retries and redelivery) that holds the claim.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    # Committed before the message's DATA is sent: a claim that ended without a result is resendable only
+    # when this is empty; otherwise the server may have the message and its fate is unknown.
+    handed_over_at: Mapped[datetime | None]
     message_id_header: Mapped[str | None] = mapped_column(String(300))
     smtp_code: Mapped[int | None]
     smtp_reply: Mapped[str | None] = mapped_column(Text)

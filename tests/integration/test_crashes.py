@@ -1,0 +1,244 @@
+"""Crashes and outages through real processes: each test runs a stack of its own (a Redis database, a SQLite
+file, an api, workers and an SMTP server) so it can kill and start them without touching the shared one."""
+
+import itertools
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, contact_row, make_token, password_reset_spec, sender_of, unique_workspace_key
+from tests.integration.conftest import Sink, free_port, running_sink, start_api, start_worker, stop, wait_until
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
+from tripmail.migrations import upgrade
+from tripmail.models import Contact, Message, MessageAttempt, Workspace
+from tripmail.smtp import parse_smtp_url
+
+# Redis has databases 1..15 beside the shared stack's 0: one each, so no two stacks share a queue.
+_redis_databases = itertools.count(1)
+CAMPAIGN = 3_000_001
+
+
+@pytest.fixture
+def own_settings(tmp_path: Path, redis_url: str) -> Settings:
+    # A short visibility timeout brings a killed worker's tasks back within seconds rather than an hour.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'tripmail.db'}",
+        redis_url=f"{redis_url.rsplit('/', 1)[0]}/{next(_redis_databases)}",
+        smtp_url=f"smtp://127.0.0.1:{free_port()}",
+        mail_dir=tmp_path / "mail",
+        visibility_timeout_s=15,
+        task_time_limit_s=10,
+    )
+    upgrade(settings.database_url)
+    return settings
+
+
+@pytest.fixture
+def own_db(own_settings: Settings) -> Iterator[sessionmaker[Session]]:
+    sessions = make_sessionmaker(own_settings)
+    yield sessions
+    sessions.kw["bind"].dispose()
+
+
+@pytest.fixture
+def own_api(own_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    process, url = start_api(own_settings, tmp_path)
+    yield url
+    stop(process)
+
+
+@pytest.fixture
+def workers(own_settings: Settings, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Workers a test starts (append them); whatever is still running at the end is stopped."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            stop(process)
+
+
+def kill_worker(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to the main process and every pool child at once: no warm shutdown, no acks, nothing flushed."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def smtp_port(settings: Settings) -> int:
+    return parse_smtp_url(settings.smtp_url.get_secret_value()).port
+
+
+def statuses(db: sessionmaker[Session], workspace: str) -> dict[str, int]:
+    with db() as session:
+        rows = session.execute(
+            select(Message.status, func.count())
+            .join(Workspace, Message.workspace_id == Workspace.id)
+            .where(Workspace.key == workspace)
+            .group_by(Message.status)
+        )
+        return {str(status): int(count) for status, count in rows}
+
+
+def settled(db: sessionmaker[Session], workspace: str, expected: int) -> dict[str, int] | None:
+    """The message statuses once all `expected` messages exist and none is pending or being sent."""
+    counts = statuses(db, workspace)
+    done = sum(counts.values()) == expected and not counts.keys() & {"pending", "sending"}
+    return counts if done else None
+
+
+def campaign_audience(db: sessionmaker[Session], size: int) -> tuple[str, str, list[str]]:
+    """A workspace with `size` contacts and a campaign that mails them all; its key, token and addresses."""
+    key = unique_workspace_key("crash")
+    spec = {
+        "workspace": key,
+        "from": f"Crash <{sender_of(key)}>",
+        "contact_fields": [{"name": "rank", "type": "number"}],
+        "templates": [{"key": "hello", "subject": "Hello {{ contact.rank }}", "text": "rank {{ contact.rank }}"}],
+        "automations": [{"name": "Crash", "id": CAMPAIGN, "steps": [{"send_email": {"template": "hello"}}]}],
+    }
+    emails = [f"{key}-{index}@example.com" for index in range(size)]
+    now = datetime.now(UTC)
+    with db.begin() as session:
+        apply_spec(session, spec)
+        token = make_token(session, key)
+        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
+        rows = [contact_row(workspace_id, f"{key}-{i:05}", email, {"rank": i}, now) for i, email in enumerate(emails)]
+        session.execute(insert(Contact), rows)
+    return key, token, emails
+
+
+def start_campaign(api_url: str, token: str) -> None:
+    body = {"token": token, "id": CAMPAIGN, "custom_request": {"rank": {"$gte": 0}}}
+    response = httpx.post(f"{api_url}/compat/altcraft/api/v1.1/campaigns/triggers/start/", json=body, timeout=60)
+    assert response.json()["error"] == 0, response.text
+
+
+def post_reset(api_url: str, token: str, email: str) -> str:
+    body = {"event": "FORGOT_PASSWORD", "contact": {"email": email}, "data": {"forgot_password_link": "https://x"}}
+    response = httpx.post(f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def quiet_while_held(sink: Sink, sender: str) -> bool:
+    """Every connection is waiting on a withheld reply: nothing arrives for a whole second."""
+    before = sink.count_from(sender)
+    time.sleep(1)
+    return sink.held > 0 and sink.count_from(sender) == before
+
+
+@pytest.mark.timeout(400)
+def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(
+    own_settings: Settings,
+    own_db: sessionmaker[Session],
+    own_api: str,
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    size = 2000
+    key, token, emails = campaign_audience(own_db, size)
+    sender = sender_of(key)
+    with running_sink(smtp_port(own_settings)) as sink:
+        workers.append(start_worker(own_settings, tmp_path, "worker-1"))
+        start_campaign(own_api, token)
+        wait_until(lambda: sink.count_from(sender) >= size // 4, timeout=120, what="a quarter of the emails")
+
+        # Kill while every connection waits for its RCPT reply: messages claimed and not yet handed over,
+        # others already sent, the rest still queued in Redis.
+        sink.hold_rcpt.set()
+        wait_until(lambda: quiet_while_held(sink, sender), timeout=30, what="all connections held")
+        with own_db() as session:
+            in_flight = session.scalars(
+                select(func.count()).where(Message.status == "sending", Message.handed_over_at.is_(None))
+            ).one()
+        kill_worker(workers[0])
+        sink.hold_rcpt.clear()
+        delivered_before_the_kill = sink.count_from(sender)
+        assert in_flight > 0
+        assert size // 4 <= delivered_before_the_kill < size
+
+        workers.append(start_worker(own_settings, tmp_path, "worker-2"))
+        wait_until(lambda: sink.count_from(sender) >= size, timeout=240, what="every email after the restart")
+        final = wait_until(lambda: settled(own_db, key, size), timeout=60, what="every message settled")
+        received = sink.recipients_from(sender)
+
+    assert final == {"sent": size}
+    assert set(received) == set(emails)
+    assert set(received.values()) == {1}
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_killed_before_the_reply_to_data_leaves_the_message_unknown_and_unsent(
+    own_settings: Settings,
+    own_db: sessionmaker[Session],
+    own_api: str,
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    key = unique_workspace_key("window")
+    with own_db.begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        token = make_token(session, key)
+    email = f"{key}@example.com"
+    with running_sink(smtp_port(own_settings)) as sink:
+        workers.append(start_worker(own_settings, tmp_path, "worker-1"))
+        sink.hold_data.set()
+        post_reset(own_api, token, email)
+        wait_until(lambda: sink.held == 1, what="the message handed over, its reply withheld")
+        kill_worker(workers[0])
+        sink.hold_data.clear()
+
+        workers.append(start_worker(own_settings, tmp_path, "worker-2"))
+        final = wait_until(lambda: settled(own_db, key, 1), timeout=120, what="the message settled")
+        with own_db() as session:
+            message = session.scalars(select(Message).where(Message.to_address == email)).one()
+            attempts = session.scalars(select(MessageAttempt).where(MessageAttempt.message_id == message.id)).all()
+        delivered = sink.to(email)
+
+    # The server had taken the message when the worker died: resending would have made it two.
+    assert final == {"unknown": 1}
+    assert len(delivered) == 1
+    assert [(attempt.outcome, attempt.smtp_code) for attempt in attempts] == [("unknown", None)]
+    assert "may have accepted it" in (message.smtp_reply or "")
+
+
+@pytest.mark.timeout(300)
+def test_mail_held_while_the_smtp_server_is_down_goes_out_once_it_is_up(
+    own_settings: Settings,
+    own_db: sessionmaker[Session],
+    own_api: str,
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    key = unique_workspace_key("down")
+    with own_db.begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        token = make_token(session, key)
+    emails = [f"{key}-{index}@example.com" for index in range(20)]
+    workers.append(start_worker(own_settings, tmp_path))
+    for email in emails:
+        post_reset(own_api, token, email)
+    time.sleep(10)  # nothing listens on the SMTP port yet
+    assert statuses(own_db, key).get("sent", 0) == 0
+
+    with running_sink(smtp_port(own_settings)) as sink:
+        final = wait_until(lambda: settled(own_db, key, len(emails)), timeout=120, what="the backlog drained")
+        received = sink.recipients_from(sender_of(key))
+    with own_db() as session:
+        first_attempts = session.execute(
+            select(MessageAttempt.outcome, MessageAttempt.smtp_reply).order_by(MessageAttempt.id).limit(1)
+        ).one()
+
+    assert final == {"sent": len(emails)}
+    assert received == dict.fromkeys(emails, 1)
+    assert first_attempts.outcome == "transient"
+    assert "connecting" in (first_attempts.smtp_reply or "")

@@ -1,0 +1,109 @@
+"""Claims on messages: what a delivery run that stopped half-way leaves behind, and how the next try settles it."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, password_reset_spec
+from tripmail.delivery import STOPPED_AFTER_HAND_OVER, claim_messages, record_progress, settle_unfinished
+from tripmail.events import record_event
+from tripmail.ids import new_id
+from tripmail.models import Message, MessageAttempt, Workspace
+from tripmail.schemas.trigger import Audience, TriggerRequest
+from tripmail.smtp import Outcome, SendResult
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def three_messages(sessions: sessionmaker[Session]) -> list[int]:
+    with sessions.begin() as session:
+        apply_spec(session, password_reset_spec("acme"))
+        workspace_id = session.scalars(select(Workspace.id)).one()
+        return [
+            message_id
+            for email in ("a@example.com", "b@example.com", "c@example.com")
+            for message_id in record_event(
+                session,
+                new_id(),
+                TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=Audience(email=email)),
+                now=NOW,
+            )
+        ]
+
+
+def states(sessions: sessionmaker[Session], ids: list[int]) -> list[tuple[str, int, str | None]]:
+    with sessions() as session:
+        rows = session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))
+        return [(row.status, row.attempts, row.claimed_by) for row in rows]
+
+
+def test_a_stopped_run_is_settled_by_its_next_try(sessions: sessionmaker[Session]) -> None:
+    sent, handed_over, not_started = ids = three_messages(sessions)
+    with sessions.begin() as session:
+        assert claim_messages(session, ids, run_id="run-1", now=NOW) == ids
+        record_progress(
+            session,
+            handed_over=[sent, handed_over],
+            withdrawn=[],
+            results=[SendResult(sent, Outcome.SENT, 250, "250 queued")],
+            now=NOW,
+            max_attempts=3,
+        )
+    # The run dies here. A claim by another task takes nothing that run-1 holds.
+    with sessions.begin() as session:
+        assert claim_messages(session, ids, run_id="run-2", now=NOW) == []
+        assert settle_unfinished(session, ids, run_id="run-2", now=NOW) == []
+
+    with sessions.begin() as session:
+        assert settle_unfinished(session, ids, run_id="run-1", now=NOW) == [not_started]
+        assert claim_messages(session, ids, run_id="run-1", now=NOW) == [not_started]
+
+    assert states(sessions, ids) == [("sent", 1, "run-1"), ("unknown", 1, "run-1"), ("sending", 1, "run-1")]
+    with sessions() as session:
+        attempts = session.scalars(select(MessageAttempt).where(MessageAttempt.message_id == handed_over)).all()
+    assert [(attempt.outcome, attempt.smtp_reply) for attempt in attempts] == [("unknown", STOPPED_AFTER_HAND_OVER)]
+
+
+def test_a_withdrawn_hand_over_is_sent_again(sessions: sessionmaker[Session]) -> None:
+    ids = three_messages(sessions)
+    with sessions.begin() as session:
+        claim_messages(session, ids, run_id="run-1", now=NOW)
+        record_progress(session, handed_over=ids[:1], withdrawn=[], results=[], now=NOW, max_attempts=3)
+    with sessions.begin() as session:
+        # The deadline stopped the sender before its DATA: the hand-over was written, then taken back.
+        record_progress(session, handed_over=[], withdrawn=ids[:1], results=[], now=NOW, max_attempts=3)
+        assert settle_unfinished(session, ids, run_id="run-1", now=NOW) == ids
+    assert states(sessions, ids) == [("pending", 0, "run-1")] * 3
+
+
+def test_transient_results_are_retried_until_the_attempts_run_out(sessions: sessionmaker[Session]) -> None:
+    first, second, _ = three_messages(sessions)
+    with sessions.begin() as session:
+        claim_messages(session, [first], run_id="run-1", now=NOW)
+        claim_messages(session, [second], run_id="run-1", now=NOW)
+        refusal = "451 4.3.0 later"
+        retry = record_progress(
+            session,
+            handed_over=[],
+            withdrawn=[],
+            results=[
+                SendResult(first, Outcome.TRANSIENT, 451, refusal),
+                SendResult(second, Outcome.TRANSIENT, 451, refusal),
+            ],
+            now=NOW,
+            max_attempts=2,
+        )
+    assert retry == [first, second]
+    with sessions.begin() as session:
+        claim_messages(session, [first, second], run_id="run-1", now=NOW)
+        retry = record_progress(
+            session,
+            handed_over=[],
+            withdrawn=[],
+            results=[SendResult(first, Outcome.TRANSIENT, 451, refusal), SendResult(second, Outcome.SENT, 250, "250")],
+            now=NOW,
+            max_attempts=2,
+        )
+    assert retry == []
+    assert states(sessions, [first, second]) == [("failed", 2, "run-1"), ("sent", 2, "run-1")]
