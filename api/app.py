@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from redis import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import native, ops
+from api import native, ops, unsubscribe
 from api.dialects import DIALECTS
 from api.problems import on_http_error, on_model_error, on_tripmail_error, on_validation_error
 from tripmail.config import Settings, get_settings
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.include_router(native.router)
     app.include_router(ops.router)
+    app.include_router(unsubscribe.router)
     for dialect in DIALECTS:
         app.include_router(dialect.router)
     return app

@@ -2,7 +2,6 @@
 
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -26,6 +25,8 @@ class Settings(BaseSettings):
     send_batch_size: int = Field(default=250, ge=1, le=10_000)
     send_max_retries: int = Field(default=5, ge=0)
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.
+    public_url: str = "http://127.0.0.1:8000"
 
     @model_validator(mode="after")
     def _tasks_end_before_redelivery(self) -> Self:

@@ -38,6 +38,7 @@ from tripmail.models import (
 from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
 from tripmail.schemas.trigger import ChannelFilter, TriggerRequest
 from tripmail.smtp import Envelope, JournalUnavailable, Outcome, SendResult, SmtpTarget, send_all
+from tripmail.unsubscribe import ONE_CLICK, unsubscribe_token, unsubscribe_url
 
 # Why a claimed message ended as unknown when its run stopped between hand-over and reply.
 STOPPED_AFTER_HAND_OVER = (
@@ -152,9 +153,11 @@ def settle_unfinished(session: Session, message_ids: list[int], *, run_id: str, 
     (its deadline may have stopped it). Returns the ids made pending again.
     """
     released = []
-    claimed = select(Message).where(
-        Message.id.in_(message_ids), Message.status == MessageStatus.SENDING, Message.claimed_by == run_id
-    ).order_by(Message.id)
+    claimed = (
+        select(Message)
+        .where(Message.id.in_(message_ids), Message.status == MessageStatus.SENDING, Message.claimed_by == run_id)
+        .order_by(Message.id)
+    )
     for message in session.scalars(claimed):
         message.updated_at = now
         if message.handed_over_at is None:
@@ -182,13 +185,18 @@ def build_email(
     message_id: str,
     now: datetime,
     attachments: tuple[DecodedAttachment, ...] = (),
+    unsubscribe: str | None = None,
 ) -> bytes:
+    """The message as it goes over SMTP; `unsubscribe` (marketing mail only) adds RFC 8058 one-click headers."""
     message = EmailMessage(policy=SMTP)
     message["From"] = sender
     message["To"] = recipient
     message["Subject"] = rendered.subject
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id
+    if unsubscribe is not None:
+        message["List-Unsubscribe"] = f"<{unsubscribe}>"
+        message["List-Unsubscribe-Post"] = ONE_CLICK
     if rendered.text is not None:
         message.set_content(rendered.text)
         if rendered.html is not None:
@@ -245,24 +253,29 @@ class Prepared:
     failures: list[SendResult] = field(default_factory=list)
 
 
-def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime) -> Prepared:
-    """Render and build every claimed message; one that cannot be rendered or built fails alone."""
+def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime, public_url: str) -> Prepared:
+    """Render and build every claimed message; one that cannot be rendered or built fails alone.
+
+    `public_url` is where recipients reach the api: the unsubscribe links of marketing mail point there.
+    """
     prepared = Prepared()
     rows = session.execute(
-        select(Message, Contact, Event, Template, Workspace)
+        select(Message, Contact, Event, Template, Workspace, Automation.transactional)
         .join(Contact, Message.contact_id == Contact.id)
         .join(Event, Message.event_id == Event.id)
         .join(Template, Message.template_id == Template.id)
         .join(Workspace, Message.workspace_id == Workspace.id)
+        .join(Automation, Message.automation_id == Automation.id)
         .where(Message.id.in_(message_ids))
     )
     shared: dict[str, _EventParts] = {}
-    for message, contact, event, template, workspace in rows:
+    for message, contact, event, template, workspace, transactional in rows:
         parts = shared.get(event.id) or shared.setdefault(event.id, _EventParts.of(event))
+        unsubscribe = None if transactional else unsubscribe_url(public_url, unsubscribe_token(workspace, contact.id))
         try:
             rendered = _render(contact, event, template, parts)
             # ValueError: a header the email package refuses (a line break in a name or address).
-            content = _build(message, workspace, rendered, parts, now=now)
+            content = _build(message, workspace, rendered, parts, now=now, unsubscribe=unsubscribe)
         except (RenderError, ValueError) as exc:
             prepared.failures.append(SendResult(message.id, Outcome.PERMANENT, None, f"template {template.key}: {exc}"))
             continue
@@ -285,7 +298,13 @@ def _render(contact: Contact, event: Event, template: Template, parts: _EventPar
 
 
 def _build(
-    message: Message, workspace: Workspace, rendered: RenderedEmail, parts: _EventParts, *, now: datetime
+    message: Message,
+    workspace: Workspace,
+    rendered: RenderedEmail,
+    parts: _EventParts,
+    *,
+    now: datetime,
+    unsubscribe: str | None,
 ) -> bytes:
     header = message_id_header(message, workspace.from_address)
     message.message_id_header = header
@@ -296,6 +315,7 @@ def _build(
         message_id=header,
         now=now,
         attachments=parts.attachments,
+        unsubscribe=unsubscribe,
     )
 
 
@@ -460,6 +480,7 @@ def deliver_messages(
     timeout: float,
     deadline: float,
     max_attempts: int,
+    public_url: str,
     clock: Callable[[], datetime],
 ) -> DeliveryReport:
     """Claim, commit, then for each message: commit its hand-over, send it, record its result.
@@ -473,7 +494,7 @@ def deliver_messages(
     if not claimed:
         return DeliveryReport(sent=0, failed=0, unknown=0, retry_ids=[])
     with sessions.begin() as session:
-        prepared = prepare_envelopes(session, claimed, now=clock())
+        prepared = prepare_envelopes(session, claimed, now=clock(), public_url=public_url)
     journal = DatabaseJournal(sessions, clock=clock, max_attempts=max_attempts)
 
     async def send_recorded() -> list[SendResult]:

@@ -68,6 +68,7 @@ def deliver_messages(self: Task, message_ids: list[int]) -> None:
         # Stop sending well inside the hard time limit, so the results so far are recorded, not killed.
         deadline=settings.task_time_limit_s * 0.8,
         max_attempts=settings.send_max_retries + 1,
+        public_url=settings.public_url,
         clock=utcnow,
     )
     log.info(

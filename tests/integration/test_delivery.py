@@ -1,18 +1,21 @@
 """Delivery outcomes through the whole stack: retries, bounces and suppression, attempts, concurrent duplicates."""
 
 import asyncio
+from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import unique_workspace_key
+from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
 from tests.integration.conftest import Sink, Tenant, wait_until
-from tripmail.models import Message, MessageAttempt, Suppression
+from tripmail.models import Contact, Event, Message, MessageAttempt, Suppression, Workspace
 
 
-def post(api_url: str, tenant: Tenant, email: str, key: str | None = None) -> httpx.Response:
-    body = {"event": "FORGOT_PASSWORD", "key": key, "contact": {"email": email}, "data": {"forgot_password_link": "x"}}
+def post(
+    api_url: str, tenant: Tenant, email: str, key: str | None = None, event: str = "FORGOT_PASSWORD"
+) -> httpx.Response:
+    body = {"event": event, "key": key, "contact": {"email": email}, "data": {"forgot_password_link": "x"}}
     return httpx.post(
         f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {tenant.token}"}, timeout=30
     )
@@ -84,3 +87,119 @@ def test_a_thousand_identical_events_at_once_send_one_email(
     assert sum(1 for answer in answers if not answer["duplicate"]) == 1
     wait_until(lambda: settled(db, answers[0]["id"]), what="the one message")
     assert len(sink.to(email)) == 1
+
+
+def test_a_tenth_deferred_and_a_fiftieth_bounced_all_settle_as_they_should(
+    api_url: str, tenant: Tenant, sink: Sink, db: sessionmaker[Session]
+) -> None:
+    # 500 events: every 10th address gets 421 (and a closed connection) on first offer, every 50th gets 550.
+    prefix = unique_workspace_key("mix")
+    emails = [
+        f"{'reject-' if i % 50 == 0 else 'flaky-' if i % 10 == 5 else ''}{prefix}-{i}@example.com" for i in range(500)
+    ]
+    events = [{"event": "FORGOT_PASSWORD", "contact": {"email": email}, "data": {}} for email in emails]
+    response = httpx.post(
+        f"{api_url}/v1/events/batch",
+        json={"events": events},
+        headers={"Authorization": f"Bearer {tenant.token}"},
+        timeout=60,
+    )
+    assert response.json()["accepted"] == 500, response.text
+
+    def trails() -> dict[str, tuple[str, ...]] | None:
+        """Each address: its message's status, then its attempts in order; once all 500 are sent or failed."""
+        with db() as session:
+            rows = session.execute(
+                select(Message.to_address, Message.status, MessageAttempt.outcome, MessageAttempt.smtp_code)
+                .join(MessageAttempt, MessageAttempt.message_id == Message.id, isouter=True)
+                .join(Workspace, Message.workspace_id == Workspace.id)
+                .where(Workspace.key == tenant.key)
+                .order_by(MessageAttempt.id)
+            ).all()
+        by_address: dict[str, list[str]] = {}
+        for address, status, outcome, code in rows:
+            by_address.setdefault(address, [status]).append(f"{outcome} {code}")
+        done = len(by_address) == 500 and all(trail[0] in ("sent", "failed") for trail in by_address.values())
+        return {address: tuple(trail) for address, trail in by_address.items()} if done else None
+
+    final_trails = wait_until(trails, timeout=120, what="500 messages settled")
+    expected = {
+        email: ("failed", "permanent 550")
+        if email.startswith("reject-")
+        else ("sent", "transient 421", "sent 250")
+        if email.startswith("flaky-")
+        else ("sent", "sent 250")
+        for email in emails
+    }
+    assert final_trails == expected
+    received = sink.recipients_from(tenant.sender)
+    assert received == {email: 1 for email in emails if not email.startswith("reject-")}
+    with db() as session:
+        suppressed = set(session.scalars(select(Suppression.email).where(Suppression.email.like(f"reject-{prefix}-%"))))
+    assert suppressed == {email for email in emails if email.startswith("reject-")}
+
+
+def test_marketing_mail_unsubscribes_in_one_click_and_transactional_mail_still_arrives(
+    api_url: str, sink: Sink, db: sessionmaker[Session]
+) -> None:
+    key = unique_workspace_key("news")
+    spec = password_reset_spec(key)
+    spec["event_types"].append({"key": "NEWSLETTER", "name": "Newsletter"})
+    spec["templates"].append({"key": "news", "subject": "News for {{ contact.email }}", "text": "Hello"})
+    spec["automations"].append(
+        {
+            "name": "News",
+            "trigger": "NEWSLETTER",
+            "transactional": False,
+            "steps": [{"send_email": {"template": "news"}}],
+        }
+    )
+    with db.begin() as session:
+        apply_spec(session, spec)
+        tenant = Tenant(key, make_token(session, key))
+    email = f"{key}@example.com"
+
+    post(api_url, tenant, email, event="NEWSLETTER")
+    [news] = wait_until(lambda: sink.to(email), what="the newsletter")
+    link = news.message["List-Unsubscribe"].strip("<>")
+    assert news.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    path = urlsplit(link).path
+
+    page = httpx.get(f"{api_url}{path}", timeout=10)
+    assert page.status_code == 200
+    assert email in page.text and 'method="post"' in page.text
+    assert forged_status(api_url, path) == 404
+    with db() as session:
+        assert session.scalars(select(Contact.consents).where(Contact.email == email)).one() == {"email": True}
+
+    # What a mail client sends for RFC 8058 one-click unsubscribe.
+    done = httpx.post(
+        f"{api_url}{path}",
+        content=b"List-Unsubscribe=One-Click",
+        timeout=10,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert done.status_code == 200
+    with db() as session:
+        assert session.scalars(select(Contact.consents).where(Contact.email == email)).one() == {"email": False}
+
+    skipped_id = post(api_url, tenant, email, event="NEWSLETTER").json()["id"]
+    post(api_url, tenant, email)
+    [_, reset] = wait_until(lambda: mails if len(mails := sink.to(email)) == 2 else None, what="the reset email")
+    wait_until(lambda: processed(db, skipped_id), what="the second newsletter event processed")
+    assert reset.message["Subject"] == f"Reset for {email}"
+    assert reset.message["List-Unsubscribe"] is None
+    with db() as session:
+        assert session.scalar(select(func.count()).where(Message.event_id == skipped_id)) == 0
+    assert len(sink.to(email, sender=sender_of(key))) == 2
+
+
+def forged_status(api_url: str, path: str) -> int:
+    forged = path[:-1] + ("0" if path[-1] != "0" else "1")
+    return httpx.post(f"{api_url}{forged}", timeout=10).status_code
+
+
+def processed(db: sessionmaker[Session], event_id: str) -> bool:
+    with db() as session:
+        event = session.get(Event, event_id)
+        return event is not None and event.processed_at is not None

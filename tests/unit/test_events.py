@@ -133,7 +133,7 @@ def test_a_template_that_raises_fails_its_message_alone(sessions: sessionmaker[S
     with sessions.begin() as session:
         claim_messages(session, bad + good, run_id="run-1", now=NOW)
     with sessions.begin() as session:
-        prepared = prepare_envelopes(session, bad + good, now=NOW)
+        prepared = prepare_envelopes(session, bad + good, now=NOW, public_url="https://mail.example")
     assert [envelope.key for envelope in prepared.envelopes] == good
     [failure] = prepared.failures
     assert failure.key == bad[0]

@@ -118,7 +118,7 @@ def test_the_rendered_email_and_the_stored_contact_for_each_option(
         message_ids = record_event(session, new_id(), trigger, now=NOW)
         claim_messages(session, message_ids, run_id="run-1", now=NOW)
     with sessions.begin() as session:
-        [envelope] = prepare_envelopes(session, message_ids, now=NOW).envelopes
+        [envelope] = prepare_envelopes(session, message_ids, now=NOW, public_url="https://mail.example").envelopes
         stored_after = session.get_one(Contact, "c1").fields
     email = message_from_bytes(envelope.content, policy=default)
     body = email.get_body(("plain",))

@@ -1,3 +1,4 @@
+import secrets
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, String, UniqueConstraint
@@ -12,6 +13,8 @@ class Workspace(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(100), unique=True)
     from_address: Mapped[str] = mapped_column(String(320))
+    # Signs the unsubscribe links in the workspace's mail; kept in the database so every process agrees on it.
+    unsubscribe_secret: Mapped[str] = mapped_column(String(64), default=lambda: secrets.token_hex(32))
     created_at: Mapped[datetime]
 
 
