@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +17,16 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, contact_row, make_token, password_reset_spec, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, free_port, running_sink, start_api, start_worker, stop, wait_until
+from tests.integration.conftest import (
+    Sink,
+    Tenant,
+    free_port,
+    running_sink,
+    start_api,
+    start_worker,
+    stop,
+    wait_until,
+)
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.migrations import upgrade
@@ -43,38 +53,49 @@ def own_settings(tmp_path: Path, redis_url: str) -> Settings:
     return settings
 
 
+@dataclass
+class OwnStack:
+    """A stack of a test's own: its api is running; workers are started (and killed) by the test."""
+
+    settings: Settings
+    db: sessionmaker[Session]
+    api_url: str
+    workdir: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def smtp_port(self) -> int:
+        return parse_smtp_url(self.settings.smtp_url.get_secret_value()).port
+
+    def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
+        process = start_worker(self.settings, self.workdir, name)
+        self.workers.append(process)
+        return process
+
+    def tenant(self, prefix: str) -> Tenant:
+        """A workspace with the password-reset automation, and a token for it."""
+        key = unique_workspace_key(prefix)
+        with self.db.begin() as session:
+            apply_spec(session, password_reset_spec(key))
+            return Tenant(key, make_token(session, key))
+
+
 @pytest.fixture
-def own_db(own_settings: Settings) -> Iterator[sessionmaker[Session]]:
+def stack(own_settings: Settings, tmp_path: Path) -> Iterator[OwnStack]:
     sessions = make_sessionmaker(own_settings)
-    yield sessions
-    sessions.kw["bind"].dispose()
-
-
-@pytest.fixture
-def own_api(own_settings: Settings, tmp_path: Path) -> Iterator[str]:
-    process, url = start_api(own_settings, tmp_path)
-    yield url
-    stop(process)
-
-
-@pytest.fixture
-def workers(own_settings: Settings, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Workers a test starts (append them); whatever is still running at the end is stopped."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
+    api, api_url = start_api(own_settings, tmp_path)
+    own = OwnStack(own_settings, sessions, api_url, tmp_path)
+    yield own
+    for process in [*own.workers, api]:
         if process.poll() is None:
             stop(process)
+    sessions.kw["bind"].dispose()
 
 
 def kill_worker(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL to the main process and every pool child at once: no warm shutdown, no acks, nothing flushed."""
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
-
-
-def smtp_port(settings: Settings) -> int:
-    return parse_smtp_url(settings.smtp_url.get_secret_value()).port
 
 
 def statuses(db: sessionmaker[Session], workspace: str) -> dict[str, int]:
@@ -137,38 +158,32 @@ def quiet_while_held(sink: Sink, sender: str) -> bool:
 
 
 @pytest.mark.timeout(400)
-def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(
-    own_settings: Settings,
-    own_db: sessionmaker[Session],
-    own_api: str,
-    workers: list[subprocess.Popen[bytes]],
-    tmp_path: Path,
-) -> None:
+def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(stack: OwnStack) -> None:
     size = 2000
-    key, token, emails = campaign_audience(own_db, size)
+    key, token, emails = campaign_audience(stack.db, size)
     sender = sender_of(key)
-    with running_sink(smtp_port(own_settings)) as sink:
-        workers.append(start_worker(own_settings, tmp_path, "worker-1"))
-        start_campaign(own_api, token)
+    with running_sink(stack.smtp_port) as sink:
+        first = stack.start_worker("worker-1")
+        start_campaign(stack.api_url, token)
         wait_until(lambda: sink.count_from(sender) >= size // 4, timeout=120, what="a quarter of the emails")
 
         # Kill while every connection waits for its RCPT reply: messages claimed and not yet handed over,
         # others already sent, the rest still queued in Redis.
         sink.hold_rcpt.set()
         wait_until(lambda: quiet_while_held(sink, sender), timeout=30, what="all connections held")
-        with own_db() as session:
+        with stack.db() as session:
             in_flight = session.scalars(
                 select(func.count()).where(Message.status == "sending", Message.handed_over_at.is_(None))
             ).one()
-        kill_worker(workers[0])
+        kill_worker(first)
         sink.hold_rcpt.clear()
         delivered_before_the_kill = sink.count_from(sender)
         assert in_flight > 0
         assert size // 4 <= delivered_before_the_kill < size
 
-        workers.append(start_worker(own_settings, tmp_path, "worker-2"))
+        stack.start_worker("worker-2")
         wait_until(lambda: sink.count_from(sender) >= size, timeout=240, what="every email after the restart")
-        final = wait_until(lambda: settled(own_db, key, size), timeout=60, what="every message settled")
+        final = wait_until(lambda: settled(stack.db, key, size), timeout=60, what="every message settled")
         received = sink.recipients_from(sender)
 
     assert final == {"sent": size}
@@ -177,29 +192,20 @@ def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(
 
 
 @pytest.mark.timeout(300)
-def test_a_worker_killed_before_the_reply_to_data_leaves_the_message_unknown_and_unsent(
-    own_settings: Settings,
-    own_db: sessionmaker[Session],
-    own_api: str,
-    workers: list[subprocess.Popen[bytes]],
-    tmp_path: Path,
-) -> None:
-    key = unique_workspace_key("window")
-    with own_db.begin() as session:
-        apply_spec(session, password_reset_spec(key))
-        token = make_token(session, key)
-    email = f"{key}@example.com"
-    with running_sink(smtp_port(own_settings)) as sink:
-        workers.append(start_worker(own_settings, tmp_path, "worker-1"))
+def test_a_worker_killed_before_the_reply_to_data_leaves_the_message_unknown_and_unsent(stack: OwnStack) -> None:
+    tenant = stack.tenant("window")
+    email = f"{tenant.key}@example.com"
+    with running_sink(stack.smtp_port) as sink:
+        first = stack.start_worker("worker-1")
         sink.hold_data.set()
-        post_reset(own_api, token, email)
+        post_reset(stack.api_url, tenant.token, email)
         wait_until(lambda: sink.held == 1, what="the message handed over, its reply withheld")
-        kill_worker(workers[0])
+        kill_worker(first)
         sink.hold_data.clear()
 
-        workers.append(start_worker(own_settings, tmp_path, "worker-2"))
-        final = wait_until(lambda: settled(own_db, key, 1), timeout=120, what="the message settled")
-        with own_db() as session:
+        stack.start_worker("worker-2")
+        final = wait_until(lambda: settled(stack.db, tenant.key, 1), timeout=120, what="the message settled")
+        with stack.db() as session:
             message = session.scalars(select(Message).where(Message.to_address == email)).one()
             attempts = session.scalars(select(MessageAttempt).where(MessageAttempt.message_id == message.id)).all()
         delivered = sink.to(email)
@@ -212,28 +218,19 @@ def test_a_worker_killed_before_the_reply_to_data_leaves_the_message_unknown_and
 
 
 @pytest.mark.timeout(300)
-def test_mail_held_while_the_smtp_server_is_down_goes_out_once_it_is_up(
-    own_settings: Settings,
-    own_db: sessionmaker[Session],
-    own_api: str,
-    workers: list[subprocess.Popen[bytes]],
-    tmp_path: Path,
-) -> None:
-    key = unique_workspace_key("down")
-    with own_db.begin() as session:
-        apply_spec(session, password_reset_spec(key))
-        token = make_token(session, key)
-    emails = [f"{key}-{index}@example.com" for index in range(20)]
-    workers.append(start_worker(own_settings, tmp_path))
+def test_mail_held_while_the_smtp_server_is_down_goes_out_once_it_is_up(stack: OwnStack) -> None:
+    tenant = stack.tenant("down")
+    emails = [f"{tenant.key}-{index}@example.com" for index in range(20)]
+    stack.start_worker()
     for email in emails:
-        post_reset(own_api, token, email)
+        post_reset(stack.api_url, tenant.token, email)
     time.sleep(10)  # nothing listens on the SMTP port yet
-    assert statuses(own_db, key).get("sent", 0) == 0
+    assert statuses(stack.db, tenant.key).get("sent", 0) == 0
 
-    with running_sink(smtp_port(own_settings)) as sink:
-        final = wait_until(lambda: settled(own_db, key, len(emails)), timeout=120, what="the backlog drained")
-        received = sink.recipients_from(sender_of(key))
-    with own_db() as session:
+    with running_sink(stack.smtp_port) as sink:
+        final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), timeout=120, what="the backlog drained")
+        received = sink.recipients_from(tenant.sender)
+    with stack.db() as session:
         first_attempts = session.execute(
             select(MessageAttempt.outcome, MessageAttempt.smtp_reply).order_by(MessageAttempt.id).limit(1)
         ).one()
