@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from api.auth import EventWriter
-from api.intake import submit
+from api.intake import submit, submit_batch
 from tripmail.contacts import normalize_phone
 from tripmail.errors import FieldError, TripmailError
 from tripmail.schemas.accepted import Accepted
@@ -104,27 +104,39 @@ class BatchResult(BaseModel):
     results: list[BatchItem]
 
 
-def _submit_item(request: Request, index: int, raw: Any, workspace_id: int) -> BatchItem:
-    try:
-        accepted = submit(request, to_trigger(NativeEvent.model_validate(raw), workspace_id)).accepted
-    except ValidationError as exc:
-        errors = [FieldError(field=".".join(str(p) for p in e["loc"]), message=e["msg"]) for e in exc.errors()]
-        return BatchItem(index=index, status="rejected", errors=errors)
-    except TripmailError as exc:
-        # Unavailable too: the events before it are queued, so the answer must say which ones to send again.
-        return BatchItem(index=index, status="rejected", errors=[FieldError(field=exc.field or "", message=exc.detail)])
+def _rejected(index: int, errors: list[FieldError]) -> BatchItem:
+    return BatchItem(index=index, status="rejected", errors=errors)
+
+
+def _answer(index: int, answer: Accepted | TripmailError) -> BatchItem:
+    if isinstance(answer, TripmailError):
+        # Unavailable too: the answer must say which events to send again.
+        return _rejected(index, [FieldError(field=answer.field or "", message=answer.detail)])
     return BatchItem(
         index=index,
         status="queued",
-        id=accepted.id,
-        duplicate=accepted.duplicate,
-        matching_automations=accepted.matching_automations,
+        id=answer.id,
+        duplicate=answer.duplicate,
+        matching_automations=answer.matching_automations,
     )
 
 
 @router.post("/v1/events/batch", status_code=202)
 def post_events(body: NativeBatch, principal: EventWriter, request: Request) -> BatchResult:
     """Accept up to 1,000 events; each gets its own result, in order, and a bad one does not refuse the rest."""
-    results = [_submit_item(request, index, raw, principal.workspace_id) for index, raw in enumerate(body.events)]
-    accepted = sum(1 for item in results if item.status == "queued")
-    return BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results)
+    results: list[BatchItem | None] = []
+    valid: list[tuple[int, TriggerRequest]] = []
+    for index, raw in enumerate(body.events):
+        try:
+            valid.append((index, to_trigger(NativeEvent.model_validate(raw), principal.workspace_id)))
+        except ValidationError as exc:
+            errors = [FieldError(field=".".join(str(p) for p in e["loc"]), message=e["msg"]) for e in exc.errors()]
+            results.append(_rejected(index, errors))
+            continue
+        results.append(None)
+    answers = submit_batch(request, [trigger for _, trigger in valid])
+    for (index, _), answer in zip(valid, answers, strict=True):
+        results[index] = _answer(index, answer)
+    items = [item for item in results if item is not None]
+    accepted = sum(1 for item in items if item.status == "queued")
+    return BatchResult(accepted=accepted, rejected=len(items) - accepted, results=items)

@@ -199,6 +199,34 @@ def process_event(
         enqueue(message_ids)
 
 
+def process_events(
+    sessions: sessionmaker[Session],
+    events: Sequence[tuple[str, TriggerRequest]],
+    *,
+    enqueue: Callable[[list[int]], None],
+    batch_size: int,
+    clock: Callable[[], datetime],
+) -> None:
+    """Process several accepted events, each in transactions of its own, sending their messages together.
+
+    Messages of different events share delivery batches of `batch_size`, so a burst of one-contact events costs
+    one delivery task per batch rather than one per event. Ids held back for a fuller batch were committed
+    already: if the worker dies first, the redelivered task finds them pending and enqueues them then.
+    """
+    held: list[int] = []
+
+    def hold(message_ids: list[int]) -> None:
+        held.extend(message_ids)
+        while len(held) >= batch_size:
+            enqueue(held[:batch_size])
+            del held[:batch_size]
+
+    for event_id, trigger in events:
+        process_event(sessions, event_id, trigger, enqueue=hold, clock=clock)
+    if held:
+        enqueue(held)
+
+
 def record_failed_event(session: Session, event_id: str, trigger: TriggerRequest, error: str, *, now: datetime) -> None:
     """Keep an accepted event whose processing gave up for good, with the reason, so it is visible, not lost."""
     if session.get(Event, event_id) is not None:

@@ -4,7 +4,8 @@ from celery import Celery
 
 from tripmail.config import Settings
 
-PROCESS_EVENT = "tripmail.process_event"
+# Takes a list of [event id, trigger] pairs: one event from the single-event endpoints, many from a batch.
+PROCESS_EVENTS = "tripmail.process_events"
 DELIVER_MESSAGES = "tripmail.deliver_messages"
 
 

@@ -17,7 +17,7 @@ from worker.app import celery, sessions
 
 log = logging.getLogger(__name__)
 
-# The database or Redis was unreachable for a moment. Both tasks may run again: process_event finds its event
+# The database or Redis was unreachable for a moment. Both tasks may run again: process_events finds its events
 # recorded and re-enqueues what is still pending; deliver_messages claims nothing twice.
 RETRY_TRANSIENT: dict[str, Any] = {
     "autoretry_for": (OperationalError, BrokerError),
@@ -28,30 +28,37 @@ RETRY_TRANSIENT: dict[str, Any] = {
 
 
 class RecordsFailedEvents(Task):  # type: ignore[misc]
-    """When processing an event gives up for good, the event is stored as failed with the reason."""
+    """When processing events gives up for good, the events not recorded yet are stored as failed with the reason."""
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
     ) -> None:
-        event_id, trigger = args
+        [pairs] = args
         with sessions().begin() as session:
-            events.record_failed_event(
-                session, event_id, TriggerRequest.model_validate(trigger), f"{type(exc).__name__}: {exc}", now=utcnow()
-            )
+            for event_id, trigger in pairs:
+                events.record_failed_event(
+                    session,
+                    event_id,
+                    TriggerRequest.model_validate(trigger),
+                    f"{type(exc).__name__}: {exc}",
+                    now=utcnow(),
+                )
 
 
-@celery.task(name=queue.PROCESS_EVENT, base=RecordsFailedEvents, **RETRY_TRANSIENT)
-def process_event(event_id: str, trigger: dict[str, Any]) -> None:
-    """Record one accepted event and fan it out into messages; running it twice is harmless."""
-    events.process_event(
-        sessions(), event_id, TriggerRequest.model_validate(trigger), enqueue=_enqueue_delivery, clock=utcnow
+@celery.task(name=queue.PROCESS_EVENTS, base=RecordsFailedEvents, **RETRY_TRANSIENT)
+def process_events(pairs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Record accepted events and fan them out into messages; running it twice is harmless."""
+    events.process_events(
+        sessions(),
+        [(event_id, TriggerRequest.model_validate(trigger)) for event_id, trigger in pairs],
+        enqueue=_enqueue_delivery,
+        batch_size=get_settings().send_batch_size,
+        clock=utcnow,
     )
 
 
 def _enqueue_delivery(message_ids: list[int]) -> None:
-    batch_size = get_settings().send_batch_size
-    for start in range(0, len(message_ids), batch_size):
-        deliver_messages.delay(message_ids[start : start + batch_size])
+    deliver_messages.delay(message_ids)
 
 
 @celery.task(name=queue.DELIVER_MESSAGES, bind=True, **RETRY_TRANSIENT)

@@ -83,3 +83,23 @@ def test_a_fan_out_cut_short_resumes_after_its_cursor(
         assert session.scalar(select(func.count(Message.id))) == 7
     assert sorted(rest) == sorted(set(rest))
     assert len(rest) == 7
+
+
+def test_messages_of_many_events_share_delivery_batches(
+    sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
+) -> None:
+    workspace_id = audience_of_seven.workspace_id
+    one_each = [
+        (new_id(), TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=Audience(email=email)))
+        for email in ("a@example.com", "b@example.com", "c@example.com")
+    ]
+    enqueued: list[list[int]] = []
+
+    pairs = [*one_each, (new_id(), audience_of_seven)]
+    events.process_events(sessions, pairs, enqueue=enqueued.append, batch_size=4, clock=lambda: NOW)
+
+    # 3 one-contact events and an audience of 7 (planned 3 at a time): 10 messages in batches of 4, none twice.
+    assert [len(batch) for batch in enqueued] == [4, 4, 2]
+    with sessions() as session:
+        planned = set(session.scalars(select(Message.id)))
+    assert sorted(id_ for batch in enqueued for id_ in batch) == sorted(planned)
