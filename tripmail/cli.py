@@ -82,6 +82,55 @@ def token_create(workspace: str, scopes: str) -> None:
     click.echo(secret)
 
 
+@main.group()
+def messages() -> None:
+    """Messages: what was sent, and the ones whose fate is unknown."""
+
+
+@messages.command("list")
+@click.option(
+    "--status", default="unknown", show_default=True, help="pending, sending, sent, failed, suppressed, unknown"
+)
+@click.option("--limit", default=100, show_default=True, type=int)
+def messages_list(status: str, limit: int) -> None:
+    """List messages by status, newest first, with their last SMTP reply."""
+    from sqlalchemy import select
+
+    from tripmail.db import make_sessionmaker
+    from tripmail.models import Message
+
+    with make_sessionmaker(get_settings())() as session:
+        rows = session.scalars(
+            select(Message).where(Message.status == status).order_by(Message.id.desc()).limit(limit)
+        ).all()
+    for message in rows:
+        click.echo(
+            f"{message.id}  {message.updated_at:%Y-%m-%d %H:%M:%S}  {message.to_address}  "
+            f"{message.message_id_header or '-'}  {message.smtp_reply or ''}"
+        )
+    click.echo(f"{len(rows)} {status} message(s)")
+
+
+@messages.command("resend")
+@click.argument("message_ids", nargs=-1, required=True, type=int)
+def messages_resend(message_ids: tuple[int, ...]) -> None:
+    """Send messages of unknown fate again, once the relay's logs show they did not go out."""
+    from tripmail import queue
+    from tripmail.db import make_sessionmaker
+    from tripmail.delivery import resend_unknown
+    from tripmail.ids import utcnow
+
+    settings = get_settings()
+    with make_sessionmaker(settings).begin() as session:
+        released = resend_unknown(session, list(message_ids), now=utcnow())
+    if released:
+        queue.make_celery(settings).send_task(queue.DELIVER_MESSAGES, args=[released])
+    skipped = sorted(set(message_ids) - set(released))
+    click.echo(f"queued {len(released)} message(s) to send again: {' '.join(map(str, released)) or '-'}")
+    if skipped:
+        click.echo(f"not unknown, left as they are: {' '.join(map(str, skipped))}")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)

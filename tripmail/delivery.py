@@ -121,6 +121,19 @@ def plan_messages(
     )
 
 
+def resend_unknown(session: Session, message_ids: list[int], *, now: datetime) -> list[int]:
+    """Make messages of unknown fate pending again, by an operator's decision; the ids that were unknown."""
+    if not message_ids:
+        return []
+    released = session.scalars(
+        update(Message)
+        .where(Message.id.in_(message_ids), Message.status == MessageStatus.UNKNOWN)
+        .values(status=MessageStatus.PENDING, claimed_by=None, handed_over_at=None, updated_at=now)
+        .returning(Message.id)
+    )
+    return sorted(released)
+
+
 def pending_message_ids(session: Session, event_id: str) -> list[int]:
     return list(
         session.scalars(select(Message.id).where(Message.event_id == event_id, Message.status == MessageStatus.PENDING))

@@ -5,6 +5,7 @@ import itertools
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from tests.integration.conftest import (
     Tenant,
     free_port,
     running_sink,
+    service_env,
     start_api,
     start_worker,
     stop,
@@ -71,6 +73,19 @@ class OwnStack:
         process = start_worker(self.settings, self.workdir, name)
         self.workers.append(process)
         return process
+
+    def tripmail(self, *args: str) -> str:
+        """Run a `tripmail` command against this stack; its output."""
+        done = subprocess.run(
+            [sys.executable, "-m", "tripmail", *args],
+            env=service_env(self.settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
     def tenant(self, prefix: str) -> Tenant:
         """A workspace with the password-reset automation, and a token for it."""
@@ -215,6 +230,16 @@ def test_a_worker_killed_before_the_reply_to_data_leaves_the_message_unknown_and
     assert len(delivered) == 1
     assert [(attempt.outcome, attempt.smtp_code) for attempt in attempts] == [("unknown", None)]
     assert "may have accepted it" in (message.smtp_reply or "")
+
+    # An operator who finds it missing from the relay's logs sends it again, explicitly.
+    listed = stack.tripmail("messages", "list", "--status", "unknown")
+    assert f"{message.id}  " in listed and email in listed and "1 unknown message(s)" in listed
+    with running_sink(stack.smtp_port) as sink:
+        assert f"queued 1 message(s) to send again: {message.id}" in stack.tripmail(
+            "messages", "resend", str(message.id)
+        )
+        assert wait_until(lambda: settled(stack.db, tenant.key, 1), what="the resent message") == {"sent": 1}
+        assert len(sink.to(email)) == 1
 
 
 @pytest.mark.timeout(300)
