@@ -33,7 +33,9 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	@scripts/ensure-redis-server.sh
+	@scripts/ensure-wrk.sh
 	$(BIN)/python -m bench.fan_out 2>/dev/null
+	$(BIN)/python -m bench.delivery
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -46,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.include_router(native.router)
     app.include_router(ops.router)
+    if settings.bench_baseline:
+        app.include_router(ops.bench_router)
     app.include_router(unsubscribe.router)
     for dialect in DIALECTS:
         app.include_router(dialect.router)

@@ -1,7 +1,7 @@
 """Operational endpoints."""
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,3 +24,16 @@ def healthz(request: Request) -> JSONResponse:
         checks["database"] = f"error: {type(exc).__name__}"
     healthy = all(value == "ok" for value in checks.values())
     return JSONResponse({"status": "ok" if healthy else "unavailable", **checks}, status_code=200 if healthy else 503)
+
+
+BENCH_BASELINE_QUEUE = "tripmail:bench:baseline"
+
+# Mounted only when TRIPMAIL_BENCH_BASELINE is set: production never serves it.
+bench_router = APIRouter(include_in_schema=False)
+
+
+@bench_router.post("/bench/baseline/events", status_code=202)
+async def bench_baseline_event(request: Request) -> Response:
+    """The ingest floor for `make bench`: LPUSH the raw body to Redis and answer, nothing else."""
+    request.app.state.redis.lpush(BENCH_BASELINE_QUEUE, await request.body())
+    return Response(status_code=202)

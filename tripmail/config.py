@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.
     public_url: str = "http://127.0.0.1:8000"
+    # `make bench` only: serves POST /bench/baseline/events, the ingest floor Tripmail's own path is measured against.
+    bench_baseline: bool = False
 
     @model_validator(mode="after")
     def _tasks_end_before_redelivery(self) -> Self:
