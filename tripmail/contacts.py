@@ -2,7 +2,7 @@
 
 import hashlib
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 import xxhash
@@ -92,10 +92,11 @@ def update_contact(contact: Contact, audience: "Audience", update: "ContactUpdat
         contact.updated_at = now
 
 
-def _create_contact(
-    session: Session, workspace_id: int, audience: "Audience", *, email_consent: bool, now: datetime
-) -> Contact:
-    values = {
+def new_contact_values(
+    workspace_id: int, audience: "Audience", *, email_consent: bool, now: datetime
+) -> dict[str, Any]:
+    """The row of a contact the audience creates."""
+    return {
         "id": new_id(),
         "workspace_id": workspace_id,
         "email": audience.email,
@@ -108,6 +109,12 @@ def _create_contact(
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _create_contact(
+    session: Session, workspace_id: int, audience: "Audience", *, email_consent: bool, now: datetime
+) -> Contact:
+    values = new_contact_values(workspace_id, audience, email_consent=email_consent, now=now)
     if audience.email is None:
         contact = Contact(**values)
         session.add(contact)

@@ -80,14 +80,16 @@ def plan_messages(
     channel_filter: ChannelFilter | None = None,
     *,
     now: datetime,
+    suppressed: set[str] | None = None,
 ) -> list[int]:
     """One pending message per send_email step of each automation that may mail each contact; their new ids.
 
     One statement for all of them; a message that exists already (a chunk planned twice) is skipped by its key.
+    `suppressed` may bring the workspace's suppressed addresses among these contacts, looked up already.
     """
     addresses = {contact.id: recipient(contact, channel_filter) for contact in contacts}
-    # Hard bounces stay suppressed for transactional mail too: mailing a dead address only hurts the sender.
-    suppressed = suppressed_addresses(session, event.workspace_id, {a for a in addresses.values() if a})
+    if suppressed is None:
+        suppressed = suppressed_addresses(session, event.workspace_id, {a for a in addresses.values() if a})
     rows = []
     for contact in contacts:
         address = addresses[contact.id]
@@ -96,6 +98,7 @@ def plan_messages(
         for automation in automations:
             if not automation.transactional and contact.consents.get("email") is False:
                 continue
+            # Hard bounces stay suppressed for transactional mail too: mailing a dead address only hurts the sender.
             rows += [
                 {
                     "workspace_id": event.workspace_id,

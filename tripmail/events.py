@@ -1,22 +1,28 @@
 """Event types and the recording of accepted events."""
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail import delivery
 from tripmail.audience import CHUNK, compile_query, contacts_page, custom_field_query, field_types, recipients_page
 from tripmail.automations import automations_for
-from tripmail.contacts import find_contact, update_contact, upsert_contact
-from tripmail.db import insert_if_absent
+from tripmail.contacts import find_contact, new_contact_values, update_contact, upsert_contact
+from tripmail.db import insert_if_absent, insert_new
 from tripmail.delivery import Recipient
+from tripmail.errors import TripmailError
 from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
-from tripmail.models import Contact, Event, EventStatus, EventType
+from tripmail.models import Automation, Contact, Event, EventStatus, EventType
 from tripmail.schemas.trigger import TriggerRequest
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
 
@@ -62,18 +68,27 @@ def _event_type(session: Session, trigger: TriggerRequest, *, now: datetime) -> 
     return find_event_type(session, trigger.workspace_id, trigger.event)
 
 
-def _single_contact(session: Session, trigger: TriggerRequest, *, now: datetime) -> Contact | None:
+def _single_contact(
+    session: Session, trigger: TriggerRequest, *, now: datetime, lookups: "Lookups | None" = None
+) -> Contact | None:
     """The one contact the trigger names, created when the trigger may create it, with its update merged on."""
     audience = trigger.audience
     if not audience.names_someone:
         # An event may name no contact Tripmail can mail (esputnik accepts a push token alone).
         return None
+    loaded = lookups.contact(trigger) if lookups else None
+    if loaded is not None:
+        update_contact(loaded, audience, trigger.contact_update, now=now)
+        return loaded
     if trigger.create_contact:
         return upsert_contact(session, trigger.workspace_id, audience, trigger.contact_update, now=now)
     contact = find_contact(session, trigger.workspace_id, audience)
     if contact is not None:
         update_contact(contact, audience, trigger.contact_update, now=now)
     return contact
+
+
+_FIRST_STATUSES = (EventStatus.PROCESSED, EventStatus.FANNING_OUT)
 
 
 def _earlier_event(session: Session, event_type: EventType | None, key: str | None, *, now: datetime) -> str | None:
@@ -89,7 +104,7 @@ def _earlier_event(session: Session, event_type: EventType | None, key: str | No
             Event.workspace_id == event_type.workspace_id,
             Event.event_type_id == event_type.id,
             Event.key == key,
-            Event.status.in_([EventStatus.PROCESSED, EventStatus.FANNING_OUT]),
+            Event.status.in_(_FIRST_STATUSES),
             Event.received_at >= now - timedelta(seconds=event_type.dedupe_window_s),
         )
         .order_by(Event.received_at)
@@ -97,17 +112,127 @@ def _earlier_event(session: Session, event_type: EventType | None, key: str | No
     ).first()
 
 
-def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime) -> list[int]:
+@dataclass
+class Lookups:
+    """What the events recorded in one transaction share, each looked up once for all of them.
+
+    `recorded` holds the ids among them that were recorded before (a redelivered batch).
+    """
+
+    recorded: set[str]
+    keys: set[str] = field(default_factory=set)
+    _event_types: dict[tuple[int, str], EventType | None] = field(default_factory=dict)
+    _automations: dict[tuple[int, str, int | None], list[Automation]] = field(default_factory=dict)
+    _contacts: dict[tuple[int, str], Contact] = field(default_factory=dict)
+    _suppressed: set[tuple[int, str]] = field(default_factory=set)
+    _earlier: dict[tuple[int, str], str] = field(default_factory=dict)
+    _earlier_loaded: set[int] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, session: Session, events: Sequence[tuple[str, TriggerRequest]], *, now: datetime) -> "Lookups":
+        ids = [event_id for event_id, _ in events]
+        lookups = cls(recorded=set(session.scalars(select(Event.id).where(Event.id.in_(ids)))))
+        fresh = [trigger for event_id, trigger in events if event_id not in lookups.recorded]
+        lookups.keys = {trigger.key for trigger in fresh if trigger.key}
+        lookups._load_contacts(session, fresh, now=now)
+        return lookups
+
+    def _load_contacts(self, session: Session, triggers: list[TriggerRequest], *, now: datetime) -> None:
+        """The contacts the triggers name by email, those missing created in one statement, and their suppressions."""
+        first_by_email: dict[tuple[int, str], TriggerRequest] = {}
+        for trigger in triggers:
+            if trigger.audience.contact_id is None and trigger.audience.email is not None:
+                first_by_email.setdefault((trigger.workspace_id, trigger.audience.email), trigger)
+        # The first trigger naming an address creates it, with its consent, as if they ran one after the other.
+        rows = [
+            new_contact_values(
+                workspace_id,
+                trigger.audience,
+                email_consent=trigger.contact_update.email_consent_if_created is not False,
+                now=now,
+            )
+            for (workspace_id, _email), trigger in first_by_email.items()
+            if trigger.create_contact
+        ]
+        insert_new(session, Contact, rows, ["workspace_id", "email"], "id")
+        for workspace_id in {workspace_id for workspace_id, _ in first_by_email}:
+            emails = [email for ws, email in first_by_email if ws == workspace_id]
+            for contact in session.scalars(
+                select(Contact).where(Contact.workspace_id == workspace_id, Contact.email.in_(emails))
+            ):
+                self._contacts[(workspace_id, contact.email or "")] = contact
+            suppressed = delivery.suppressed_addresses(session, workspace_id, set(emails))
+            self._suppressed |= {(workspace_id, email) for email in suppressed}
+
+    def contact(self, trigger: TriggerRequest) -> Contact | None:
+        """The contact loaded for the trigger's email, if the trigger names its contact by email."""
+        if trigger.audience.contact_id is not None or trigger.audience.email is None:
+            return None
+        return self._contacts.get((trigger.workspace_id, trigger.audience.email))
+
+    def suppressed(self, workspace_id: int) -> set[str]:
+        return {email for ws, email in self._suppressed if ws == workspace_id}
+
+    def event_type(self, session: Session, trigger: TriggerRequest, *, now: datetime) -> EventType | None:
+        key = (trigger.workspace_id, normalize_key(trigger.event or ""))
+        if key not in self._event_types or self._event_types[key] is None:
+            self._event_types[key] = _event_type(session, trigger, now=now)
+        return self._event_types[key]
+
+    def automations_for(self, session: Session, trigger: TriggerRequest) -> list[Automation]:
+        key = (trigger.workspace_id, normalize_key(trigger.event or ""), trigger.automation_id)
+        if key not in self._automations:
+            self._automations[key] = automations_for(session, trigger)
+        return self._automations[key]
+
+    def earlier_event(
+        self, session: Session, event_type: EventType | None, key: str | None, *, now: datetime
+    ) -> str | None:
+        """As _earlier_event, with one query per event type for every key of the transaction."""
+        if key is None or event_type is None or event_type.dedupe_window_s <= 0:
+            return None
+        if event_type.id not in self._earlier_loaded:
+            self._earlier_loaded.add(event_type.id)
+            rows = session.execute(
+                select(Event.key, Event.id)
+                .where(
+                    Event.workspace_id == event_type.workspace_id,
+                    Event.event_type_id == event_type.id,
+                    Event.key.in_(self.keys),
+                    Event.status.in_(_FIRST_STATUSES),
+                    Event.received_at >= now - timedelta(seconds=event_type.dedupe_window_s),
+                )
+                .order_by(Event.received_at.desc())
+            )
+            self._earlier |= {(event_type.id, row_key): event_id for row_key, event_id in rows if row_key}
+        return self._earlier.get((event_type.id, key))
+
+    def note(self, event: Event) -> None:
+        """An event recorded in this transaction: a later one of it with the same key is its duplicate."""
+        if event.key and event.event_type_id and event.status in _FIRST_STATUSES:
+            self._earlier.setdefault((event.event_type_id, event.key), event.id)
+
+
+def record_event(
+    session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime, lookups: Lookups | None = None
+) -> list[int]:
     """Store the event once; plan the messages of a one-contact audience; return the ids still to send.
 
     An audience of many is left `fanning_out` for fan_out_chunk. Running this again for the same event id (a
-    redelivered task) plans nothing new.
+    redelivered task) plans nothing new. `lookups` shares what several events of one transaction look up.
     """
-    if session.get(Event, event_id) is not None:
+    recorded = event_id in lookups.recorded if lookups else session.get(Event, event_id) is not None
+    if recorded:
         return delivery.pending_message_ids(session, event_id)
-    event_type = _event_type(session, trigger, now=now)
-    first = _earlier_event(session, event_type, trigger.key, now=now)
-    automations = [] if first is not None else automations_for(session, trigger)
+    event_type = lookups.event_type(session, trigger, now=now) if lookups else _event_type(session, trigger, now=now)
+    if lookups:
+        first = lookups.earlier_event(session, event_type, trigger.key, now=now)
+    else:
+        first = _earlier_event(session, event_type, trigger.key, now=now)
+    if first is not None:
+        automations = []
+    else:
+        automations = lookups.automations_for(session, trigger) if lookups else automations_for(session, trigger)
     many = trigger.audience.selects_many and first is None
     event = Event(
         id=event_id,
@@ -124,14 +249,19 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
     )
     session.add(event)
     session.flush()
+    if lookups:
+        lookups.note(event)
     if first is not None or many:
         return []
-    contact = _single_contact(session, trigger, now=now)
+    contact = _single_contact(session, trigger, now=now, lookups=lookups)
     if contact is None:
         return []
     event.contact_id = contact.id
     apply_field_options(contact, trigger.fields, now=now)
-    return delivery.plan_messages(session, event, [contact], automations, trigger.channel_filter, now=now)
+    suppressed = lookups.suppressed(trigger.workspace_id) if lookups else None
+    return delivery.plan_messages(
+        session, event, [contact], automations, trigger.channel_filter, now=now, suppressed=suppressed
+    )
 
 
 def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[list[int], bool]:
@@ -207,11 +337,13 @@ def process_events(
     batch_size: int,
     clock: Callable[[], datetime],
 ) -> None:
-    """Process several accepted events, each in transactions of its own, sending their messages together.
+    """Process several accepted events, sending their messages together.
 
-    Messages of different events share delivery batches of `batch_size`, so a burst of one-contact events costs
-    one delivery task per batch rather than one per event. Ids held back for a fuller batch were committed
-    already: if the worker dies first, the redelivered task finds them pending and enqueues them then.
+    The one-contact events are recorded in one transaction that shares its lookups; if one of them is refused,
+    each is recorded on its own instead, and the refused one is stored as failed. Audiences of many fan out
+    as in process_event. Messages of different events share delivery batches of `batch_size`, so a burst of
+    events costs one delivery task per batch rather than one per event. Ids held back for a fuller batch were
+    committed already: if the worker dies first, the redelivered task finds them pending and enqueues them then.
     """
     held: list[int] = []
 
@@ -221,10 +353,52 @@ def process_events(
             enqueue(held[:batch_size])
             del held[:batch_size]
 
+    single = [(event_id, trigger) for event_id, trigger in events if not trigger.audience.selects_many]
+    planned = _record_together(sessions, single, now=clock())
+    if planned is not None:
+        hold(planned)
+    else:
+        for event_id, trigger in single:
+            _process_alone(sessions, event_id, trigger, enqueue=hold, clock=clock)
     for event_id, trigger in events:
-        process_event(sessions, event_id, trigger, enqueue=hold, clock=clock)
+        if trigger.audience.selects_many:
+            process_event(sessions, event_id, trigger, enqueue=hold, clock=clock)
     if held:
         enqueue(held)
+
+
+def _record_together(
+    sessions: sessionmaker[Session], events: Sequence[tuple[str, TriggerRequest]], *, now: datetime
+) -> list[int] | None:
+    """Record one-contact events in one transaction; their message ids, or None when one of them was refused."""
+    if not events:
+        return []
+    try:
+        with sessions.begin() as session:
+            lookups = Lookups.load(session, events, now=now)
+            return [
+                message_id
+                for event_id, trigger in events
+                for message_id in record_event(session, event_id, trigger, now=now, lookups=lookups)
+            ]
+    except (TripmailError, IntegrityError) as exc:
+        log.info("recording %d events together failed (%s); recording each on its own", len(events), exc)
+        return None
+
+
+def _process_alone(
+    sessions: sessionmaker[Session],
+    event_id: str,
+    trigger: TriggerRequest,
+    *,
+    enqueue: Callable[[list[int]], None],
+    clock: Callable[[], datetime],
+) -> None:
+    try:
+        process_event(sessions, event_id, trigger, enqueue=enqueue, clock=clock)
+    except TripmailError as exc:
+        with sessions.begin() as session:
+            record_failed_event(session, event_id, trigger, f"{type(exc).__name__}: {exc.detail}", now=clock())
 
 
 def record_failed_event(session: Session, event_id: str, trigger: TriggerRequest, error: str, *, now: datetime) -> None:

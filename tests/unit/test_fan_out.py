@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import JsonValue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -8,7 +9,7 @@ from tests.builders import apply_spec, password_reset_spec
 from tripmail import events
 from tripmail.ids import new_id
 from tripmail.models import Contact, Event, Message, Workspace
-from tripmail.schemas.trigger import Audience, TriggerRequest
+from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -103,3 +104,57 @@ def test_messages_of_many_events_share_delivery_batches(
     with sessions() as session:
         planned = set(session.scalars(select(Message.id)))
     assert sorted(id_ for batch in enqueued for id_ in batch) == sorted(planned)
+
+
+def test_a_batch_recorded_together_merges_contacts_and_catches_its_own_duplicates(
+    sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
+) -> None:
+    workspace_id = audience_of_seven.workspace_id
+
+    def reset(email: str, key: str, **fields: JsonValue) -> tuple[str, TriggerRequest]:
+        update = ContactUpdate(fields=fields)
+        trigger = TriggerRequest(
+            workspace_id=workspace_id,
+            event="forgot_password",
+            key=key,
+            audience=Audience(email=email),
+            contact_update=update,
+        )
+        return new_id(), trigger
+
+    batch = [reset("p3@example.com", "k1", plan="pro"), reset("new@example.com", "k2"), reset("new@example.com", "k2")]
+    enqueued: list[list[int]] = []
+    events.process_events(sessions, batch, enqueue=enqueued.append, batch_size=10, clock=lambda: NOW)
+
+    with sessions() as session:
+        statuses = [session.get_one(Event, event_id).status for event_id, _ in batch]
+        p3 = session.scalars(select(Contact).where(Contact.email == "p3@example.com")).one()
+        created = session.scalars(select(Contact).where(Contact.email == "new@example.com")).all()
+        planned = session.scalars(select(Message.to_address).order_by(Message.id)).all()
+    assert statuses == ["processed", "processed", "duplicate"]
+    assert p3.fields == {"score": 3, "plan": "pro"}
+    assert len(created) == 1
+    assert planned == ["p3@example.com", "new@example.com"]
+    assert [len(ids) for ids in enqueued] == [2]
+
+
+def test_an_event_refused_in_a_batch_fails_alone(
+    sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
+) -> None:
+    workspace_id = audience_of_seven.workspace_id
+    good = (
+        new_id(),
+        TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=Audience(email="a@example.com")),
+    )
+    nobody = Audience(email_md5="0" * 32)  # names a contact by hash: it cannot be created, and nobody has it
+    refused = (new_id(), TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=nobody))
+    enqueued: list[list[int]] = []
+
+    events.process_events(sessions, [refused, good], enqueue=enqueued.append, batch_size=10, clock=lambda: NOW)
+
+    with sessions() as session:
+        failed = session.get_one(Event, refused[0])
+        processed = session.get_one(Event, good[0])
+    assert (failed.status, processed.status) == ("failed", "processed")
+    assert "no contact matches the audience" in (failed.error or "")
+    assert [len(ids) for ids in enqueued] == [1]
