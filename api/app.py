@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import native, ops, unsubscribe
 from api.dialects import DIALECTS
+from api.lookups import SetupCache
 from api.problems import on_http_error, on_model_error, on_tripmail_error, on_validation_error
 from tripmail.config import Settings, get_settings
 from tripmail.db import make_sessionmaker
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.redis_url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True
         )
         app.state.celery = make_celery(settings)
+        app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
         yield
         app.state.redis.close()
         sessions.kw["bind"].dispose()

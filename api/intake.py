@@ -11,12 +11,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
+from api.lookups import SetupCache
 from tripmail import queue
-from tripmail.audience import field_types
-from tripmail.automations import automations_for, count_matching_automations
+from tripmail.automations import automations_for
 from tripmail.contacts import find_contact, upsert_contact
 from tripmail.errors import NotFound, TripmailError, Unavailable, UnknownEventType
-from tripmail.events import DEFAULT_DEDUPE_WINDOW_S, find_event_type
+from tripmail.events import DEFAULT_DEDUPE_WINDOW_S
 from tripmail.fields import typed_contact_fields
 from tripmail.ids import new_id, normalize_key, utcnow
 from tripmail.models import Contact, EventType
@@ -58,16 +58,10 @@ class _Checked:
         return dedupe_key(self.trigger) if self.trigger.key and self.dedupe_window_s > 0 else None
 
 
-def _check(session: Session, trigger: TriggerRequest, known: dict[str, tuple[EventType | None, int]]) -> _Checked:
-    """What the answer needs, from the database; `known` keeps event types and counts across one batch."""
+def _check(session: Session, trigger: TriggerRequest, setup: SetupCache) -> _Checked:
+    """What the answer needs: the workspace's set-up from the cache, a named contact from the database."""
     if trigger.event is not None:
-        cache_key = normalize_key(trigger.event)
-        if cache_key not in known:
-            known[cache_key] = (
-                find_event_type(session, trigger.workspace_id, trigger.event),
-                count_matching_automations(session, trigger.workspace_id, trigger.event),
-            )
-        event_type, matching = known[cache_key]
+        event_type, matching = setup.event(session, trigger.workspace_id, trigger.event)
         if event_type is None and not trigger.create_event_type:
             raise UnknownEventType(f"Event with identifier {trigger.event} not found", field="event")
     else:
@@ -78,7 +72,7 @@ def _check(session: Session, trigger: TriggerRequest, known: dict[str, tuple[Eve
     ):
         raise NotFound(f"Contact {trigger.audience.contact_id} not found", field="id")
     if trigger.contact_update.fields:
-        typed = typed_contact_fields(field_types(session, trigger.workspace_id), trigger.contact_update.fields)
+        typed = typed_contact_fields(setup.field_types(session, trigger.workspace_id), trigger.contact_update.fields)
         trigger = trigger.model_copy(
             update={"contact_update": trigger.contact_update.model_copy(update={"fields": typed})}
         )
@@ -93,7 +87,7 @@ def submit(request: Request, trigger: TriggerRequest, *, upsert_contact_now: boo
     """
     sessions = request.app.state.sessions
     with sessions() as session:
-        checked = _check(session, trigger, {})
+        checked = _check(session, trigger, request.app.state.setup)
     contact = None
     if upsert_contact_now:
         with sessions.begin() as session:
@@ -112,12 +106,11 @@ def submit_batch(request: Request, triggers: list[TriggerRequest]) -> list[Accep
     One task for the batch instead of one per event: publishing is the costliest step of ingest, and the
     worker then sends the batch's messages together.
     """
-    known: dict[str, tuple[EventType | None, int]] = {}
     checked: list[_Checked | TripmailError] = []
     with request.app.state.sessions() as session:
         for trigger in triggers:
             try:
-                checked.append(_check(session, trigger, known))
+                checked.append(_check(session, trigger, request.app.state.setup))
             except TripmailError as exc:
                 checked.append(exc)
     answers = iter(_enqueue_once(request, [item for item in checked if isinstance(item, _Checked)]))

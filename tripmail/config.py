@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     send_batch_size: int = Field(default=250, ge=1, le=10_000)
     send_max_retries: int = Field(default=5, ge=0)
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    # How long the api reuses what it read of a workspace's event types, automations and fields (apply shows
+    # in its answers after at most this long; the worker always reads the database).
+    setup_cache_s: float = Field(default=2.0, ge=0)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.
     public_url: str = "http://127.0.0.1:8000"
     # `make bench` only: serves POST /bench/baseline/events, the ingest floor Tripmail's own path is measured against.
