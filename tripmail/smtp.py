@@ -20,10 +20,12 @@ class SmtpTarget:
     start_tls: bool | None
     username: str | None
     password: str | None
+    # A CA bundle to verify the relay's certificate with, for a relay whose CA the system does not know.
+    cafile: str | None = None
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:
-    """smtp://[user:pass@]host[:port][?starttls=1] or smtps:// for TLS from the first byte."""
+    """smtp://[user:pass@]host[:port][?starttls=1][&cafile=/path/ca.pem] or smtps:// for TLS from the first byte."""
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
         raise ValueError(f"SMTP URL must look like smtp://user:pass@host:587?starttls=1, got scheme {parts.scheme!r}")
@@ -38,6 +40,7 @@ def parse_smtp_url(url: str) -> SmtpTarget:
         start_tls=None if starttls_flag is None else starttls_flag.lower() in _TRUE,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
+        cafile=query.get("cafile", [None])[0],
     )
 
 
@@ -202,6 +205,7 @@ async def _connect(target: SmtpTarget, timeout: float) -> aiosmtplib.SMTP:
         username=target.username,
         password=target.password,
         timeout=timeout,
+        cert_bundle=target.cafile,
     )
     await client.connect()
     return client

@@ -1,13 +1,17 @@
 """tripmail.smtp against real SMTP peers on loopback: what counts as sent, refused, retryable or unknown."""
 
 import asyncio
-from collections.abc import Iterator
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.integration.conftest import free_port
-from tripmail.smtp import Envelope, Outcome, SmtpTarget, send_all
+from tripmail.smtp import Envelope, Outcome, SmtpTarget, parse_smtp_url, send_all
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\n\r\nbody\r\n"
 
@@ -109,3 +113,68 @@ def test_a_connection_lost_after_the_message_was_handed_over_is_unknown() -> Non
         return [(result.outcome, result.code) for result in results]
 
     assert asyncio.run(scenario()) == [(Outcome.UNKNOWN, None)]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (cert, key), made with the openssl command."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    subprocess.run(
+        ["openssl", *request, "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def accept_only(login: bytes, password: bytes) -> Callable[..., AuthResult]:
+    def authenticate(server: object, session: object, envelope: object, mechanism: str, data: object) -> AuthResult:
+        assert isinstance(data, LoginPassword)
+        return AuthResult(success=(data.login, data.password) == (login, password))
+
+    return authenticate
+
+
+@pytest.mark.parametrize("implicit_tls", [False, True], ids=["starttls", "smtps"])
+def test_tls_and_login_from_the_smtp_url(certificate: tuple[Path, Path], implicit_tls: bool) -> None:
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    port = free_port()
+    handler = Handler()
+    # aiosmtpd does not count a connection that was TLS from the start as TLS when it offers AUTH.
+    tls = (
+        {"ssl_context": context, "auth_require_tls": False}
+        if implicit_tls
+        else {"tls_context": context, "require_starttls": True}
+    )
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=accept_only(b"mailer", b"s3cret/pass"),
+        auth_required=True,
+        **tls,  # type: ignore[arg-type]
+    )
+    controller.start()
+    scheme, starttls = ("smtps", "") if implicit_tls else ("smtp", "starttls=1&")
+    good = parse_smtp_url(f"{scheme}://mailer:s3cret%2Fpass@127.0.0.1:{port}?{starttls}cafile={cert}")
+    bad = parse_smtp_url(f"{scheme}://mailer:wrong@127.0.0.1:{port}?{starttls}cafile={cert}")
+    untrusted = parse_smtp_url(f"{scheme}://mailer:s3cret%2Fpass@127.0.0.1:{port}?{starttls.rstrip('&')}")
+    try:
+        sent = asyncio.run(send_all(good, envelopes("b@example.com"), connections=1, timeout=10, deadline=30))
+        refused = asyncio.run(send_all(bad, envelopes("b@example.com"), connections=1, timeout=3, deadline=30))
+        unverified = asyncio.run(
+            send_all(untrusted, envelopes("b@example.com"), connections=1, timeout=10, deadline=30)
+        )
+    finally:
+        controller.stop()
+
+    assert [(result.outcome, result.code) for result in sent] == [(Outcome.SENT, 250)]
+    # A rejected login or an unknown certificate is the relay's set-up, not the message's: retried, never a bounce.
+    assert [result.outcome for result in refused] == [Outcome.TRANSIENT]
+    assert refused[0].reply.startswith("connecting: ")
+    assert [result.outcome for result in unverified] == [Outcome.TRANSIENT]
+    assert "CERTIFICATE_VERIFY_FAILED" in unverified[0].reply
