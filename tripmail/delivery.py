@@ -162,16 +162,16 @@ def claim_messages(session: Session, message_ids: list[int], *, run_id: str, now
     return sorted(claimed)
 
 
-def settle_unfinished(session: Session, message_ids: list[int], *, run_id: str, now: datetime) -> list[int]:
+def settle_unfinished(session: Session, *, run_id: str, now: datetime) -> list[int]:
     """Close the claims a run left open: not handed over -> pending again; handed over -> unknown.
 
-    Run before a delivery claims (an earlier try of the same task may have died mid-send) and after it sent
-    (its deadline may have stopped it). Returns the ids made pending again.
+    Run before a run claims (an earlier try of the same task may have died mid-send) and after it sent (its
+    deadline may have stopped it). Returns the ids made pending again.
     """
     released = []
     claimed = (
         select(Message)
-        .where(Message.id.in_(message_ids), Message.status == MessageStatus.SENDING, Message.claimed_by == run_id)
+        .where(Message.claimed_by == run_id, Message.status == MessageStatus.SENDING)
         .order_by(Message.id)
     )
     for message in session.scalars(claimed):
@@ -505,7 +505,7 @@ def deliver_messages(
     can settle what an earlier one that died left claimed.
     """
     with sessions.begin() as session:
-        settle_unfinished(session, message_ids, run_id=run_id, now=clock())
+        settle_unfinished(session, run_id=run_id, now=clock())
         claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
     if not claimed:
         return DeliveryReport(sent=0, failed=0, unknown=0, retry_ids=[])
@@ -531,7 +531,7 @@ def deliver_messages(
 
     results = asyncio.run(send_recorded())
     with sessions.begin() as session:
-        released = settle_unfinished(session, claimed, run_id=run_id, now=clock())
+        released = settle_unfinished(session, run_id=run_id, now=clock())
     sent = sum(1 for result in results if result.outcome is Outcome.SENT)
     unknown = sum(1 for result in results if result.outcome is Outcome.UNKNOWN)
     failed = len(results) - sent - unknown - len(journal.retry_ids)

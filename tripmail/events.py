@@ -336,8 +336,12 @@ def process_events(
     enqueue: Callable[[list[int]], None],
     batch_size: int,
     clock: Callable[[], datetime],
+    run_id: str | None = None,
 ) -> None:
     """Process several accepted events, sending their messages together.
+
+    `run_id` names the task run when it sends messages itself: the claims an earlier try of it left open are
+    settled first, so those messages count as pending again.
 
     The one-contact events are recorded in one transaction that shares its lookups; if one of them is refused,
     each is recorded on its own instead, and the refused one is stored as failed. Audiences of many fan out
@@ -345,6 +349,9 @@ def process_events(
     events costs one delivery task per batch rather than one per event. Ids held back for a fuller batch were
     committed already: if the worker dies first, the redelivered task finds them pending and enqueues them then.
     """
+    if run_id is not None:
+        with sessions.begin() as session:
+            delivery.settle_unfinished(session, run_id=run_id, now=clock())
     held: list[int] = []
 
     def hold(message_ids: list[int]) -> None:

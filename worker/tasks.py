@@ -2,6 +2,7 @@
 
 import logging
 import random
+import time
 from typing import Any
 
 from celery import Task
@@ -45,35 +46,48 @@ class RecordsFailedEvents(Task):  # type: ignore[misc]
                 )
 
 
-@celery.task(name=queue.PROCESS_EVENTS, base=RecordsFailedEvents, **RETRY_TRANSIENT)
-def process_events(pairs: list[tuple[str, dict[str, Any]]]) -> None:
-    """Record accepted events and fan them out into messages; running it twice is harmless."""
+@celery.task(name=queue.PROCESS_EVENTS, base=RecordsFailedEvents, bind=True, **RETRY_TRANSIENT)
+def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Record accepted events and fan them out into messages; running it twice is harmless.
+
+    Full batches of messages go to delivery tasks, for other processes to send in parallel; the rest (all of
+    it, for a few one-contact events) is sent here, which saves a task and a wait in the queue per event.
+    """
+    started = time.monotonic()
+    settings = get_settings()
+    rest: list[int] = []
+
+    def enqueue(message_ids: list[int]) -> None:
+        if len(message_ids) >= settings.send_batch_size:
+            deliver_messages.delay(message_ids)
+        else:
+            rest.extend(message_ids)
+
     events.process_events(
         sessions(),
         [(event_id, TriggerRequest.model_validate(trigger)) for event_id, trigger in pairs],
-        enqueue=_enqueue_delivery,
-        batch_size=get_settings().send_batch_size,
+        enqueue=enqueue,
+        batch_size=settings.send_batch_size,
         clock=utcnow,
+        run_id=self.request.id,
     )
+    if rest:
+        report = _deliver(self.request.id, rest, elapsed_s=time.monotonic() - started)
+        if report.retry_ids:
+            deliver_messages.apply_async(args=[report.retry_ids], countdown=_backoff(0))
 
 
-def _enqueue_delivery(message_ids: list[int]) -> None:
-    deliver_messages.delay(message_ids)
-
-
-@celery.task(name=queue.DELIVER_MESSAGES, bind=True, **RETRY_TRANSIENT)
-def deliver_messages(self: Task, message_ids: list[int]) -> None:
-    """Send a batch of planned messages; retry the transient failures with backoff and jitter."""
+def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0) -> delivery.DeliveryReport:
     settings = get_settings()
     report = delivery.deliver_messages(
         sessions(),
         message_ids,
-        run_id=self.request.id,
+        run_id=run_id,
         target=parse_smtp_url(settings.smtp_url.get_secret_value()),
         connections=settings.smtp_connections,
         timeout=settings.smtp_timeout_s,
         # Stop sending well inside the hard time limit, so the results so far are recorded, not killed.
-        deadline=settings.task_time_limit_s * 0.8,
+        deadline=max(1.0, settings.task_time_limit_s * 0.8 - elapsed_s),
         max_attempts=settings.send_max_retries + 1,
         public_url=settings.public_url,
         clock=utcnow,
@@ -85,7 +99,18 @@ def deliver_messages(self: Task, message_ids: list[int]) -> None:
         report.unknown,
         len(report.retry_ids),
     )
+    return report
+
+
+def _backoff(retries: int) -> float:
+    """Exponential, capped at 5 minutes, with a second of jitter so retries of many messages spread out."""
+    return float(min(300, 2**retries)) + random.uniform(0, 1)  # noqa: S311 - jitter, not security
+
+
+@celery.task(name=queue.DELIVER_MESSAGES, bind=True, **RETRY_TRANSIENT)
+def deliver_messages(self: Task, message_ids: list[int]) -> None:
+    """Send a batch of planned messages; retry the transient failures with backoff and jitter."""
+    report = _deliver(self.request.id, message_ids)
     if report.retry_ids:
         # The attempt limit lives on each message row (send_max_retries), so Celery's own count is not capped.
-        countdown = min(300, 2**self.request.retries) + random.uniform(0, 1)  # noqa: S311 - jitter, not security
-        raise self.retry(args=[report.retry_ids], countdown=countdown, max_retries=None)
+        raise self.retry(args=[report.retry_ids], countdown=_backoff(self.request.retries), max_retries=None)

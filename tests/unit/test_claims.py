@@ -53,10 +53,10 @@ def test_a_stopped_run_is_settled_by_its_next_try(sessions: sessionmaker[Session
     # The run dies here. A claim by another task takes nothing that run-1 holds.
     with sessions.begin() as session:
         assert claim_messages(session, ids, run_id="run-2", now=NOW) == []
-        assert settle_unfinished(session, ids, run_id="run-2", now=NOW) == []
+        assert settle_unfinished(session, run_id="run-2", now=NOW) == []
 
     with sessions.begin() as session:
-        assert settle_unfinished(session, ids, run_id="run-1", now=NOW) == [not_started]
+        assert settle_unfinished(session, run_id="run-1", now=NOW) == [not_started]
         assert claim_messages(session, ids, run_id="run-1", now=NOW) == [not_started]
 
     assert states(sessions, ids) == [("sent", 1, "run-1"), ("unknown", 1, "run-1"), ("sending", 1, "run-1")]
@@ -73,7 +73,7 @@ def test_a_withdrawn_hand_over_is_sent_again(sessions: sessionmaker[Session]) ->
     with sessions.begin() as session:
         # The deadline stopped the sender before its DATA: the hand-over was written, then taken back.
         record_progress(session, handed_over=[], withdrawn=ids[:1], results=[], now=NOW, max_attempts=3)
-        assert settle_unfinished(session, ids, run_id="run-1", now=NOW) == ids
+        assert settle_unfinished(session, run_id="run-1", now=NOW) == ids
     assert states(sessions, ids) == [("pending", 0, "run-1")] * 3
 
 

@@ -30,6 +30,8 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "automation_id", "step_id", "contact_id"),
         Index("ix_messages_workspace_status", "workspace_id", "status"),
+        # A run that starts again settles what its earlier try left claimed.
+        Index("ix_messages_claimed_by", "claimed_by"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -22,9 +22,11 @@ def upgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("claimed_by", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("handed_over_at", tripmail.models.base.UTCDateTime(timezone=True), nullable=True))
+        batch_op.create_index("ix_messages_claimed_by", ["claimed_by"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_claimed_by")
         batch_op.drop_column("handed_over_at")
         batch_op.drop_column("claimed_by")
