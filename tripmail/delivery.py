@@ -11,9 +11,12 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, parseaddr
+from email import encoders, policy
+from email.header import Header
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
@@ -193,6 +196,27 @@ def settle_unfinished(session: Session, *, run_id: str, now: datetime) -> list[i
     return released
 
 
+# The legacy (compat32) MIME classes build and flatten a message several times faster than EmailMessage with a
+# modern policy (0.7 vs 3.9 ms for the quickstart's two parts here), which dominated a delivery's CPU. Their
+# one gap, that they let a header value carry a line break, is closed by _header below.
+_WIRE = policy.compat32.clone(linesep="\r\n")
+
+
+def _header(value: str) -> str | Header:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"header value {value!r} contains a linefeed or carriage return")
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def _address_header(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"address {value!r} contains a linefeed or carriage return")
+    if value.isascii():
+        return value
+    name, address = parseaddr(value)
+    return formataddr((name, address), charset="utf-8")
+
+
 def build_email(
     *,
     sender: str,
@@ -204,25 +228,36 @@ def build_email(
     unsubscribe: str | None = None,
 ) -> bytes:
     """The message as it goes over SMTP; `unsubscribe` (marketing mail only) adds RFC 8058 one-click headers."""
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = rendered.subject
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id
+    parts: list[MIMEBase] = [
+        MIMEText(body, subtype, "utf-8")
+        for body, subtype in ((rendered.text, "plain"), (rendered.html, "html"))
+        if body is not None
+    ]
+    body: MIMEBase = parts[0] if len(parts) == 1 else MIMEMultipart("alternative", _subparts=parts)
+    if attachments:
+        files = [_attachment_part(attachment) for attachment in attachments]
+        body = MIMEMultipart("mixed", _subparts=[body, *files])
+    # typeshed types these headers as str; compat32 takes a Header too, and folds it into RFC 2047 words.
+    body["From"] = _address_header(sender)
+    body["To"] = _address_header(recipient)
+    body["Subject"] = _header(rendered.subject)  # type: ignore[assignment]
+    body["Date"] = format_datetime(now)
+    body["Message-ID"] = _header(message_id)  # type: ignore[assignment]
     if unsubscribe is not None:
-        message["List-Unsubscribe"] = f"<{unsubscribe}>"
-        message["List-Unsubscribe-Post"] = ONE_CLICK
-    if rendered.text is not None:
-        message.set_content(rendered.text)
-        if rendered.html is not None:
-            message.add_alternative(rendered.html, subtype="html")
-    elif rendered.html is not None:
-        message.set_content(rendered.html, subtype="html")
-    for attachment in attachments:
-        maintype, _, subtype = attachment.content_type.partition("/")
-        message.add_attachment(attachment.content, maintype=maintype, subtype=subtype, filename=attachment.name)
-    return message.as_bytes()
+        body["List-Unsubscribe"] = _header(f"<{unsubscribe}>")  # type: ignore[assignment]
+        body["List-Unsubscribe-Post"] = ONE_CLICK
+    return body.as_bytes(policy=_WIRE)
+
+
+def _attachment_part(attachment: DecodedAttachment) -> MIMEBase:
+    maintype, _, subtype = attachment.content_type.partition("/")
+    part = MIMEBase(maintype, subtype)
+    part.set_payload(attachment.content)
+    encoders.encode_base64(part)
+    name = attachment.name
+    # RFC 2231 for a name that is not ASCII (seed 001 sends unicode file names).
+    part.add_header("Content-Disposition", "attachment", filename=name if name.isascii() else ("utf-8", "", name))
+    return part
 
 
 def message_id_header(message: Message, sender: str) -> str:

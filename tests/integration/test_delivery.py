@@ -161,7 +161,7 @@ def test_marketing_mail_unsubscribes_in_one_click_and_transactional_mail_still_a
 
     post(api_url, tenant, email, event="NEWSLETTER")
     [news] = wait_until(lambda: sink.to(email), what="the newsletter")
-    link = news.message["List-Unsubscribe"].strip("<>")
+    link = news.message["List-Unsubscribe"].strip().strip("<>")  # the header may be folded before its value
     assert news.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     path = urlsplit(link).path
 
