@@ -19,7 +19,7 @@ run: $(STAMP)
 	@scripts/run.sh
 
 test: $(STAMP)
-	@scripts/ensure-redis-server.sh
+	@scripts/ensure-program.sh redis-server
 	@scripts/ensure-postgres-server.sh
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
@@ -28,12 +28,12 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
 integration: $(STAMP)
-	@scripts/ensure-redis-server.sh
+	@scripts/ensure-program.sh redis-server
 	$(BIN)/pytest tests/integration
 
 bench: $(STAMP)
-	@scripts/ensure-redis-server.sh
-	@scripts/ensure-wrk.sh
+	@scripts/ensure-program.sh redis-server
+	@scripts/ensure-program.sh wrk
 	$(BIN)/python -m bench.fan_out 2>/dev/null
 	$(BIN)/python -m bench.delivery
 

@@ -12,7 +12,7 @@ redis_answers() { "$bin/python" -c 'import sys, redis; redis.Redis.from_url(sys.
 
 started_redis=""
 if ! redis_answers; then
-  scripts/ensure-redis-server.sh
+  scripts/ensure-program.sh redis-server
   if ! redis_answers; then
     read -r host port < <("$bin/python" -c 'import sys; from urllib.parse import urlsplit; u = urlsplit(sys.argv[1]); print(u.hostname, u.port or 6379)' "$redis_url")
     if [[ "$host" != "127.0.0.1" && "$host" != "localhost" ]]; then
