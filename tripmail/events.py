@@ -5,8 +5,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVarTuple
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +26,8 @@ from tripmail.schemas.trigger import TriggerRequest
 log = logging.getLogger(__name__)
 
 DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
+
+Columns = TypeVarTuple("Columns")
 
 
 def find_event_type(session: Session, workspace_id: int, key: str) -> EventType | None:
@@ -99,17 +102,18 @@ def _earlier_event(session: Session, event_type: EventType | None, key: str | No
     if key is None or event_type is None or event_type.dedupe_window_s <= 0:
         return None
     return session.scalars(
-        select(Event.id)
-        .where(
-            Event.workspace_id == event_type.workspace_id,
-            Event.event_type_id == event_type.id,
-            Event.key == key,
-            Event.status.in_(_FIRST_STATUSES),
-            Event.received_at >= now - timedelta(seconds=event_type.dedupe_window_s),
-        )
-        .order_by(Event.received_at)
-        .limit(1)
+        _in_window(select(Event.id), event_type, now=now).where(Event.key == key).order_by(Event.received_at).limit(1)
     ).first()
+
+
+def _in_window(query: Select[*Columns], event_type: EventType, *, now: datetime) -> Select[*Columns]:
+    """Events of the type that a later one with the same key duplicates: recorded, inside the dedupe window."""
+    return query.where(
+        Event.workspace_id == event_type.workspace_id,
+        Event.event_type_id == event_type.id,
+        Event.status.in_(_FIRST_STATUSES),
+        Event.received_at >= now - timedelta(seconds=event_type.dedupe_window_s),
+    )
 
 
 @dataclass
@@ -175,7 +179,7 @@ class Lookups:
 
     def event_type(self, session: Session, trigger: TriggerRequest, *, now: datetime) -> EventType | None:
         key = (trigger.workspace_id, normalize_key(trigger.event or ""))
-        if key not in self._event_types or self._event_types[key] is None:
+        if key not in self._event_types:
             self._event_types[key] = _event_type(session, trigger, now=now)
         return self._event_types[key]
 
@@ -193,17 +197,9 @@ class Lookups:
             return None
         if event_type.id not in self._earlier_loaded:
             self._earlier_loaded.add(event_type.id)
-            rows = session.execute(
-                select(Event.key, Event.id)
-                .where(
-                    Event.workspace_id == event_type.workspace_id,
-                    Event.event_type_id == event_type.id,
-                    Event.key.in_(self.keys),
-                    Event.status.in_(_FIRST_STATUSES),
-                    Event.received_at >= now - timedelta(seconds=event_type.dedupe_window_s),
-                )
-                .order_by(Event.received_at.desc())
-            )
+            # Newest first, so the earliest of a key is the one that stays in the dict.
+            query = _in_window(select(Event.key, Event.id), event_type, now=now).where(Event.key.in_(self.keys))
+            rows = session.execute(query.order_by(Event.received_at.desc()))
             self._earlier |= {(event_type.id, row_key): event_id for row_key, event_id in rows if row_key}
         return self._earlier.get((event_type.id, key))
 
