@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from tripmail.ids import normalize_key
@@ -12,21 +12,26 @@ if TYPE_CHECKING:
     from tripmail.schemas.trigger import TriggerRequest
 
 
-def _matching(workspace_id: int, event_key: str) -> Select[Automation]:
-    return select(Automation).where(
-        Automation.workspace_id == workspace_id,
-        Automation.trigger_normalized == normalize_key(event_key),
+# Built once: every one-contact event runs it, and building it cost more than running it.
+_ACTIVE_ON_EVENT = (
+    select(Automation)
+    .where(
+        Automation.workspace_id == bindparam("ws"),
+        Automation.trigger_normalized == bindparam("key"),
         Automation.status == "active",
     )
+    .order_by(Automation.id)
+)
+_COUNT_ACTIVE_ON_EVENT = select(func.count()).select_from(_ACTIVE_ON_EVENT.order_by(None).subquery())
 
 
 def matching_automations(session: Session, workspace_id: int, event_key: str) -> list[Automation]:
     """Active automations whose trigger equals the event key, case-insensitively."""
-    return list(session.scalars(_matching(workspace_id, event_key).order_by(Automation.id)))
+    return list(session.scalars(_ACTIVE_ON_EVENT, {"ws": workspace_id, "key": normalize_key(event_key)}))
 
 
 def count_matching_automations(session: Session, workspace_id: int, event_key: str) -> int:
-    count = session.scalar(select(func.count()).select_from(_matching(workspace_id, event_key).subquery()))
+    count = session.scalar(_COUNT_ACTIVE_ON_EVENT, {"ws": workspace_id, "key": normalize_key(event_key)})
     return count or 0
 
 

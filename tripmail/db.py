@@ -1,5 +1,6 @@
 """Engines and sessions; callers own the transaction (`with sessions.begin()`)."""
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,16 @@ def insert_new(
     inserted. Core rather than the ORM's bulk path: at tens of thousands of rows the ORM's bookkeeping dominates."""
     if not rows:
         return []
-    table = model.__table__
-    statement = _insert(session, table).on_conflict_do_nothing(index_elements=unique).returning(table.c[returning])
+    statement = _insert_new_statement(session.get_bind().dialect.name, model, tuple(unique), returning)
     return list(session.scalars(statement, rows))
+
+
+@lru_cache
+def _insert_new_statement(dialect: str, model: type[Base], unique: tuple[str, ...], returning: str) -> Any:
+    # Built once per shape: building the statement cost more than running it for a row or two.
+    table = Base.metadata.tables[model.__tablename__]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(index_elements=unique).returning(table.c[returning])
 
 
 def _insert(session: Session, target: Any) -> Any:

@@ -1,15 +1,19 @@
 """Sending over SMTP with aiosmtplib, several connections at once, each reused for many messages."""
 
 import asyncio
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
 _TRUE = {"1", "true", "yes", "on"}
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,75 @@ class _Unrecorded:
         return None
 
 
+class SmtpPool:
+    """SMTP sessions kept open between sends on one event loop, up to `size` at once.
+
+    Connecting costs more than sending a message (TCP, greeting, EHLO, maybe TLS and AUTH, then QUIT), so a
+    worker keeps its connections for the next task instead. One idle past `check_after_s` is probed with NOOP
+    first: the relay may have dropped it without our noticing.
+    """
+
+    def __init__(self, target: SmtpTarget, *, size: int, timeout: float, check_after_s: float = 10.0) -> None:
+        self.target = target
+        self.size = size
+        self.timeout = timeout
+        self._check_after_s = check_after_s
+        self._idle: list[tuple[float, aiosmtplib.SMTP]] = []
+
+    async def acquire(self) -> aiosmtplib.SMTP:
+        """An open session: an idle one that still answers, else a new one (which may raise connecting)."""
+        while self._idle:
+            idle_since, client = self._idle.pop()
+            if not client.is_connected:
+                continue
+            if time.monotonic() - idle_since < self._check_after_s:
+                return client
+            try:
+                await client.noop()
+                return client
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+        return await _connect(self.target, self.timeout)
+
+    def release(self, client: aiosmtplib.SMTP) -> None:
+        """Keep a session that ended its last transaction cleanly; close it when the pool holds enough."""
+        if not client.is_connected:
+            return
+        if len(self._idle) >= self.size:
+            client.close()
+            return
+        self._idle.append((time.monotonic(), client))
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for _, client in idle:
+            await _quit(client)
+
+    async def send_all(
+        self, envelopes: Sequence[Envelope], *, deadline: float, journal: Journal | None = None
+    ) -> list[SendResult]:
+        """Send every envelope over up to `size` parallel sessions; never raises for one message.
+
+        After `deadline` seconds the sending stops: an envelope without a result then has no known fate (it
+        may have been mid-send), so the caller must not treat it as failed and send it again blindly; the
+        journal tells which of them were handed over.
+        """
+        queue: asyncio.Queue[Envelope] = asyncio.Queue()
+        for envelope in envelopes:
+            queue.put_nowait(envelope)
+        results: list[SendResult] = []
+        sending = _Sending(self, journal or _Unrecorded(), results)
+        workers = [asyncio.create_task(sending.drain(queue)) for _ in range(min(self.size, len(envelopes)))]
+        try:
+            async with asyncio.timeout(deadline):
+                await asyncio.gather(*workers)
+        except TimeoutError:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        return results
+
+
 async def send_all(
     target: SmtpTarget,
     envelopes: Sequence[Envelope],
@@ -101,32 +174,34 @@ async def send_all(
     deadline: float,
     journal: Journal | None = None,
 ) -> list[SendResult]:
-    """Send every envelope over up to `connections` parallel SMTP sessions; never raises for one message.
-
-    After `deadline` seconds the sending stops: an envelope without a result then has no known fate (it may
-    have been mid-send), so the caller must not treat it as failed and send it again blindly; the journal
-    tells which of them were handed over.
-    """
-    queue: asyncio.Queue[Envelope] = asyncio.Queue()
-    for envelope in envelopes:
-        queue.put_nowait(envelope)
-    results: list[SendResult] = []
-    sending = _Sending(target, timeout, journal or _Unrecorded(), results)
-    workers = [asyncio.create_task(sending.drain(queue)) for _ in range(min(connections, len(envelopes)))]
+    """SmtpPool.send_all over connections opened for this call and closed after it."""
+    pool = SmtpPool(target, size=connections, timeout=timeout)
     try:
-        async with asyncio.timeout(deadline):
-            await asyncio.gather(*workers)
-    except TimeoutError:
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-    return results
+        return await pool.send_all(envelopes, deadline=deadline, journal=journal)
+    finally:
+        await pool.close()
+
+
+class SendingLoop:
+    """An event loop in a thread of its own, with an SmtpPool on it, for the life of a worker process.
+
+    A task runs its sending here (`run`) rather than in a loop of its own, so the pool's connections and the
+    loop's threads outlive the task.
+    """
+
+    def __init__(self, target: SmtpTarget, *, size: int, timeout: float) -> None:
+        self.pool = SmtpPool(target, size=size, timeout=timeout)
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="smtp-sending", daemon=True).start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run on the loop and wait for the result; call from any thread but the loop's own."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
 
 class _Sending:
-    def __init__(self, target: SmtpTarget, timeout: float, journal: Journal, results: list[SendResult]) -> None:
-        self.target = target
-        self.timeout = timeout
+    def __init__(self, pool: SmtpPool, journal: Journal, results: list[SendResult]) -> None:
+        self.pool = pool
         self.journal = journal
         self.results = results
 
@@ -135,14 +210,15 @@ class _Sending:
         self.journal.record(result)
 
     async def drain(self, queue: "asyncio.Queue[Envelope]") -> None:
-        """One SMTP connection, reused for envelope after envelope until the queue is empty."""
+        """One SMTP session, reused for envelope after envelope until the queue is empty."""
         client: aiosmtplib.SMTP | None = None
+        finished = False
         try:
             while not queue.empty():
                 envelope = queue.get_nowait()
                 if client is None or not client.is_connected:
                     try:
-                        client = await _connect(self.target, self.timeout)
+                        client = await self.pool.acquire()
                     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                         # Greeting, TLS and login failures are about the relay or Tripmail's settings, not this
                         # message: even a 5xx here (535 bad password) is worth retrying once the relay is fixed.
@@ -152,20 +228,22 @@ class _Sending:
                 try:
                     self._report(await self._send_one(client, envelope))
                 except aiosmtplib.SMTPHeloError as exc:
-                    client = None
+                    client.close()
                     self._report(
                         SendResult(envelope.key, Outcome.TRANSIENT, exc.code, f"greeting: {exc.code} {exc.message}")
                     )
                 except aiosmtplib.SMTPResponseException as exc:
                     self._report(_failure(envelope.key, exc.code, exc.message))
                 except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                    client = None
+                    client.close()
                     self._report(SendResult(envelope.key, Outcome.TRANSIENT, None, f"{type(exc).__name__}: {exc}"))
+            finished = True
         finally:
-            if client is not None and client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError):
+            if client is not None:
+                if finished:
+                    self.pool.release(client)
+                else:
+                    # Stopped by the deadline mid-command: the session's state is unknown, so no one reuses it.
                     client.close()
 
     async def _send_one(self, client: aiosmtplib.SMTP, envelope: Envelope) -> SendResult:
@@ -209,6 +287,15 @@ async def _connect(target: SmtpTarget, timeout: float) -> aiosmtplib.SMTP:
     )
     await client.connect()
     return client
+
+
+async def _quit(client: aiosmtplib.SMTP) -> None:
+    if not client.is_connected:
+        return
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tripmail.config import get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.queue import make_celery
+from tripmail.smtp import SendingLoop, parse_smtp_url
 
 celery = make_celery(get_settings())
 celery.conf.include = ["worker.tasks"]
@@ -16,3 +17,11 @@ celery.conf.include = ["worker.tasks"]
 def sessions() -> sessionmaker[Session]:
     """Built on first use, which is inside the forked pool process, so no connection crosses a fork."""
     return make_sessionmaker(get_settings())
+
+
+@lru_cache
+def sending() -> SendingLoop:
+    """Built on first use, like sessions(); its SMTP connections serve every task the process runs."""
+    settings = get_settings()
+    target = parse_smtp_url(settings.smtp_url.get_secret_value())
+    return SendingLoop(target, size=settings.smtp_connections, timeout=settings.smtp_timeout_s)

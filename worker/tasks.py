@@ -13,8 +13,7 @@ from tripmail import delivery, events, queue
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
 from tripmail.schemas.trigger import TriggerRequest
-from tripmail.smtp import parse_smtp_url
-from worker.app import celery, sessions
+from worker.app import celery, sending, sessions
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +82,7 @@ def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0) -> 
         sessions(),
         message_ids,
         run_id=run_id,
-        target=parse_smtp_url(settings.smtp_url.get_secret_value()),
-        connections=settings.smtp_connections,
-        timeout=settings.smtp_timeout_s,
+        sending=sending(),
         # Stop sending well inside the hard time limit, so the results so far are recorded, not killed.
         deadline=max(1.0, settings.task_time_limit_s * 0.8 - elapsed_s),
         max_attempts=settings.send_max_retries + 1,

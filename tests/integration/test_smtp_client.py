@@ -11,7 +11,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.integration.conftest import free_port
-from tripmail.smtp import Envelope, Outcome, SmtpTarget, parse_smtp_url, send_all
+from tripmail.smtp import Envelope, Outcome, SendingLoop, SmtpTarget, parse_smtp_url, send_all
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\n\r\nbody\r\n"
 
@@ -113,6 +113,56 @@ def test_a_connection_lost_after_the_message_was_handed_over_is_unknown() -> Non
         return [(result.outcome, result.code) for result in results]
 
     assert asyncio.run(scenario()) == [(Outcome.UNKNOWN, None)]
+
+
+class CountingHandler(Handler):
+    """Remembers the client end of every connection a message came over."""
+
+    def __init__(self) -> None:
+        self.peers: list[object] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.peers.append(session.peer)  # type: ignore[attr-defined]
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_sending_loop_reuses_its_connections_from_one_send_to_the_next() -> None:
+    handler = CountingHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    sending = SendingLoop(target(controller.port), size=2, timeout=5)
+    try:
+        outcomes = [
+            result.outcome
+            for recipient in ("a@example.com", "b@example.com", "c@example.com")
+            for result in sending.run(sending.pool.send_all(envelopes(recipient), deadline=30))
+        ]
+    finally:
+        sending.run(sending.pool.close())
+        controller.stop()
+    assert outcomes == [Outcome.SENT] * 3
+    assert len(handler.peers) == 3
+    assert len(set(handler.peers)) == 1
+
+
+def test_a_pooled_connection_the_relay_dropped_is_replaced_not_failed() -> None:
+    handler = CountingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    sending = SendingLoop(target(port), size=1, timeout=5)
+    try:
+        first = sending.run(sending.pool.send_all(envelopes("a@example.com"), deadline=30))
+        # A relay restart closes every connection the pool keeps.
+        controller.stop()
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        second = sending.run(sending.pool.send_all(envelopes("b@example.com"), deadline=30))
+    finally:
+        sending.run(sending.pool.close())
+        controller.stop()
+    assert [result.outcome for result in first + second] == [Outcome.SENT, Outcome.SENT]
+    assert len(set(handler.peers)) == 2
 
 
 @pytest.fixture(scope="module")

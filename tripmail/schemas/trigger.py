@@ -80,16 +80,21 @@ class ChannelFilter(BaseModel):
     not_strict: bool = False
 
 
-class TriggerRequest(BaseModel):
+class TriggerContent(BaseModel):
+    """What a trigger's messages show; read back on its own when they are built, without the rest re-validated."""
+
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+    fields: list[FieldOverride] = Field(default_factory=list)
+    attachments: list[Attachment] = Field(default_factory=list)
+
+
+class TriggerRequest(TriggerContent):
     workspace_id: int
     event: str | None = Field(default=None, min_length=1, max_length=100)
     automation_id: int | None = None
     key: str | None = Field(default=None, max_length=300)
     audience: Audience
     contact_update: ContactUpdate = Field(default_factory=ContactUpdate)
-    data: dict[str, JsonValue] = Field(default_factory=dict)
-    fields: list[FieldOverride] = Field(default_factory=list)
-    attachments: list[Attachment] = Field(default_factory=list)
     channel_filter: ChannelFilter | None = None
     hooks: dict[str, JsonValue] = Field(default_factory=dict)
     create_event_type: bool = True
