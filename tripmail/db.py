@@ -1,5 +1,8 @@
 """Engines and sessions; callers own the transaction (`with sessions.begin()`)."""
 
+import sqlite3
+import time
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,8 @@ def make_engine(database_url: str) -> Engine:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _tune_sqlite)
+    event.listen(engine, "do_execute", _execute_when_unlocked)
+    event.listen(engine, "do_executemany", _execute_many_when_unlocked)
     return engine
 
 
@@ -30,9 +35,39 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the api read while a worker writes; foreign keys are off by default in SQLite.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # SQLite's own wait for a lock sleeps 1, 2, 5, 10, ... 100 ms between tries, so two worker processes that
+    # take turns writing lost more time asleep than writing (one-event tasks took 41 ms at the median, against
+    # 18 ms with one process). Statements are tried again below in steps of a millisecond or less instead.
+    cursor.execute("PRAGMA busy_timeout=0")
     cursor.close()
+
+
+# SQLITE_BUSY and SQLITE_BUSY_RECOVERY: the statement did nothing and may simply run again. SQLITE_BUSY_SNAPSHOT
+# is left out: only a new transaction helps there, so it is raised for the caller's retry.
+_LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_RECOVERY}
+
+
+def _when_unlocked(run: Callable[[], object]) -> bool:
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.0002
+    while True:
+        try:
+            run()
+            return True
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in _LOCKED or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.002)
+
+
+def _execute_when_unlocked(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
+    return _when_unlocked(lambda: cursor.execute(statement, parameters))
+
+
+def _execute_many_when_unlocked(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
+    return _when_unlocked(lambda: cursor.executemany(statement, parameters))
 
 
 def make_sessionmaker(settings: Settings) -> sessionmaker[Session]:

@@ -399,17 +399,26 @@ class _EventParts:
 class Prepared:
     envelopes: list[Envelope] = field(default_factory=list)
     failures: list[SendResult] = field(default_factory=list)
+    message_ids: dict[int, str] = field(default_factory=dict)
+
+    def claimed(self, claimed: list[int]) -> "Prepared":
+        """Only the messages this run claimed: the others are another run's (or sent already)."""
+        mine = set(claimed)
+        return Prepared(
+            [envelope for envelope in self.envelopes if envelope.key in mine],
+            [failure for failure in self.failures if failure.key in mine],
+            {key: header for key, header in self.message_ids.items() if key in mine},
+        )
 
 
 def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime, public_url: str) -> Prepared:
-    """Render and build every claimed message; one that cannot be rendered or built fails alone.
+    """Render and build every message; one that cannot be rendered or built fails alone. Writes nothing.
 
     `public_url` is where recipients reach the api: the unsubscribe links of marketing mail point there.
     """
     prepared = Prepared()
     if not message_ids:
         return prepared
-    headers = []
     shared: dict[str, _EventParts] = {}
     for message, contact, event, template, workspace, transactional in session.execute(
         _TO_PREPARE, {"ids": message_ids}
@@ -432,12 +441,10 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
         except (RenderError, ValueError) as exc:
             prepared.failures.append(SendResult(message.id, Outcome.PERMANENT, None, f"template {template.key}: {exc}"))
             continue
-        headers.append({"message": message.id, "header": header})
+        prepared.message_ids[message.id] = header
         prepared.envelopes.append(
             Envelope(message.id, parseaddr(workspace.from_address)[1], message.to_address, content)
         )
-    if headers:
-        session.execute(_SET_MESSAGE_ID, headers)
     return prepared
 
 
@@ -631,11 +638,17 @@ def deliver_messages(
     `run_id` names this delivery across its retries and redeliveries (the Celery task id), so a later try
     can settle what an earlier one that died left claimed.
     """
+    # Rendered before the claim, outside the write: on SQLite a write transaction holds the one write lock, and
+    # rendering a batch takes far longer than claiming it.
+    with sessions() as session:
+        rendered = prepare_envelopes(session, message_ids, now=clock(), public_url=public_url)
     with sessions.begin() as session:
         settle_unfinished(session, run_id=run_id, now=clock())
         claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
-        # In the claim's transaction: one commit fewer, and the Message-ID header is stored with the claim.
-        prepared = prepare_envelopes(session, claimed, now=clock(), public_url=public_url)
+        prepared = rendered.claimed(claimed)
+        if prepared.message_ids:
+            headers = [{"message": key, "header": header} for key, header in prepared.message_ids.items()]
+            session.execute(_SET_MESSAGE_ID, headers)
     if not claimed:
         return DeliveryReport(sent=0, failed=0, unknown=0, retry_ids=[])
     journal = DatabaseJournal(sessions, clock=clock, max_attempts=max_attempts)
