@@ -10,6 +10,7 @@ from redis import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import native, ops, unsubscribe
+from api.auth import TokenCache
 from api.dialects import DIALECTS
 from api.lookups import SetupCache
 from api.problems import on_http_error, on_model_error, on_tripmail_error, on_validation_error
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.celery = make_celery(settings)
         app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
+        app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s)
         yield
         app.state.redis.close()
         sessions.kw["bind"].dispose()
