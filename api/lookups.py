@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.audience import field_types
 from tripmail.automations import count_matching_automations
@@ -49,22 +49,29 @@ class SetupCache:
     """Event types, matching-automation counts and contact field types per workspace, for `ttl_s` seconds.
 
     Only the answer and the api's checks read these: a change made by `tripmail apply` shows in them within
-    `ttl_s`, and the worker reads the database itself, so what is sent never depends on this cache.
+    `ttl_s`, and the worker reads the database itself, so what is sent never depends on this cache. A session
+    is opened only on a miss: on the native path a hit is the whole check.
     """
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._events: ExpiringCache[tuple[int, str], tuple[EventType | None, int]] = ExpiringCache(ttl_s, clock)
         self._fields: ExpiringCache[int, dict[str, str]] = ExpiringCache(ttl_s, clock)
 
-    def event(self, session: Session, workspace_id: int, event: str) -> tuple[EventType | None, int]:
+    def event(self, sessions: sessionmaker[Session], workspace_id: int, event: str) -> tuple[EventType | None, int]:
         """The event type of that key (None if it has none yet) and how many active automations it starts."""
-        return self._events.cached(
-            (workspace_id, normalize_key(event)),
-            lambda: (
-                find_event_type(session, workspace_id, event),
-                count_matching_automations(session, workspace_id, event),
-            ),
-        )
 
-    def field_types(self, session: Session, workspace_id: int) -> dict[str, str]:
-        return self._fields.cached(workspace_id, lambda: field_types(session, workspace_id))
+        def load() -> tuple[EventType | None, int]:
+            with sessions() as session:
+                return (
+                    find_event_type(session, workspace_id, event),
+                    count_matching_automations(session, workspace_id, event),
+                )
+
+        return self._events.cached((workspace_id, normalize_key(event)), load)
+
+    def field_types(self, sessions: sessionmaker[Session], workspace_id: int) -> dict[str, str]:
+        def load() -> dict[str, str]:
+            with sessions() as session:
+                return field_types(session, workspace_id)
+
+        return self._fields.cached(workspace_id, load)

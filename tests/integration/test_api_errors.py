@@ -5,7 +5,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.intake import dedupe_key
+from api.enqueue import dedupe_key
 from tests.builders import apply_spec, make_token, password_reset_spec
 from tests.integration.conftest import Tenant, wait_until
 from tripmail.ids import utcnow
