@@ -1,4 +1,4 @@
-"""create_app(settings): the lifespan owns the database engine, the Redis client and the Celery producer."""
+"""create_app(settings): the lifespan owns the engine, the Redis client, the Celery producer and the Enqueuer."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +10,9 @@ from redis import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import native, ops, unsubscribe
+from api.auth import TokenCache
 from api.dialects import DIALECTS
+from api.enqueue import Enqueuer
 from api.lookups import SetupCache
 from api.problems import on_http_error, on_model_error, on_tripmail_error, on_validation_error
 from tripmail.config import Settings, get_settings
@@ -32,7 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.celery = make_celery(settings)
         app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
+        app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s)
+        app.state.enqueuer = Enqueuer(app.state.redis, app.state.celery)
         yield
+        await app.state.enqueuer.close()
         app.state.redis.close()
         sessions.kw["bind"].dispose()
 

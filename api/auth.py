@@ -1,16 +1,23 @@
-"""Token → workspace, one dependency per header style the dialects use."""
+"""Token → workspace, one dependency per header style the dialects use.
+
+The dependencies are async, so a request whose token was seen in the last `setup_cache_s` seconds is
+authenticated on the event loop without a thread hop or a database read.
+"""
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
+from api.lookups import ExpiringCache
 from tripmail.errors import Forbidden, Unauthenticated
-from tripmail.tokens import find_token
+from tripmail.tokens import find_token, hash_secret
 
 
 @dataclass(frozen=True)
@@ -19,63 +26,90 @@ class Principal:
     scopes: frozenset[str]
 
 
+# Keyed by the token's SHA-256, as stored. Only live tokens are kept: an unknown secret reads the database each
+# time, so a token created a moment ago works at once and random guesses cannot grow the cache. A revoked token
+# keeps working in this process until its entry expires, at most `setup_cache_s` seconds (2 by default).
+TokenCache = ExpiringCache[str, Principal]
+
 _bearer = HTTPBearer(auto_error=False, description="An API token from `tripmail token create`.")
 _authorization = APIKeyHeader(name="Authorization", auto_error=False, scheme_name="AuthorizationToken")
 _x_authorization = APIKeyHeader(name="X-Authorization", auto_error=False)
 
 
-def authenticate(
+def find_principal(sessions: sessionmaker[Session], secret: str) -> Principal | None:
+    """The workspace and scopes of the live token whose secret this is, read from the database."""
+    with sessions() as session:
+        token = find_token(session, secret)
+        return None if token is None else Principal(workspace_id=token.workspace_id, scopes=frozenset(token.scopes))
+
+
+async def live_principal(tokens: TokenCache, sessions: sessionmaker[Session], secret: str) -> Principal | None:
+    """The workspace and scopes of a live token: kept from the last `setup_cache_s` seconds, else read."""
+    digest = hash_secret(secret)
+    principal = tokens.get(digest)
+    if principal is None:
+        # A miss reads the database in the threadpool, so a stream of unknown tokens never stalls the loop.
+        principal = await run_in_threadpool(find_principal, sessions, secret)
+        if principal is not None:
+            tokens.put(digest, principal)
+    return principal
+
+
+async def authenticate(
     request: Request, secret: str | None, *, scope: str, how: str, field: str = "Authorization"
 ) -> Principal:
     """The workspace of a live token that carries `scope`; `how` and `field` tell the caller where it goes."""
     if not secret:
         raise Unauthenticated(f"send the API token as {how}", field=field)
-    with request.app.state.sessions() as session:
-        token = find_token(session, secret)
-        if token is None:
-            raise Unauthenticated("the token is not valid (unknown or revoked)", field=field)
-        principal = Principal(workspace_id=token.workspace_id, scopes=frozenset(token.scopes))
+    principal = await live_principal(request.app.state.tokens, request.app.state.sessions, secret)
+    if principal is None:
+        raise Unauthenticated("the token is not valid (unknown or revoked)", field=field)
     if scope not in principal.scopes:
         raise Forbidden(f"the token lacks the {scope!r} scope", field=field)
     return principal
 
 
-def bearer(scope: str) -> Callable[..., Principal]:
+Dependency = Callable[..., Awaitable[Principal]]
+
+
+def bearer(scope: str) -> Dependency:
     """`Authorization: Bearer <token>`."""
 
-    def dependency(
+    async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
         secret = credentials.credentials if credentials else None
-        return authenticate(request, secret, scope=scope, how="'Authorization: Bearer <token>'")
+        return await authenticate(request, secret, scope=scope, how="'Authorization: Bearer <token>'")
 
     return dependency
 
 
-def raw_authorization(scope: str) -> Callable[..., Principal]:
+def raw_authorization(scope: str) -> Dependency:
     """`Authorization: <token>` with no scheme (cocomail); a `Bearer ` prefix is tolerated."""
 
-    def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
+    async def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
         secret = header.removeprefix("Bearer ").strip() if header else None
-        return authenticate(request, secret, scope=scope, how="'Authorization: <token>'")
+        return await authenticate(request, secret, scope=scope, how="'Authorization: <token>'")
 
     return dependency
 
 
-def x_authorization(scope: str) -> Callable[..., Principal]:
+def x_authorization(scope: str) -> Dependency:
     """`X-Authorization: <token>` (bunce)."""
 
-    def dependency(request: Request, header: Annotated[str | None, Depends(_x_authorization)]) -> Principal:
+    async def dependency(request: Request, header: Annotated[str | None, Depends(_x_authorization)]) -> Principal:
         secret = header.strip() if header else None
-        return authenticate(request, secret, scope=scope, how="'X-Authorization: <token>'", field="X-Authorization")
+        return await authenticate(
+            request, secret, scope=scope, how="'X-Authorization: <token>'", field="X-Authorization"
+        )
 
     return dependency
 
 
-def basic_or_bearer(scope: str) -> Callable[..., Principal]:
+def basic_or_bearer(scope: str) -> Dependency:
     """HTTP Basic with the token as password (any user name), or `Authorization: Bearer <token>` (esputnik)."""
 
-    def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
+    async def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
         scheme, _, value = (header or "").strip().partition(" ")
         secret: str | None = None
         if scheme.lower() == "bearer":
@@ -85,7 +119,7 @@ def basic_or_bearer(scope: str) -> Callable[..., Principal]:
                 secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
             except (binascii.Error, UnicodeDecodeError):
                 secret = None
-        return authenticate(request, secret, scope=scope, how="HTTP Basic (the token as password) or Bearer")
+        return await authenticate(request, secret, scope=scope, how="HTTP Basic (the token as password) or Bearer")
 
     return dependency
 

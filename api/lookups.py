@@ -1,10 +1,10 @@
-"""What the ingest path reads of a workspace's set-up, kept for a moment instead of read on every request."""
+"""What the ingest path reads of tokens and a workspace's set-up, kept for a moment instead of read on every request."""
 
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.audience import field_types
 from tripmail.automations import count_matching_automations
@@ -12,39 +12,66 @@ from tripmail.events import find_event_type
 from tripmail.ids import normalize_key
 from tripmail.models import EventType
 
-T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class ExpiringCache(Generic[K, V]):
+    """Values kept for `ttl_s` seconds after they were read, then read again.
+
+    Shared by the event loop and the threadpool without a lock: two threads that miss at once both read, and
+    the later write wins, which is no worse than one read. None is never kept (it reads as a miss).
+    """
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._entries: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        """The value kept for `key`, or None when there is none or its time is up."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
+
+    def put(self, key: K, value: V) -> None:
+        self._entries[key] = (self._clock() + self._ttl_s, value)
+
+    def cached(self, key: K, load: Callable[[], V]) -> V:
+        """The value kept for `key`, or `load()` kept from now on."""
+        value = self.get(key)
+        if value is None:
+            value = load()
+            self.put(key, value)
+        return value
 
 
 class SetupCache:
     """Event types, matching-automation counts and contact field types per workspace, for `ttl_s` seconds.
 
     Only the answer and the api's checks read these: a change made by `tripmail apply` shows in them within
-    `ttl_s`, and the worker reads the database itself, so what is sent never depends on this cache.
+    `ttl_s`, and the worker reads the database itself, so what is sent never depends on this cache. A session
+    is opened only on a miss: on the native path a hit is the whole check.
     """
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._entries: dict[tuple[object, ...], tuple[float, object]] = {}
+        self._events: ExpiringCache[tuple[int, str], tuple[EventType | None, int]] = ExpiringCache(ttl_s, clock)
+        self._fields: ExpiringCache[int, dict[str, str]] = ExpiringCache(ttl_s, clock)
 
-    def _cached(self, key: tuple[object, ...], load: Callable[[], T]) -> T:
-        now = self._clock()
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
-            return entry[1]  # type: ignore[return-value]
-        value = load()
-        self._entries[key] = (now + self._ttl_s, value)
-        return value
-
-    def event(self, session: Session, workspace_id: int, event: str) -> tuple[EventType | None, int]:
+    def event(self, sessions: sessionmaker[Session], workspace_id: int, event: str) -> tuple[EventType | None, int]:
         """The event type of that key (None if it has none yet) and how many active automations it starts."""
-        return self._cached(
-            ("event", workspace_id, normalize_key(event)),
-            lambda: (
-                find_event_type(session, workspace_id, event),
-                count_matching_automations(session, workspace_id, event),
-            ),
-        )
 
-    def field_types(self, session: Session, workspace_id: int) -> dict[str, str]:
-        return self._cached(("fields", workspace_id), lambda: field_types(session, workspace_id))
+        def load() -> tuple[EventType | None, int]:
+            with sessions() as session:
+                return (
+                    find_event_type(session, workspace_id, event),
+                    count_matching_automations(session, workspace_id, event),
+                )
+
+        return self._events.cached((workspace_id, normalize_key(event)), load)
+
+    def field_types(self, sessions: sessionmaker[Session], workspace_id: int) -> dict[str, str]:
+        def load() -> dict[str, str]:
+            with sessions() as session:
+                return field_types(session, workspace_id)
+
+        return self._fields.cached(workspace_id, load)

@@ -15,8 +15,8 @@ from pydantic import (
 )
 
 from api.auth import EventWriter
-from api.intake import submit, submit_batch
-from tripmail.contacts import normalize_phone
+from api.intake import submit_event, submit_events
+from tripmail.contacts import normalize_email, normalize_phone
 from tripmail.errors import FieldError, TripmailError
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
@@ -62,21 +62,31 @@ class NativeEvent(BaseModel):
     )
 
 
+def to_audience(contact: NativeContact) -> Audience:
+    # NativeContact checked each identifier as Audience does; checking an email again would double the costliest
+    # step of the native check (email_validator), so only Audience's normalisation is applied here.
+    return Audience.model_construct(
+        email=None if contact.email is None else normalize_email(contact.email),
+        phone=contact.phone,
+        external_id=contact.external_id,
+    )
+
+
 def to_trigger(body: NativeEvent, workspace_id: int) -> TriggerRequest:
     return TriggerRequest(
         workspace_id=workspace_id,
         event=body.event,
         key=body.key,
-        audience=Audience(email=body.contact.email, phone=body.contact.phone, external_id=body.contact.external_id),
+        audience=to_audience(body.contact),
         contact_update=ContactUpdate(fields=body.contact.fields, email_consent=body.contact.email_consent),
         data=body.data,
     )
 
 
 @router.post("/v1/events", status_code=202)
-def post_event(body: NativeEvent, principal: EventWriter, request: Request) -> Accepted:
+async def post_event(body: NativeEvent, principal: EventWriter, request: Request) -> Accepted:
     """Accept one event: the automations it triggers run in the worker."""
-    return submit(request, to_trigger(body, principal.workspace_id)).accepted
+    return await submit_event(request, to_trigger(body, principal.workspace_id))
 
 
 MAX_BATCH = 1000
@@ -122,7 +132,7 @@ def _answer(index: int, answer: Accepted | TripmailError) -> BatchItem:
 
 
 @router.post("/v1/events/batch", status_code=202)
-def post_events(body: NativeBatch, principal: EventWriter, request: Request) -> BatchResult:
+async def post_events(body: NativeBatch, principal: EventWriter, request: Request) -> BatchResult:
     """Accept up to 1,000 events; each gets its own result, in order, and a bad one does not refuse the rest."""
     results: list[BatchItem | None] = []
     valid: list[tuple[int, TriggerRequest]] = []
@@ -134,7 +144,7 @@ def post_events(body: NativeBatch, principal: EventWriter, request: Request) -> 
             results.append(_rejected(index, errors))
             continue
         results.append(None)
-    answers = submit_batch(request, [trigger for _, trigger in valid])
+    answers = await submit_events(request, [trigger for _, trigger in valid])
     for (index, _), answer in zip(valid, answers, strict=True):
         results[index] = _answer(index, answer)
     items = [item for item in results if item is not None]

@@ -5,8 +5,10 @@ Altcraft triggers existing profiles only: an audience that matches nobody is an 
 empty send for a query. `resource_id` is accepted and not needed: a workspace has one contact database.
 """
 
+from functools import partial
 from typing import Annotated, Any, Literal
 
+import anyio.from_thread
 from fastapi import Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, ValidationError
@@ -151,8 +153,10 @@ def _check_and_submit(
 @router.post("/api/v1.1/campaigns/triggers/start/")
 def start(body: AltcraftStart, request: Request) -> dict[str, Any]:
     """Launch a trigger campaign for one profile or an audience (seed 001, version 1.1)."""
-    principal = authenticate(
-        request, body.token, scope="events:write", how='"token" in the request body', field="token"
+    principal = anyio.from_thread.run(
+        partial(
+            authenticate, request, body.token, scope="events:write", how='"token" in the request body', field="token"
+        )
     )
     with request.app.state.sessions() as session:
         automation = find_automation(session, principal.workspace_id, body.id)

@@ -1,9 +1,11 @@
 """Real processes: redis-server on a free port, `tripmail worker` and `tripmail api` subprocesses, an aiosmtpd sink.
 
 They are started once per session and shared; each test isolates itself with a workspace and addresses of its own.
+A test that kills, starves or counts what a process does takes a stack of its own (`stack`, `own_settings`).
 """
 
 import asyncio
+import itertools
 import os
 import socket
 import subprocess
@@ -13,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -29,6 +31,7 @@ from tests.builders import apply_spec, make_token, password_reset_spec, sender_o
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.migrations import upgrade
+from tripmail.smtp import parse_smtp_url
 
 T = TypeVar("T")
 
@@ -149,18 +152,26 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tripmail")
 
 
-@pytest.fixture(scope="session")
-def redis_url(workdir: Path) -> Iterator[str]:
-    port = free_port()
+@contextmanager
+def running_redis(port: int, log: Path) -> Iterator[str]:
+    """A redis-server on loopback that keeps nothing on disk; its URL."""
     process = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=(workdir / "redis.log").open("wb"),
+        stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
-    wait_until(lambda: port_open(port), timeout=15, what="redis-server")
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        wait_until(lambda: port_open(port), timeout=15, what="redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_url(workdir: Path) -> Iterator[str]:
+    with running_redis(free_port(), workdir / "redis.log") as url:
+        yield url
 
 
 @contextmanager
@@ -309,3 +320,74 @@ def other_tenant(db: sessionmaker[Session]) -> Tenant:
 def sink(smtp_sink: tuple[Sink, int], worker: subprocess.Popen[bytes]) -> Sink:
     """The SMTP sink the running worker sends to."""
     return smtp_sink[0]
+
+
+# Redis has databases 1..15 beside the shared stack's 0: one each, so no two stacks share a queue.
+_redis_databases = itertools.count(1)
+
+
+@pytest.fixture
+def own_settings(tmp_path: Path, redis_url: str) -> Settings:
+    # A short visibility timeout brings a killed worker's tasks back within seconds rather than an hour.
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'tripmail.db'}",
+        redis_url=f"{redis_url.rsplit('/', 1)[0]}/{next(_redis_databases)}",
+        smtp_url=f"smtp://127.0.0.1:{free_port()}",
+        mail_dir=tmp_path / "mail",
+        visibility_timeout_s=15,
+        task_time_limit_s=10,
+    )
+    upgrade(settings.database_url)
+    return settings
+
+
+@dataclass
+class OwnStack:
+    """A stack of a test's own: its api is running; workers are started (and killed) by the test."""
+
+    settings: Settings
+    db: sessionmaker[Session]
+    api_url: str
+    workdir: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def smtp_port(self) -> int:
+        return parse_smtp_url(self.settings.smtp_url.get_secret_value()).port
+
+    def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
+        process = start_worker(self.settings, self.workdir, name)
+        self.workers.append(process)
+        return process
+
+    def tripmail(self, *args: str) -> str:
+        """Run a `tripmail` command against this stack; its output."""
+        done = subprocess.run(
+            [sys.executable, "-m", "tripmail", *args],
+            env=service_env(self.settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def tenant(self, prefix: str) -> Tenant:
+        """A workspace with the password-reset automation, and a token for it."""
+        key = unique_workspace_key(prefix)
+        with self.db.begin() as session:
+            apply_spec(session, password_reset_spec(key))
+            return Tenant(key, make_token(session, key))
+
+
+@pytest.fixture
+def stack(own_settings: Settings, tmp_path: Path) -> Iterator[OwnStack]:
+    sessions = make_sessionmaker(own_settings)
+    api, api_url = start_api(own_settings, tmp_path)
+    own = OwnStack(own_settings, sessions, api_url, tmp_path)
+    yield own
+    for process in [*own.workers, api]:
+        if process.poll() is None:
+            stop(process)
+    sessions.kw["bind"].dispose()

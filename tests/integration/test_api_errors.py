@@ -5,11 +5,13 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.intake import dedupe_key
+from api.enqueue import dedupe_key
 from tests.builders import apply_spec, make_token, password_reset_spec
 from tests.integration.conftest import Tenant, wait_until
-from tripmail.models import Contact, Workspace
+from tripmail.ids import utcnow
+from tripmail.models import ApiToken, Contact, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
+from tripmail.tokens import hash_secret
 
 VALID = {"event": "FORGOT_PASSWORD", "contact": {"email": "ann@example.com"}}
 
@@ -41,6 +43,26 @@ def test_token_without_the_scope_is_403(api_url: str, tenant: Tenant, db: sessio
         reader = make_token(session, tenant.key, ["events:read"])
     problem = assert_problem(post(api_url, VALID, {"Authorization": f"Bearer {reader}"}), 403)
     assert "events:write" in str(problem["detail"])
+
+
+def test_a_token_created_while_the_api_runs_works_at_once(
+    api_url: str, tenant: Tenant, db: sessionmaker[Session]
+) -> None:
+    assert post(api_url, VALID, {"Authorization": f"Bearer {tenant.token}"}).status_code == 202
+    with db.begin() as session:
+        fresh = make_token(session, tenant.key)
+    response = post(api_url, VALID, {"Authorization": f"Bearer {fresh}"})
+    assert response.status_code == 202, response.text
+
+
+def test_a_revoked_token_is_refused(api_url: str, tenant: Tenant, db: sessionmaker[Session]) -> None:
+    headers = {"Authorization": f"Bearer {tenant.token}"}
+    assert post(api_url, VALID, headers).status_code == 202
+    with db.begin() as session:
+        token = session.scalars(select(ApiToken).where(ApiToken.secret_sha256 == hash_secret(tenant.token))).one()
+        token.revoked_at = utcnow()
+    # The api keeps a live token for TRIPMAIL_SETUP_CACHE_S (2 s): refused once that has passed.
+    wait_until(lambda: post(api_url, VALID, headers).status_code == 401, what="the revoked token refused")
 
 
 def test_invalid_body_is_422_naming_each_field(api_url: str, tenant: Tenant) -> None:

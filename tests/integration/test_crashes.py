@@ -1,110 +1,27 @@
 """Crashes and outages through real processes: each test runs a stack of its own (a Redis database, a SQLite
 file, an api, workers and an SMTP server) so it can kill and start them without touching the shared one."""
 
-import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, contact_row, make_token, password_reset_spec, sender_of, unique_workspace_key
+from tests.builders import apply_spec, contact_row, make_token, sender_of, unique_workspace_key
 from tests.integration.conftest import (
+    OwnStack,
     Sink,
-    Tenant,
-    free_port,
     running_sink,
-    service_env,
-    start_api,
-    start_worker,
-    stop,
     wait_until,
 )
-from tripmail.config import Settings
-from tripmail.db import make_sessionmaker
-from tripmail.migrations import upgrade
 from tripmail.models import Contact, Message, MessageAttempt, Workspace
-from tripmail.smtp import parse_smtp_url
 
-# Redis has databases 1..15 beside the shared stack's 0: one each, so no two stacks share a queue.
-_redis_databases = itertools.count(1)
 CAMPAIGN = 3_000_001
-
-
-@pytest.fixture
-def own_settings(tmp_path: Path, redis_url: str) -> Settings:
-    # A short visibility timeout brings a killed worker's tasks back within seconds rather than an hour.
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'tripmail.db'}",
-        redis_url=f"{redis_url.rsplit('/', 1)[0]}/{next(_redis_databases)}",
-        smtp_url=f"smtp://127.0.0.1:{free_port()}",
-        mail_dir=tmp_path / "mail",
-        visibility_timeout_s=15,
-        task_time_limit_s=10,
-    )
-    upgrade(settings.database_url)
-    return settings
-
-
-@dataclass
-class OwnStack:
-    """A stack of a test's own: its api is running; workers are started (and killed) by the test."""
-
-    settings: Settings
-    db: sessionmaker[Session]
-    api_url: str
-    workdir: Path
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    @property
-    def smtp_port(self) -> int:
-        return parse_smtp_url(self.settings.smtp_url.get_secret_value()).port
-
-    def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
-        process = start_worker(self.settings, self.workdir, name)
-        self.workers.append(process)
-        return process
-
-    def tripmail(self, *args: str) -> str:
-        """Run a `tripmail` command against this stack; its output."""
-        done = subprocess.run(
-            [sys.executable, "-m", "tripmail", *args],
-            env=service_env(self.settings),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def tenant(self, prefix: str) -> Tenant:
-        """A workspace with the password-reset automation, and a token for it."""
-        key = unique_workspace_key(prefix)
-        with self.db.begin() as session:
-            apply_spec(session, password_reset_spec(key))
-            return Tenant(key, make_token(session, key))
-
-
-@pytest.fixture
-def stack(own_settings: Settings, tmp_path: Path) -> Iterator[OwnStack]:
-    sessions = make_sessionmaker(own_settings)
-    api, api_url = start_api(own_settings, tmp_path)
-    own = OwnStack(own_settings, sessions, api_url, tmp_path)
-    yield own
-    for process in [*own.workers, api]:
-        if process.poll() is None:
-            stop(process)
-    sessions.kw["bind"].dispose()
 
 
 def kill_worker(process: subprocess.Popen[bytes]) -> None:

@@ -12,17 +12,15 @@ def test_set_up_is_read_again_once_its_time_is_up(sessions: sessionmaker[Session
     with sessions.begin() as session:
         apply_spec(session, password_reset_spec("acme"))
         workspace_id = session.scalars(select(Workspace.id)).one()
-    with sessions() as session:
-        event_type, matching = cache.event(session, workspace_id, "forgot_password")
-        assert (event_type is not None, matching) == (True, 1)
-        assert cache.event(session, workspace_id, "SIGNED_UP") == (None, 0)
+    event_type, matching = cache.event(sessions, workspace_id, "forgot_password")
+    assert (event_type is not None, matching) == (True, 1)
+    assert cache.event(sessions, workspace_id, "SIGNED_UP") == (None, 0)
 
     with sessions.begin() as session:
         apply_spec(session, password_reset_spec("acme", event="SIGNED_UP", name="Welcome"))
-    with sessions() as session:
-        now[0] += 1.9
-        assert cache.event(session, workspace_id, "signed_up") == (None, 0)  # still the answer read before
-        now[0] += 0.2
-        event_type, matching = cache.event(session, workspace_id, "signed_up")
+    now[0] += 1.9
+    assert cache.event(sessions, workspace_id, "signed_up") == (None, 0)  # still the answer read before
+    now[0] += 0.2
+    event_type, matching = cache.event(sessions, workspace_id, "signed_up")
     assert event_type is not None and event_type.key == "SIGNED_UP"
     assert matching == 1

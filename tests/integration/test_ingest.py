@@ -1,0 +1,104 @@
+"""The ingest path under concurrency and outages: requests share tasks, and nothing is lost or claimed for nothing."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.enqueue import Answer, Checked, Enqueuer, dedupe_key
+from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tests.integration.conftest import OwnStack, free_port, running_redis, running_sink, start_api, stop, wait_until
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
+from tripmail.errors import Unavailable
+from tripmail.queue import make_celery
+from tripmail.schemas.accepted import Accepted
+from tripmail.schemas.trigger import Audience, TriggerRequest
+
+
+def reset_event(email: str, key: str) -> dict[str, object]:
+    return {"event": "FORGOT_PASSWORD", "key": key, "contact": {"email": email}, "data": {"forgot_password_link": "x"}}
+
+
+def post_event(api_url: str, token: str, body: dict[str, object]) -> httpx.Response:
+    return httpx.post(f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def test_concurrent_requests_share_tasks_and_each_email_arrives_once(stack: OwnStack) -> None:
+    tenant = stack.tenant("coalesce")
+    emails = [f"{tenant.key}-{index}@example.com" for index in range(40)]
+    bodies = [reset_event(email, key=f"order-{index}") for index, email in enumerate(emails)]
+    bodies.append(reset_event(emails[0], key="order-0"))  # the same key as the first: one of the two is a duplicate
+    queue = Redis.from_url(stack.settings.redis_url)
+    # Writes wait for a second: the first flush is held on its claims while the other requests come in.
+    queue.client_pause(1000, all=False)
+    with ThreadPoolExecutor(len(bodies)) as clients:
+        answers = list(clients.map(lambda body: post_event(stack.api_url, tenant.token, body), bodies))
+
+    assert [answer.status_code for answer in answers] == [202] * len(bodies)
+    first, repeat = sorted((answers[0].json(), answers[-1].json()), key=lambda answer: answer["duplicate"])
+    assert (first["duplicate"], repeat["duplicate"], repeat["id"]) == (False, True, first["id"])
+    assert len({answer.json()["id"] for answer in answers}) == len(emails)
+    # No worker is running yet, so every task published is still in the queue.
+    tasks = queue.llen("celery")
+    assert 1 <= tasks < len(emails)
+    with running_sink(stack.smtp_port) as sink:
+        stack.start_worker()
+        wait_until(lambda: sink.count_from(tenant.sender) >= len(emails), timeout=60, what="every email")
+        wait_until(lambda: queue.llen("celery") == 0, what="the queue to drain")
+        assert sink.recipients_from(tenant.sender) == dict.fromkeys(emails, 1)
+
+
+def test_a_failed_publish_answers_unavailable_and_gives_the_keys_back(own_settings: Settings) -> None:
+    store = Redis.from_url(own_settings.redis_url, decode_responses=True)
+    trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key="k-1", audience=Audience(email="a@example.com"))
+    checked = Checked(trigger, event_type=None, matching=1)
+
+    async def two_requests(broker_url: str) -> tuple[list[Answer], list[Answer]]:
+        enqueuer = Enqueuer(store, make_celery(Settings(redis_url=broker_url)))
+        try:
+            # Both are pending before the first flush starts: they share it, and the second repeats the key.
+            return await asyncio.gather(enqueuer.enqueue([checked]), enqueuer.enqueue([checked]))
+        finally:
+            await enqueuer.close()
+
+    [first], [repeat] = asyncio.run(two_requests(f"redis://127.0.0.1:{free_port()}/0"))
+    assert isinstance(first, Unavailable)
+    assert isinstance(repeat, Unavailable)  # not a duplicate of an event that was never queued
+    assert store.get(dedupe_key(trigger)) is None
+
+    [first], [repeat] = asyncio.run(two_requests(own_settings.redis_url))
+    assert isinstance(first, Accepted) and isinstance(repeat, Accepted)
+    assert (first.duplicate, repeat.duplicate, repeat.id) == (False, True, first.id)
+
+
+def test_while_redis_is_down_events_are_refused_with_503_and_accepted_once_it_is_back(
+    own_settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    settings = own_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    key = unique_workspace_key("outage")
+    db: sessionmaker[Session] = make_sessionmaker(settings)
+    with db.begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        token = make_token(session, key)
+    body = reset_event(f"{key}@example.com", key="outage-1")
+    with running_redis(port, tmp_path / "redis.log"):
+        api, api_url = start_api(settings, tmp_path)
+    try:
+        refused = [post_event(api_url, token, body), post_event(api_url, token, body | {"key": None})]
+        with running_redis(port, tmp_path / "redis.log"):
+            accepted = post_event(api_url, token, body)
+    finally:
+        stop(api)
+        db.kw["bind"].dispose()
+
+    for answer in refused:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["type"] == "/problems/unavailable"
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["duplicate"] is False

@@ -1,0 +1,55 @@
+"""The api keeps a live token's workspace for a moment: a revocation shows within that moment, a new token at once."""
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.auth import Principal, TokenCache, live_principal
+from tests.builders import apply_spec, password_reset_spec
+from tripmail.models import ApiToken, Workspace
+from tripmail.tokens import SECRET_PREFIX, create_token, hash_secret
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def acme(sessions: sessionmaker[Session]) -> int:
+    with sessions.begin() as session:
+        apply_spec(session, password_reset_spec("acme"))
+        return session.scalars(select(Workspace.id)).one()
+
+
+def test_a_revoked_token_is_refused_once_its_time_is_up(sessions: sessionmaker[Session]) -> None:
+    workspace_id = acme(sessions)
+    with sessions.begin() as session:
+        secret = create_token(session, session.get_one(Workspace, workspace_id), ["events:write"], now=NOW)
+    now = [100.0]
+    tokens = TokenCache(ttl_s=2.0, clock=lambda: now[0])
+    assert asyncio.run(live_principal(tokens, sessions, secret)) == Principal(workspace_id, frozenset({"events:write"}))
+
+    with sessions.begin() as session:
+        session.scalars(select(ApiToken)).one().revoked_at = NOW
+    now[0] += 1.9
+    assert asyncio.run(live_principal(tokens, sessions, secret)) is not None  # still the answer read before
+    now[0] += 0.2
+    assert asyncio.run(live_principal(tokens, sessions, secret)) is None
+
+
+def test_a_token_unknown_a_moment_ago_works_as_soon_as_it_exists(sessions: sessionmaker[Session]) -> None:
+    workspace_id = acme(sessions)
+    secret = SECRET_PREFIX + "made-up-for-this-test"
+    tokens = TokenCache(ttl_s=2.0, clock=lambda: 100.0)
+    assert asyncio.run(live_principal(tokens, sessions, secret)) is None
+
+    with sessions.begin() as session:
+        session.add(
+            ApiToken(
+                workspace_id=workspace_id,
+                prefix=secret[: len(SECRET_PREFIX) + 4],
+                secret_sha256=hash_secret(secret),
+                scopes=["events:write"],
+                created_at=NOW,
+            )
+        )
+    assert asyncio.run(live_principal(tokens, sessions, secret)) == Principal(workspace_id, frozenset({"events:write"}))
