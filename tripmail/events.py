@@ -157,6 +157,7 @@ class Lookups:
             if trigger.audience.contact_id is None and trigger.audience.email is not None:
                 first_by_email.setdefault((trigger.workspace_id, trigger.audience.email), trigger)
         # The first trigger naming an address creates it, with its consent, as if they ran one after the other.
+        # Created with that trigger's fields, so merging them on afterwards changes nothing and writes nothing.
         rows = [
             new_contact_values(
                 workspace_id,
@@ -164,6 +165,7 @@ class Lookups:
                 email_consent=trigger.contact_update.email_consent_if_created is not False,
                 now=now,
             )
+            | {"fields": trigger.contact_update.fields}
             for (workspace_id, _email), trigger in first_by_email.items()
             if trigger.create_contact
         ]
@@ -334,6 +336,12 @@ def process_event(
         enqueue(message_ids)
 
 
+# One-contact events recorded per transaction. On SQLite a write transaction holds the database's one write lock:
+# recording a 1,000-event batch at once held it for seconds, and every other process's hand-over commits (and so
+# its SMTP connections) waited that long. Chunks also let full delivery batches start while the rest is recorded.
+RECORD_TOGETHER = 100
+
+
 def process_events(
     sessions: sessionmaker[Session],
     events: Sequence[tuple[str, TriggerRequest]],
@@ -348,11 +356,12 @@ def process_events(
     `run_id` names the task run when it sends messages itself: the claims an earlier try of it left open are
     settled first, so those messages count as pending again.
 
-    The one-contact events are recorded in one transaction that shares its lookups; if one of them is refused,
-    each is recorded on its own instead, and the refused one is stored as failed. Audiences of many fan out
-    as in process_event. Messages of different events share delivery batches of `batch_size`, so a burst of
-    events costs one delivery task per batch rather than one per event. Ids held back for a fuller batch were
-    committed already: if the worker dies first, the redelivered task finds them pending and enqueues them then.
+    The one-contact events are recorded RECORD_TOGETHER to a transaction that shares its lookups; if one of them
+    is refused, each of that chunk is recorded on its own instead, and the refused one is stored as failed.
+    Audiences of many fan out as in process_event. Messages of different events share delivery batches of
+    `batch_size`, so a burst of events costs one delivery task per batch rather than one per event. Ids held back
+    for a fuller batch were committed already: if the worker dies first, the redelivered task finds them pending
+    and enqueues them then.
     """
     if run_id is not None:
         with sessions.begin() as session:
@@ -366,11 +375,13 @@ def process_events(
             del held[:batch_size]
 
     single = [(event_id, trigger) for event_id, trigger in events if not trigger.audience.selects_many]
-    planned = _record_together(sessions, single, now=clock())
-    if planned is not None:
-        hold(planned)
-    else:
-        for event_id, trigger in single:
+    for start in range(0, len(single), RECORD_TOGETHER):
+        chunk = single[start : start + RECORD_TOGETHER]
+        planned = _record_together(sessions, chunk, now=clock())
+        if planned is not None:
+            hold(planned)
+            continue
+        for event_id, trigger in chunk:
             _process_alone(sessions, event_id, trigger, enqueue=hold, clock=clock)
     for event_id, trigger in events:
         if trigger.audience.selects_many:
