@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.celery = make_celery(settings)
         app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
         app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s)
-        app.state.enqueuer = Enqueuer(app.state.redis, app.state.celery)
+        app.state.enqueuer = Enqueuer(app.state.redis, app.state.celery, wait_s=settings.enqueue_wait_s)
         yield
         await app.state.enqueuer.close()
         app.state.redis.close()

@@ -69,14 +69,17 @@ class Enqueuer:
     """Enqueues the checked triggers of concurrent requests together: one claim round trip, one task, one hold.
 
     It lives on the app's event loop. A request adds its triggers and waits for their answers. One flush runs
-    at a time, in a thread of its own, for everything pending when it starts: a lone request is flushed at
-    once, and the requests that arrive during a flush share the next one, so under load a task carries many
-    events and at rest nothing waits.
+    at a time, in a thread of its own, for everything pending when it starts: a request that finds no flush
+    under way waits `wait_s` for company, and the requests that arrive during a flush share the next one, so
+    under load a task carries many events and at rest a request waits at most `wait_s`.
     """
 
-    def __init__(self, store: Redis, celery: Celery, *, max_flush_events: int = MAX_FLUSH_EVENTS) -> None:
+    def __init__(
+        self, store: Redis, celery: Celery, *, wait_s: float = 0.0, max_flush_events: int = MAX_FLUSH_EVENTS
+    ) -> None:
         self._store = store
         self._celery = celery
+        self._wait_s = wait_s
         self._max_flush_events = max_flush_events
         self._pending: deque[_Waiting] = deque()
         # One thread: flushes never overlap, so each claims, publishes and holds in the order requests came.
@@ -111,6 +114,9 @@ class Enqueuer:
     async def _flush_pending(self) -> None:
         loop = asyncio.get_running_loop()
         try:
+            # A flush that starts from rest waits `wait_s` for more requests to share it; later ones already had
+            # the previous flush's time to gather.
+            await asyncio.sleep(self._wait_s)
             while self._pending:
                 taken = self._take()
                 items = [item for waiting in taken for item in waiting.checked]

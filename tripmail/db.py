@@ -47,8 +47,9 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-# SQLITE_BUSY and SQLITE_BUSY_RECOVERY: the statement did nothing and may simply run again. SQLITE_BUSY_SNAPSHOT
-# is left out: only a new transaction helps there, so it is raised for the caller's retry.
+# SQLITE_BUSY and SQLITE_BUSY_RECOVERY: the statement did nothing and may simply run again (a transaction meets
+# the lock at its first write, so an executemany cannot have written some rows). SQLITE_BUSY_SNAPSHOT is left
+# out: only a new transaction helps there, so it is raised for the caller's retry.
 _LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_RECOVERY}
 
 

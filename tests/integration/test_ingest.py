@@ -75,6 +75,29 @@ def test_a_failed_publish_answers_unavailable_and_gives_the_keys_back(own_settin
     assert (first.duplicate, repeat.duplicate, repeat.id) == (False, True, first.id)
 
 
+def test_an_event_from_rest_waits_briefly_for_company_in_its_task(own_settings: Settings) -> None:
+    store = Redis.from_url(own_settings.redis_url, decode_responses=True)
+    store.delete("celery")
+
+    def checked(key: str) -> Checked:
+        trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key=key, audience=Audience(email="a@example.com"))
+        return Checked(trigger, event_type=None, matching=1)
+
+    async def two_requests_apart(wait_s: float) -> None:
+        enqueuer = Enqueuer(store, make_celery(own_settings), wait_s=wait_s)
+        try:
+            first = asyncio.create_task(enqueuer.enqueue([checked(f"first-{wait_s}")]))
+            await asyncio.sleep(0.05)
+            await asyncio.gather(first, enqueuer.enqueue([checked(f"second-{wait_s}")]))
+        finally:
+            await enqueuer.close()
+
+    asyncio.run(two_requests_apart(wait_s=0.0))
+    assert store.llen("celery") == 2
+    asyncio.run(two_requests_apart(wait_s=0.5))
+    assert store.llen("celery") == 3
+
+
 def test_while_redis_is_down_events_are_refused_with_503_and_accepted_once_it_is_back(
     own_settings: Settings, tmp_path: Path
 ) -> None:
