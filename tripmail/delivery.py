@@ -399,7 +399,8 @@ class _EventParts:
 class Prepared:
     envelopes: list[Envelope] = field(default_factory=list)
     failures: list[SendResult] = field(default_factory=list)
-    message_ids: dict[int, str] = field(default_factory=dict)
+    # Message-ID header by message id, stored with the claim.
+    message_id_headers: dict[int, str] = field(default_factory=dict)
 
     def claimed(self, claimed: list[int]) -> "Prepared":
         """Only the messages this run claimed: the others are another run's (or sent already)."""
@@ -407,7 +408,7 @@ class Prepared:
         return Prepared(
             [envelope for envelope in self.envelopes if envelope.key in mine],
             [failure for failure in self.failures if failure.key in mine],
-            {key: header for key, header in self.message_ids.items() if key in mine},
+            {key: header for key, header in self.message_id_headers.items() if key in mine},
         )
 
 
@@ -441,7 +442,7 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
         except (RenderError, ValueError) as exc:
             prepared.failures.append(SendResult(message.id, Outcome.PERMANENT, None, f"template {template.key}: {exc}"))
             continue
-        prepared.message_ids[message.id] = header
+        prepared.message_id_headers[message.id] = header
         prepared.envelopes.append(
             Envelope(message.id, parseaddr(workspace.from_address)[1], message.to_address, content)
         )
@@ -646,8 +647,8 @@ def deliver_messages(
         settle_unfinished(session, run_id=run_id, now=clock())
         claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
         prepared = rendered.claimed(claimed)
-        if prepared.message_ids:
-            headers = [{"message": key, "header": header} for key, header in prepared.message_ids.items()]
+        if prepared.message_id_headers:
+            headers = [{"message": key, "header": header} for key, header in prepared.message_id_headers.items()]
             session.execute(_SET_MESSAGE_ID, headers)
     if not claimed:
         return DeliveryReport(sent=0, failed=0, unknown=0, retry_ids=[])

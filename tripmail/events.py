@@ -38,17 +38,15 @@ _CONTACTS_BY_EMAIL = select(Contact).where(
     Contact.workspace_id == bindparam("ws"), Contact.email.in_(bindparam("emails", expanding=True))
 )
 _FIRST_STATUSES = (EventStatus.PROCESSED, EventStatus.FANNING_OUT)
-# Events of a type that a later one with the same key duplicates: recorded, inside the dedupe window. Oldest first.
-_EARLIER_WITH_KEYS = (
-    select(Event.key, Event.id)
-    .where(
-        Event.workspace_id == bindparam("ws"),
-        Event.event_type_id == bindparam("type"),
-        Event.status.in_(_FIRST_STATUSES),
-        Event.received_at >= bindparam("since"),
-        Event.key.in_(bindparam("keys", expanding=True)),
-    )
-    .order_by(Event.received_at)
+# Recorded events of a type with one of these keys. The dedupe window is applied to the few rows this returns, in
+# Python: with `received_at >= ?` (or ORDER BY received_at) in the query, SQLite chose the (workspace,
+# received_at) index and read every event of the window (7-9 ms per event at 10,000 events) instead of the rows
+# of these keys.
+_WITH_KEYS = select(Event.key, Event.id, Event.received_at).where(
+    Event.workspace_id == bindparam("ws"),
+    Event.event_type_id == bindparam("type"),
+    Event.status.in_(_FIRST_STATUSES),
+    Event.key.in_(bindparam("keys", expanding=True)),
 )
 _ADD_EVENT = insert(Base.metadata.tables[Event.__tablename__])
 
@@ -118,10 +116,11 @@ def _earlier_events(session: Session, event_type: EventType, keys: Collection[st
     if not keys or event_type.dedupe_window_s <= 0:
         return {}
     since = now - timedelta(seconds=event_type.dedupe_window_s)
-    parameters = {"ws": event_type.workspace_id, "type": event_type.id, "since": since, "keys": list(keys)}
+    parameters = {"ws": event_type.workspace_id, "type": event_type.id, "keys": list(keys)}
     earlier: dict[str, str] = {}
-    for key, event_id in session.execute(_EARLIER_WITH_KEYS, parameters):
-        earlier.setdefault(str(key), event_id)
+    for key, event_id, received_at in sorted(session.execute(_WITH_KEYS, parameters), key=lambda row: row[2]):
+        if received_at >= since:
+            earlier.setdefault(str(key), event_id)
     return earlier
 
 
