@@ -24,11 +24,19 @@ def test_a_second_writer_waits_for_the_first_to_commit(tmp_path: Path) -> None:
     thread = threading.Thread(target=first_writer)
     thread.start()
     holding.wait(timeout=10)
-    # busy_timeout is 0, so without Tripmail's own wait this insert would raise "database is locked".
+    # busy_timeout is 0, so without Tripmail's own wait these would raise "database is locked" (a write, then DDL).
     with engine.begin() as connection:
-        connection.execute(text("INSERT INTO steps VALUES ('second')"))
+        connection.execute(text("INSERT INTO steps VALUES (:name)"), {"name": "second"})
+    thread.join()
+    holding.clear()
+    thread = threading.Thread(target=first_writer)
+    thread.start()
+    holding.wait(timeout=10)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE later (name TEXT)"))
     thread.join()
 
     with engine.connect() as connection:
-        assert list(connection.execute(text("SELECT name FROM steps ORDER BY rowid")).scalars()) == ["first", "second"]
+        names = list(connection.execute(text("SELECT name FROM steps ORDER BY rowid")).scalars())
+    assert names == ["first", "second", "first"]
     engine.dispose()

@@ -1,0 +1,115 @@
+"""The worker's own CPU per event, without Celery, the api or Redis: `python -m bench.worker_path`.
+
+Runs the functions the worker's tasks call (tripmail.events.process_events, tripmail.delivery.deliver_messages) in
+this process against the quickstart's set-up on a fresh SQLite file, sending to the bench's counting sink in its
+own process. Two shapes: one-contact events one task at a time (what 100 single requests a second become) and a
+batch request's events (what `/v1/events/batch` becomes). Prints wall and CPU time (this process, all threads)
+per event; the sink's CPU is not counted. For finding where the worker's time goes between `make bench` runs,
+e.g. under `py-spy record -- python -m bench.worker_path`.
+"""
+
+import argparse
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bench.processes import PYTHON
+from bench.quickstart import APPLY_FILE, EVENT, FIRST_NAME, recipient, reset_link
+from tests.integration.conftest import free_port, port_open, wait_until
+from tripmail import delivery, events
+from tripmail.apply import apply_file, load_apply_file
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
+from tripmail.ids import new_id, utcnow
+from tripmail.migrations import upgrade
+from tripmail.models import Workspace
+from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
+from tripmail.smtp import SendingLoop, parse_smtp_url
+
+
+def triggers(workspace_id: int, first: int, count: int, domain: str) -> list[tuple[str, TriggerRequest]]:
+    return [
+        (
+            new_id(),
+            TriggerRequest(
+                workspace_id=workspace_id,
+                event=EVENT,
+                key=f"{domain}-{index}",
+                audience=Audience(email=recipient(index, f"{domain}.example.com")),
+                contact_update=ContactUpdate(fields={"first_name": FIRST_NAME}),
+                data={"forgot_password_link": reset_link(index)},
+            ),
+        )
+        for index in range(first, first + count)
+    ]
+
+
+def timed(label: str, count: int, run: Callable[[], None]) -> None:
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"{label}: {count:,} events, {wall / count * 1000:.2f} ms wall and {cpu / count * 1000:.2f} ms CPU per event")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--single", type=int, default=300, help="one-contact events, one task each")
+    parser.add_argument("--batch", type=int, default=1000, help="events of one batch request")
+    parser.add_argument("--prefill", type=int, default=0, help="events recorded first, for a database not empty")
+    options = parser.parse_args()
+    port = free_port()
+    sink = subprocess.Popen(
+        [PYTHON, "-m", "bench.sink", "--port", str(port)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    with tempfile.TemporaryDirectory(prefix="tripmail-worker-path-") as folder:
+        try:
+            wait_until(lambda: port_open(port), what="the sink")
+            settings = Settings(database_url=f"sqlite:///{Path(folder) / 'tripmail.db'}")
+            upgrade(settings.database_url)
+            sessions = make_sessionmaker(settings)
+            with sessions.begin() as session:
+                apply_file(session, load_apply_file(APPLY_FILE), now=utcnow())
+                workspace_id = session.scalars(select(Workspace.id)).one()
+            sending = SendingLoop(parse_smtp_url(f"smtp://127.0.0.1:{port}"), size=4, timeout=30)
+
+            def run_task(pairs: list[tuple[str, TriggerRequest]]) -> None:
+                run_id = new_id()
+                batches: list[list[int]] = []
+                events.process_events(
+                    sessions, pairs, enqueue=batches.append, batch_size=250, clock=utcnow, run_id=run_id
+                )
+                for message_ids in batches:
+                    delivery.deliver_messages(
+                        sessions,
+                        message_ids,
+                        run_id=run_id,
+                        sending=sending,
+                        deadline=60,
+                        max_attempts=3,
+                        public_url="http://127.0.0.1:8000",
+                        clock=utcnow,
+                    )
+
+            if options.prefill:
+                timed("prefill", options.prefill, lambda: run_task(triggers(workspace_id, 0, options.prefill, "pre")))
+            run_task(triggers(workspace_id, 0, 20, "warm"))
+            singles = triggers(workspace_id, 0, options.single, "single")
+
+            def one_task_each() -> None:
+                for pair in singles:
+                    run_task([pair])
+
+            timed("one-contact events, a task each", options.single, one_task_each)
+            batch = triggers(workspace_id, 0, options.batch, "batch")
+            timed(f"a batch of {options.batch:,} events", options.batch, lambda: run_task(batch))
+        finally:
+            sink.terminate()
+            sink.wait()
+
+
+if __name__ == "__main__":
+    main()
