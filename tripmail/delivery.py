@@ -356,9 +356,9 @@ def _attachment_part(attachment: DecodedAttachment) -> MIMEBase:
     return part
 
 
-def message_id_header(message: Message, sender: str) -> str:
+def message_id_header(message: Message, sender_address: str) -> str:
     """Deterministic, so a receiving system can tell a resend of the same message."""
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "tripmail.localhost"
+    domain = sender_address.rpartition("@")[2] or "tripmail.localhost"
     return f"<{message.event_id}.{message.id}@{domain}>"
 
 
@@ -426,7 +426,8 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
     ):
         parts = shared.get(event.id) or shared.setdefault(event.id, _EventParts.of(event))
         unsubscribe = None if transactional else unsubscribe_url(public_url, unsubscribe_token(workspace, contact.id))
-        header = message_id_header(message, workspace.from_address)
+        sender_address = parseaddr(workspace.from_address)[1]
+        header = message_id_header(message, sender_address)
         try:
             rendered = _render(contact, event, template, parts)
             # ValueError: a header the email package refuses (a line break in a name or address).
@@ -443,9 +444,7 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
             prepared.failures.append(SendResult(message.id, Outcome.PERMANENT, None, f"template {template.key}: {exc}"))
             continue
         prepared.message_id_headers[message.id] = header
-        prepared.envelopes.append(
-            Envelope(message.id, parseaddr(workspace.from_address)[1], message.to_address, content)
-        )
+        prepared.envelopes.append(Envelope(message.id, sender_address, message.to_address, content))
     return prepared
 
 
