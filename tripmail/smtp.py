@@ -165,23 +165,6 @@ class SmtpPool:
         return results
 
 
-async def send_all(
-    target: SmtpTarget,
-    envelopes: Sequence[Envelope],
-    *,
-    connections: int,
-    timeout: float,
-    deadline: float,
-    journal: Journal | None = None,
-) -> list[SendResult]:
-    """SmtpPool.send_all over connections opened for this call and closed after it."""
-    pool = SmtpPool(target, size=connections, timeout=timeout)
-    try:
-        return await pool.send_all(envelopes, deadline=deadline, journal=journal)
-    finally:
-        await pool.close()
-
-
 class SendingLoop:
     """An event loop in a thread of its own, with an SmtpPool on it, for the life of a worker process.
 

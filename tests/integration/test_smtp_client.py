@@ -11,7 +11,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.integration.conftest import free_port
-from tripmail.smtp import Envelope, Outcome, SendingLoop, SmtpTarget, parse_smtp_url, send_all
+from tripmail.smtp import Envelope, Outcome, SendingLoop, SendResult, SmtpPool, SmtpTarget, parse_smtp_url
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\n\r\nbody\r\n"
 
@@ -22,6 +22,17 @@ def envelopes(*recipients: str) -> list[Envelope]:
 
 def target(port: int) -> SmtpTarget:
     return SmtpTarget("127.0.0.1", port, use_tls=False, start_tls=False, username=None, password=None)
+
+
+async def send_all(
+    target: SmtpTarget, envelopes: list[Envelope], *, connections: int, timeout: float, deadline: float
+) -> list[SendResult]:
+    """One send over a pool of its own, closed after it."""
+    pool = SmtpPool(target, size=connections, timeout=timeout)
+    try:
+        return await pool.send_all(envelopes, deadline=deadline)
+    finally:
+        await pool.close()
 
 
 class Handler:
