@@ -41,6 +41,7 @@ import psutil
 from redis import Redis
 
 from api.ops import BENCH_BASELINE_QUEUE
+from bench.http_posts import HttpError, Poster
 from bench.naive_app import SEND_EMAIL, publisher
 from bench.processes import (
     PYTHON,
@@ -592,28 +593,27 @@ class PacedPosts:
 async def paced_posts(stack: Stack, count: int, rate: float, domain: str) -> PacedPosts:
     """POST one event every 1/rate s, whatever the answers take; the monotonic time of each 202 by recipient."""
     posts = PacedPosts()
-    headers = {"Authorization": f"Bearer {stack.token}"}
-    # Idle connections are dropped well before uvicorn's 5 s keep-alive ends, so none is reused as it closes.
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=1.0)
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=60, limits=limits) as client:
+    bodies = [json.dumps(event_body(index, domain, key_prefix=domain)).encode() for index in range(count)]
+    poster = Poster(stack.api_url, {"Authorization": f"Bearer {stack.token}"})
 
-        async def post(index: int) -> None:
-            sent = time.monotonic()
-            try:
-                answer = await client.post("/v1/events", json=event_body(index, domain, key_prefix=domain))
-            except httpx.TransportError as exc:
-                posts.failures[type(exc).__name__] += 1
-                return
-            now = time.monotonic()
-            if answer.status_code != 202:
-                posts.failures[f"HTTP {answer.status_code}"] += 1
-                return
-            posts.accepted_at[recipient(index, domain)] = now
-            posts.sent_at[recipient(index, domain)] = sent
-            posts.round_trips.append(now - sent)
+    async def post(index: int) -> None:
+        sent = time.monotonic()
+        try:
+            status = await asyncio.wait_for(poster.post("/v1/events", bodies[index]), timeout=60)
+        except (HttpError, TimeoutError) as exc:
+            posts.failures[type(exc).__name__] += 1
+            return
+        now = time.monotonic()
+        if status != 202:
+            posts.failures[f"HTTP {status}"] += 1
+            return
+        posts.accepted_at[recipient(index, domain)] = now
+        posts.sent_at[recipient(index, domain)] = sent
+        posts.round_trips.append(now - sent)
 
-        tasks = []
-        start = time.monotonic()
+    tasks = []
+    start = time.monotonic()
+    try:
         for index in range(count):
             delay = start + index / rate - time.monotonic()
             if delay > 0:
@@ -623,6 +623,8 @@ async def paced_posts(stack: Stack, count: int, rate: float, domain: str) -> Pac
                 print(f"  latency: {index:,}/{count:,} posted", flush=True)
         posts.offered_rate = count / (time.monotonic() - start)
         await asyncio.gather(*tasks)
+    finally:
+        poster.close()
     return posts
 
 

@@ -1,33 +1,68 @@
 """Which automations an event starts."""
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from tripmail.ids import normalize_key
-from tripmail.models import Automation
+from tripmail.models import Automation, AutomationStep
 
 if TYPE_CHECKING:
     from tripmail.schemas.trigger import TriggerRequest
 
 
-# Built once: every one-contact event runs it, and building it cost more than running it.
-_ACTIVE_ON_EVENT = (
-    select(Automation)
-    .where(
-        Automation.workspace_id == bindparam("ws"),
-        Automation.trigger_normalized == bindparam("key"),
-        Automation.status == "active",
+@dataclass(frozen=True)
+class SendStep:
+    id: int
+    template_id: int
+
+
+@dataclass(frozen=True)
+class Started:
+    """What planning reads of an automation an event starts: its id, whether it is transactional, and its
+    send_email steps in order. Read as plain columns: loading Automation entities with their steps (a second,
+    selectin query) was the costliest part of recording a one-contact event."""
+
+    id: int
+    transactional: bool
+    send_steps: tuple[SendStep, ...]
+
+
+_ACTIVE = Automation.status == "active"
+_ON_EVENT = and_(Automation.workspace_id == bindparam("ws"), Automation.trigger_normalized == bindparam("key"), _ACTIVE)
+
+
+def _started(where: Any) -> Select[Any]:
+    # Built once per shape: every one-contact event runs one, and building it cost more than running it.
+    return (
+        select(Automation.id, Automation.transactional, AutomationStep.id, AutomationStep.config)
+        .outerjoin(
+            AutomationStep, and_(AutomationStep.automation_id == Automation.id, AutomationStep.kind == "send_email")
+        )
+        .where(where)
+        .order_by(Automation.id, AutomationStep.position)
     )
-    .order_by(Automation.id)
+
+
+_STARTED_ON_EVENT = _started(_ON_EVENT)
+_STARTED_BY_ID = _started(
+    and_(Automation.workspace_id == bindparam("ws"), Automation.id == bindparam("automation"), _ACTIVE)
 )
-_COUNT_ACTIVE_ON_EVENT = select(func.count()).select_from(_ACTIVE_ON_EVENT.order_by(None).subquery())
+_COUNT_ACTIVE_ON_EVENT = select(func.count()).select_from(Automation).where(_ON_EVENT)
 
 
-def matching_automations(session: Session, workspace_id: int, event_key: str) -> list[Automation]:
-    """Active automations whose trigger equals the event key, case-insensitively."""
-    return list(session.scalars(_ACTIVE_ON_EVENT, {"ws": workspace_id, "key": normalize_key(event_key)}))
+def _group(rows: Iterable[Sequence[Any]]) -> list[Started]:
+    steps: dict[int, list[SendStep]] = {}
+    transactional: dict[int, bool] = {}
+    for automation_id, is_transactional, step_id, config in rows:
+        transactional[automation_id] = is_transactional
+        automation_steps = steps.setdefault(automation_id, [])
+        if step_id is not None:
+            automation_steps.append(SendStep(step_id, config["template_id"]))
+    return [Started(key, transactional[key], tuple(value)) for key, value in steps.items()]
 
 
 def count_matching_automations(session: Session, workspace_id: int, event_key: str) -> int:
@@ -35,13 +70,15 @@ def count_matching_automations(session: Session, workspace_id: int, event_key: s
     return count or 0
 
 
-def automations_for(session: Session, trigger: "TriggerRequest") -> list[Automation]:
-    """What the trigger starts: the active automations on its event, or the one automation it names if active."""
+def automations_for(session: Session, trigger: "TriggerRequest") -> list[Started]:
+    """What the trigger starts: the active automations whose trigger is its event key (case-insensitively), or
+    the one automation it names if that is active."""
     if trigger.automation_id is None:
         assert trigger.event is not None
-        return matching_automations(session, trigger.workspace_id, trigger.event)
-    automation = find_automation(session, trigger.workspace_id, trigger.automation_id)
-    return [automation] if automation is not None and automation.status == "active" else []
+        parameters = {"ws": trigger.workspace_id, "key": normalize_key(trigger.event)}
+        return _group(session.execute(_STARTED_ON_EVENT, parameters))
+    parameters = {"ws": trigger.workspace_id, "automation": trigger.automation_id}
+    return _group(session.execute(_STARTED_BY_ID, parameters))
 
 
 def find_automation(session: Session, workspace_id: int, automation_id: int) -> Automation | None:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.attachments import DecodedAttachment, decode_attachment
+from tripmail.automations import Started
 from tripmail.contacts import normalize_email
 from tripmail.db import insert_if_absent, insert_new
 from tripmail.fields import message_field_values
@@ -83,7 +84,7 @@ def plan_messages(
     workspace_id: int,
     event_id: str,
     contacts: Sequence[Recipient],
-    automations: list[Automation],
+    automations: list[Started],
     channel_filter: ChannelFilter | None = None,
     *,
     now: datetime,
@@ -113,15 +114,14 @@ def plan_messages(
                     "automation_id": automation.id,
                     "step_id": step.id,
                     "contact_id": contact.id,
-                    "template_id": step.config["template_id"],
+                    "template_id": step.template_id,
                     "to_address": address,
                     "status": MessageStatus.SUPPRESSED if address in suppressed else MessageStatus.PENDING,
                     "attempts": 0,
                     "created_at": now,
                     "updated_at": now,
                 }
-                for step in automation.steps
-                if step.kind == "send_email"
+                for step in automation.send_steps
             ]
     inserted = insert_new(session, Message, rows, ["event_id", "automation_id", "step_id", "contact_id"], "id")
     if not suppressed:

@@ -13,14 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail import delivery
 from tripmail.audience import CHUNK, compile_query, contacts_page, custom_field_query, field_types, recipients_page
-from tripmail.automations import automations_for
+from tripmail.automations import Started, automations_for
 from tripmail.contacts import find_contact, new_contact_values, update_contact, upsert_contact
 from tripmail.db import insert_if_absent, insert_new
 from tripmail.delivery import Recipient
 from tripmail.errors import TripmailError
 from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
-from tripmail.models import Automation, Base, Contact, Event, EventStatus, EventType
+from tripmail.models import Base, Contact, Event, EventStatus, EventType
 from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class Lookups:
     recorded: set[str]
     keys: set[str] = field(default_factory=set)
     _event_types: dict[tuple[int, str], EventType | None] = field(default_factory=dict)
-    _automations: dict[tuple[int, str, int | None], list[Automation]] = field(default_factory=dict)
+    _automations: dict[tuple[int, str, int | None], list[Started]] = field(default_factory=dict)
     _contacts: dict[tuple[int, str], Contact] = field(default_factory=dict)
     _suppressed: set[tuple[int, str]] = field(default_factory=set)
     _earlier: dict[tuple[int, str], str] = field(default_factory=dict)
@@ -191,7 +191,7 @@ class Lookups:
             self._event_types[key] = _event_type(session, trigger, now=now)
         return self._event_types[key]
 
-    def automations_for(self, session: Session, trigger: TriggerRequest) -> list[Automation]:
+    def automations_for(self, session: Session, trigger: TriggerRequest) -> list[Started]:
         key = (trigger.workspace_id, normalize_key(trigger.event or ""), trigger.automation_id)
         if key not in self._automations:
             self._automations[key] = automations_for(session, trigger)
