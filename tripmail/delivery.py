@@ -212,8 +212,9 @@ _SET_OUTCOME = (
 
 _ADD_ATTEMPT = insert(_ATTEMPTS)
 
-_SUPPRESSED = select(Suppression.email).where(
-    Suppression.workspace_id == bindparam("ws"), Suppression.email.in_(bindparam("emails", expanding=True))
+_SUPPRESSIONS = Base.metadata.tables[Suppression.__tablename__]
+_SUPPRESSED = select(_SUPPRESSIONS.c.email).where(
+    _SUPPRESSIONS.c.workspace_id == bindparam("ws"), _SUPPRESSIONS.c.email.in_(bindparam("emails", expanding=True))
 )
 
 _TO_PREPARE = (
@@ -632,18 +633,21 @@ def deliver_messages(
     max_attempts: int,
     public_url: str,
     clock: Callable[[], datetime],
+    settled: bool = False,
 ) -> DeliveryReport:
     """Claim and render, commit, then for each message: commit its hand-over, send it, record its result.
 
     `run_id` names this delivery across its retries and redeliveries (the Celery task id), so a later try
-    can settle what an earlier one that died left claimed.
+    can settle what an earlier one that died left claimed; `settled` when the caller did that already in this
+    run (process_events did).
     """
     # Rendered before the claim, outside the write: on SQLite a write transaction holds the one write lock, and
     # rendering a batch takes far longer than claiming it.
     with sessions() as session:
         rendered = prepare_envelopes(session, message_ids, now=clock(), public_url=public_url)
     with sessions.begin() as session:
-        settle_unfinished(session, run_id=run_id, now=clock())
+        if not settled:
+            settle_unfinished(session, run_id=run_id, now=clock())
         claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
         prepared = rendered.claimed(claimed)
         if prepared.message_id_headers:

@@ -71,12 +71,14 @@ def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
         run_id=self.request.id,
     )
     if rest:
-        report = _deliver(self.request.id, rest, elapsed_s=time.monotonic() - started)
+        report = _deliver(self.request.id, rest, elapsed_s=time.monotonic() - started, settled=True)
         if report.retry_ids:
             deliver_messages.apply_async(args=[report.retry_ids], countdown=_backoff(0))
 
 
-def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0) -> delivery.DeliveryReport:
+def _deliver(
+    run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0, settled: bool = False
+) -> delivery.DeliveryReport:
     settings = get_settings()
     report = delivery.deliver_messages(
         sessions(),
@@ -88,6 +90,7 @@ def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0) -> 
         max_attempts=settings.send_max_retries + 1,
         public_url=settings.public_url,
         clock=utcnow,
+        settled=settled,
     )
     log.info(
         "delivered batch: %d sent, %d failed, %d unknown, %d to retry",

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.contacts import upsert_contact
 from tripmail.delivery import claim_messages, prepare_envelopes
-from tripmail.events import get_or_create_event_type, record_event, record_failed_event
+from tripmail.events import get_or_create_event_type, process_events, record_event, record_failed_event
 from tripmail.ids import new_id
 from tripmail.models import Contact, Event, EventType, Message, MessageStatus, Workspace
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
@@ -179,3 +179,26 @@ def test_a_duplicate_that_slipped_past_redis_sends_nothing(sessions: sessionmake
     with sessions() as session:
         second = session.get_one(Event, second_id)
     assert (second.status, second.error) == ("duplicate", f"duplicate of event {first_id}")
+
+
+@pytest.mark.parametrize("refused_on_retry", [False, True], ids=["recorded together", "recorded one by one"])
+def test_a_task_run_again_first_releases_what_its_earlier_try_claimed(
+    sessions: sessionmaker[Session], refused_on_retry: bool
+) -> None:
+    workspace_id = setup(sessions)
+    pairs = [(new_id(), trigger(workspace_id))]
+    first_try: list[int] = []
+    process_events(sessions, pairs, enqueue=first_try.extend, batch_size=10, clock=lambda: NOW, run_id="run-1")
+    with sessions.begin() as session:  # the earlier try claimed its message, then died before handing it over
+        assert claim_messages(session, first_try, run_id="run-1", now=NOW) == first_try
+    if refused_on_retry:  # a contact id that names no one cannot create a contact: the chunk is split
+        pairs.append((new_id(), trigger(workspace_id, audience=Audience(contact_id="no-such-contact"))))
+
+    again: list[int] = []
+    process_events(sessions, pairs, enqueue=again.extend, batch_size=10, clock=lambda: NOW, run_id="run-1")
+    with sessions() as session:
+        message = session.scalars(select(Message)).one()
+        failed = session.scalars(select(Event.id).where(Event.status == "failed")).all()
+    assert again == first_try == [message.id]
+    assert (message.status, message.attempts) == (MessageStatus.PENDING, 0)
+    assert failed == [pairs[1][0]] if refused_on_retry else failed == []
