@@ -30,6 +30,8 @@ from tripmail.models import Workspace
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 from tripmail.smtp import SendingLoop, parse_smtp_url
 
+BATCH_SIZE = Settings().send_batch_size
+
 
 def triggers(workspace_id: int, first: int, count: int, domain: str) -> list[tuple[str, TriggerRequest]]:
     return [
@@ -76,23 +78,38 @@ def main() -> None:
                 workspace_id = session.scalars(select(Workspace.id)).one()
             sending = SendingLoop(parse_smtp_url(f"smtp://127.0.0.1:{port}"), size=4, timeout=30)
 
-            def run_task(pairs: list[tuple[str, TriggerRequest]]) -> None:
-                run_id = new_id()
-                batches: list[list[int]] = []
-                events.process_events(
-                    sessions, pairs, enqueue=batches.append, batch_size=250, clock=utcnow, run_id=run_id
+            def deliver(message_ids: list[int], run_id: str, *, settled: bool) -> None:
+                delivery.deliver_messages(
+                    sessions,
+                    message_ids,
+                    run_id=run_id,
+                    sending=sending,
+                    deadline=60,
+                    max_attempts=3,
+                    public_url="http://127.0.0.1:8000",
+                    clock=utcnow,
+                    settled=settled,
                 )
-                for message_ids in batches:
-                    delivery.deliver_messages(
-                        sessions,
-                        message_ids,
-                        run_id=run_id,
-                        sending=sending,
-                        deadline=60,
-                        max_attempts=3,
-                        public_url="http://127.0.0.1:8000",
-                        clock=utcnow,
-                    )
+
+            def run_task(pairs: list[tuple[str, TriggerRequest]]) -> None:
+                """As worker.tasks.process_events: full batches are delivery tasks of their own (run here, one
+                after the other), the rest is sent inline; the triggers are read back from their queued form."""
+                run_id = new_id()
+                queued = [(event_id, trigger.model_dump(mode="json")) for event_id, trigger in pairs]
+                rest: list[int] = []
+
+                def enqueue(message_ids: list[int]) -> None:
+                    if len(message_ids) >= BATCH_SIZE:
+                        deliver(message_ids, new_id(), settled=False)
+                    else:
+                        rest.extend(message_ids)
+
+                read_back = [(event_id, TriggerRequest.read_back(trigger)) for event_id, trigger in queued]
+                events.process_events(
+                    sessions, read_back, enqueue=enqueue, batch_size=BATCH_SIZE, clock=utcnow, run_id=run_id
+                )
+                if rest:
+                    deliver(rest, run_id, settled=True)
 
             if options.prefill:
                 timed("prefill", options.prefill, lambda: run_task(triggers(workspace_id, 0, options.prefill, "pre")))

@@ -276,7 +276,7 @@ def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[li
     event = session.get(Event, event_id)
     if event is None or event.status != EventStatus.FANNING_OUT:
         return [], True
-    trigger = TriggerRequest.model_validate(event.request)
+    trigger = TriggerRequest.read_back(event.request)
     condition = audience_condition(session, trigger)
     after = event.fanout_cursor or ""
     contacts: Sequence[Recipient]

@@ -39,7 +39,7 @@ class RecordsFailedEvents(Task):  # type: ignore[misc]
                 events.record_failed_event(
                     session,
                     event_id,
-                    TriggerRequest.model_validate(trigger),
+                    TriggerRequest.read_back(trigger),
                     f"{type(exc).__name__}: {exc}",
                     now=utcnow(),
                 )
@@ -64,7 +64,7 @@ def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
 
     events.process_events(
         sessions(),
-        [(event_id, TriggerRequest.model_validate(trigger)) for event_id, trigger in pairs],
+        [(event_id, TriggerRequest.read_back(trigger)) for event_id, trigger in pairs],
         enqueue=enqueue,
         batch_size=settings.send_batch_size,
         clock=utcnow,
