@@ -8,7 +8,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from tripmail.ids import normalize_key
-from tripmail.models import Automation, AutomationStep, Base
+from tripmail.models import Automation, AutomationStep, table_of
 
 if TYPE_CHECKING:
     from tripmail.schemas.trigger import TriggerRequest
@@ -31,8 +31,8 @@ class Started:
     send_steps: tuple[SendStep, ...]
 
 
-_AUTOMATIONS = Base.metadata.tables[Automation.__tablename__]
-_STEPS = Base.metadata.tables[AutomationStep.__tablename__]
+_AUTOMATIONS = table_of(Automation)
+_STEPS = table_of(AutomationStep)
 
 
 _ACTIVE = and_(_AUTOMATIONS.c.workspace_id == bindparam("ws"), _AUTOMATIONS.c.status == "active")

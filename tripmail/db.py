@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import Settings
-from tripmail.models import Base
+from tripmail.models import Base, table_of
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -102,7 +102,7 @@ def insert_new(
 @lru_cache
 def _insert_new_statement(dialect: str, model: type[Base], unique: tuple[str, ...], returning: str) -> Any:
     # Built once per shape: building the statement cost more than running it for a row or two.
-    table = Base.metadata.tables[model.__tablename__]
+    table = table_of(model)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return insert(table).on_conflict_do_nothing(index_elements=unique).returning(table.c[returning])
 

@@ -20,7 +20,7 @@ from tripmail.delivery import Recipient
 from tripmail.errors import TripmailError
 from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
-from tripmail.models import Base, Contact, Event, EventStatus, EventType
+from tripmail.models import Contact, Event, EventStatus, EventType, table_of
 from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
 # it on SQLite (350 against 100 µs for a select by key, measured here). Those that need no entity name table
 # columns: a statement of ORM attributes takes the ORM's execution path, about twice the cost of the same Core
 # statement (346 against 179 µs for _RECORDED).
-_EVENTS = Base.metadata.tables[Event.__tablename__]
+_EVENTS = table_of(Event)
 _EVENT_TYPE_BY_KEY = select(EventType).where(
     EventType.workspace_id == bindparam("ws"), EventType.key_normalized == bindparam("key")
 )

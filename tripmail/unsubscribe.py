@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 from datetime import datetime
+from typing import Protocol
 from urllib.parse import quote
 
 from sqlalchemy.orm import Session
@@ -13,7 +14,16 @@ from tripmail.models import Contact, Workspace
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
-def unsubscribe_token(workspace: Workspace, contact_id: str) -> str:
+class Signer(Protocol):
+    """What signing a link reads of a workspace: a Workspace, or just these columns of one."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def unsubscribe_secret(self) -> str: ...
+
+
+def unsubscribe_token(workspace: Signer, contact_id: str) -> str:
     """`<workspace id>.<contact id>.<signature>`: names the contact, and only the workspace can have made it."""
     payload = f"{workspace.id}.{contact_id}"
     return f"{payload}.{_signature(workspace.unsubscribe_secret, payload)}"

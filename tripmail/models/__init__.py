@@ -1,7 +1,7 @@
 """Every table; each row belongs to one workspace."""
 
 from tripmail.models.automation import Automation, AutomationStep, Template
-from tripmail.models.base import Base
+from tripmail.models.base import Base, table_of
 from tripmail.models.contact import Contact
 from tripmail.models.event import Event, EventStatus, EventType
 from tripmail.models.message import Message, MessageAttempt, MessageStatus, Suppression
@@ -23,4 +23,5 @@ __all__ = [
     "Suppression",
     "Template",
     "Workspace",
+    "table_of",
 ]
