@@ -597,8 +597,10 @@ def suppressed_addresses(session: Session, workspace_id: int, addresses: set[str
 class DatabaseJournal:
     """Writes each message's progress as it happens, many messages to one transaction (a group commit).
 
-    A hand-over is waited for, because it must be committed before the message goes out. Results are written
-    in the same order but not waited for, so the connections do not stand still for them.
+    A hand-over is waited for, because it must be committed before the message goes out. Results are not: they
+    are written with the next hand-over (or at flush), in the order they came. Writing each as it came cost a
+    transaction per result, 29 % of a batch's CPU; until it is written, a worker that dies leaves the message
+    `unknown`, the same as one that dies while its message is with the server.
     """
 
     def __init__(self, sessions: sessionmaker[Session], *, clock: Callable[[], datetime], max_attempts: int) -> None:
@@ -620,15 +622,14 @@ class DatabaseJournal:
 
     def record(self, result: SendResult) -> None:
         self._results.append(result)
-        self._wake()
 
     async def flush(self) -> None:
         """Wait until everything is written; raise the database's error if it cannot be."""
         if self._writer is not None:
             await self._writer
-        if self._failure is not None and (self._results or self._withdrawn):
+        if self._results or self._withdrawn:
             self._failure = None
-            await self._write_all()
+            await self._write_all(results_too=True)
         if self._failure is not None:
             raise self._failure
 
@@ -636,8 +637,9 @@ class DatabaseJournal:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_all())
 
-    async def _write_all(self) -> None:
-        while self._handovers or self._results or self._withdrawn:
+    async def _write_all(self, *, results_too: bool = False) -> None:
+        # Results (and withdrawn hand-overs) alone wait for the next hand-over, or for flush.
+        while self._handovers or (results_too and (self._results or self._withdrawn)):
             handovers, self._handovers = self._handovers, []
             results, self._results = self._results, []
             withdrawn, self._withdrawn = self._withdrawn, []

@@ -1,12 +1,19 @@
 """Claims on messages: what a delivery run that stopped half-way leaves behind, and how the next try settles it."""
 
+import asyncio
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
-from tripmail.delivery import STOPPED_AFTER_HAND_OVER, claim_messages, record_progress, settle_unfinished
+from tripmail.delivery import (
+    STOPPED_AFTER_HAND_OVER,
+    DatabaseJournal,
+    claim_messages,
+    record_progress,
+    settle_unfinished,
+)
 from tripmail.events import record_event
 from tripmail.ids import new_id
 from tripmail.models import Message, MessageAttempt, Workspace
@@ -107,3 +114,33 @@ def test_transient_results_are_retried_until_the_attempts_run_out(sessions: sess
         )
     assert retry == []
     assert states(sessions, [first, second]) == [("failed", 2, "run-1"), ("sent", 2, "run-1")]
+
+
+def test_the_journal_writes_results_with_the_next_hand_over_and_the_rest_at_flush(
+    sessions: sessionmaker[Session],
+) -> None:
+    """In the order they came: a result no later than the next hand-over, all of them once flushed."""
+    first, second, third = ids = three_messages(sessions)
+    with sessions.begin() as session:
+        claim_messages(session, ids, run_id="run-1", now=NOW)
+    journal = DatabaseJournal(sessions, clock=lambda: NOW, max_attempts=3)
+
+    async def send_three() -> list[list[tuple[str, int, str | None]]]:
+        seen = []
+        await journal.handing_over(first)
+        journal.record(SendResult(first, Outcome.SENT, 250, "250 queued"))
+        await journal.handing_over(second)
+        seen.append(states(sessions, ids))
+        journal.record(SendResult(second, Outcome.TRANSIENT, 421, "421 try later"))
+        journal.record(SendResult(third, Outcome.PERMANENT, None, "template reset: bad"))
+        await journal.flush()
+        seen.append(states(sessions, ids))
+        return seen
+
+    after_hand_over, flushed = asyncio.run(send_three())
+    assert [status for status, _, _ in after_hand_over] == ["sent", "sending", "sending"]
+    assert [status for status, _, _ in flushed] == ["sent", "pending", "failed"]
+    assert journal.retry_ids == [second]
+    with sessions() as session:
+        handed_over = dict(session.execute(select(Message.id, Message.handed_over_at).where(Message.id.in_(ids))).all())
+    assert (handed_over[first], handed_over[second], handed_over[third]) == (NOW, NOW, None)
