@@ -72,16 +72,27 @@ async def authenticate(
 Dependency = Callable[..., Awaitable[Principal]]
 
 
+async def _bearer_principal(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str
+) -> Principal:
+    secret = credentials.credentials if credentials else None
+    return await authenticate(request, secret, scope=scope, how="'Authorization: Bearer <token>'")
+
+
 def bearer(scope: str) -> Dependency:
     """`Authorization: Bearer <token>`."""
 
     async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
-        secret = credentials.credentials if credentials else None
-        return await authenticate(request, secret, scope=scope, how="'Authorization: Bearer <token>'")
+        return await _bearer_principal(request, credentials, scope)
 
     return dependency
+
+
+async def bearer_principal(request: Request, scope: str) -> Principal:
+    """What `bearer(scope)` answers, for a route that authenticates without FastAPI's dependency machinery."""
+    return await _bearer_principal(request, await _bearer(request), scope)
 
 
 def raw_authorization(scope: str) -> Dependency:
@@ -124,4 +135,5 @@ def basic_or_bearer(scope: str) -> Dependency:
     return dependency
 
 
-EventWriter = Annotated[Principal, Depends(bearer("events:write"))]
+EVENTS_WRITE = "events:write"
+EventWriter = Annotated[Principal, Depends(bearer(EVENTS_WRITE))]
