@@ -41,10 +41,13 @@ def _check(sessions: sessionmaker[Session], trigger: TriggerRequest, setup: Setu
             if find_contact(session, trigger.workspace_id, trigger.audience) is None:
                 raise NotFound(f"Contact {trigger.audience.contact_id} not found", field="id")
     if trigger.contact_update.fields:
-        typed = typed_contact_fields(setup.field_types(sessions, trigger.workspace_id), trigger.contact_update.fields)
-        trigger = trigger.model_copy(
-            update={"contact_update": trigger.contact_update.model_copy(update={"fields": typed})}
-        )
+        field_types = setup.field_types(sessions, trigger.workspace_id)
+        # Only declared fields are converted; a trigger that sets none keeps its fields, without two model copies.
+        if not field_types.keys().isdisjoint(trigger.contact_update.fields):
+            typed = typed_contact_fields(field_types, trigger.contact_update.fields)
+            trigger = trigger.model_copy(
+                update={"contact_update": trigger.contact_update.model_copy(update={"fields": typed})}
+            )
     return Checked(trigger, event_type, matching)
 
 

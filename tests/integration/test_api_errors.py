@@ -1,6 +1,7 @@
 """Bad requests get RFC 9457 problem+json that names the field, never a 500."""
 
 import httpx
+import pytest
 import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -171,3 +172,38 @@ def test_invalid_phone_is_422_naming_contact_phone(api_url: str, tenant: Tenant)
     problem = assert_problem(response, 422)
     assert problem["field"] == "contact.phone"
     assert "international format" in str(problem["detail"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"event": "FORGOT_PASSWORD", "contact": {"email": "fast@example.com", "fields": {"a": 1}}, "data": {"b": 2}}',
+        b'{"event": "", "contact": {"email": "not-an-email"}, "data": []}',
+        b'{"event": "X", "contact": {"email": "a@example.com"}, "data": {"items": [1, NaN]}}',
+        b'{"event": "X", "contact": {"phone": "12345"}}',
+        b'{"event": "X", "contact": {}, "extra": 1}',
+        b'{"event": ',
+        b"[1, 2]",
+        b"",
+        '{"event": "X", "contact": {"email": "a@example.com"}}'.encode("utf-16"),
+    ],
+)
+@pytest.mark.parametrize("token", ["tenant", "unknown", None])
+def test_plain_json_is_answered_as_fastapi_answers_any_other_json(
+    api_url: str, tenant: Tenant, body: bytes, token: str | None
+) -> None:
+    """The route takes plain application/json itself and gives other requests to FastAPI: both answer alike."""
+    secret = {"tenant": tenant.token, "unknown": "tm_live_not-a-real-token", None: None}[token]
+    auth = {"Authorization": f"Bearer {secret}"} if secret else {}
+
+    def send(content_type: str) -> httpx.Response:
+        headers = auth | {"Content-Type": content_type}
+        return httpx.post(f"{api_url}/v1/events", content=body, headers=headers, timeout=10)
+
+    own, fastapi = send("application/json"), send("application/json; charset=utf-8")
+    assert (own.status_code, own.headers["content-type"]) == (fastapi.status_code, fastapi.headers["content-type"])
+    if own.status_code == 202:
+        assert own.json().keys() == fastapi.json().keys()
+        assert own.json() | {"id": None} == fastapi.json() | {"id": None}
+    else:
+        assert own.json() == fastapi.json()

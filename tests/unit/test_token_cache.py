@@ -1,6 +1,7 @@
 """The api keeps a live token's workspace for a moment: a revocation shows within that moment, a new token at once."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -53,3 +54,27 @@ def test_a_token_unknown_a_moment_ago_works_as_soon_as_it_exists(sessions: sessi
             )
         )
     assert asyncio.run(live_principal(tokens, sessions, secret)) == Principal(workspace_id, frozenset({"events:write"}))
+
+
+def test_requests_that_miss_a_token_together_share_one_read() -> None:
+    tokens = TokenCache(ttl_s=2.0, clock=lambda: 100.0)
+    principal = Principal(7, frozenset({"events:write"}))
+    reads: list[str] = []
+
+    def loader(answer: Principal | None) -> Callable[[], Awaitable[Principal | None]]:
+        async def load() -> Principal | None:
+            reads.append("read")
+            await asyncio.sleep(0.01)
+            return answer
+
+        return load
+
+    async def together(answer: Principal | None) -> list[Principal | None]:
+        return await asyncio.gather(*(tokens.read("digest", loader(answer)) for _ in range(10)))
+
+    assert asyncio.run(together(None)) == [None] * 10
+    assert len(reads) == 1
+    # Unknown is not kept: the next miss reads again, and finds the token that now exists.
+    assert asyncio.run(together(principal)) == [principal] * 10
+    assert len(reads) == 2
+    assert tokens.get("digest") == principal
