@@ -594,13 +594,18 @@ def suppressed_addresses(session: Session, workspace_id: int, addresses: set[str
     return set(session.scalars(_SUPPRESSED, {"ws": workspace_id, "emails": list(addresses)}))
 
 
+# How long a result waits for a hand-over's transaction to ride in before it is written on its own.
+RESULTS_WAIT_S = 0.02
+
+
 class DatabaseJournal:
     """Writes each message's progress as it happens, many messages to one transaction (a group commit).
 
     A hand-over is waited for, because it must be committed before the message goes out. Results are not: they
-    are written with the next hand-over (or at flush), in the order they came. Writing each as it came cost a
-    transaction per result, 29 % of a batch's CPU; until it is written, a worker that dies leaves the message
-    `unknown`, the same as one that dies while its message is with the server.
+    are written with the next hand-over, or RESULTS_WAIT_S after they came if none does (and at flush), in the
+    order they came. Writing each as it came cost a transaction per result, 29 % of a batch's CPU. Until it is
+    written, a worker that dies leaves the message `unknown`, as one that dies while its message is with the
+    server does: the wait keeps that window short when the server is slow to take the next message.
     """
 
     def __init__(self, sessions: sessionmaker[Session], *, clock: Callable[[], datetime], max_attempts: int) -> None:
@@ -611,6 +616,7 @@ class DatabaseJournal:
         self._withdrawn: list[int] = []
         self._results: list[SendResult] = []
         self._writer: asyncio.Task[None] | None = None
+        self._results_timer: asyncio.TimerHandle | None = None
         self._failure: SQLAlchemyError | None = None
         self.retry_ids: list[int] = []
 
@@ -622,9 +628,26 @@ class DatabaseJournal:
 
     def record(self, result: SendResult) -> None:
         self._results.append(result)
+        self._write_results_soon()
+
+    def _write_results_soon(self) -> None:
+        if self._results_timer is None:
+            self._results_timer = asyncio.get_running_loop().call_later(RESULTS_WAIT_S, self._write_results)
+
+    def _write_results(self) -> None:
+        self._results_timer = None
+        if not (self._results or self._withdrawn):
+            return
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_all(results_too=True))
+        else:
+            self._write_results_soon()  # the write under way takes hand-overs only: look again after it
 
     async def flush(self) -> None:
         """Wait until everything is written; raise the database's error if it cannot be."""
+        if self._results_timer is not None:
+            self._results_timer.cancel()
+            self._results_timer = None
         if self._writer is not None:
             await self._writer
         if self._results or self._withdrawn:

@@ -8,7 +8,7 @@ import httpx
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.enqueue import Answer, Checked, Enqueuer, dedupe_key
+from api.enqueue import BUSY_FLUSH_EVENTS, Answer, Checked, Enqueuer, dedupe_key
 from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
 from tests.integration.conftest import OwnStack, free_port, running_redis, running_sink, start_api, stop, wait_until
 from tripmail.config import Settings
@@ -95,6 +95,21 @@ def test_an_event_from_rest_waits_briefly_for_company_in_its_task(own_settings: 
     asyncio.run(two_requests_apart(wait_s=0.0))
     assert store.llen("celery") == 2
     asyncio.run(two_requests_apart(wait_s=0.5))
+    assert store.llen("celery") == 3
+
+    async def two_requests_apart_after_a_busy_flush() -> None:
+        enqueuer = Enqueuer(store, make_celery(own_settings), wait_s=0.5)
+        try:
+            await enqueuer.enqueue([checked(f"busy-{index}") for index in range(BUSY_FLUSH_EVENTS)])
+            first = asyncio.create_task(enqueuer.enqueue([checked("after-busy-first")]))
+            await asyncio.sleep(0.05)
+            await asyncio.gather(first, enqueuer.enqueue([checked("after-busy-second")]))
+        finally:
+            await enqueuer.close()
+
+    store.delete("celery")
+    # The busy flush waited (nothing came before it); the first request after it did not, so it went alone.
+    asyncio.run(two_requests_apart_after_a_busy_flush())
     assert store.llen("celery") == 3
 
 
