@@ -148,6 +148,7 @@ def test_dedupe_claim_lasts_the_event_types_window_once_queued(
     assert 24 * 3600 - 60 < client.ttl(dedupe_key(trigger)) <= 24 * 3600
 
 
+@pytest.mark.usefixtures("worker")  # the contact is stored by the worker
 def test_declared_contact_fields_are_typed_or_refused(api_url: str, tenant: Tenant, db: sessionmaker[Session]) -> None:
     with db.begin() as session:
         apply_spec(session, password_reset_spec(tenant.key) | {"contact_fields": [{"name": "age", "type": "number"}]})
