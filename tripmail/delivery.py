@@ -13,11 +13,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import encoders
+from email import base64mime, encoders
 from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
+from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import Compat32
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any, NamedTuple, Protocol
@@ -365,7 +365,7 @@ def build_email(
 ) -> bytes:
     """The message as it goes over SMTP; `unsubscribe` (marketing mail only) adds RFC 8058 one-click headers."""
     parts: list[MIMEBase] = [
-        MIMEText(body, subtype, "utf-8")
+        _text_part(body, subtype)
         for body, subtype in ((rendered.text, "plain"), (rendered.html, "html"))
         if body is not None
     ]
@@ -389,6 +389,15 @@ def build_email(
 # for every message (2 % of a batch's time). Two messages may share one; it only has to differ within a message.
 _BOUNDARY_PREFIX = f"=_{uuid.uuid4().hex}."
 _boundary_numbers = itertools.count()
+
+
+def _text_part(body: str, subtype: str) -> MIMEBase:
+    """What MIMEText(body, subtype, "utf-8") makes, byte for byte, at a sixth of its cost (7 against 42 µs here):
+    MIMEText writes the charset parameter twice, parsing the header back the second time."""
+    part = MIMENonMultipart("text", subtype, charset="utf-8")
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(base64mime.body_encode(body.encode("utf-8")))
+    return part
 
 
 def _boundary() -> str:

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 from email import message_from_bytes
-from email.policy import default
+from email.mime.text import MIMEText
+from email.policy import compat32, default
 
 import pytest
 
@@ -48,3 +49,30 @@ def test_header_values_cannot_carry_line_breaks() -> None:
             message_id="<e1.1@acme.test>",
             now=datetime(2026, 3, 1, tzinfo=UTC),
         )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Hi Ann, reset here: https://x.test/r\n" * 3, "Привіт, Ганно 🙂\n" * 40, "x" * 3000, ""],
+    ids=["ascii", "unicode", "one long line", "empty"],
+)
+def test_a_one_part_message_is_what_mimetext_makes(text: str) -> None:
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    raw = build_email(
+        sender="Acme <noreply@acme.test>",
+        recipient="ann@acme.test",
+        rendered=RenderedEmail(subject="Hi", html=None, text=text),
+        message_id="<e1.1@acme.test>",
+        now=now,
+    )
+    expected = MIMEText(text, "plain", "utf-8")
+    for name, value in (
+        ("From", "Acme <noreply@acme.test>"),
+        ("To", "ann@acme.test"),
+        ("Subject", "Hi"),
+        ("Date", "Sun, 01 Mar 2026 12:00:00 +0000"),
+        ("Message-ID", "<e1.1@acme.test>"),
+    ):
+        expected[name] = value
+    assert raw == expected.as_bytes(policy=compat32.clone(linesep="\r\n"))
+    assert message_from_bytes(raw, policy=default).get_content() == text
