@@ -103,9 +103,13 @@ def insert_new(
 def _insert_new_statement(dialect: str, model: type[Base], unique: tuple[str, ...], returning: str) -> Any:
     # Built once per shape: building the statement cost more than running it for a row or two.
     table = table_of(model)
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing(index_elements=unique).returning(table.c[returning])
+    return _dialect_insert(dialect)(table).on_conflict_do_nothing(index_elements=unique).returning(table.c[returning])
 
 
 def _insert(session: Session, target: Any) -> Any:
-    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(target)
+    return _dialect_insert(session.get_bind().dialect.name)(target)
+
+
+def _dialect_insert(dialect: str) -> Any:
+    """The INSERT with ON CONFLICT of the database's dialect."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert

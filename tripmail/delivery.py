@@ -645,11 +645,7 @@ class DatabaseJournal:
 
     def _write_results(self) -> None:
         self._results_timer = None
-        if not (self._results or self._withdrawn):
-            return
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_all(results_too=True))
-        else:
+        if (self._results or self._withdrawn) and not self._wake(results_too=True):
             self._write_results_soon()  # the write under way takes hand-overs only: look again after it
 
     async def flush(self) -> None:
@@ -665,9 +661,12 @@ class DatabaseJournal:
         if self._failure is not None:
             raise self._failure
 
-    def _wake(self) -> None:
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_all())
+    def _wake(self, *, results_too: bool = False) -> bool:
+        """Start a writer unless one is under way; whether it started one."""
+        if self._writer is not None and not self._writer.done():
+            return False
+        self._writer = asyncio.get_running_loop().create_task(self._write_all(results_too=results_too))
+        return True
 
     async def _write_all(self, *, results_too: bool = False) -> None:
         # Results (and withdrawn hand-overs) alone wait for the next hand-over, or for flush.
