@@ -4,8 +4,9 @@
    process that only LPUSHes the raw body to Redis (served when TRIPMAIL_BENCH_BASELINE is set).
 2. End-to-end: N events through `POST /v1/events/batch` (1,000 a request) to an SMTP sink, through `tripmail api`
    + `tripmail worker --concurrency 2`, from the first POST to the Nth message accepted by the sink; against a raw
-   aiosmtplib loop in its own process sending N messages built the same way before its clock, over
-   smtp_connections x worker concurrency connections.
+   aiosmtplib loop in its own process sending N messages rendered the same way before its clock, over
+   smtp_connections x worker concurrency connections: as stdlib EmailMessage objects that `send_message` flattens
+   (PERFORMANCE.md's physical limit, the goal's reference) and, for scale, as bytes flattened before the clock.
 3. The naive reference: one Celery task per email that builds it and sends it over a new smtplib connection,
    prefork x 2 on the same Redis (bench/naive_app.py).
 4. Latency from the 202 of `POST /v1/events` to SMTP-accepted at the sink, at a steady rate.
@@ -65,6 +66,7 @@ WORKER_CONCURRENCY = 2
 CORES = len(os.sched_getaffinity(0))
 E2E_DOMAIN = "e2e.example.com"
 RAW_DOMAIN = "raw.example.com"
+RAW_BYTES_DOMAIN = "raw-bytes.example.com"
 NAIVE_DOMAIN = "naive.example.com"
 CELERY_QUEUE = "celery"
 
@@ -674,14 +676,28 @@ def measure_latency(stack: Stack, options: Options, events: int, rate: float) ->
 # --- 2. the raw aiosmtplib loop, the physical limit ---------------------------------------------------------------
 
 
-def measure_raw(stack: Stack, options: Options, connections: int) -> DeliveryRun:
+@dataclass(frozen=True)
+class RawLoop:
+    prebuilt: str
+    domain: str
+    label: str
+    what: str
+
+
+RAW_MESSAGES = RawLoop(
+    "message", RAW_DOMAIN, "raw aiosmtplib loop", "stdlib EmailMessage objects, flattened by send_message in the loop"
+)
+RAW_BYTES = RawLoop("bytes", RAW_BYTES_DOMAIN, "raw loop, bytes", "bytes flattened by build_email before the clock")
+
+
+def measure_raw(stack: Stack, options: Options, connections: int, loop: RawLoop) -> DeliveryRun:
     print(
-        f"\n[2] end to end, the raw aiosmtplib loop: {options.emails:,} messages built like Tripmail's before "
-        f"the clock, {connections} connections, own process",
+        f"\n[2] end to end, the raw aiosmtplib loop: {options.emails:,} messages rendered before the clock as "
+        f"{loop.what}, {connections} connections, own process",
         flush=True,
     )
     sender = stack.group.start(
-        "raw-client",
+        f"raw-client-{loop.prebuilt}",
         [
             PYTHON,
             "-m",
@@ -693,7 +709,9 @@ def measure_raw(stack: Stack, options: Options, connections: int) -> DeliveryRun
             "--connections",
             str(connections),
             "--domain",
-            RAW_DOMAIN,
+            loop.domain,
+            "--prebuilt",
+            loop.prebuilt,
         ],
         env=bench_env(),
         pipes=True,
@@ -707,8 +725,10 @@ def measure_raw(stack: Stack, options: Options, connections: int) -> DeliveryRun
         with metered(stack.trees(raw_client=sender), windows):
             started = time.monotonic()
             write_line(sender.process.stdin, "go")
-            count, completed = wait_for_sink(stack, "raw", RAW_DOMAIN, options.emails, started=started, options=options)
-        run = delivery_run("raw aiosmtplib loop", options.emails, count, completed, started, windows[0])
+            count, completed = wait_for_sink(
+                stack, loop.label, loop.domain, options.emails, started=started, options=options
+            )
+        run = delivery_run(loop.label, options.emails, count, completed, started, windows[0])
         done = read_line(sender.process.stdout)
         run.notes.append(f"client: {done}")
     finally:
@@ -826,6 +846,7 @@ def summary_table(
     ingest: tuple[IngestRun, IngestRun] | None,
     tripmail: DeliveryRun | None,
     raw: DeliveryRun | None,
+    raw_bytes: DeliveryRun | None,
     naive: DeliveryRun | None,
     latencies: list[LatencyRun],
     options: Options,
@@ -843,8 +864,14 @@ def summary_table(
     if tripmail is not None and raw is not None:
         rows.append(
             f"| end to end: {options.emails:,} events via `/v1/events/batch` -> SMTP sink, api + worker x"
-            f"{WORKER_CONCURRENCY} | {_rate(tripmail)} | raw aiosmtplib loop, pre-built messages, {connections} "
+            f"{WORKER_CONCURRENCY} | {_rate(tripmail)} | raw aiosmtplib loop, {RAW_MESSAGES.what}, {connections} "
             f"connections: {_rate(raw)} | {_ratio(tripmail.rate, raw.rate)} | >= 0.6x |"
+        )
+    if tripmail is not None and raw_bytes is not None:
+        rows.append(
+            f"| end to end vs the loop with nothing to flatten | {_rate(tripmail)} | raw aiosmtplib loop, "
+            f"{RAW_BYTES.what}, {connections} connections: {_rate(raw_bytes)} | "
+            f"{_ratio(tripmail.rate, raw_bytes.rate)} | (for scale) |"
         )
     if tripmail is not None and naive is not None:
         rows.append(
@@ -933,6 +960,7 @@ def report(
     ingest: tuple[IngestRun, IngestRun] | None,
     tripmail: DeliveryRun | None,
     raw: DeliveryRun | None,
+    raw_bytes: DeliveryRun | None,
     naive: DeliveryRun | None,
     latencies: list[LatencyRun],
     failures: list[str],
@@ -950,7 +978,7 @@ def report(
         "`examples/quickstart.yaml` applied. Each email is the quickstart's password reset (text + HTML) to a "
         f"recipient of its own. The raw loop uses smtp_connections x worker concurrency = {connections} connections.",
         "",
-        *summary_table(ingest, tripmail, raw, naive, latencies, options, connections),
+        *summary_table(ingest, tripmail, raw, raw_bytes, naive, latencies, options, connections),
         "",
         "CPU seconds per process tree over each timed window (psutil, sampled every 0.25 s), with ms per email or "
         "request in brackets; `driver` is the bench process posting or publishing; `outside the bench` is busy CPU "
@@ -960,16 +988,11 @@ def report(
     windows: list[tuple[str, int, str, CpuWindow]] = []
     if ingest is not None:
         windows += [(f"ingest {run.label}", run.wrk.requests, "requests", run.cpu) for run in ingest]
-    windows += [(run.label, run.delivered, "emails", run.cpu) for run in (tripmail, raw, naive) if run is not None]
+    runs = [run for run in (tripmail, raw, raw_bytes, naive) if run is not None]
+    windows += [(run.label, run.delivered, "emails", run.cpu) for run in runs]
     lines += [*cpu_table(windows), "", "What the CPU figures say:", ""]
     lines += [f"- {bottleneck(label, units, unit.rstrip('s'), window)}" for label, units, unit, window in windows]
-    notes = [
-        f"- {run.label}: {note}"
-        for run in (tripmail, raw, naive)
-        if run is not None
-        for note in run.notes
-        if "\n" not in note
-    ]
+    notes = [f"- {run.label}: {note}" for run in runs for note in run.notes if "\n" not in note]
     notes += [f"- FAILED: {failure}" for failure in failures]
     if notes:
         lines += ["", "Observed during the run:", "", *notes]
@@ -1044,7 +1067,7 @@ def main() -> None:
     connections = Settings().smtp_connections * WORKER_CONCURRENCY
     load_before = os.getloadavg()
     failures: list[str] = []
-    ingest = tripmail = raw = naive = None
+    ingest = tripmail = raw = raw_bytes = naive = None
     latencies: list[LatencyRun] = []
     print(f"delivery bench: {options.emails:,} emails per run, {CORES} cores", flush=True)
     with tempfile.TemporaryDirectory(prefix="tripmail-bench-") as folder, ProcessGroup(Path(folder)) as group:
@@ -1075,10 +1098,20 @@ def main() -> None:
         stop_worker(stack)
         group.stop(stack.api)
         stack.flush_redis()
-        raw = attempt(failures, "raw loop", lambda: measure_raw(stack, options, connections))
+        raw = attempt(failures, "raw loop", lambda: measure_raw(stack, options, connections, RAW_MESSAGES))
+        raw_bytes = attempt(failures, "raw loop, bytes", lambda: measure_raw(stack, options, connections, RAW_BYTES))
         naive = attempt(failures, "naive", lambda: measure_naive(stack, options))
     section = report(
-        options, connections, ingest, tripmail, raw, naive, latencies, failures, (load_before, os.getloadavg())
+        options,
+        connections,
+        ingest,
+        tripmail,
+        raw,
+        raw_bytes,
+        naive,
+        latencies,
+        failures,
+        (load_before, os.getloadavg()),
     )
     print("\n" + section)
     if options.results is not None:

@@ -10,13 +10,12 @@ Worker: `BENCH_NAIVE_BROKER_URL=redis://... BENCH_NAIVE_SMTP_PORT=N celery -A be
 
 import os
 import smtplib
-from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from celery import Celery
 from jinja2 import Environment
 
-from bench.quickstart import quickstart_email
+from bench.quickstart import quickstart_email, stdlib_message
 
 SEND_EMAIL = "bench.naive.send_email"
 
@@ -34,14 +33,15 @@ def _broker_url() -> str:
 
 def send_email(to: str, first_name: str, link: str) -> None:
     context = {"contact": {"first_name": first_name, "email": to}, "forgot_password_link": link}
-    message = EmailMessage()
-    message["From"] = _EMAIL.sender
-    message["To"] = to
-    message["Subject"] = _SUBJECT.render(context)
-    message["Date"] = formatdate(localtime=True)
-    message["Message-ID"] = make_msgid()
-    message.set_content(_TEXT.render(context))
-    message.add_alternative(_BODY.render(context), subtype="html")
+    message = stdlib_message(
+        sender=_EMAIL.sender,
+        to=to,
+        subject=_SUBJECT.render(context),
+        text=_TEXT.render(context),
+        html=_BODY.render(context),
+        date=formatdate(localtime=True),
+        message_id=make_msgid(),
+    )
     host = os.environ.get("BENCH_NAIVE_SMTP_HOST", "127.0.0.1")
     with smtplib.SMTP(host, int(os.environ.get("BENCH_NAIVE_SMTP_PORT", "25")), timeout=30) as smtp:
         smtp.send_message(message)

@@ -6,6 +6,7 @@ same template, sender and data, so the three send the same message to the same k
 
 import json
 from dataclasses import dataclass
+from email.message import EmailMessage
 from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +39,21 @@ def quickstart_email() -> QuickstartEmail:
     [template] = spec.templates
     assert spec.from_address is not None, "the quickstart names its sender"
     return QuickstartEmail(spec.workspace, spec.from_address, template.subject, template.html, template.text)
+
+
+def stdlib_message(
+    *, sender: str, to: str, subject: str, text: str, html: str, date: str, message_id: str
+) -> EmailMessage:
+    """The message as most apps build it: the stdlib `email` package, its default policy, text + HTML."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = date
+    message["Message-ID"] = message_id
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    return message
 
 
 def recipient(index: int, domain: str) -> str:
