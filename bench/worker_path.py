@@ -51,6 +51,8 @@ def triggers(workspace_id: int, first: int, count: int, domain: str) -> list[tup
 
 
 def timed(label: str, count: int, run: Callable[[], None]) -> None:
+    if not count:
+        return
     wall, cpu = time.perf_counter(), time.process_time()
     run()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -97,12 +97,30 @@ def plan_messages(
     One statement for all of them; a message that exists already (a chunk planned twice) is skipped by its key.
     `suppressed` may bring the workspace's suppressed addresses among these contacts, looked up already.
     """
-    addresses = {contact.id: recipient(contact, channel_filter) for contact in contacts}
     if suppressed is None:
-        suppressed = suppressed_addresses(session, workspace_id, {a for a in addresses.values() if a})
+        addresses = {recipient(contact, channel_filter) for contact in contacts}
+        suppressed = suppressed_addresses(session, workspace_id, {address for address in addresses if address})
+    rows = message_rows(workspace_id, event_id, contacts, automations, channel_filter, now=now, suppressed=suppressed)
+    return add_messages(session, rows)
+
+
+def message_rows(
+    workspace_id: int,
+    event_id: str,
+    contacts: Sequence[Recipient],
+    automations: list[Started],
+    channel_filter: ChannelFilter | None,
+    *,
+    now: datetime,
+    suppressed: set[str],
+) -> list[dict[str, Any]]:
+    """The rows plan_messages inserts, for callers that insert the messages of several events at once.
+
+    `suppressed`: the workspace's suppressed addresses (among these contacts' at least).
+    """
     rows = []
     for contact in contacts:
-        address = addresses[contact.id]
+        address = recipient(contact, channel_filter)
         if address is None:
             continue
         for automation in automations:
@@ -125,8 +143,13 @@ def plan_messages(
                 }
                 for step in automation.send_steps
             ]
+    return rows
+
+
+def add_messages(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert message_rows in one statement, skipping those whose key exists; the ids of the new pending ones."""
     inserted = insert_new(session, Message, rows, ["event_id", "automation_id", "step_id", "contact_id"], "id")
-    if not suppressed:
+    if all(row["status"] is MessageStatus.PENDING for row in rows):
         return inserted
     return list(
         session.scalars(select(Message.id).where(Message.id.in_(inserted), Message.status == MessageStatus.PENDING))

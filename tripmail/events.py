@@ -218,17 +218,41 @@ class Lookups:
             self._earlier.setdefault((event["event_type_id"], event["key"]), event["id"])
 
 
-def record_event(
-    session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime, lookups: Lookups | None = None
-) -> list[int]:
+def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime) -> list[int]:
     """Store the event once; plan the messages of a one-contact audience; return the ids still to send.
 
     An audience of many is left `fanning_out` for fan_out_chunk. Running this again for the same event id (a
-    redelivered task) plans nothing new. `lookups` shares what several events of one transaction look up.
+    redelivered task) plans nothing new.
     """
-    lookups = lookups or Lookups.load(session, [(event_id, trigger)], now=now)
-    if event_id in lookups.recorded:
-        return delivery.pending_message_ids(session, event_id)
+    return record_events(session, [(event_id, trigger)], now=now)
+
+
+def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]], *, now: datetime) -> list[int]:
+    """record_event for several events in one transaction, as if one after the other, sharing their lookups: the
+    events in one statement, then their messages in one more (two statements per event cost more than deciding
+    what to write)."""
+    lookups = Lookups.load(session, events, now=now)
+    pending: list[int] = []
+    event_rows: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for event_id, trigger in events:
+        if event_id in lookups.recorded:
+            pending += delivery.pending_message_ids(session, event_id)
+            continue
+        event, planned = _event_and_messages(session, event_id, trigger, now=now, lookups=lookups)
+        event_rows.append(event)
+        messages += planned
+    # Core, not the ORM: nothing reads the events back in this transaction, and the unit of work cost more than
+    # the rest of recording a one-contact event.
+    if event_rows:
+        session.execute(_ADD_EVENT, event_rows)
+    return pending + delivery.add_messages(session, messages)
+
+
+def _event_and_messages(
+    session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime, lookups: Lookups
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The event's row and the rows of the messages it plans, with its contact created or updated."""
     event_type = lookups.event_type(session, trigger, now=now)
     first = lookups.earlier_event(session, event_type, trigger.key, now=now)
     automations = [] if first is not None else lookups.automations_for(session, trigger)
@@ -253,14 +277,10 @@ def record_event(
         "received_at": now,
         "processed_at": None if many else now,
     }
-    # Core, not the ORM: nothing reads the event back in this transaction, and the unit of work cost more than
-    # the rest of recording a one-contact event.
-    session.execute(_ADD_EVENT, event)
     lookups.note(event)
     if contact is None:
-        return []
-    return delivery.plan_messages(
-        session,
+        return event, []
+    planned = delivery.message_rows(
         trigger.workspace_id,
         event_id,
         [contact],
@@ -269,6 +289,7 @@ def record_event(
         now=now,
         suppressed=lookups.suppressed(trigger.workspace_id),
     )
+    return event, planned
 
 
 def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[list[int], bool]:
@@ -416,12 +437,7 @@ def _record_together(
         with sessions.begin() as session:
             if settle_run is not None:
                 delivery.settle_unfinished(session, run_id=settle_run, now=now)
-            lookups = Lookups.load(session, events, now=now)
-            return [
-                message_id
-                for event_id, trigger in events
-                for message_id in record_event(session, event_id, trigger, now=now, lookups=lookups)
-            ]
+            return record_events(session, events, now=now)
     except (TripmailError, IntegrityError) as exc:
         log.info("recording %d events together failed (%s); recording each on its own", len(events), exc)
         return None

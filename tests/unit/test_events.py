@@ -7,8 +7,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.contacts import upsert_contact
-from tripmail.delivery import claim_messages, prepare_envelopes
-from tripmail.events import get_or_create_event_type, process_events, record_event, record_failed_event
+from tripmail.delivery import claim_messages, prepare_envelopes, suppress
+from tripmail.events import (
+    get_or_create_event_type,
+    process_events,
+    record_event,
+    record_events,
+    record_failed_event,
+)
 from tripmail.ids import new_id
 from tripmail.models import Contact, Event, EventType, Message, MessageStatus, Workspace
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
@@ -202,3 +208,36 @@ def test_a_task_run_again_first_releases_what_its_earlier_try_claimed(
     assert again == first_try == [message.id]
     assert (message.status, message.attempts) == (MessageStatus.PENDING, 0)
     assert failed == [pairs[1][0]] if refused_on_retry else failed == []
+
+
+def test_events_recorded_together_decide_as_if_one_after_the_other(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions)
+    with sessions.begin() as session:
+        suppress(session, workspace_id, "bounced@example.com", "550 no such mailbox", now=NOW)
+    redelivered = new_id()
+    with sessions.begin() as session:
+        [earlier_message] = record_events(session, [(redelivered, trigger(workspace_id, key="r-0"))], now=NOW)
+    first, duplicate, bounced, other = new_id(), new_id(), new_id(), new_id()
+    together = [
+        (redelivered, trigger(workspace_id, key="r-0")),
+        (first, trigger(workspace_id, key="r-1")),
+        (duplicate, trigger(workspace_id, key="r-1")),
+        (bounced, trigger(workspace_id, key="r-2", audience=Audience(email="bounced@example.com"))),
+        (other, trigger(workspace_id, key="r-3", audience=Audience(email="bob@example.com"))),
+    ]
+    with sessions.begin() as session:
+        planned = record_events(session, together, now=NOW)
+    with sessions() as session:
+        statuses = dict(session.execute(select(Event.id, Event.status)).all())
+        messages = {row.event_id: row for row in session.execute(select(Message.event_id, Message.id, Message.status))}
+    assert statuses == {
+        redelivered: "processed",
+        first: "processed",
+        duplicate: "duplicate",
+        bounced: "processed",
+        other: "processed",
+    }
+    assert set(messages) == {redelivered, first, bounced, other}
+    assert messages[bounced].status == MessageStatus.SUPPRESSED
+    # The redelivered event's message is still to send; the suppressed one is not.
+    assert sorted(planned) == sorted([earlier_message, messages[first].id, messages[other].id])
