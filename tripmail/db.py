@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -79,7 +79,15 @@ def make_sessionmaker(settings: Settings) -> sessionmaker[Session]:
     return sessionmaker(make_engine(settings.database_url), expire_on_commit=False)
 
 
-def insert_if_absent(session: Session, model: type[Base], values: dict[str, Any], unique: list[str]) -> None:
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
+    """The engine a sessionmaker binds its sessions to, for Core work that needs no Session."""
+    engine: Engine = sessions.kw["bind"]
+    return engine
+
+
+def insert_if_absent(
+    session: Session | Connection, model: type[Base], values: dict[str, Any], unique: list[str]
+) -> None:
     """INSERT ... ON CONFLICT DO NOTHING on a unique key: a concurrent writer that got there first wins quietly.
 
     No savepoint is needed, which matters on SQLite: its driver would commit a savepoint opened as the
@@ -106,8 +114,9 @@ def _insert_new_statement(dialect: str, model: type[Base], unique: tuple[str, ..
     return _dialect_insert(dialect)(table).on_conflict_do_nothing(index_elements=unique).returning(table.c[returning])
 
 
-def _insert(session: Session, target: Any) -> Any:
-    return _dialect_insert(session.get_bind().dialect.name)(target)
+def _insert(session: Session | Connection, target: Any) -> Any:
+    bind = session.get_bind() if isinstance(session, Session) else session
+    return _dialect_insert(bind.dialect.name)(target)
 
 
 def _dialect_insert(dialect: str) -> Any:

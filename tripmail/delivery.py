@@ -10,7 +10,7 @@ sent again, because the server may have it).
 import asyncio
 import itertools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import base64mime, encoders
@@ -23,14 +23,14 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.attachments import DecodedAttachment, decode_attachment
 from tripmail.automations import Started
 from tripmail.contacts import normalize_email
-from tripmail.db import insert_if_absent, insert_new
+from tripmail.db import engine_of, insert_if_absent, insert_new
 from tripmail.fields import message_field_values
 from tripmail.models import (
     Automation,
@@ -191,7 +191,7 @@ _CLAIM = (
         handed_over_at=None,
         updated_at=bindparam("now"),
     )
-    .returning(_MESSAGES.c.id)
+    .returning(_MESSAGES.c.id, _MESSAGES.c.attempts, _MESSAGES.c.workspace_id, _MESSAGES.c.to_address)
 )
 
 _LEFT_CLAIMED = select(_MESSAGES.c.id, _MESSAGES.c.handed_over_at).where(
@@ -218,10 +218,6 @@ _HAND_OVER = (
 
 _SET_MESSAGE_ID = (
     update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message")).values(message_id_header=bindparam("header"))
-)
-
-_OUTCOME_OF = select(_MESSAGES.c.id, _MESSAGES.c.attempts, _MESSAGES.c.workspace_id, _MESSAGES.c.to_address).where(
-    _MESSAGES.c.id.in_(bindparam("ids", expanding=True))
 )
 
 _SET_OUTCOME = (
@@ -299,11 +295,21 @@ _TO_PREPARE = (
 )
 
 
-def claim_messages(session: Session, message_ids: list[int], *, run_id: str, now: datetime) -> list[int]:
-    """Move pending messages to sending for one run; only the ids returned here may be sent by that run."""
+class Claim(NamedTuple):
+    """What recording the result of a claimed message needs of it, returned by the claim rather than read again."""
+
+    attempts: int  # this one counted
+    workspace_id: int
+    to_address: str
+
+
+def claim_messages(session: Session, message_ids: list[int], *, run_id: str, now: datetime) -> dict[int, Claim]:
+    """Move pending messages to sending for one run; only the messages returned here (by id, in id order) may be
+    sent by that run."""
     if not message_ids:
-        return []
-    return sorted(session.scalars(_CLAIM, {"ids": message_ids, "run": run_id, "now": now}))
+        return {}
+    rows = session.execute(_CLAIM, {"ids": message_ids, "run": run_id, "now": now})
+    return {message_id: Claim(*claim) for message_id, *claim in sorted(rows)}
 
 
 def settle_unfinished(session: Session, *, run_id: str, now: datetime) -> list[int]:
@@ -502,7 +508,7 @@ class Prepared:
     # Message-ID header by message id, stored with the claim.
     message_id_headers: dict[int, str] = field(default_factory=dict)
 
-    def claimed(self, claimed: list[int]) -> "Prepared":
+    def claimed(self, claimed: Collection[int]) -> "Prepared":
         """Only the messages this run claimed: the others are another run's (or sent already)."""
         mine = set(claimed)
         return Prepared(
@@ -565,45 +571,56 @@ def _render(contact: _Contact, event: _Event, template: _Template, parts: _Event
 
 
 def record_progress(
-    session: Session,
+    connection: Connection,
     *,
     handed_over: list[int],
     withdrawn: list[int],
     results: list[SendResult],
+    claims: Mapping[int, Claim],
     now: datetime,
     max_attempts: int,
 ) -> list[int]:
-    """Write down hand-overs, hand-overs that did not happen after all, and results; the ids to try again."""
+    """Write down hand-overs, hand-overs that did not happen after all, and results; the ids to try again.
+
+    A Connection rather than a Session: a message's journal is a transaction of its own, and a Session cost as
+    much again as the statements (586 against 377 µs for a hand-over and a result).
+    """
     if handed_over:
-        session.execute(_HAND_OVER, {"ids": handed_over, "at": now})
+        connection.execute(_HAND_OVER, {"ids": handed_over, "at": now})
     if withdrawn:
-        session.execute(_HAND_OVER, {"ids": withdrawn, "at": None})
-    return record_results(session, results, now=now, max_attempts=max_attempts)
+        connection.execute(_HAND_OVER, {"ids": withdrawn, "at": None})
+    return record_results(connection, results, claims, now=now, max_attempts=max_attempts)
 
 
-def record_results(session: Session, results: list[SendResult], *, now: datetime, max_attempts: int) -> list[int]:
-    """Mark each message by its outcome; return the ids that failed transiently and may be tried again."""
+def record_results(
+    connection: Connection,
+    results: list[SendResult],
+    claims: Mapping[int, Claim],
+    *,
+    now: datetime,
+    max_attempts: int,
+) -> list[int]:
+    """Mark each claimed message by its outcome; return the ids that failed transiently and may be tried again."""
     if not results:
         return []
-    messages = {row.id: row for row in session.execute(_OUTCOME_OF, {"ids": [result.key for result in results]})}
     retry = []
     outcomes = []
     for result in results:
-        message = messages[result.key]
+        claim = claims[result.key]
         if result.outcome is Outcome.SENT:
             status = MessageStatus.SENT
         elif result.outcome is Outcome.UNKNOWN:
             status = MessageStatus.UNKNOWN
-        elif result.outcome is Outcome.TRANSIENT and message.attempts < max_attempts:
+        elif result.outcome is Outcome.TRANSIENT and claim.attempts < max_attempts:
             status = MessageStatus.PENDING
-            retry.append(message.id)
+            retry.append(result.key)
         else:
             status = MessageStatus.FAILED
             if result.code is not None and 550 <= result.code < 560:
-                suppress(session, message.workspace_id, message.to_address, result.reply, now=now)
+                suppress(connection, claim.workspace_id, claim.to_address, result.reply, now=now)
         outcomes.append(
             {
-                "message": message.id,
+                "message": result.key,
                 "new_status": status,
                 "code": result.code,
                 "reply": result.reply,
@@ -611,8 +628,8 @@ def record_results(session: Session, results: list[SendResult], *, now: datetime
                 "now": now,
             }
         )
-    session.execute(_SET_OUTCOME, outcomes)
-    session.execute(
+    connection.execute(_SET_OUTCOME, outcomes)
+    connection.execute(
         _ADD_ATTEMPT,
         [
             {
@@ -628,7 +645,7 @@ def record_results(session: Session, results: list[SendResult], *, now: datetime
     return retry
 
 
-def suppress(session: Session, workspace_id: int, email: str, reason: str, *, now: datetime) -> None:
+def suppress(session: Session | Connection, workspace_id: int, email: str, reason: str, *, now: datetime) -> None:
     """Stop mailing an address that bounced permanently (a 55x reply: no such mailbox, refused)."""
     values = {"workspace_id": workspace_id, "email": email, "reason": reason, "created_at": now}
     insert_if_absent(session, Suppression, values, ["workspace_id", "email"])
@@ -654,8 +671,16 @@ class DatabaseJournal:
     server does: the wait keeps that window short when the server is slow to take the next message.
     """
 
-    def __init__(self, sessions: sessionmaker[Session], *, clock: Callable[[], datetime], max_attempts: int) -> None:
-        self._sessions = sessions
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        claims: Mapping[int, Claim],
+        *,
+        clock: Callable[[], datetime],
+        max_attempts: int,
+    ) -> None:
+        self._engine = engine_of(sessions)
+        self._claims = claims
         self._clock = clock
         self._max_attempts = max_attempts
         self._handovers: list[tuple[int, asyncio.Future[None]]] = []
@@ -731,12 +756,13 @@ class DatabaseJournal:
                     written.set_result(None)
 
     def _write(self, handed_over: list[int], withdrawn: list[int], results: list[SendResult]) -> list[int]:
-        with self._sessions.begin() as session:
+        with self._engine.begin() as connection:
             return record_progress(
-                session,
+                connection,
                 handed_over=handed_over,
                 withdrawn=withdrawn,
                 results=results,
+                claims=self._claims,
                 now=self._clock(),
                 max_attempts=self._max_attempts,
             )
@@ -782,7 +808,7 @@ def deliver_messages(
             session.execute(_SET_MESSAGE_ID, headers)
     if not claimed:
         return DeliveryReport(sent=0, failed=0, unknown=0, retry_ids=[])
-    journal = DatabaseJournal(sessions, clock=clock, max_attempts=max_attempts)
+    journal = DatabaseJournal(sessions, claimed, clock=clock, max_attempts=max_attempts)
 
     async def send_recorded() -> list[SendResult]:
         for failure in prepared.failures:

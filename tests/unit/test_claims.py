@@ -48,23 +48,30 @@ def states(sessions: sessionmaker[Session], ids: list[int]) -> list[tuple[str, i
 def test_a_stopped_run_is_settled_by_its_next_try(sessions: sessionmaker[Session]) -> None:
     sent, handed_over, not_started = ids = three_messages(sessions)
     with sessions.begin() as session:
-        assert claim_messages(session, ids, run_id="run-1", now=NOW) == ids
+        claims = claim_messages(session, ids, run_id="run-1", now=NOW)
+        assert list(claims) == ids
+        assert [(claim.attempts, claim.to_address) for claim in claims.values()] == [
+            (1, "a@example.com"),
+            (1, "b@example.com"),
+            (1, "c@example.com"),
+        ]
         record_progress(
-            session,
+            session.connection(),
             handed_over=[sent, handed_over],
             withdrawn=[],
             results=[SendResult(sent, Outcome.SENT, 250, "250 queued")],
+            claims=claims,
             now=NOW,
             max_attempts=3,
         )
     # The run dies here. A claim by another task takes nothing that run-1 holds.
     with sessions.begin() as session:
-        assert claim_messages(session, ids, run_id="run-2", now=NOW) == []
+        assert claim_messages(session, ids, run_id="run-2", now=NOW) == {}
         assert settle_unfinished(session, run_id="run-2", now=NOW) == []
 
     with sessions.begin() as session:
         assert settle_unfinished(session, run_id="run-1", now=NOW) == [not_started]
-        assert claim_messages(session, ids, run_id="run-1", now=NOW) == [not_started]
+        assert list(claim_messages(session, ids, run_id="run-1", now=NOW)) == [not_started]
 
     assert states(sessions, ids) == [("sent", 1, "run-1"), ("unknown", 1, "run-1"), ("sending", 1, "run-1")]
     with sessions() as session:
@@ -75,11 +82,15 @@ def test_a_stopped_run_is_settled_by_its_next_try(sessions: sessionmaker[Session
 def test_a_withdrawn_hand_over_is_sent_again(sessions: sessionmaker[Session]) -> None:
     ids = three_messages(sessions)
     with sessions.begin() as session:
-        claim_messages(session, ids, run_id="run-1", now=NOW)
-        record_progress(session, handed_over=ids[:1], withdrawn=[], results=[], now=NOW, max_attempts=3)
+        claims = claim_messages(session, ids, run_id="run-1", now=NOW)
+        record_progress(
+            session.connection(), handed_over=ids[:1], withdrawn=[], results=[], claims=claims, now=NOW, max_attempts=3
+        )
     with sessions.begin() as session:
         # The deadline stopped the sender before its DATA: the hand-over was written, then taken back.
-        record_progress(session, handed_over=[], withdrawn=ids[:1], results=[], now=NOW, max_attempts=3)
+        record_progress(
+            session.connection(), handed_over=[], withdrawn=ids[:1], results=[], claims=claims, now=NOW, max_attempts=3
+        )
         assert settle_unfinished(session, run_id="run-1", now=NOW) == ids
     assert states(sessions, ids) == [("pending", 0, "run-1")] * 3
 
@@ -87,11 +98,12 @@ def test_a_withdrawn_hand_over_is_sent_again(sessions: sessionmaker[Session]) ->
 def test_transient_results_are_retried_until_the_attempts_run_out(sessions: sessionmaker[Session]) -> None:
     first, second, _ = three_messages(sessions)
     with sessions.begin() as session:
-        claim_messages(session, [first], run_id="run-1", now=NOW)
-        claim_messages(session, [second], run_id="run-1", now=NOW)
+        claims = claim_messages(session, [first], run_id="run-1", now=NOW)
+        claims |= claim_messages(session, [second], run_id="run-1", now=NOW)
         refusal = "451 4.3.0 later"
         retry = record_progress(
-            session,
+            session.connection(),
+            claims=claims,
             handed_over=[],
             withdrawn=[],
             results=[
@@ -103,9 +115,11 @@ def test_transient_results_are_retried_until_the_attempts_run_out(sessions: sess
         )
     assert retry == [first, second]
     with sessions.begin() as session:
-        claim_messages(session, [first, second], run_id="run-1", now=NOW)
+        claims = claim_messages(session, [first, second], run_id="run-1", now=NOW)
+        assert [claim.attempts for claim in claims.values()] == [2, 2]
         retry = record_progress(
-            session,
+            session.connection(),
+            claims=claims,
             handed_over=[],
             withdrawn=[],
             results=[SendResult(first, Outcome.TRANSIENT, 451, refusal), SendResult(second, Outcome.SENT, 250, "250")],
@@ -122,8 +136,8 @@ def test_the_journal_writes_each_result_soon_and_all_of_them_at_flush(
     """In the order they came: a result soon, even with no hand-over to ride with, and all of them once flushed."""
     first, second, third = ids = three_messages(sessions)
     with sessions.begin() as session:
-        claim_messages(session, ids, run_id="run-1", now=NOW)
-    journal = DatabaseJournal(sessions, clock=lambda: NOW, max_attempts=3)
+        claims = claim_messages(session, ids, run_id="run-1", now=NOW)
+    journal = DatabaseJournal(sessions, claims, clock=lambda: NOW, max_attempts=3)
 
     async def send_three() -> list[list[tuple[str, int, str | None]]]:
         seen = []

@@ -196,7 +196,7 @@ def test_a_task_run_again_first_releases_what_its_earlier_try_claimed(
     first_try: list[int] = []
     process_events(sessions, pairs, enqueue=first_try.extend, batch_size=10, clock=lambda: NOW, run_id="run-1")
     with sessions.begin() as session:  # the earlier try claimed its message, then died before handing it over
-        assert claim_messages(session, first_try, run_id="run-1", now=NOW) == first_try
+        assert list(claim_messages(session, first_try, run_id="run-1", now=NOW)) == first_try
     if refused_on_retry:  # a contact id that names no one cannot create a contact: the chunk is split
         pairs.append((new_id(), trigger(workspace_id, audience=Audience(contact_id="no-such-contact"))))
 
