@@ -659,16 +659,19 @@ def suppressed_addresses(session: Session, workspace_id: int, addresses: set[str
 
 # How long a result waits for a hand-over's transaction to ride in before it is written on its own.
 RESULTS_WAIT_S = 0.02
+# How many results a hand-over's transaction waits for before it takes them: a row more in a statement costs
+# far less than the statement (per message, 352 µs with each hand-over, 242 with every fourth, measured here).
+RESULTS_TOGETHER = 4
 
 
 class DatabaseJournal:
     """Writes each message's progress as it happens, many messages to one transaction (a group commit).
 
     A hand-over is waited for, because it must be committed before the message goes out. Results are not: they
-    are written with the next hand-over, or RESULTS_WAIT_S after they came if none does (and at flush), in the
-    order they came. Writing each as it came cost a transaction per result, 29 % of a batch's CPU. Until it is
-    written, a worker that dies leaves the message `unknown`, as one that dies while its message is with the
-    server does: the wait keeps that window short when the server is slow to take the next message.
+    are written with a hand-over once RESULTS_TOGETHER of them wait, or RESULTS_WAIT_S after the first came
+    (and at flush), in the order they came. Writing each as it came cost a transaction per result, 29 % of a
+    batch's CPU. Until it is written, a worker that dies leaves the message `unknown`, as one that dies while its
+    message is with the server does: the wait keeps that window short.
     """
 
     def __init__(
@@ -734,8 +737,11 @@ class DatabaseJournal:
         # Results (and withdrawn hand-overs) alone wait for the next hand-over, or for flush.
         while self._handovers or (results_too and (self._results or self._withdrawn)):
             handovers, self._handovers = self._handovers, []
-            results, self._results = self._results, []
-            withdrawn, self._withdrawn = self._withdrawn, []
+            results: list[SendResult] = []
+            withdrawn: list[int] = []
+            if results_too or len(self._results) >= RESULTS_TOGETHER:
+                results, self._results = self._results, []
+                withdrawn, self._withdrawn = self._withdrawn, []
             # A sender stopped by the deadline while it waited has nothing to write down.
             waiting = [(key, written) for key, written in handovers if not written.done()]
             try:
