@@ -212,9 +212,9 @@ _MARK_UNKNOWN = (
     )
 )
 
-_HAND_OVER = (
-    update(_MESSAGES).where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True))).values(handed_over_at=bindparam("at"))
-)
+# By id, a row per parameter set, rather than `id IN (...)`: a hand-over is mostly one message, and expanding
+# the IN list cost a fifth of its transaction.
+_HAND_OVER = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message")).values(handed_over_at=bindparam("at"))
 
 _SET_MESSAGE_ID = (
     update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message")).values(message_id_header=bindparam("header"))
@@ -586,9 +586,9 @@ def record_progress(
     much again as the statements (586 against 377 µs for a hand-over and a result).
     """
     if handed_over:
-        connection.execute(_HAND_OVER, {"ids": handed_over, "at": now})
+        connection.execute(_HAND_OVER, [{"message": key, "at": now} for key in handed_over])
     if withdrawn:
-        connection.execute(_HAND_OVER, {"ids": withdrawn, "at": None})
+        connection.execute(_HAND_OVER, [{"message": key, "at": None} for key in withdrawn])
     return record_results(connection, results, claims, now=now, max_attempts=max_attempts)
 
 
