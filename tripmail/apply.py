@@ -8,10 +8,11 @@ from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from tripmail.conditions import check_condition
 from tripmail.durations import parse_duration
 from tripmail.errors import InvalidConfig
 from tripmail.events import DEFAULT_DEDUPE_WINDOW_S
@@ -61,10 +62,42 @@ class SendEmailStep(_Spec):
     template: str
 
 
-class StepSpec(_Spec):
-    """One step; the foundation runs `send_email`, later kinds extend this model."""
+class ConditionStep(_Spec):
+    """`if` (see tripmail.conditions) chooses `then` or `else`; either may be empty, and both go on after."""
 
-    send_email: SendEmailStep
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    if_: str = Field(alias="if", min_length=1, max_length=2000)
+    then: list["StepSpec"] = Field(default_factory=list)
+    else_: list["StepSpec"] = Field(default_factory=list, alias="else")
+
+
+class UpdateContactStep(_Spec):
+    """Contact fields to set: a literal, or text with `{{ data.x }}` / `{{ contact.x }}` rendered for the event."""
+
+    set: dict[str, JsonValue] = Field(min_length=1)
+
+
+class StepSpec(_Spec):
+    """One step: exactly one of its kinds."""
+
+    send_email: SendEmailStep | None = None
+    condition: ConditionStep | None = None
+    update_contact: UpdateContactStep | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "StepSpec":
+        given = [name for name in STEP_KINDS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a step is exactly one of {', '.join(STEP_KINDS)}; got {', '.join(given) or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in STEP_KINDS if getattr(self, name) is not None)
+
+
+STEP_KINDS = ("send_email", "condition", "update_contact")
 
 
 class AutomationSpec(_Spec):
@@ -237,20 +270,7 @@ def _apply_automation(
     *,
     now: datetime,
 ) -> None:
-    steps = []
-    for position, step in enumerate(spec.steps):
-        template = (
-            templates.get(step.send_email.template)
-            or session.scalars(
-                select(Template).where(Template.workspace_id == workspace.id, Template.key == step.send_email.template)
-            ).one_or_none()
-        )
-        if template is None:
-            raise InvalidConfig(
-                f"automations.{spec.name}.steps[{position}].send_email.template: "
-                f"no template {step.send_email.template!r} in workspace {workspace.key}"
-            )
-        steps.append(("send_email", {"template_id": template.id, "template": template.key}))
+    steps = _program(session, workspace, spec.steps, templates, f"automations.{spec.name}.steps", start=0, after=None)
 
     row = _find_automation(session, workspace, spec)
     values: dict[str, Any] = {
@@ -283,6 +303,84 @@ def _apply_automation(
     if changed:
         row.updated_at = now
         changes.append(f"updated automation {spec.name}: {', '.join(changed)}")
+
+
+def _size(step: StepSpec) -> int:
+    """How many program positions the step takes: a condition takes its branches' too."""
+    if step.condition is None:
+        return 1
+    return 1 + sum(map(_size, step.condition.then)) + sum(map(_size, step.condition.else_))
+
+
+def _program(
+    session: Session,
+    workspace: Workspace,
+    specs: list[StepSpec],
+    templates: dict[str, Template],
+    where: str,
+    *,
+    start: int,
+    after: int | None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The steps as a flat program from position `start` on, branches in place after their condition.
+
+    Every step names the position that follows it (`next`, None at the end): a branch's last step goes on after its
+    condition, `after`. A run's state is then one position, and a step keeps its position (and the messages
+    pointing at it their history) while the steps before it stay the same.
+    """
+    program: list[tuple[str, dict[str, Any]]] = []
+    position = start
+    for index, spec in enumerate(specs):
+        name = f"{where}[{index}]"
+        end = position + _size(spec)
+        following = end if index < len(specs) - 1 else after
+        if spec.send_email is not None:
+            template = _template(session, workspace, spec.send_email.template, templates, f"{name}.send_email.template")
+            program.append(("send_email", {"template_id": template.id, "template": template.key, "next": following}))
+        elif spec.condition is not None:
+            check_condition(spec.condition.if_, name=f"{name}.condition.if")
+            then_start = position + 1
+            else_start = then_start + sum(map(_size, spec.condition.then))
+            program.append(
+                (
+                    "condition",
+                    {
+                        "if": spec.condition.if_,
+                        "then": then_start if spec.condition.then else following,
+                        "else": else_start if spec.condition.else_ else following,
+                        "next": following,
+                    },
+                )
+            )
+            for branch, steps, branch_start in (
+                ("then", spec.condition.then, then_start),
+                ("else", spec.condition.else_, else_start),
+            ):
+                program += _program(
+                    session,
+                    workspace,
+                    steps,
+                    templates,
+                    f"{name}.condition.{branch}",
+                    start=branch_start,
+                    after=following,
+                )
+        elif spec.update_contact is not None:
+            program.append(("update_contact", {"set": spec.update_contact.set, "next": following}))
+        position = end
+    return program
+
+
+def _template(session: Session, workspace: Workspace, key: str, templates: dict[str, Template], where: str) -> Template:
+    template = (
+        templates.get(key)
+        or session.scalars(
+            select(Template).where(Template.workspace_id == workspace.id, Template.key == key)
+        ).one_or_none()
+    )
+    if template is None:
+        raise InvalidConfig(f"{where}: no template {key!r} in workspace {workspace.key}")
+    return template
 
 
 def _apply_steps(automation: Automation, steps: list[tuple[str, dict[str, Any]]]) -> bool:

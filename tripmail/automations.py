@@ -21,14 +21,30 @@ class SendStep:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One position of an automation's program (see tripmail.apply._program)."""
+
+    id: int
+    kind: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Started:
-    """What planning reads of an automation an event starts: its id, whether it is transactional, and its
-    send_email steps in order. Read as plain columns: loading Automation entities with their steps (a second,
-    selectin query) was the costliest part of recording a one-contact event."""
+    """What planning reads of an automation an event starts: its id, whether it is transactional, its send_email
+    steps in order, and, when it has other steps too, its whole program, which tripmail.runs carries out. Read as
+    plain columns: loading Automation entities with their steps (a second, selectin query) was the costliest part
+    of recording a one-contact event."""
 
     id: int
     transactional: bool
     send_steps: tuple[SendStep, ...]
+    program: tuple[Step, ...] = ()
+
+    @property
+    def is_workflow(self) -> bool:
+        """Whether it has steps other than send_email, and so a run of its own for each contact and event."""
+        return bool(self.program)
 
 
 _AUTOMATIONS = table_of(Automation)
@@ -44,8 +60,8 @@ def _started(where: ColumnElement[bool]) -> Select[Any]:
     # event runs one, and building it cost more than running it.
     automations, steps = _AUTOMATIONS.c, _STEPS.c
     return (
-        select(automations.id, automations.transactional, steps.id, steps.config)
-        .outerjoin(_STEPS, and_(steps.automation_id == automations.id, steps.kind == "send_email"))
+        select(automations.id, automations.transactional, steps.id, steps.kind, steps.config)
+        .outerjoin(_STEPS, steps.automation_id == automations.id)
         .where(_ACTIVE, where)
         .order_by(automations.id, steps.position)
     )
@@ -57,14 +73,20 @@ _COUNT_ACTIVE_ON_EVENT = select(func.count()).select_from(_AUTOMATIONS).where(_A
 
 
 def _group(rows: Iterable[Sequence[Any]]) -> list[Started]:
-    steps: dict[int, list[SendStep]] = {}
+    steps: dict[int, list[Step]] = {}
     transactional: dict[int, bool] = {}
-    for automation_id, is_transactional, step_id, config in rows:
+    for automation_id, is_transactional, step_id, kind, config in rows:
         transactional[automation_id] = is_transactional
         automation_steps = steps.setdefault(automation_id, [])
         if step_id is not None:
-            automation_steps.append(SendStep(step_id, config["template_id"]))
-    return [Started(key, transactional[key], tuple(value)) for key, value in steps.items()]
+            automation_steps.append(Step(step_id, kind, config))
+    return [_started_from(key, transactional[key], program) for key, program in steps.items()]
+
+
+def _started_from(automation_id: int, transactional: bool, program: list[Step]) -> Started:
+    sends = tuple(SendStep(step.id, step.config["template_id"]) for step in program if step.kind == "send_email")
+    workflow = any(step.kind != "send_email" for step in program)
+    return Started(automation_id, transactional, sends, tuple(program) if workflow else ())
 
 
 def count_matching_automations(session: Session, workspace_id: int, event_key: str) -> int:

@@ -468,7 +468,36 @@ def message_id_header(event_id: str, message_id: int, sender_address: str) -> st
     return f"<{event_id}.{message_id}@{domain}>"
 
 
-def _contact_context(contact: _Contact) -> dict[str, Any]:
+class ContactColumns(Protocol):
+    """A contact as templates and conditions see it: a Contact, or these columns of one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def email(self) -> str | None: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def external_id(self) -> str | None: ...
+    @property
+    def fields(self) -> dict[str, Any]: ...
+
+
+class EventColumns(Protocol):
+    """An event as templates and conditions see it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def received_at(self) -> datetime: ...
+
+
+def contact_context(contact: ContactColumns) -> dict[str, Any]:
+    """`contact` in templates and conditions: its fields, with its identifiers over any field of the same name."""
     return {
         **contact.fields,
         "id": contact.id,
@@ -478,7 +507,7 @@ def _contact_context(contact: _Contact) -> dict[str, Any]:
     }
 
 
-def _event_context(event: _Event) -> dict[str, Any]:
+def event_context(event: EventColumns) -> dict[str, Any]:
     return {
         "id": event.id,
         "name": event.name,
@@ -561,9 +590,9 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
 def _render(contact: _Contact, event: _Event, template: _Template, parts: _EventParts) -> RenderedEmail:
     shown_fields = message_field_values(contact.fields, parts.content.fields)
     context = template_context(
-        _contact_context(contact) | shown_fields,
+        contact_context(contact) | shown_fields,
         parts.content.data,
-        _event_context(event),
+        event_context(event),
         shown_fields,
         data_param=template.data_param,
     )

@@ -5,13 +5,13 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail import delivery
+from tripmail import delivery, runs
 from tripmail.audience import CHUNK, compile_query, contacts_page, custom_field_query, field_types, recipients_page
 from tripmail.automations import Started, automations_for
 from tripmail.contacts import find_contact, new_contact_values, update_contact, upsert_contact
@@ -20,7 +20,7 @@ from tripmail.delivery import Recipient
 from tripmail.errors import TripmailError
 from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
-from tripmail.models import Contact, Event, EventStatus, EventType, table_of
+from tripmail.models import AutomationRun, Contact, Event, EventStatus, EventType, table_of
 from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,16 @@ _WITH_KEYS = select(_EVENTS.c.key, _EVENTS.c.id, _EVENTS.c.received_at).where(
     _EVENTS.c.key.in_(bindparam("keys", expanding=True)),
 )
 _ADD_EVENT = insert(_EVENTS)
+_ADD_RUN = insert(table_of(AutomationRun))
+
+
+class _EventSeen(NamedTuple):
+    """The event as conditions and update_contact steps see it while it is recorded."""
+
+    id: str
+    name: str
+    key: str | None
+    received_at: datetime
 
 
 def find_event_type(session: Session, workspace_id: int, key: str) -> EventType | None:
@@ -142,6 +152,7 @@ class Lookups:
     _suppressed: set[tuple[int, str]] = field(default_factory=set)
     _earlier: dict[tuple[int, str], str] = field(default_factory=dict)
     _earlier_loaded: set[int] = field(default_factory=set)
+    _field_types: dict[int, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, session: Session, events: Sequence[tuple[str, TriggerRequest]], *, now: datetime) -> "Lookups":
@@ -212,6 +223,11 @@ class Lookups:
                 self._earlier.setdefault((event_type.id, earlier_key), event_id)
         return self._earlier.get((event_type.id, key))
 
+    def field_types(self, session: Session, workspace_id: int) -> dict[str, str]:
+        if workspace_id not in self._field_types:
+            self._field_types[workspace_id] = field_types(session, workspace_id)
+        return self._field_types[workspace_id]
+
     def note(self, event: dict[str, Any]) -> None:
         """An event recorded in this transaction: a later one of it with the same key is its duplicate."""
         if event["key"] and event["event_type_id"] and event["status"] in _FIRST_STATUSES:
@@ -234,25 +250,30 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
     lookups = Lookups.load(session, events, now=now)
     pending: list[int] = []
     event_rows: list[dict[str, Any]] = []
+    run_rows: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for event_id, trigger in events:
         if event_id in lookups.recorded:
             pending += delivery.pending_message_ids(session, event_id)
             continue
-        event, planned = _event_and_messages(session, event_id, trigger, now=now, lookups=lookups)
+        event, event_runs, planned = _event_and_messages(session, event_id, trigger, now=now, lookups=lookups)
         event_rows.append(event)
+        run_rows += event_runs
         messages += planned
     # Core, not the ORM: nothing reads the events back in this transaction, and the unit of work cost more than
     # the rest of recording a one-contact event.
     if event_rows:
         session.execute(_ADD_EVENT, event_rows)
+    if run_rows:
+        session.execute(_ADD_RUN, run_rows)
     return pending + delivery.add_messages(session, messages)
 
 
 def _event_and_messages(
     session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime, lookups: Lookups
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The event's row and the rows of the messages it plans, with its contact created or updated."""
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The event's row, its runs' rows and the rows of the messages it plans, with its contact created or updated
+    (by its own fields, then by its runs' update_contact steps)."""
     event_type = lookups.event_type(session, trigger, now=now)
     first = lookups.earlier_event(session, event_type, trigger.key, now=now)
     automations = [] if first is not None else lookups.automations_for(session, trigger)
@@ -279,7 +300,12 @@ def _event_and_messages(
     }
     lookups.note(event)
     if contact is None:
-        return event, []
+        return event, [], []
+    run_rows: list[dict[str, Any]] = []
+    if any(automation.is_workflow for automation in automations):
+        seen = _EventSeen(event_id, trigger.event_name, trigger.key, now)
+        types = lookups.field_types(session, trigger.workspace_id)
+        run_rows, automations = _carry_out(automations, contact, seen, trigger, types, now=now)
     planned = delivery.message_rows(
         trigger.workspace_id,
         event_id,
@@ -289,7 +315,38 @@ def _event_and_messages(
         now=now,
         suppressed=lookups.suppressed(trigger.workspace_id),
     )
-    return event, planned
+    return event, run_rows, planned
+
+
+def _carry_out(
+    automations: list[Started],
+    contact: Contact,
+    event: delivery.EventColumns,
+    trigger: TriggerRequest,
+    field_types: dict[str, str],
+    *,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[Started]]:
+    """Carry out the runs of the workflow automations for the contact; their rows, and the automations with the
+    send_email steps to plan for the contact (all of them for the others, those each run reached for its own)."""
+    rows: list[dict[str, Any]] = []
+    planned: list[Started] = []
+    for automation in automations:
+        if not automation.is_workflow:
+            planned.append(automation)
+            continue
+        carried = runs.carry_out(
+            automation,
+            contact=contact,
+            event=event,
+            workspace_id=trigger.workspace_id,
+            data=trigger.data,
+            field_types=field_types,
+            now=now,
+        )
+        rows.append(carried.row)
+        planned.append(carried.sends)
+    return rows, planned
 
 
 def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[list[int], bool]:
@@ -300,18 +357,21 @@ def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[li
     trigger = TriggerRequest.read_back(event.request)
     condition = audience_condition(session, trigger)
     after = event.fanout_cursor or ""
+    automations = automations_for(session, trigger)
     contacts: Sequence[Recipient]
-    if _changes_contacts(trigger):
-        contacts = contacts_page(session, trigger.workspace_id, condition, after=after, limit=CHUNK)
-        for contact in contacts:
-            update_contact(contact, trigger.audience, trigger.contact_update, now=now)
-            apply_field_options(contact, trigger.fields, now=now)
+    if _changes_contacts(trigger) or any(automation.is_workflow for automation in automations):
+        loaded = contacts_page(session, trigger.workspace_id, condition, after=after, limit=CHUNK)
+        if _changes_contacts(trigger):
+            for contact in loaded:
+                update_contact(contact, trigger.audience, trigger.contact_update, now=now)
+                apply_field_options(contact, trigger.fields, now=now)
+        planned = _fan_out_runs(session, event, trigger, loaded, automations, now=now)
+        contacts = loaded
     else:
         contacts = recipients_page(session, trigger.workspace_id, condition, after=after, limit=CHUNK)
-    automations = automations_for(session, trigger)
-    planned = delivery.plan_messages(
-        session, event.workspace_id, event.id, contacts, automations, trigger.channel_filter, now=now
-    )
+        planned = delivery.plan_messages(
+            session, event.workspace_id, event.id, contacts, automations, trigger.channel_filter, now=now
+        )
     if contacts:
         event.contact_id = event.contact_id or contacts[0].id
         event.fanout_cursor = contacts[-1].id
@@ -319,6 +379,33 @@ def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[li
         event.status = EventStatus.PROCESSED
         event.processed_at = now
     return planned, event.status == EventStatus.PROCESSED
+
+
+def _fan_out_runs(
+    session: Session,
+    event: Event,
+    trigger: TriggerRequest,
+    contacts: Sequence[Contact],
+    automations: list[Started],
+    *,
+    now: datetime,
+) -> list[int]:
+    """plan_messages for a chunk when automations have runs: each contact's runs choose its messages. A chunk
+    planned again (a redelivered task) finds its runs and messages there and adds none."""
+    seen = _EventSeen(event.id, event.name, event.key, event.received_at)
+    types = field_types(session, event.workspace_id)
+    addresses = {delivery.recipient(contact, trigger.channel_filter) for contact in contacts}
+    suppressed = delivery.suppressed_addresses(session, event.workspace_id, {a for a in addresses if a})
+    run_rows: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for contact in contacts:
+        rows, planned = _carry_out(automations, contact, seen, trigger, types, now=now)
+        run_rows += rows
+        messages += delivery.message_rows(
+            event.workspace_id, event.id, [contact], planned, trigger.channel_filter, now=now, suppressed=suppressed
+        )
+    insert_new(session, AutomationRun, run_rows, ["event_id", "automation_id", "contact_id"], "id")
+    return delivery.add_messages(session, messages)
 
 
 def _changes_contacts(trigger: TriggerRequest) -> bool:

@@ -34,10 +34,19 @@ def _or_written(value: Any, written: str) -> Any:
     return written if value is None or isinstance(value, Undefined) else value
 
 
+class _KeysFirst(SandboxedEnvironment):
+    """`data.items` is the event's `items` (seed 004 sends one), not the dict method Jinja would find first."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 def _environment(*, html: bool) -> SandboxedEnvironment:
     # HTML parts escape what they insert; subject and text parts are plain text and must not. A JSON null shows
     # as nothing, never as "None".
-    environment = SandboxedEnvironment(
+    environment = _KeysFirst(
         autoescape=html, undefined=ChainableUndefined, finalize=lambda value: "" if value is None else value
     )
     environment.filters["lines"] = _lines_html if html else _lines_text

@@ -27,6 +27,16 @@ def test_bare_data_names_and_named_parts() -> None:
     assert text == "https://x/r https://x/r ann@acme.test FORGOT_PASSWORD"
 
 
+def test_data_keys_named_like_dict_methods_are_the_data() -> None:
+    # Seed 004's purchase event sends `items`; `data.items` must not be the dict's method.
+    rendered = render_part(
+        "{{ data.items[0] }} / {{ data.keys }} / {{ data.get('items')[0] }}",
+        context(items=["Pro Plan - Annual"], keys="k"),
+        html=False,
+    )
+    assert rendered == "Pro Plan - Annual / k / Pro Plan - Annual"
+
+
 def test_data_cannot_shadow_contact_or_event() -> None:
     assert render_part("{{ contact.email }}", context(contact="evil"), html=False) == "ann@acme.test"
 

@@ -5,11 +5,13 @@ from tripmail.models.base import Base, table_of
 from tripmail.models.contact import Contact
 from tripmail.models.event import Event, EventStatus, EventType
 from tripmail.models.message import Message, MessageAttempt, MessageStatus, Suppression
+from tripmail.models.run import AutomationRun, RunStatus
 from tripmail.models.workspace import ApiToken, ContactField, Workspace
 
 __all__ = [
     "ApiToken",
     "Automation",
+    "AutomationRun",
     "AutomationStep",
     "Base",
     "Contact",
@@ -20,6 +22,7 @@ __all__ = [
     "Message",
     "MessageAttempt",
     "MessageStatus",
+    "RunStatus",
     "Suppression",
     "Template",
     "Workspace",

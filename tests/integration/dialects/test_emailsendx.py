@@ -4,10 +4,12 @@ import re
 
 import httpx
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
 from tests.integration.conftest import Sink, Tenant, wait_until
+from tripmail.models import Contact
 
 SEED_EVENT_BODY = """{
   "name": "purchase_completed",
@@ -145,3 +147,58 @@ def test_missing_or_bad_token_is_401(api_url: str) -> None:
         )
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthenticated"
+
+
+def test_seed_branch_on_purchase_value_sends_the_email_the_amount_chooses(
+    api_url: str, db: sessionmaker[Session], sink: Sink
+) -> None:
+    """Seed 004: "a purchase_completed event with data.amount could branch the automation to send different emails
+    based on purchase value"."""
+    key = unique_workspace_key("branch")
+    spec = {
+        "workspace": key,
+        "from": f"Shop <{sender_of(key)}>",
+        "templates": [
+            {"key": "vip", "subject": "VIP thanks for {{ data.amount }}", "text": "{{ data.items | join(', ') }}"},
+            {"key": "thanks", "subject": "Thanks for {{ data.amount }}", "text": "{{ data.items | join(', ') }}"},
+        ],
+        "automations": [
+            {
+                "name": "Purchase by value",
+                "trigger": "purchase_completed",
+                "steps": [
+                    {"update_contact": {"set": {"last_order": "{{ data.orderId }}"}}},
+                    {
+                        "condition": {
+                            "if": 'data.amount > 100 and data.currency == "USD"',
+                            "then": [{"send_email": {"template": "vip"}}],
+                            "else": [{"send_email": {"template": "thanks"}}],
+                        }
+                    },
+                ],
+            }
+        ],
+    }
+    with db.begin() as session:
+        apply_spec(session, spec)
+        token = make_token(session, key, ["contacts:write"])
+    small, big = (f"{unique_workspace_key(name)}@example.com" for name in ("small", "big"))
+    for email, body in ((small, SEED_EVENT_BODY), (big, SEED_EVENT_BODY.replace("99.00", "150.00"))):
+        contact_id = upsert(api_url, token, email)
+        fired = call(api_url, token, f"/contacts/{contact_id}/events", content=body)
+        assert fired.status_code == 200, fired.text
+        assert fired.json()["data"]["matchingAutomations"] == 1
+
+    sender = sender_of(key)
+    [small_mail] = wait_until(lambda: sink.to(small, sender=sender) or None, what="the small purchase's email")
+    [big_mail] = wait_until(lambda: sink.to(big, sender=sender) or None, what="the big purchase's email")
+    assert small_mail.message["Subject"] == "Thanks for 99.0"
+    assert big_mail.message["Subject"] == "VIP thanks for 150.0"
+    text = big_mail.message.get_body()
+    assert text is not None
+    assert text.get_content().strip() == "Pro Plan - Annual"
+    with db() as session:
+        orders = session.scalars(
+            select(Contact.fields["last_order"].as_string()).where(Contact.email.in_([small, big]))
+        )
+        assert set(orders) == {"ord_abc123"}

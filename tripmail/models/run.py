@@ -1,0 +1,38 @@
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tripmail.models.base import Base
+
+
+class RunStatus(StrEnum):
+    COMPLETED = "completed"
+    # A step could not be carried out (a condition that cannot be decided, a field value refused): `error` says why.
+    FAILED = "failed"
+
+
+class AutomationRun(Base):
+    """An automation with more than send_email steps, carried out for one contact and one event.
+
+    An automation of send_email steps alone has no run row: its messages, one per step, are its whole state.
+    """
+
+    __tablename__ = "automation_runs"
+    __table_args__ = (UniqueConstraint("event_id", "automation_id", "contact_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    automation_id: Mapped[int] = mapped_column(ForeignKey("automations.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20))
+    # The program position to carry out next, None once the run has ended (on a failure: the step that failed).
+    position: Mapped[int | None]
+    # The positions carried out, in order, with what each did: the run's history.
+    trail: Mapped[list[Any]]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
