@@ -72,6 +72,12 @@ class ConditionStep(_Spec):
     else_: list["StepSpec"] = Field(default_factory=list, alias="else")
 
 
+class WaitUntil(_Spec):
+    """Wait until the time the event's data gives (ISO 8601, or seconds since the epoch)."""
+
+    until: str = Field(pattern=r"^data(\.[A-Za-z_][A-Za-z0-9_]*)+$", description="e.g. data.delivery_at")
+
+
 class UpdateContactStep(_Spec):
     """Contact fields to set: a literal, or text with `{{ data.x }}` / `{{ contact.x }}` rendered for the event."""
 
@@ -82,6 +88,7 @@ class StepSpec(_Spec):
     """One step: exactly one of its kinds."""
 
     send_email: SendEmailStep | None = None
+    wait: int | str | WaitUntil | None = Field(default=None, description="a duration (2d, 90m) or {until: data.x}")
     condition: ConditionStep | None = None
     update_contact: UpdateContactStep | None = None
 
@@ -97,7 +104,7 @@ class StepSpec(_Spec):
         return next(name for name in STEP_KINDS if getattr(self, name) is not None)
 
 
-STEP_KINDS = ("send_email", "condition", "update_contact")
+STEP_KINDS = ("send_email", "wait", "condition", "update_contact")
 
 
 class AutomationSpec(_Spec):
@@ -367,6 +374,14 @@ def _program(
                 )
         elif spec.update_contact is not None:
             program.append(("update_contact", {"set": spec.update_contact.set, "next": following}))
+        elif isinstance(spec.wait, WaitUntil):
+            program.append(("wait", {"until": spec.wait.until, "next": following}))
+        elif spec.wait is not None:
+            try:
+                seconds = parse_duration(spec.wait)
+            except ValueError as exc:
+                raise InvalidConfig(f"{name}.wait: {exc}") from exc
+            program.append(("wait", {"seconds": seconds, "next": following}))
         position = end
     return program
 

@@ -101,8 +101,14 @@ def automations_for(session: Session, trigger: "TriggerRequest") -> list[Started
         assert trigger.event is not None
         parameters = {"ws": trigger.workspace_id, "key": normalize_key(trigger.event)}
         return _group(session.execute(_STARTED_ON_EVENT, parameters))
-    parameters = {"ws": trigger.workspace_id, "automation": trigger.automation_id}
-    return _group(session.execute(_STARTED_BY_ID, parameters))
+    started = started_automation(session, trigger.workspace_id, trigger.automation_id)
+    return [started] if started is not None else []
+
+
+def started_automation(session: Session, workspace_id: int, automation_id: int) -> Started | None:
+    """The automation as planning reads it, if it is active."""
+    started = _group(session.execute(_STARTED_BY_ID, {"ws": workspace_id, "automation": automation_id}))
+    return started[0] if started else None
 
 
 def find_automation(session: Session, workspace_id: int, automation_id: int) -> Automation | None:

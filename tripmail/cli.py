@@ -161,6 +161,13 @@ def worker(concurrency: int, loglevel: str) -> None:
 
 
 @main.command()
+def scheduler() -> None:
+    """Hand runs whose wait is over to the workers; one is enough, more only hand the same runs out twice."""
+    # exec, as for the worker: a supervisor's signals reach the scheduler itself.
+    os.execv(sys.executable, [sys.executable, "-m", "worker.schedule"])  # noqa: S606 - a fixed argv
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=1025, show_default=True, type=int)
 @click.option("--list", "list_only", is_flag=True, help="List the stored messages and exit.")

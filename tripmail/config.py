@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # A task's fixed cost (its transactions, its SMTP hand-over commits) is then shared by the events of those
     # milliseconds: at 100 one-event requests a second, tasks of one event were more than two worker processes did.
     enqueue_wait_s: float = Field(default=0.02, ge=0, le=1)
+    # How often `tripmail scheduler` looks for runs whose wait is over: a wait ends up to this much late.
+    scheduler_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.
     public_url: str = "http://127.0.0.1:8000"
     # `make bench` only: serves POST /bench/baseline/events, the ingest floor Tripmail's own path is measured against.

@@ -5,7 +5,7 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -53,15 +53,6 @@ _WITH_KEYS = select(_EVENTS.c.key, _EVENTS.c.id, _EVENTS.c.received_at).where(
 )
 _ADD_EVENT = insert(_EVENTS)
 _ADD_RUN = insert(table_of(AutomationRun))
-
-
-class _EventSeen(NamedTuple):
-    """The event as conditions and update_contact steps see it while it is recorded."""
-
-    id: str
-    name: str
-    key: str | None
-    received_at: datetime
 
 
 def find_event_type(session: Session, workspace_id: int, key: str) -> EventType | None:
@@ -303,7 +294,7 @@ def _event_and_messages(
         return event, [], []
     run_rows: list[dict[str, Any]] = []
     if any(automation.is_workflow for automation in automations):
-        seen = _EventSeen(event_id, trigger.event_name, trigger.key, now)
+        seen = runs.EventSeen(event_id, trigger.event_name, trigger.key, now)
         types = lookups.field_types(session, trigger.workspace_id)
         run_rows, automations = _carry_out(automations, contact, seen, trigger, types, now=now)
     planned = delivery.message_rows(
@@ -392,7 +383,7 @@ def _fan_out_runs(
 ) -> list[int]:
     """plan_messages for a chunk when automations have runs: each contact's runs choose its messages. A chunk
     planned again (a redelivered task) finds its runs and messages there and adds none."""
-    seen = _EventSeen(event.id, event.name, event.key, event.received_at)
+    seen = runs.EventSeen(event.id, event.name, event.key, event.received_at)
     types = field_types(session, event.workspace_id)
     addresses = {delivery.recipient(contact, trigger.channel_filter) for contact in contacts}
     suppressed = delivery.suppressed_addresses(session, event.workspace_id, {a for a in addresses if a})

@@ -7,6 +7,8 @@ from tripmail.config import Settings
 # Takes a list of [event id, trigger] pairs: one event from the single-event endpoints, many from a batch.
 PROCESS_EVENTS = "tripmail.process_events"
 DELIVER_MESSAGES = "tripmail.deliver_messages"
+# Takes a list of automation run ids whose wait is over (from the scheduler).
+CARRY_ON_RUNS = "tripmail.carry_on_runs"
 
 
 def make_celery(settings: Settings) -> Celery:

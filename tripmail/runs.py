@@ -4,19 +4,39 @@ A run is carried out in the transaction that records its event: conditions choos
 change the contact, and the send_email steps it reaches become messages planned with the event's own. What it
 did is kept on its row (`trail`), and a step it cannot carry out ends it as failed with the reason, sending
 nothing after that step.
+
+A wait step stops it as `waiting` with its wake time in the database (never as a delayed Celery task: Redis
+would hand such a task out again after the visibility timeout). The scheduler (worker/schedule.py) hands due
+runs to a worker, which carries each on in one transaction that first moves it out of `waiting`: a second
+hand-over of the same run finds it moved and does nothing, so a wait fires once.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
-from tripmail.automations import SendStep, Started, Step
+from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from tripmail import delivery
+from tripmail.audience import field_types
+from tripmail.automations import SendStep, Started, Step, started_automation
 from tripmail.conditions import ConditionError, evaluate
 from tripmail.delivery import EventColumns, contact_context, event_context
 from tripmail.fields import coerce_field_value
-from tripmail.models import Contact, RunStatus
+from tripmail.models import Automation, AutomationRun, Contact, Event, Message, MessageStatus, RunStatus, table_of
 from tripmail.rendering import RenderError, render_part, template_context
+from tripmail.schemas.trigger import TriggerRequest
+
+
+class EventSeen(NamedTuple):
+    """The event as conditions and update_contact steps see it."""
+
+    id: str
+    name: str
+    key: str | None
+    received_at: datetime
 
 
 class StepFailed(Exception):
@@ -40,17 +60,23 @@ def carry_out(
     data: dict[str, Any],
     field_types: Mapping[str, str],
     now: datetime,
+    start: int | None = 0,
 ) -> CarriedOut:
-    """Carry the automation's program out from its first step to its end, or to the step that fails."""
+    """Carry the automation's program out from `start` to its end, to a wait not yet due, or to the step that
+    fails."""
     program = automation.program
     trail: list[dict[str, Any]] = []
     reached: list[SendStep] = []
-    position: int | None = 0 if program else None
-    status, error = RunStatus.COMPLETED, None
+    position = start if program else None
+    status, error, wake_at = RunStatus.COMPLETED, None, None
     while position is not None:
         step = program[position]
         try:
-            following, done = _step(step, contact=contact, event=event, data=data, field_types=field_types, now=now)
+            if step.kind == "wait":
+                wake_at = _wake_time(step.config, data=data, now=now)
+                following, done = step.config["next"], {"until": wake_at.isoformat()}
+            else:
+                following, done = _step(step, contact=contact, event=event, data=data, field_types=field_types, now=now)
         except StepFailed as exc:
             status, error = RunStatus.FAILED, f"step {position} ({step.kind}): {exc}"
             trail.append({"position": position, "kind": step.kind, "failed": str(exc)})
@@ -59,6 +85,10 @@ def carry_out(
         if step.kind == "send_email":
             reached.append(SendStep(step.id, step.config["template_id"]))
         position = following
+        if wake_at is not None and wake_at > now:
+            status = RunStatus.WAITING
+            break
+        wake_at = None
     row = {
         "workspace_id": workspace_id,
         "event_id": event.id,
@@ -68,10 +98,31 @@ def carry_out(
         "position": position,
         "trail": trail,
         "error": error,
+        "wake_at": wake_at,
+        "enqueued_at": None,
         "created_at": now,
         "updated_at": now,
     }
     return CarriedOut(row, replace(automation, send_steps=tuple(reached), program=()))
+
+
+def _wake_time(config: dict[str, Any], *, data: dict[str, Any], now: datetime) -> datetime:
+    if "seconds" in config:
+        return now + timedelta(seconds=config["seconds"])
+    path = config["until"]
+    value: Any = {"data": data}
+    for name in path.split("."):
+        value = value.get(name) if isinstance(value, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    raise StepFailed(f"{path} is {value!r}, not a time (ISO 8601, or seconds since the epoch)")
 
 
 def _step(
@@ -129,3 +180,107 @@ def _field_value(
         return coerce_field_value(field_type, value)
     except ValueError as exc:
         raise StepFailed(f"field {name} ({field_type}): {exc}") from exc
+
+
+# A run handed to a worker that has not carried it on after this long is handed out again (its task was lost:
+# the worker died, or Redis with the task in it). Handing it twice is harmless; only one carries it on.
+HAND_OUT_AGAIN_AFTER = timedelta(seconds=60)
+
+_RUNS = table_of(AutomationRun)
+_AUTOMATIONS = table_of(Automation)
+
+_DUE = (
+    select(_RUNS.c.id)
+    .join(_AUTOMATIONS, _AUTOMATIONS.c.id == _RUNS.c.automation_id)
+    .where(
+        _RUNS.c.status == RunStatus.WAITING,
+        _RUNS.c.wake_at <= bindparam("now"),
+        _AUTOMATIONS.c.status == "active",
+        (_RUNS.c.enqueued_at.is_(None)) | (_RUNS.c.enqueued_at < bindparam("stale")),
+    )
+    .order_by(_RUNS.c.wake_at)
+    .limit(bindparam("limit"))
+)
+
+_HANDED_OUT = update(_RUNS).where(_RUNS.c.id.in_(bindparam("ids", expanding=True))).values(enqueued_at=bindparam("now"))
+
+# Moves a due run out of `waiting`: the one transaction that does so carries it on.
+_TAKE = (
+    update(_RUNS)
+    .where(_RUNS.c.id == bindparam("run"), _RUNS.c.status == RunStatus.WAITING, _RUNS.c.wake_at <= bindparam("now"))
+    .values(status="running", updated_at=bindparam("now"))
+    .returning(_RUNS.c.id)
+)
+
+
+def due_runs(session: Session, *, now: datetime, limit: int) -> list[int]:
+    """Waiting runs of active automations whose time has come, not handed out lately."""
+    return list(session.scalars(_DUE, {"now": now, "stale": now - HAND_OUT_AGAIN_AFTER, "limit": limit}))
+
+
+def mark_handed_out(session: Session, run_ids: list[int], *, now: datetime) -> None:
+    if run_ids:
+        session.execute(_HANDED_OUT, {"ids": run_ids, "now": now})
+
+
+def carry_on(session: Session, run_id: int, *, now: datetime) -> list[int]:
+    """Carry a due run on from its wait; the ids of its messages still to send (also those an earlier try of
+    this planned and did not send: the run is then no longer waiting, but its messages are pending)."""
+    run = session.get(AutomationRun, run_id)
+    if run is None:
+        return []
+    automation = started_automation(session, run.workspace_id, run.automation_id)
+    if automation is None or not automation.is_workflow:
+        # Paused (or made a plain automation) since: the run waits on, and the scheduler hands it out again
+        # once its automation is active.
+        run.enqueued_at = None
+    elif session.scalars(_TAKE, {"run": run_id, "now": now}).first() is not None:
+        _carry_on(session, run, automation, now=now)
+    return list(
+        session.scalars(
+            select(Message.id).where(
+                and_(
+                    Message.event_id == run.event_id,
+                    Message.automation_id == run.automation_id,
+                    Message.contact_id == run.contact_id,
+                    Message.status == MessageStatus.PENDING,
+                )
+            )
+        )
+    )
+
+
+def _carry_on(session: Session, run: AutomationRun, automation: Started, *, now: datetime) -> None:
+    event = session.get_one(Event, run.event_id)
+    contact = session.get_one(Contact, run.contact_id)
+    trigger = TriggerRequest.read_back(event.request)
+    carried = carry_out(
+        automation,
+        contact=contact,
+        event=EventSeen(event.id, event.name, event.key, event.received_at),
+        workspace_id=run.workspace_id,
+        data=trigger.data,
+        field_types=field_types(session, run.workspace_id),
+        now=now,
+        start=run.position,
+    )
+    row = carried.row
+    run.status, run.position, run.error, run.wake_at = row["status"], row["position"], row["error"], row["wake_at"]
+    run.trail = [*run.trail, *row["trail"]]
+    run.enqueued_at = None
+    run.updated_at = now
+    address = delivery.recipient(contact, trigger.channel_filter)
+    suppressed = delivery.suppressed_addresses(session, run.workspace_id, {address} if address else set())
+    rows = delivery.message_rows(
+        run.workspace_id, event.id, [contact], [carried.sends], trigger.channel_filter, now=now, suppressed=suppressed
+    )
+    delivery.add_messages(session, rows)
+
+
+def carry_on_runs(sessions: sessionmaker[Session], run_ids: list[int], *, clock: Callable[[], datetime]) -> list[int]:
+    """carry_on for each run, a transaction each; the ids of their messages to send."""
+    message_ids: list[int] = []
+    for run_id in run_ids:
+        with sessions.begin() as session:
+            message_ids += carry_on(session, run_id, now=clock())
+    return message_ids

@@ -9,7 +9,7 @@ from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
-from tripmail import delivery, events, queue
+from tripmail import delivery, events, queue, runs
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
 from tripmail.schemas.trigger import TriggerRequest
@@ -72,6 +72,18 @@ def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
     )
     if rest:
         report = _deliver(self.request.id, rest, elapsed_s=time.monotonic() - started, settled=True)
+        if report.retry_ids:
+            deliver_messages.apply_async(args=[report.retry_ids], countdown=_backoff(0))
+
+
+@celery.task(name=queue.CARRY_ON_RUNS, bind=True, **RETRY_TRANSIENT)
+def carry_on_runs(self: Task, run_ids: list[int]) -> None:
+    """Carry on runs whose wait is over and send what they plan; running it twice is harmless (a run is carried
+    on by one transaction only, and its messages are claimed before they are sent)."""
+    started = time.monotonic()
+    message_ids = runs.carry_on_runs(sessions(), run_ids, clock=utcnow)
+    if message_ids:
+        report = _deliver(self.request.id, message_ids, elapsed_s=time.monotonic() - started)
         if report.retry_ids:
             deliver_messages.apply_async(args=[report.retry_ids], countdown=_backoff(0))
 

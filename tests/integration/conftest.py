@@ -20,10 +20,11 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+import yaml
 from aiosmtpd.controller import Controller
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -214,6 +215,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TRIPMAIL_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
         "TRIPMAIL_TASK_TIME_LIMIT_S": str(settings.task_time_limit_s),
         "TRIPMAIL_SMTP_CONNECTIONS": str(settings.smtp_connections),
+        "TRIPMAIL_SCHEDULER_INTERVAL_S": str(settings.scheduler_interval_s),
     }
 
 
@@ -238,6 +240,22 @@ def start_worker(settings: Settings, workdir: Path, name: str = "worker") -> sub
         start_new_session=True,
     )
     wait_until(lambda: b" ready." in log.read_bytes() or process.poll() is not None, timeout=60, what="worker ready")
+    assert process.poll() is None, log.read_text()
+    return process
+
+
+def start_scheduler(settings: Settings, workdir: Path, name: str = "scheduler") -> subprocess.Popen[bytes]:
+    """`tripmail scheduler`, in a process group of its own like the worker."""
+    log = workdir / f"{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tripmail", "scheduler"],
+        env=service_env(settings),
+        cwd=workdir,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_until(lambda: b"scheduler started" in log.read_bytes() or process.poll() is not None, what="scheduler started")
     assert process.poll() is None, log.read_text()
     return process
 
@@ -324,6 +342,7 @@ def sink(smtp_sink: tuple[Sink, int], worker: subprocess.Popen[bytes]) -> Sink:
 
 # Redis has databases 1..15 beside the shared stack's 0: one each, so no two stacks share a queue.
 _redis_databases = itertools.count(1)
+_apply_files = itertools.count(1)
 
 
 @pytest.fixture
@@ -336,6 +355,7 @@ def own_settings(tmp_path: Path, redis_url: str) -> Settings:
         mail_dir=tmp_path / "mail",
         visibility_timeout_s=15,
         task_time_limit_s=10,
+        scheduler_interval_s=0.2,
     )
     upgrade(settings.database_url)
     return settings
@@ -360,6 +380,11 @@ class OwnStack:
         self.workers.append(process)
         return process
 
+    def start_scheduler(self, name: str = "scheduler") -> subprocess.Popen[bytes]:
+        process = start_scheduler(self.settings, self.workdir, name)
+        self.workers.append(process)
+        return process
+
     def tripmail(self, *args: str) -> str:
         """Run a `tripmail` command against this stack; its output."""
         done = subprocess.run(
@@ -372,6 +397,12 @@ class OwnStack:
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
+
+    def apply(self, spec: dict[str, Any]) -> str:
+        """`tripmail apply` of the spec, written to a YAML file as a user would."""
+        path = self.workdir / f"apply-{next(_apply_files)}.yaml"
+        path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+        return self.tripmail("apply", str(path))
 
     def tenant(self, prefix: str) -> Tenant:
         """A workspace with the password-reset automation, and a token for it."""

@@ -1,6 +1,6 @@
 """Automations with conditions and contact updates: each event's run chooses its messages when it is recorded."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from tripmail.errors import InvalidConfig
 from tripmail.events import fan_out_chunk, record_event, record_events
 from tripmail.ids import new_id
 from tripmail.models import AutomationRun, AutomationStep, Contact, Message, Template, Workspace
+from tripmail.runs import HAND_OUT_AGAIN_AFTER, carry_on, due_runs, mark_handed_out
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -118,7 +119,7 @@ def test_a_step_that_cannot_run_is_refused_when_applied(
 
 def test_a_step_is_exactly_one_kind() -> None:
     spec = purchase_spec(steps=[{"send_email": {"template": "thanks"}, "update_contact": {"set": {"a": 1}}}])
-    with pytest.raises(ValueError, match="a step is exactly one of send_email, condition, update_contact"):
+    with pytest.raises(ValueError, match="a step is exactly one of send_email, wait, condition, update_contact"):
         ApplyFile.model_validate(spec)
 
 
@@ -206,3 +207,106 @@ def test_an_audience_of_many_runs_the_program_for_each_contact(sessions: session
     assert planned_templates(sessions, planned) == ["vip", "vip", "receipt", "receipt"]
     with sessions() as session:
         assert len(session.scalars(select(AutomationRun).where(AutomationRun.event_id == event_id)).all()) == 2
+
+
+def waiting_spec(wait: Any, status: str = "active") -> dict[str, Any]:
+    steps = [{"send_email": {"template": "thanks"}}, {"wait": wait}, {"send_email": {"template": "receipt"}}]
+    return purchase_spec(steps=steps, status=status)
+
+
+def test_a_wait_holds_the_run_until_its_time_then_it_goes_on_once(sessions: sessionmaker[Session]) -> None:
+    workspace_id = setup(sessions, waiting_spec("2d"))
+    with sessions.begin() as session:
+        first = record_event(session, new_id(), purchase(workspace_id, "ann@example.com", 10), now=NOW)
+    assert planned_templates(sessions, first) == ["thanks"]
+    with sessions() as session:
+        run = session.scalars(select(AutomationRun)).one()
+        assert (run.status, run.position, run.wake_at) == ("waiting", 2, NOW + timedelta(days=2))
+        assert due_runs(session, now=NOW + timedelta(days=2) - timedelta(seconds=1), limit=10) == []
+    later = NOW + timedelta(days=2)
+    with sessions.begin() as session:
+        assert due_runs(session, now=later, limit=10) == [run.id]
+        # Not yet: nothing moves; what it answers is the run's message still to send, the one before the wait.
+        assert carry_on(session, run.id, now=later - timedelta(seconds=1)) == first
+        second = carry_on(session, run.id, now=later)
+    with sessions.begin() as session:
+        # A second hand-over of the same run plans nothing new; its message is still the one to send.
+        assert carry_on(session, run.id, now=later) == second
+        run = session.get_one(AutomationRun, run.id)
+        assert due_runs(session, now=later, limit=10) == []
+    assert planned_templates(sessions, second) == ["thanks", "receipt"]
+    assert (run.status, run.position) == ("completed", None)
+    assert [step["kind"] for step in run.trail] == ["send_email", "wait", "send_email"]
+
+
+def test_a_run_handed_out_lately_is_not_handed_out_again_until_that_is_stale(
+    sessions: sessionmaker[Session],
+) -> None:
+    workspace_id = setup(sessions, waiting_spec("1m"))
+    with sessions.begin() as session:
+        record_event(session, new_id(), purchase(workspace_id, "ann@example.com", 10), now=NOW)
+    due = NOW + timedelta(minutes=1)
+    with sessions.begin() as session:
+        [run_id] = due_runs(session, now=due, limit=10)
+        mark_handed_out(session, [run_id], now=due)
+    with sessions() as session:
+        assert due_runs(session, now=due + HAND_OUT_AGAIN_AFTER - timedelta(seconds=1), limit=10) == []
+        assert due_runs(session, now=due + HAND_OUT_AGAIN_AFTER + timedelta(seconds=1), limit=10) == [run_id]
+
+
+def test_a_paused_automation_holds_its_waiting_runs_until_it_is_active_again(
+    sessions: sessionmaker[Session],
+) -> None:
+    workspace_id = setup(sessions, waiting_spec("1h"))
+    with sessions.begin() as session:
+        record_event(session, new_id(), purchase(workspace_id, "ann@example.com", 10), now=NOW)
+        run_id = session.scalars(select(AutomationRun.id)).one()
+    setup(sessions, waiting_spec("1h", status="paused"))
+    later = NOW + timedelta(hours=2)
+    with sessions.begin() as session:
+        assert due_runs(session, now=later, limit=10) == []
+        carry_on(session, run_id, now=later)  # handed out just before the pause
+        assert session.get_one(AutomationRun, run_id).status == "waiting"
+    setup(sessions, waiting_spec("1h"))
+    with sessions.begin() as session:
+        assert due_runs(session, now=later, limit=10) == [run_id]
+        resumed = carry_on(session, run_id, now=later)
+    assert planned_templates(sessions, resumed) == ["thanks", "receipt"]
+    with sessions() as session:
+        assert session.get_one(AutomationRun, run_id).status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("until", "wake_at"),
+    [
+        ("2026-03-05T09:30:00+00:00", datetime(2026, 3, 5, 9, 30, tzinfo=UTC)),
+        ("2026-03-05T09:30:00", datetime(2026, 3, 5, 9, 30, tzinfo=UTC)),
+        (1772703000, datetime(2026, 3, 5, 9, 30, tzinfo=UTC)),
+    ],
+)
+def test_a_wait_until_a_time_in_the_data(sessions: sessionmaker[Session], until: Any, wake_at: datetime) -> None:
+    workspace_id = setup(sessions, waiting_spec({"until": "data.delivery.at"}))
+    trigger = purchase(workspace_id, "ann@example.com", 10)
+    trigger = trigger.model_copy(update={"data": {**trigger.data, "delivery": {"at": until}}})
+    with sessions.begin() as session:
+        record_event(session, new_id(), trigger, now=NOW)
+    with sessions() as session:
+        run = session.scalars(select(AutomationRun)).one()
+    assert (run.status, run.wake_at) == ("waiting", wake_at)
+
+
+def test_a_wait_until_a_time_already_past_goes_straight_on_and_one_missing_fails(
+    sessions: sessionmaker[Session],
+) -> None:
+    workspace_id = setup(sessions, waiting_spec({"until": "data.delivery_at"}))
+    past = purchase(workspace_id, "ann@example.com", 10)
+    past = past.model_copy(update={"data": {**past.data, "delivery_at": "2020-01-01T00:00:00Z"}})
+    with sessions.begin() as session:
+        planned = record_event(session, new_id(), past, now=NOW)
+        record_event(session, new_id(), purchase(workspace_id, "bob@example.com", 10), now=NOW)
+    with sessions() as session:
+        runs = {run.status: run for run in session.scalars(select(AutomationRun))}
+    assert planned_templates(sessions, planned) == ["thanks", "receipt"]
+    assert runs["failed"].error == (
+        "step 1 (wait): data.delivery_at is None, not a time (ISO 8601, or seconds since the epoch)"
+    )

@@ -2,13 +2,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tripmail.models.base import Base
 
 
 class RunStatus(StrEnum):
+    # At a wait step until `wake_at`; the scheduler then hands it to a worker, which carries it on.
+    WAITING = "waiting"
     COMPLETED = "completed"
     # A step could not be carried out (a condition that cannot be decided, a field value refused): `error` says why.
     FAILED = "failed"
@@ -21,7 +23,10 @@ class AutomationRun(Base):
     """
 
     __tablename__ = "automation_runs"
-    __table_args__ = (UniqueConstraint("event_id", "automation_id", "contact_id"),)
+    __table_args__ = (
+        UniqueConstraint("event_id", "automation_id", "contact_id"),
+        Index("ix_automation_runs_due", "status", "wake_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
@@ -34,5 +39,8 @@ class AutomationRun(Base):
     # The positions carried out, in order, with what each did: the run's history.
     trail: Mapped[list[Any]]
     error: Mapped[str | None] = mapped_column(Text)
+    wake_at: Mapped[datetime | None]
+    # When the scheduler last handed the waiting run to a worker: it hands it again only once that is stale.
+    enqueued_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]

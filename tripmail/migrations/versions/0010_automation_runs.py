@@ -1,4 +1,5 @@
-"""automation runs: automations with more than send_email steps, carried out per contact and event
+"""automation runs: automations with more than send_email steps, carried out per contact and event, and woken
+from their waits by the scheduler
 
 Revision ID: 0010
 Revises: 0009
@@ -30,6 +31,8 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=True),
         sa.Column("trail", sa.JSON(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("wake_at", UTCDateTime(), nullable=True),
+        sa.Column("enqueued_at", UTCDateTime(), nullable=True),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -55,7 +58,9 @@ def upgrade() -> None:
             "event_id", "automation_id", "contact_id", name=op.f("uq_automation_runs_event_id_automation_id_contact_id")
         ),
     )
+    op.create_index("ix_automation_runs_due", "automation_runs", ["status", "wake_at"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_automation_runs_due", table_name="automation_runs")
     op.drop_table("automation_runs")

@@ -1,0 +1,103 @@
+"""Automation runs through real processes: durable waits woken by `tripmail scheduler`, across restarts and
+pauses. Each test runs a stack of its own, so it can kill and start the worker and the scheduler."""
+
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+import httpx
+
+from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.integration.conftest import OwnStack, running_sink, wait_until
+from tripmail.models import AutomationRun
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def follow_up_spec(key: str, status: str = "active") -> dict[str, Any]:
+    """A welcome at once, then a follow-up two seconds later."""
+    return {
+        "workspace": key,
+        "from": f"Shop <{sender_of(key)}>",
+        "templates": [
+            {"key": "welcome", "subject": "Welcome {{ contact.email }}", "text": "hello"},
+            {"key": "follow_up", "subject": "Still there, {{ contact.email }}?", "text": "again"},
+        ],
+        "automations": [
+            {
+                "name": "Follow up",
+                "trigger": "signed_up",
+                "status": status,
+                "steps": [
+                    {"send_email": {"template": "welcome"}},
+                    {"wait": "2s"},
+                    {"send_email": {"template": "follow_up"}},
+                ],
+            }
+        ],
+    }
+
+
+def sign_up(stack: OwnStack, token: str, email: str) -> None:
+    response = httpx.post(
+        f"{stack.api_url}/v1/events",
+        json={"event": "signed_up", "contact": {"email": email}},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+
+
+def run_status(stack: OwnStack) -> str | None:
+    with stack.db() as session:
+        run = session.query(AutomationRun).one_or_none()
+        return None if run is None else run.status
+
+
+def test_a_wait_survives_a_scheduler_and_worker_restart_and_sends_once(stack: OwnStack) -> None:
+    key = unique_workspace_key("wait")
+    with stack.db.begin() as session:
+        apply_spec(session, follow_up_spec(key))
+        token = make_token(session, key)
+    email = f"{key}@example.com"
+    with running_sink(stack.smtp_port) as sink:
+        worker, scheduler = stack.start_worker("worker-1"), stack.start_scheduler("scheduler-1")
+        sign_up(stack, token, email)
+        wait_until(lambda: sink.to(email) or None, what="the welcome")
+        assert run_status(stack) == "waiting"
+        kill(worker)
+        kill(scheduler)
+        time.sleep(2.5)  # the wait ends while nothing runs
+        assert len(sink.to(email)) == 1
+        stack.start_worker("worker-2")
+        stack.start_scheduler("scheduler-2")
+        mails = wait_until(lambda: m if len(m := sink.to(email)) == 2 else None, what="the follow-up")
+        wait_until(lambda: run_status(stack) == "completed" or None, what="the run completed")
+        time.sleep(1.5)  # a second hand-over of the run would have sent again by now
+        mails = sink.to(email)
+    assert [mail.message["Subject"] for mail in mails] == [f"Welcome {email}", f"Still there, {email}?"]
+
+
+def test_a_paused_automation_holds_its_waiting_run_and_resuming_sends_it(stack: OwnStack) -> None:
+    key = unique_workspace_key("pause")
+    with stack.db.begin() as session:
+        apply_spec(session, follow_up_spec(key))
+        token = make_token(session, key)
+    email = f"{key}@example.com"
+    with running_sink(stack.smtp_port) as sink:
+        stack.start_worker()
+        stack.start_scheduler()
+        sign_up(stack, token, email)
+        wait_until(lambda: sink.to(email) or None, what="the welcome")
+        stack.apply(follow_up_spec(key, status="paused"))
+        time.sleep(3.5)  # past the wait: held
+        assert len(sink.to(email)) == 1
+        assert run_status(stack) == "waiting"
+        stack.apply(follow_up_spec(key))
+        mails = wait_until(lambda: m if len(m := sink.to(email)) == 2 else None, what="the follow-up after resuming")
+    assert mails[1].message["Subject"] == f"Still there, {email}?"
