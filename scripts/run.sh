@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: Redis (started if none answers), database, quickstart automation, token, then
-# mail catcher + worker + api in the foreground until Ctrl-C.
+# mail catcher + worker + scheduler + api in the foreground until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
@@ -43,6 +43,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 "$bin/tripmail" mailcatcher & pids+=($!)
 "$bin/tripmail" worker & pids+=($!)
+"$bin/tripmail" scheduler & pids+=($!)
 "$bin/tripmail" api --port "$api_port" & pids+=($!)
 
 for _ in $(seq 100); do
