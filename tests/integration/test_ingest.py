@@ -8,7 +8,7 @@ import httpx
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.enqueue import BUSY_FLUSH_EVENTS, Answer, Checked, Enqueuer, dedupe_key
+from api.enqueue import BUSY_FLUSH_EVENTS, CLAIM_UNTIL_QUEUED_S, Answer, Checked, Enqueuer, dedupe_key, enqueue_once
 from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
 from tests.integration.conftest import OwnStack, free_port, running_redis, running_sink, start_api, stop, wait_until
 from tripmail.config import Settings
@@ -73,6 +73,24 @@ def test_a_failed_publish_answers_unavailable_and_gives_the_keys_back(own_settin
     [first], [repeat] = asyncio.run(two_requests(own_settings.redis_url))
     assert isinstance(first, Accepted) and isinstance(repeat, Accepted)
     assert (first.duplicate, repeat.duplicate, repeat.id) == (False, True, first.id)
+
+
+def test_keys_of_one_flush_are_claimed_in_order_and_held_for_their_window_once_queued(own_settings: Settings) -> None:
+    store = Redis.from_url(own_settings.redis_url, decode_responses=True)
+
+    def checked(key: str | None) -> Checked:
+        trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key=key, audience=Audience(email="a@example.com"))
+        return Checked(trigger, event_type=None, matching=1)
+
+    flush = [checked(None), checked("k-held"), checked(None), checked("k-held")]
+    answers = enqueue_once(store, make_celery(own_settings), flush)
+    assert all(isinstance(answer, Accepted) for answer in answers)
+    keyless, first, other, repeat = (answer for answer in answers if isinstance(answer, Accepted))
+    assert [answer.duplicate for answer in (keyless, first, other, repeat)] == [False, False, False, True]
+    assert repeat.id == first.id and len({keyless.id, first.id, other.id}) == 3
+    claim = dedupe_key(flush[1].trigger)
+    assert store.get(claim) == first.id
+    assert store.ttl(claim) > CLAIM_UNTIL_QUEUED_S  # the default window (a day), no longer the short claim
 
 
 def test_an_event_from_rest_waits_briefly_for_company_in_its_task(own_settings: Settings) -> None:
