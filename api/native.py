@@ -90,6 +90,9 @@ class NativeEvent(BaseModel):
     data: dict[str, JsonValue] = Field(
         default_factory=dict, description="For templates only; never stored on the contact."
     )
+    custom_data: dict[str, JsonValue] = Field(
+        default_factory=dict, description="Passed to the webhook steps of the automations the event starts."
+    )
 
 
 def to_audience(contact: NativeContact) -> Audience:
@@ -110,6 +113,7 @@ def to_trigger(body: NativeEvent, workspace_id: int) -> TriggerRequest:
         audience=to_audience(body.contact),
         contact_update=ContactUpdate(fields=body.contact.fields, email_consent=body.contact.email_consent),
         data=body.data,
+        hooks=body.custom_data,
     )
 
 

@@ -84,6 +84,13 @@ class UpdateContactStep(_Spec):
     set: dict[str, JsonValue] = Field(min_length=1)
 
 
+class WebhookStep(_Spec):
+    """POST the event, the contact and the trigger's `custom_data` as JSON, signed with `secret` (HMAC-SHA256)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    secret: str | None = Field(default=None, min_length=16, max_length=200)
+
+
 class StepSpec(_Spec):
     """One step: exactly one of its kinds."""
 
@@ -91,6 +98,7 @@ class StepSpec(_Spec):
     wait: int | str | WaitUntil | None = Field(default=None, description="a duration (2d, 90m) or {until: data.x}")
     condition: ConditionStep | None = None
     update_contact: UpdateContactStep | None = None
+    webhook: WebhookStep | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> "StepSpec":
@@ -104,7 +112,7 @@ class StepSpec(_Spec):
         return next(name for name in STEP_KINDS if getattr(self, name) is not None)
 
 
-STEP_KINDS = ("send_email", "wait", "condition", "update_contact")
+STEP_KINDS = ("send_email", "wait", "condition", "update_contact", "webhook")
 
 
 class AutomationSpec(_Spec):
@@ -374,6 +382,8 @@ def _program(
                 )
         elif spec.update_contact is not None:
             program.append(("update_contact", {"set": spec.update_contact.set, "next": following}))
+        elif spec.webhook is not None:
+            program.append(("webhook", {"url": spec.webhook.url, "secret": spec.webhook.secret, "next": following}))
         elif isinstance(spec.wait, WaitUntil):
             program.append(("wait", {"until": spec.wait.until, "next": following}))
         elif spec.wait is not None:

@@ -5,7 +5,7 @@ import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -242,29 +242,41 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
     pending: list[int] = []
     event_rows: list[dict[str, Any]] = []
     run_rows: list[dict[str, Any]] = []
+    webhooks: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for event_id, trigger in events:
         if event_id in lookups.recorded:
             pending += delivery.pending_message_ids(session, event_id)
             continue
-        event, event_runs, planned = _event_and_messages(session, event_id, trigger, now=now, lookups=lookups)
-        event_rows.append(event)
-        run_rows += event_runs
-        messages += planned
+        planned = _event_and_messages(session, event_id, trigger, now=now, lookups=lookups)
+        event_rows.append(planned.event)
+        run_rows += planned.runs
+        webhooks += planned.webhooks
+        messages += planned.messages
     # Core, not the ORM: nothing reads the events back in this transaction, and the unit of work cost more than
     # the rest of recording a one-contact event.
     if event_rows:
         session.execute(_ADD_EVENT, event_rows)
     if run_rows:
         session.execute(_ADD_RUN, run_rows)
+    runs.add_webhooks(session, webhooks)
     return pending + delivery.add_messages(session, messages)
+
+
+class _Planned(NamedTuple):
+    """The rows recording one event writes."""
+
+    event: dict[str, Any]
+    runs: list[dict[str, Any]]
+    webhooks: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
 
 
 def _event_and_messages(
     session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime, lookups: Lookups
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """The event's row, its runs' rows and the rows of the messages it plans, with its contact created or updated
-    (by its own fields, then by its runs' update_contact steps)."""
+) -> _Planned:
+    """The event's row, its runs' rows, their webhook deliveries and the rows of the messages it plans, with its
+    contact created or updated (by its own fields, then by its runs' update_contact steps)."""
     event_type = lookups.event_type(session, trigger, now=now)
     first = lookups.earlier_event(session, event_type, trigger.key, now=now)
     automations = [] if first is not None else lookups.automations_for(session, trigger)
@@ -291,12 +303,13 @@ def _event_and_messages(
     }
     lookups.note(event)
     if contact is None:
-        return event, [], []
+        return _Planned(event, [], [], [])
     run_rows: list[dict[str, Any]] = []
+    webhooks: list[dict[str, Any]] = []
     if any(automation.is_workflow for automation in automations):
         seen = runs.EventSeen(event_id, trigger.event_name, trigger.key, now)
         types = lookups.field_types(session, trigger.workspace_id)
-        run_rows, automations = _carry_out(automations, contact, seen, trigger, types, now=now)
+        run_rows, automations, webhooks = _carry_out(automations, contact, seen, trigger, types, now=now)
     planned = delivery.message_rows(
         trigger.workspace_id,
         event_id,
@@ -306,7 +319,7 @@ def _event_and_messages(
         now=now,
         suppressed=lookups.suppressed(trigger.workspace_id),
     )
-    return event, run_rows, planned
+    return _Planned(event, run_rows, webhooks, planned)
 
 
 def _carry_out(
@@ -317,11 +330,13 @@ def _carry_out(
     field_types: dict[str, str],
     *,
     now: datetime,
-) -> tuple[list[dict[str, Any]], list[Started]]:
-    """Carry out the runs of the workflow automations for the contact; their rows, and the automations with the
-    send_email steps to plan for the contact (all of them for the others, those each run reached for its own)."""
+) -> tuple[list[dict[str, Any]], list[Started], list[dict[str, Any]]]:
+    """Carry out the runs of the workflow automations for the contact; their rows, the automations with the
+    send_email steps to plan for the contact (all of them for the others, those each run reached for its own),
+    and the webhook deliveries the runs made."""
     rows: list[dict[str, Any]] = []
     planned: list[Started] = []
+    webhooks: list[dict[str, Any]] = []
     for automation in automations:
         if not automation.is_workflow:
             planned.append(automation)
@@ -332,12 +347,14 @@ def _carry_out(
             event=event,
             workspace_id=trigger.workspace_id,
             data=trigger.data,
+            custom_data=trigger.hooks,
             field_types=field_types,
             now=now,
         )
         rows.append(carried.row)
         planned.append(carried.sends)
-    return rows, planned
+        webhooks += carried.webhooks
+    return rows, planned, webhooks
 
 
 def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[list[int], bool]:
@@ -388,14 +405,17 @@ def _fan_out_runs(
     addresses = {delivery.recipient(contact, trigger.channel_filter) for contact in contacts}
     suppressed = delivery.suppressed_addresses(session, event.workspace_id, {a for a in addresses if a})
     run_rows: list[dict[str, Any]] = []
+    webhooks: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for contact in contacts:
-        rows, planned = _carry_out(automations, contact, seen, trigger, types, now=now)
+        rows, planned, made = _carry_out(automations, contact, seen, trigger, types, now=now)
         run_rows += rows
+        webhooks += made
         messages += delivery.message_rows(
             event.workspace_id, event.id, [contact], planned, trigger.channel_filter, now=now, suppressed=suppressed
         )
     insert_new(session, AutomationRun, run_rows, ["event_id", "automation_id", "contact_id"], "id")
+    runs.add_webhooks(session, webhooks)
     return delivery.add_messages(session, messages)
 
 

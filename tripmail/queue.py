@@ -9,6 +9,8 @@ PROCESS_EVENTS = "tripmail.process_events"
 DELIVER_MESSAGES = "tripmail.deliver_messages"
 # Takes a list of automation run ids whose wait is over (from the scheduler).
 CARRY_ON_RUNS = "tripmail.carry_on_runs"
+# Takes a list of webhook delivery ids that are due (from the scheduler).
+FIRE_WEBHOOKS = "tripmail.fire_webhooks"
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -11,6 +11,7 @@ runs to a worker, which carries each on in one transaction that first moves it o
 hand-over of the same run finds it moved and does nothing, so a wait fires once.
 """
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -23,9 +24,21 @@ from tripmail import delivery
 from tripmail.audience import field_types
 from tripmail.automations import SendStep, Started, Step, started_automation
 from tripmail.conditions import ConditionError, evaluate
+from tripmail.db import insert_new
 from tripmail.delivery import EventColumns, contact_context, event_context
 from tripmail.fields import coerce_field_value
-from tripmail.models import Automation, AutomationRun, Contact, Event, Message, MessageStatus, RunStatus, table_of
+from tripmail.models import (
+    Automation,
+    AutomationRun,
+    Contact,
+    Event,
+    Message,
+    MessageStatus,
+    RunStatus,
+    WebhookDelivery,
+    WebhookStatus,
+    table_of,
+)
 from tripmail.rendering import RenderError, render_part, template_context
 from tripmail.schemas.trigger import TriggerRequest
 
@@ -45,10 +58,12 @@ class StepFailed(Exception):
 
 @dataclass(frozen=True)
 class CarriedOut:
-    """A run's row values, and the automation as planning sees it: only the send_email steps the run reached."""
+    """A run's row values, the automation as planning sees it (only the send_email steps the run reached), and the
+    rows of the webhook deliveries it made."""
 
     row: dict[str, Any]
     sends: Started
+    webhooks: list[dict[str, Any]]
 
 
 def carry_out(
@@ -58,6 +73,7 @@ def carry_out(
     event: EventColumns,
     workspace_id: int,
     data: dict[str, Any],
+    custom_data: dict[str, Any],
     field_types: Mapping[str, str],
     now: datetime,
     start: int | None = 0,
@@ -67,6 +83,7 @@ def carry_out(
     program = automation.program
     trail: list[dict[str, Any]] = []
     reached: list[SendStep] = []
+    webhooks: list[dict[str, Any]] = []
     position = start if program else None
     status, error, wake_at = RunStatus.COMPLETED, None, None
     while position is not None:
@@ -84,6 +101,9 @@ def carry_out(
         trail.append({"position": position, "kind": step.kind, **done})
         if step.kind == "send_email":
             reached.append(SendStep(step.id, step.config["template_id"]))
+        elif step.kind == "webhook":
+            body = _webhook_body(automation, contact=contact, event=event, data=data, custom_data=custom_data)
+            webhooks.append(webhook_row(step, automation, workspace_id, event.id, contact.id, body, now=now))
         position = following
         if wake_at is not None and wake_at > now:
             status = RunStatus.WAITING
@@ -103,7 +123,41 @@ def carry_out(
         "created_at": now,
         "updated_at": now,
     }
-    return CarriedOut(row, replace(automation, send_steps=tuple(reached), program=()))
+    return CarriedOut(row, replace(automation, send_steps=tuple(reached), program=()), webhooks)
+
+
+def _webhook_body(
+    automation: Started, *, contact: Contact, event: EventColumns, data: dict[str, Any], custom_data: dict[str, Any]
+) -> str:
+    document = {
+        "automation_id": automation.id,
+        "event": {**event_context(event), "data": data},
+        "contact": contact_context(contact),
+        "custom_data": custom_data,
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def webhook_row(
+    step: Step, automation: Started, workspace_id: int, event_id: str, contact_id: str, body: str, *, now: datetime
+) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "event_id": event_id,
+        "automation_id": automation.id,
+        "step_id": step.id,
+        "contact_id": contact_id,
+        "url": step.config["url"],
+        "body": body,
+        "status": WebhookStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "enqueued_at": None,
+        "last_code": None,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _wake_time(config: dict[str, Any], *, data: dict[str, Any], now: datetime) -> datetime:
@@ -145,6 +199,8 @@ def _step(
             raise StepFailed(str(exc)) from exc
         branch = "then" if holds else "else"
         return config[branch], {"branch": branch}
+    if step.kind == "webhook":
+        return config["next"], {"url": config["url"]}
     if step.kind == "update_contact":
         values = {
             name: _field_value(name, value, contact=contact, event=event, data=data, field_types=field_types)
@@ -260,6 +316,7 @@ def _carry_on(session: Session, run: AutomationRun, automation: Started, *, now:
         event=EventSeen(event.id, event.name, event.key, event.received_at),
         workspace_id=run.workspace_id,
         data=trigger.data,
+        custom_data=trigger.hooks,
         field_types=field_types(session, run.workspace_id),
         now=now,
         start=run.position,
@@ -275,6 +332,12 @@ def _carry_on(session: Session, run: AutomationRun, automation: Started, *, now:
         run.workspace_id, event.id, [contact], [carried.sends], trigger.channel_filter, now=now, suppressed=suppressed
     )
     delivery.add_messages(session, rows)
+    add_webhooks(session, carried.webhooks)
+
+
+def add_webhooks(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert webhook delivery rows, skipping those a run carried out again made already."""
+    insert_new(session, WebhookDelivery, rows, ["event_id", "step_id", "contact_id"], "id")
 
 
 def carry_on_runs(sessions: sessionmaker[Session], run_ids: list[int], *, clock: Callable[[], datetime]) -> list[int]:

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 
+import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import get_settings
@@ -25,3 +26,9 @@ def sending() -> SendingLoop:
     settings = get_settings()
     target = parse_smtp_url(settings.smtp_url.get_secret_value())
     return SendingLoop(target, size=settings.smtp_connections, timeout=settings.smtp_timeout_s)
+
+
+@lru_cache
+def webhook_client() -> httpx.Client:
+    """Built on first use, like sessions(); keeps connections to webhook receivers from one task to the next."""
+    return httpx.Client(follow_redirects=False)

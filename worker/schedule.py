@@ -1,4 +1,5 @@
-"""`tripmail scheduler`: hands the runs whose wait is over to the workers, every TRIPMAIL_SCHEDULER_INTERVAL_S.
+"""`tripmail scheduler`: hands the runs whose wait is over, and the webhook deliveries that are due, to the workers,
+every TRIPMAIL_SCHEDULER_INTERVAL_S.
 
 Due times live in the database, not in delayed Celery tasks, so a wait survives restarts of everything. A run is
 handed out (published, then marked) and handed out again if no worker carried it on within
@@ -16,29 +17,36 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail import queue, runs
+from tripmail import queue, runs, webhooks
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
 from worker.app import celery, sessions
 
 log = logging.getLogger("tripmail.scheduler")
 
-# Runs looked at per tick; when a tick finds this many, the next one starts at once.
+# Runs (and webhook deliveries) looked at per tick; when a tick finds this many, the next one starts at once.
 DUE_PER_TICK = 1000
 
 
-def hand_out_due_runs(
-    sessions: sessionmaker[Session], publish: Callable[[list[int]], None], *, now: datetime, batch_size: int
+def hand_out(
+    sessions: sessionmaker[Session],
+    publish: Callable[[str, list[int]], None],
+    *,
+    now: datetime,
+    batch_size: int,
 ) -> int:
-    """Publish the due runs, a task per batch, then mark them handed out; how many there were."""
+    """Publish the due runs and webhook deliveries, a task per batch, then mark them handed out; how many."""
     with sessions() as session:
-        due = runs.due_runs(session, now=now, limit=DUE_PER_TICK)
-    for start in range(0, len(due), batch_size):
-        publish(due[start : start + batch_size])
+        due_runs = runs.due_runs(session, now=now, limit=DUE_PER_TICK)
+        due_webhooks = webhooks.due_webhooks(session, now=now, limit=DUE_PER_TICK)
+    for task, due in ((queue.CARRY_ON_RUNS, due_runs), (queue.FIRE_WEBHOOKS, due_webhooks)):
+        for start in range(0, len(due), batch_size):
+            publish(task, due[start : start + batch_size])
     # Marked after publishing: a scheduler that dies between the two hands them out again, never loses one.
     with sessions.begin() as session:
-        runs.mark_handed_out(session, due, now=now)
-    return len(due)
+        runs.mark_handed_out(session, due_runs, now=now)
+        webhooks.mark_handed_out(session, due_webhooks, now=now)
+    return max(len(due_runs), len(due_webhooks))
 
 
 def main() -> None:
@@ -48,19 +56,19 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
 
-    def publish(run_ids: list[int]) -> None:
-        celery.send_task(queue.CARRY_ON_RUNS, args=[run_ids])
+    def publish(task: str, ids: list[int]) -> None:
+        celery.send_task(task, args=[ids])
 
-    log.info("scheduler started: looking for due runs every %.1f s", settings.scheduler_interval_s)
+    log.info("scheduler started: looking for due runs and webhooks every %.1f s", settings.scheduler_interval_s)
     while not stopping.is_set():
         handed_out = 0
         try:
-            handed_out = hand_out_due_runs(sessions(), publish, now=utcnow(), batch_size=settings.send_batch_size)
+            handed_out = hand_out(sessions(), publish, now=utcnow(), batch_size=settings.send_batch_size)
         except (OperationalError, BrokerError) as exc:
-            # The database or Redis is away for a moment: the runs stay due and are handed out next time.
-            log.warning("could not hand out due runs, trying again: %s", exc)
+            # The database or Redis is away for a moment: what is due stays due and is handed out next time.
+            log.warning("could not hand out what is due, trying again: %s", exc)
         if handed_out:
-            log.info("handed out %d due run(s)", handed_out)
+            log.info("handed out %d due run(s) or webhook(s)", handed_out)
         if handed_out < DUE_PER_TICK:
             stopping.wait(settings.scheduler_interval_s)
     log.info("scheduler stopped")

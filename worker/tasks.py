@@ -9,11 +9,11 @@ from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
-from tripmail import delivery, events, queue, runs
+from tripmail import delivery, events, queue, runs, webhooks
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
 from tripmail.schemas.trigger import TriggerRequest
-from worker.app import celery, sending, sessions
+from worker.app import celery, sending, sessions, webhook_client
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,12 @@ def carry_on_runs(self: Task, run_ids: list[int]) -> None:
         report = _deliver(self.request.id, message_ids, elapsed_s=time.monotonic() - started)
         if report.retry_ids:
             deliver_messages.apply_async(args=[report.retry_ids], countdown=_backoff(0))
+
+
+@celery.task(name=queue.FIRE_WEBHOOKS, bind=True, **RETRY_TRANSIENT)
+def fire_webhooks(self: Task, delivery_ids: list[int]) -> None:
+    """POST due webhook deliveries; each is claimed first, and retried later by the scheduler when it failed."""
+    webhooks.fire_webhooks(sessions(), delivery_ids, client=webhook_client(), clock=utcnow)
 
 
 def _deliver(

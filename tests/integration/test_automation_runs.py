@@ -1,6 +1,8 @@
 """Automation runs through real processes: durable waits woken by `tripmail scheduler`, across restarts and
-pauses. Each test runs a stack of its own, so it can kill and start the worker and the scheduler."""
+pauses, and webhooks retried. Each test runs a stack of its own, so it can kill and start the worker and the
+scheduler."""
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +13,9 @@ import httpx
 
 from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
 from tests.integration.conftest import OwnStack, running_sink, wait_until
-from tripmail.models import AutomationRun
+from tests.webhook_receiver import Receiver
+from tripmail.models import AutomationRun, WebhookDelivery
+from tripmail.webhooks import signature
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
@@ -101,3 +105,42 @@ def test_a_paused_automation_holds_its_waiting_run_and_resuming_sends_it(stack: 
         stack.apply(follow_up_spec(key))
         mails = wait_until(lambda: m if len(m := sink.to(email)) == 2 else None, what="the follow-up after resuming")
     assert mails[1].message["Subject"] == f"Still there, {email}?"
+
+
+def test_a_webhook_is_retried_after_a_500_and_arrives_signed(stack: OwnStack) -> None:
+    key = unique_workspace_key("hook")
+    secret = "a-receiver-shared-secret"
+    with Receiver.running([500, 200]) as receiver, running_sink(stack.smtp_port):
+        spec = {
+            "workspace": key,
+            "templates": [{"key": "t", "subject": "s", "text": "t"}],
+            "automations": [
+                {
+                    "name": "Hook",
+                    "trigger": "signed_up",
+                    "steps": [{"webhook": {"url": receiver.url, "secret": secret}}],
+                }
+            ],
+        }
+        with stack.db.begin() as session:
+            apply_spec(session, spec)
+            token = make_token(session, key)
+        stack.start_worker()
+        stack.start_scheduler()
+        response = httpx.post(
+            f"{stack.api_url}/v1/events",
+            json={"event": "signed_up", "contact": {"email": f"{key}@example.com"}, "custom_data": {"plan": "pro"}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+        wait_until(lambda: len(receiver.received) == 2 or None, what="the webhook posted twice")
+        with stack.db() as session:
+            delivery = wait_until(
+                lambda: d if (d := session.query(WebhookDelivery).one()).status == "sent" else None,
+                what="the delivery recorded as sent",
+            )
+    assert (delivery.attempts, delivery.last_code) == (2, 200)
+    headers, body = receiver.received[1]
+    assert headers["X-Tripmail-Signature"] == signature(secret, int(headers["X-Tripmail-Timestamp"]), body.decode())
+    assert json.loads(body)["custom_data"] == {"plan": "pro"}

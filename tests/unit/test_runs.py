@@ -119,7 +119,9 @@ def test_a_step_that_cannot_run_is_refused_when_applied(
 
 def test_a_step_is_exactly_one_kind() -> None:
     spec = purchase_spec(steps=[{"send_email": {"template": "thanks"}, "update_contact": {"set": {"a": 1}}}])
-    with pytest.raises(ValueError, match="a step is exactly one of send_email, wait, condition, update_contact"):
+    with pytest.raises(
+        ValueError, match="a step is exactly one of send_email, wait, condition, update_contact, webhook"
+    ):
         ApplyFile.model_validate(spec)
 
 

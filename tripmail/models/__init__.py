@@ -5,7 +5,7 @@ from tripmail.models.base import Base, table_of
 from tripmail.models.contact import Contact
 from tripmail.models.event import Event, EventStatus, EventType
 from tripmail.models.message import Message, MessageAttempt, MessageStatus, Suppression
-from tripmail.models.run import AutomationRun, RunStatus
+from tripmail.models.run import AutomationRun, RunStatus, WebhookDelivery, WebhookStatus
 from tripmail.models.workspace import ApiToken, ContactField, Workspace
 
 __all__ = [
@@ -25,6 +25,8 @@ __all__ = [
     "RunStatus",
     "Suppression",
     "Template",
+    "WebhookDelivery",
+    "WebhookStatus",
     "Workspace",
     "table_of",
 ]

@@ -44,3 +44,40 @@ class AutomationRun(Base):
     enqueued_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class WebhookStatus(StrEnum):
+    PENDING = "pending"
+    # Claimed by a worker that is posting it now.
+    POSTING = "posting"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class WebhookDelivery(Base):
+    """One POST of a run's webhook step, retried with backoff until the receiver answers 2xx or refuses it."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "step_id", "contact_id"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    automation_id: Mapped[int] = mapped_column(ForeignKey("automations.id", ondelete="CASCADE"))
+    step_id: Mapped[int] = mapped_column(ForeignKey("automation_steps.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    # The JSON body, exactly as posted (and signed) on every attempt.
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int]
+    next_attempt_at: Mapped[datetime]
+    # When the scheduler last handed it to a worker, or the worker claimed it (see runs.HAND_OUT_AGAIN_AFTER).
+    enqueued_at: Mapped[datetime | None]
+    last_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

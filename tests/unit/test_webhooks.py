@@ -1,0 +1,108 @@
+"""Webhook steps: a delivery per run step, POSTed signed to a receiver on loopback, retried on 5xx."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec
+from tests.webhook_receiver import Receiver
+from tripmail.events import record_event
+from tripmail.ids import new_id
+from tripmail.models import WebhookDelivery, Workspace
+from tripmail.schemas.trigger import Audience, TriggerRequest
+from tripmail.webhooks import MAX_ATTEMPTS, due_webhooks, fire_webhooks, mark_handed_out, signature
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SECRET = "s3cret-for-the-hook-receiver"
+
+
+def hooked(sessions: sessionmaker[Session], url: str) -> int:
+    spec = {
+        "workspace": "hooks",
+        "templates": [{"key": "t", "subject": "s", "text": "t"}],
+        "automations": [
+            {
+                "name": "Notify",
+                "trigger": "order_paid",
+                "steps": [{"webhook": {"url": url, "secret": SECRET}}, {"send_email": {"template": "t"}}],
+            }
+        ],
+    }
+    with sessions.begin() as session:
+        apply_spec(session, spec)
+        workspace_id = session.scalars(select(Workspace.id)).one()
+    event_id = new_id()
+    trigger = TriggerRequest(
+        workspace_id=workspace_id,
+        event="order_paid",
+        audience=Audience(email="ann@example.com"),
+        data={"order": "o-1"},
+        hooks={"crm_stage": "won"},
+    )
+    with sessions.begin() as session:
+        record_event(session, event_id, trigger, now=NOW)
+        return session.scalars(select(WebhookDelivery.id)).one()
+
+
+def fire(sessions: sessionmaker[Session], delivery_id: int, now: datetime) -> WebhookDelivery:
+    with httpx.Client() as client:
+        fire_webhooks(sessions, [delivery_id], client=client, clock=lambda: now)
+    with sessions() as session:
+        return session.get_one(WebhookDelivery, delivery_id)
+
+
+def test_a_webhook_is_retried_after_a_500_and_signed(sessions: sessionmaker[Session]) -> None:
+    with Receiver.running([500, 200]) as receiver:
+        retried_and_signed(sessions, receiver)
+
+
+def retried_and_signed(sessions: sessionmaker[Session], receiver: Receiver) -> None:
+    delivery_id = hooked(sessions, receiver.url)
+    with sessions.begin() as session:
+        assert due_webhooks(session, now=NOW, limit=10) == [delivery_id]
+        mark_handed_out(session, [delivery_id], now=NOW)  # as the scheduler does, before a worker claims it
+        assert due_webhooks(session, now=NOW, limit=10) == []
+
+    first = fire(sessions, delivery_id, NOW)
+    assert (first.status, first.attempts, first.last_code) == ("pending", 1, 500)
+    assert NOW + timedelta(seconds=2) <= first.next_attempt_at <= NOW + timedelta(seconds=3)
+    with sessions() as session:
+        assert due_webhooks(session, now=NOW + timedelta(seconds=1), limit=10) == []
+    assert fire(sessions, delivery_id, NOW + timedelta(seconds=1)).attempts == 1  # not due: not posted
+
+    later = first.next_attempt_at
+    second = fire(sessions, delivery_id, later)
+    assert (second.status, second.attempts, second.last_code, second.last_error) == ("sent", 2, 200, None)
+    assert len(receiver.received) == 2
+    headers, body = receiver.received[1]
+    timestamp = headers["X-Tripmail-Timestamp"]
+    assert int(timestamp) == int(later.timestamp())
+    assert headers["X-Tripmail-Signature"] == signature(SECRET, int(timestamp), body.decode())
+    assert headers["X-Tripmail-Delivery"] == str(delivery_id)
+    document = json.loads(body)
+    assert document["custom_data"] == {"crm_stage": "won"}
+    assert (document["event"]["name"], document["event"]["data"]) == ("order_paid", {"order": "o-1"})
+    assert document["contact"]["email"] == "ann@example.com"
+    assert receiver.received[0][1] == body  # every attempt posts the same document
+
+
+def test_a_refusal_fails_the_delivery_at_once(sessions: sessionmaker[Session]) -> None:
+    with Receiver.running([404]) as receiver:
+        delivery = fire(sessions, hooked(sessions, receiver.url), NOW)
+    assert (delivery.status, delivery.attempts, delivery.last_code) == ("failed", 1, 404)
+    assert delivery.last_error == "404 no"
+
+
+def test_an_unreachable_receiver_is_retried_until_the_attempts_run_out(sessions: sessionmaker[Session]) -> None:
+    delivery_id = hooked(sessions, "http://127.0.0.1:9/unreachable")
+    now = NOW
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        delivery = fire(sessions, delivery_id, now)
+        assert delivery.attempts == attempt
+        now = delivery.next_attempt_at
+    assert (delivery.status, delivery.last_code) == ("failed", None)
+    assert delivery.last_error is not None
+    assert delivery.last_error.startswith("ConnectError")

@@ -1,0 +1,151 @@
+"""Webhook steps: each delivery POSTed, signed, retried with backoff on 5xx, timeouts and connection errors.
+
+The scheduler hands due deliveries to a worker (as it hands waiting runs), which claims each before posting it,
+so two workers do not post it at once. A worker that dies mid-POST leaves it claimed; it is handed out again once
+that claim is stale, so a receiver may see a delivery twice and should keep its `X-Tripmail-Delivery` id.
+
+Signature: `X-Tripmail-Signature: v1=<hex HMAC-SHA256(secret, "<X-Tripmail-Timestamp>.<body>")>`, when the step
+has a secret; the receiver recomputes it and refuses an old timestamp.
+"""
+
+import hashlib
+import hmac
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import ColumnElement, bindparam, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from tripmail.models import AutomationStep, WebhookDelivery, WebhookStatus, table_of
+
+# Posts of one delivery before it is failed; 2, 4, 8 ... s apart (capped at 5 minutes), with a second of jitter.
+MAX_ATTEMPTS = 8
+POST_TIMEOUT_S = 10.0
+# A delivery handed out or claimed this long ago without an outcome is handed out again.
+HAND_OUT_AGAIN_AFTER = timedelta(seconds=60)
+
+_DELIVERIES = table_of(WebhookDelivery)
+
+
+def _takeable(*, handed_out_lately_too: bool) -> ColumnElement[bool]:
+    """Due, or claimed by a worker long enough ago that it must have died; to hand out, not handed out lately."""
+    deliveries = _DELIVERIES.c
+    due = (deliveries.status == WebhookStatus.PENDING) & (deliveries.next_attempt_at <= bindparam("now"))
+    stranded = (deliveries.status == WebhookStatus.POSTING) & (deliveries.enqueued_at < bindparam("stale"))
+    if not handed_out_lately_too:
+        due &= deliveries.enqueued_at.is_(None) | (deliveries.enqueued_at < bindparam("stale"))
+    return or_(due, stranded)
+
+
+_DUE = (
+    select(_DELIVERIES.c.id)
+    .where(_takeable(handed_out_lately_too=False))
+    .order_by(_DELIVERIES.c.next_attempt_at)
+    .limit(bindparam("limit"))
+)
+_HANDED_OUT = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(enqueued_at=bindparam("now"))
+)
+_CLAIM = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("delivery"), _takeable(handed_out_lately_too=True))
+    .values(status=WebhookStatus.POSTING, enqueued_at=bindparam("now"), updated_at=bindparam("now"))
+    .returning(_DELIVERIES.c.id)
+)
+
+
+def due_webhooks(session: Session, *, now: datetime, limit: int) -> list[int]:
+    return list(session.scalars(_DUE, {"now": now, "stale": now - HAND_OUT_AGAIN_AFTER, "limit": limit}))
+
+
+def mark_handed_out(session: Session, delivery_ids: list[int], *, now: datetime) -> None:
+    if delivery_ids:
+        session.execute(_HANDED_OUT, {"ids": delivery_ids, "now": now})
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    url: str
+    body: str
+    secret: str | None
+    attempts: int
+
+
+def claim(session: Session, delivery_id: int, *, now: datetime) -> Claimed | None:
+    """Take a due delivery for this worker to post; None when it is not due or another worker has it."""
+    if session.scalars(_CLAIM, {"delivery": delivery_id, "now": now, "stale": now - HAND_OUT_AGAIN_AFTER}).first():
+        delivery = session.get_one(WebhookDelivery, delivery_id)
+        step = session.get_one(AutomationStep, delivery.step_id)
+        return Claimed(delivery.id, delivery.url, delivery.body, step.config.get("secret"), delivery.attempts)
+    return None
+
+
+def signature(secret: str, timestamp: int, body: str) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+@dataclass(frozen=True)
+class Posted:
+    code: int | None
+    error: str | None
+
+    @property
+    def retryable(self) -> bool:
+        return self.code is None or self.code >= 500 or self.code in (408, 429)
+
+
+def post(client: httpx.Client, delivery: Claimed, *, now: datetime) -> Posted:
+    timestamp = int(now.timestamp())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Tripmail-Webhook/1",
+        "X-Tripmail-Delivery": str(delivery.id),
+        "X-Tripmail-Timestamp": str(timestamp),
+    }
+    if delivery.secret:
+        headers["X-Tripmail-Signature"] = signature(delivery.secret, timestamp, delivery.body)
+    try:
+        response = client.post(delivery.url, content=delivery.body.encode(), headers=headers, timeout=POST_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return Posted(None, f"{type(exc).__name__}: {exc}")
+    if response.is_success:
+        return Posted(response.status_code, None)
+    return Posted(response.status_code, f"{response.status_code} {response.text[:500]}")
+
+
+def record(session: Session, delivery: Claimed, posted: Posted, *, now: datetime) -> None:
+    """The attempt's outcome: sent, pending again after a backoff, or failed (a 4xx, or the attempts ran out)."""
+    row = session.get_one(WebhookDelivery, delivery.id)
+    row.attempts = delivery.attempts + 1
+    row.last_code, row.last_error = posted.code, posted.error
+    row.enqueued_at = None
+    row.updated_at = now
+    if posted.error is None:
+        row.status = WebhookStatus.SENT
+    elif posted.retryable and row.attempts < MAX_ATTEMPTS:
+        row.status = WebhookStatus.PENDING
+        backoff = min(300, 2**row.attempts) + random.uniform(0, 1)  # noqa: S311 - jitter, not security
+        row.next_attempt_at = now + timedelta(seconds=backoff)
+    else:
+        row.status = WebhookStatus.FAILED
+
+
+def fire_webhooks(
+    sessions: sessionmaker[Session], delivery_ids: list[int], *, client: httpx.Client, clock: Callable[[], datetime]
+) -> None:
+    """Claim, post and record each delivery; the POST happens outside any transaction."""
+    for delivery_id in delivery_ids:
+        with sessions.begin() as session:
+            claimed = claim(session, delivery_id, now=clock())
+        if claimed is None:
+            continue
+        posted = post(client, claimed, now=clock())
+        with sessions.begin() as session:
+            record(session, claimed, posted, now=clock())
