@@ -60,6 +60,9 @@ class TemplateSpec(_Spec):
 
 class SendEmailStep(_Spec):
     template: str
+    # seed 002's "Send obligatory (transactional) email": this step mails without marketing consent and without
+    # unsubscribe headers, in an automation that otherwise is marketing.
+    transactional: bool = False
 
 
 class ConditionStep(_Spec):
@@ -351,7 +354,10 @@ def _program(
         following = end if index < len(specs) - 1 else after
         if spec.send_email is not None:
             template = _template(session, workspace, spec.send_email.template, templates, f"{name}.send_email.template")
-            program.append(("send_email", {"template_id": template.id, "template": template.key, "next": following}))
+            config = {"template_id": template.id, "template": template.key, "next": following}
+            if spec.send_email.transactional:
+                config["transactional"] = True
+            program.append(("send_email", config))
         elif spec.condition is not None:
             check_condition(spec.condition.if_, name=f"{name}.condition.if")
             then_start = position + 1

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 class SendStep:
     id: int
     template_id: int
+    # The step mails as transactional mail even when its automation is not.
+    transactional: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,11 @@ def _group(rows: Iterable[Sequence[Any]]) -> list[Started]:
 
 
 def _started_from(automation_id: int, transactional: bool, program: list[Step]) -> Started:
-    sends = tuple(SendStep(step.id, step.config["template_id"]) for step in program if step.kind == "send_email")
+    sends = tuple(
+        SendStep(step.id, step.config["template_id"], step.config.get("transactional", False))
+        for step in program
+        if step.kind == "send_email"
+    )
     workflow = any(step.kind != "send_email" for step in program)
     return Started(automation_id, transactional, sends, tuple(program) if workflow else ())
 

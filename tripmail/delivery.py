@@ -34,6 +34,7 @@ from tripmail.db import engine_of, insert_if_absent, insert_new
 from tripmail.fields import message_field_values
 from tripmail.models import (
     Automation,
+    AutomationStep,
     Base,
     Contact,
     Event,
@@ -124,9 +125,8 @@ def message_rows(
         address = recipient(contact, channel_filter)
         if address is None:
             continue
+        refused_marketing = contact.consents.get("email") is False
         for automation in automations:
-            if not automation.transactional and contact.consents.get("email") is False:
-                continue
             # Hard bounces stay suppressed for transactional mail too: mailing a dead address only hurts the sender.
             rows += [
                 {
@@ -143,6 +143,7 @@ def message_rows(
                     "updated_at": now,
                 }
                 for step in automation.send_steps
+                if automation.transactional or step.transactional or not refused_marketing
             ]
     return rows
 
@@ -281,6 +282,7 @@ _TO_PREPARE = (
         _MESSAGES.c.id,
         _MESSAGES.c.to_address,
         table_of(Automation).c.transactional,
+        table_of(AutomationStep).c.config,
         *_columns(Contact, _Contact),
         *_columns(Event, _Event),
         *_columns(Template, _Template),
@@ -291,6 +293,7 @@ _TO_PREPARE = (
     .join(table_of(Template), _MESSAGES.c.template_id == table_of(Template).c.id)
     .join(table_of(Workspace), _MESSAGES.c.workspace_id == table_of(Workspace).c.id)
     .join(table_of(Automation), _MESSAGES.c.automation_id == table_of(Automation).c.id)
+    .join(table_of(AutomationStep), _MESSAGES.c.step_id == table_of(AutomationStep).c.id)
     .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
 )
 
@@ -558,7 +561,8 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
     shared: dict[str, _EventParts] = {}
     for row in session.execute(_TO_PREPARE, {"ids": message_ids}):
         columns = iter(row)  # in the order of _TO_PREPARE
-        message_id, to_address, transactional = next(columns), next(columns), next(columns)
+        message_id, to_address, transactional, step = next(columns), next(columns), next(columns), next(columns)
+        transactional = transactional or step.get("transactional", False)
         contact = _Contact._make(itertools.islice(columns, len(_Contact._fields)))
         event = _Event._make(itertools.islice(columns, len(_Event._fields)))
         template = _Template._make(itertools.islice(columns, len(_Template._fields)))

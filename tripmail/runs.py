@@ -100,7 +100,7 @@ def carry_out(
             break
         trail.append({"position": position, "kind": step.kind, **done})
         if step.kind == "send_email":
-            reached.append(SendStep(step.id, step.config["template_id"]))
+            reached.append(SendStep(step.id, step.config["template_id"], step.config.get("transactional", False)))
         elif step.kind == "webhook":
             body = _webhook_body(automation, contact=contact, event=event, data=data, custom_data=custom_data)
             webhooks.append(webhook_row(step, automation, workspace_id, event.id, contact.id, body, now=now))

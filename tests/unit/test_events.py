@@ -1,4 +1,6 @@
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.policy import default
 from typing import Any
 
 import pytest
@@ -93,6 +95,33 @@ def test_marketing_mail_respects_consent_transactional_does_not(sessions: sessio
         apply_spec(session, password_reset_spec("acme", transactional=True))
     with sessions.begin() as session:
         assert len(record_event(session, new_id(), trigger(workspace_id), now=NOW)) == 1
+
+
+def test_a_transactional_step_of_a_marketing_automation_mails_without_consent_or_unsubscribe(
+    sessions: sessionmaker[Session],
+) -> None:
+    """seed 002's "Send obligatory (transactional) email" block, inside a marketing automation."""
+    steps = [{"send_email": {"template": "reset"}}, {"send_email": {"template": "reset", "transactional": True}}]
+    workspace_id = setup(sessions, transactional=False, steps=steps)
+    with sessions.begin() as session:
+        refused = record_event(
+            session, new_id(), trigger(workspace_id, contact_update=ContactUpdate(email_consent=False)), now=NOW
+        )
+        both = record_event(
+            session, new_id(), trigger(workspace_id, audience=Audience(email="bob@example.com")), now=NOW
+        )
+    with sessions.begin() as session:
+        prepared = prepare_envelopes(session, refused + both, now=NOW, public_url="https://mail.example")
+    unsubscribe = {
+        envelope.key: message_from_bytes(envelope.content, policy=default)["List-Unsubscribe"]
+        for envelope in prepared.envelopes
+    }
+    marketing, obligatory = both
+    assert len(refused) == 1  # the obligatory step's message only: no consent to the marketing one
+    assert unsubscribe[refused[0]] is None
+    assert unsubscribe[obligatory] is None
+    assert unsubscribe[marketing] is not None
+    assert str(unsubscribe[marketing]).strip().startswith("<https://mail.example/unsubscribe/")
 
 
 def test_contact_fields_merge_existing_keys_updated_others_kept(sessions: sessionmaker[Session]) -> None:
