@@ -6,6 +6,7 @@ Either is translated when the template is applied (to check it) and once per pro
 """
 
 import re
+import traceback
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -58,7 +59,17 @@ _ENVIRONMENTS = {True: _environment(html=True), False: _environment(html=False)}
 
 
 class RenderError(Exception):
-    """A template that failed to render for this particular context."""
+    """A template that failed to render for this particular context; `line` is where in it, when known."""
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _template_line(exc: BaseException) -> int | None:
+    # Jinja rewrites a render's traceback so each template frame carries the template's own file and line.
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == "<template>"]
+    return lines[-1] if lines else None
 
 
 @dataclass(frozen=True)
@@ -114,11 +125,11 @@ def render_part(source: str, context: dict[str, Any], *, html: bool, syntax: str
     try:
         return _compile(source, html=html, syntax=syntax).render(context)
     except TemplateError as exc:
-        raise RenderError(str(exc)) from exc
+        raise RenderError(str(exc), line=_template_line(exc)) from exc
     except Exception as exc:
         # A template's own expressions can raise anything on the data they meet ("12" + 1 is a TypeError);
         # that is this template failing for this message, not the worker failing.
-        raise RenderError(f"{type(exc).__name__}: {exc}") from exc
+        raise RenderError(f"{type(exc).__name__}: {exc}", line=_template_line(exc)) from exc
 
 
 def render_email(
