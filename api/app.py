@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from redis import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import native, ops, templates, unsubscribe
+from api import history, native, ops, templates, unsubscribe
 from api.auth import TokenCache
 from api.dialects import DIALECTS
 from api.enqueue import Enqueuer
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(ops.bench_router)
     app.include_router(unsubscribe.router)
     app.include_router(templates.router)
+    app.include_router(history.router)
     for dialect in DIALECTS:
         app.include_router(dialect.router)
     return app
