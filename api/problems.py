@@ -1,5 +1,6 @@
 """Errors as RFC 9457 problem+json, or in a dialect's own envelope when the route speaks one."""
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -68,4 +69,18 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     body = {"type": "about:blank", "title": str(exc.detail), "status": exc.status_code, "detail": str(exc.detail)}
     # Keep the framework's headers (405's Allow, for one).
-    return JSONResponse(body, status_code=exc.status_code, media_type="application/problem+json", headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and "Allow" in headers:
+        headers["Allow"] = _allowed_methods(request, headers["Allow"])
+    return JSONResponse(body, status_code=exc.status_code, media_type="application/problem+json", headers=headers)
+
+
+def _allowed_methods(request: Request, framework: str) -> str:
+    """Every method a route serves at this path: the router's 405 names only the first such route's (POST for
+    /v1/events, which the history also serves with GET). Read from the OpenAPI paths, the app's public map."""
+    methods = {method.strip() for method in framework.split(",") if method.strip()}
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {method.upper() for method in operations}
+    return ", ".join(sorted(methods))

@@ -116,9 +116,9 @@ def test_non_finite_numbers_are_422_naming_where(api_url: str, tenant: Tenant) -
 
 
 def test_wrong_method_is_405_with_allow(api_url: str) -> None:
-    response = httpx.get(f"{api_url}/v1/events", timeout=10)
+    response = httpx.put(f"{api_url}/v1/events", timeout=10)
     assert response.status_code == 405
-    assert response.headers["allow"] == "POST"
+    assert response.headers["allow"] == "GET, POST"
     assert response.headers["content-type"] == "application/problem+json"
 
 
