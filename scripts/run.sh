@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # `make run`: Redis (started if none answers), database, quickstart automation, token, then
-# mail catcher + worker + scheduler + api in the foreground until Ctrl-C.
+# mail catcher + worker + scheduler + Flower + api in the foreground until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=.venv/bin
 redis_url=${TRIPMAIL_REDIS_URL:-redis://127.0.0.1:6379/0}
 api_port=${TRIPMAIL_API_PORT:-8000}
+flower_port=${TRIPMAIL_FLOWER_PORT:-5555}
 mkdir -p var
 
 redis_answers() { "$bin/python" -c 'import sys, redis; redis.Redis.from_url(sys.argv[1], socket_timeout=2).ping()' "$redis_url" 2>/dev/null; }
@@ -44,6 +45,7 @@ trap cleanup EXIT INT TERM
 "$bin/tripmail" mailcatcher & pids+=($!)
 "$bin/tripmail" worker & pids+=($!)
 "$bin/tripmail" scheduler & pids+=($!)
+"$bin/tripmail" flower --port "$flower_port" >var/flower.log 2>&1 & pids+=($!)
 "$bin/tripmail" api --port "$api_port" & pids+=($!)
 
 for _ in $(seq 100); do
@@ -54,7 +56,8 @@ curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null || { echo "the api did
 
 cat <<MSG
 
-Tripmail is running: api http://127.0.0.1:$api_port (docs at /docs), mail catcher on 127.0.0.1:1025.
+Tripmail is running: api http://127.0.0.1:$api_port (docs at /docs), mail catcher on 127.0.0.1:1025,
+Flower (workers and tasks) at http://127.0.0.1:$flower_port.
 Send the quickstart's password-reset email:
 
 curl -X POST http://127.0.0.1:$api_port/v1/events \\

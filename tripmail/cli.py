@@ -161,6 +161,29 @@ def worker(concurrency: int, loglevel: str) -> None:
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", default=5555, show_default=True, type=int)
+def flower(host: str, port: int) -> None:
+    """Flower, Celery's monitor, on the configured broker: workers, tasks, queues."""
+    import ipaddress
+
+    auth = get_settings().flower_auth
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if auth is None and not loopback:
+        raise click.ClickException(
+            f"refusing to serve Flower on {host} without TRIPMAIL_FLOWER_AUTH=user:password: whoever reaches it can "
+            "see every task and stop workers"
+        )
+    # Flower reads its options from FLOWER_* too: the password stays out of the process list.
+    env = os.environ | ({"FLOWER_BASIC_AUTH": auth.get_secret_value()} if auth is not None else {})
+    argv = [sys.executable, "-m", "celery", "-A", "worker.app:celery", "flower", f"--address={host}", f"--port={port}"]
+    os.execve(sys.executable, argv, env)  # noqa: S606 - argv is built here, not from input
+
+
+@main.command()
 def scheduler() -> None:
     """Hand runs whose wait is over to the workers; one is enough, more only hand the same runs out twice."""
     # exec, as for the worker: a supervisor's signals reach the scheduler itself.

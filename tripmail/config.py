@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,8 +36,20 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.
     public_url: str = "http://127.0.0.1:8000"
+    # `user:pass` that `tripmail flower` asks for; without it Flower serves loopback only.
+    flower_auth: SecretStr | None = None
     # `make bench` only: serves POST /bench/baseline/events, the ingest floor Tripmail's own path is measured against.
     bench_baseline: bool = False
+
+    @field_validator("flower_auth")
+    @classmethod
+    def _user_and_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            user, colon, password = value.get_secret_value().partition(":")
+            # Flower splits its basic-auth option on commas, into several user:password pairs.
+            if not (user and colon and password) or "," in value.get_secret_value():
+                raise ValueError("TRIPMAIL_FLOWER_AUTH must be user:password, without a comma")
+        return value
 
     @model_validator(mode="after")
     def _tasks_end_before_redelivery(self) -> Self:

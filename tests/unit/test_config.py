@@ -41,3 +41,18 @@ def test_a_task_limit_at_or_above_the_visibility_timeout_is_refused() -> None:
     refusal = r"TRIPMAIL_TASK_TIME_LIMIT_S \(600\) must be below TRIPMAIL_VISIBILITY_TIMEOUT_S \(600\)"
     with pytest.raises(ValidationError, match=refusal):
         Settings(_env_file=None, visibility_timeout_s=600, task_time_limit_s=600)
+
+
+@pytest.mark.parametrize("auth", ["ops", "ops:", ":pw", "ops:a,b"])
+def test_flower_auth_is_one_user_and_password(monkeypatch: pytest.MonkeyPatch, auth: str) -> None:
+    monkeypatch.setenv("TRIPMAIL_FLOWER_AUTH", auth)
+    with pytest.raises(ValidationError, match="TRIPMAIL_FLOWER_AUTH must be user:password, without a comma"):
+        Settings(_env_file=None)
+
+
+def test_flower_auth_stays_out_of_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIPMAIL_FLOWER_AUTH", "ops:hunter2")
+    settings = Settings(_env_file=None)
+    assert settings.flower_auth is not None
+    assert settings.flower_auth.get_secret_value() == "ops:hunter2"
+    assert "hunter2" not in repr(settings)

@@ -1,0 +1,65 @@
+"""`tripmail flower` against the real broker: behind the login it is given, listing the running worker."""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import free_port, service_env, stop, wait_until
+from tripmail.config import Settings
+
+AUTH = ("ops", "flower-password")
+
+
+@pytest.fixture
+def flower(workdir: Path, stack_settings: Settings, worker: subprocess.Popen[bytes]) -> Iterator[str]:
+    port = free_port()
+    log = workdir / "flower.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tripmail", "flower", "--port", str(port)],
+        env=service_env(stack_settings) | {"TRIPMAIL_FLOWER_AUTH": ":".join(AUTH)},
+        cwd=workdir,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return httpx.get(url, timeout=2).status_code == 401
+        except httpx.TransportError:
+            return False
+
+    wait_until(up, timeout=60, what="flower serving")
+    yield url
+    stop(process)
+
+
+def test_flower_asks_for_its_login_and_lists_the_worker(flower: str) -> None:
+    assert httpx.get(f"{flower}/api/workers", timeout=10).status_code == 401
+    assert httpx.get(f"{flower}/api/workers", auth=("ops", "wrong"), timeout=10).status_code == 401
+    workers = wait_until(
+        lambda: w if (w := httpx.get(f"{flower}/api/workers", auth=AUTH, timeout=30).json()) else None,
+        what="flower listing the worker",
+    )
+    [name] = workers
+    assert name.startswith("celery@")
+    registered = workers[name]["registered"]
+    assert {"tripmail.process_events", "tripmail.deliver_messages", "tripmail.carry_on_runs"} <= set(registered)
+
+
+def test_flower_refuses_to_serve_beyond_loopback_without_a_login(stack_settings: Settings) -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "tripmail", "flower", "--host", "0.0.0.0"],
+        env=service_env(stack_settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "without TRIPMAIL_FLOWER_AUTH=user:password" in refused.stderr
