@@ -170,7 +170,7 @@ def enqueue_once(store: Redis, celery: Celery, checked: list[Checked]) -> list[A
     if not queued:
         return answers
     try:
-        celery.send_task(queue.PROCESS_EVENTS, args=[queued])
+        celery.send_task(queue.PROCESS_EVENTS, args=[queued], argsrepr=queue.describe(queue.PROCESS_EVENTS, [queued]))
     except OperationalError:
         _release(store, held)
         # A duplicate of an event of this flush is not accepted either: its first was never queued.

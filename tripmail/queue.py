@@ -1,6 +1,10 @@
 """The Celery app both processes build, and the task names that are the only link between them."""
 
+from collections.abc import Sequence
+from typing import Any
+
 from celery import Celery
+from celery.signals import before_task_publish
 
 from tripmail.config import Settings
 
@@ -44,5 +48,52 @@ def make_celery(settings: Settings) -> Celery:
         # A late-ack task cannot be acked over a lost connection; it is redelivered, so stop running it here.
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
+        # Task events (received, started, succeeded, failed) from the start, for Flower: without them it lists the
+        # workers but no tasks until it has asked each worker to send them.
+        worker_send_task_events=True,
     )
     return app
+
+
+# How many ids a task's description names before it only counts the rest.
+DESCRIBED_IDS = 5
+
+
+def describe(task: str, args: Sequence[Any]) -> str | None:
+    """What Flower and the worker's log show of a task's arguments: ids and counts, never the events' data,
+    contacts or attachments (Celery would show the start of their repr). None for a task it does not know."""
+    if not args or not isinstance(args[0], list):
+        return None
+    items = args[0]
+    if task == PROCESS_EVENTS:
+        named = [
+            f"{pair[0]} ({pair[1].get('event') or 'automation ' + str(pair[1].get('automation_id'))})"
+            for pair in items[:DESCRIBED_IDS]
+        ]
+        what = ("event", "events")
+    elif task in _ID_LISTS:
+        named = [str(item) for item in items[:DESCRIBED_IDS]]
+        what = _ID_LISTS[task]
+    else:
+        return None
+    more = f" and {len(items) - DESCRIBED_IDS} more" if len(items) > DESCRIBED_IDS else ""
+    return f"{len(items)} {what[len(items) != 1]}: {', '.join(named)}{more}"
+
+
+_ID_LISTS = {
+    DELIVER_MESSAGES: ("message", "messages"),
+    CARRY_ON_RUNS: ("run", "runs"),
+    FIRE_WEBHOOKS: ("webhook delivery", "webhook deliveries"),
+}
+
+
+def _readable_arguments(sender: str | None = None, body: Any = None, headers: Any = None, **_: Any) -> None:
+    # Every publisher passes here (the api, a task's retry, the scheduler, the CLI), so no path can leak data.
+    if sender is None or not isinstance(headers, dict) or not isinstance(body, tuple | list) or not body:
+        return
+    described = describe(sender, body[0])
+    if described is not None:
+        headers["argsrepr"] = described
+
+
+before_task_publish.connect(_readable_arguments)

@@ -1,14 +1,16 @@
-"""`tripmail flower` against the real broker: behind the login it is given, listing the running worker."""
+"""`tripmail flower` against the real broker: behind the login it is given, listing the running worker and its
+tasks by id."""
 
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port, service_env, stop, wait_until
+from tests.integration.conftest import Sink, Tenant, free_port, service_env, stop, wait_until
 from tripmail.config import Settings
 
 AUTH = ("ops", "flower-password")
@@ -63,3 +65,26 @@ def test_flower_refuses_to_serve_beyond_loopback_without_a_login(stack_settings:
     )
     assert refused.returncode != 0
     assert "without TRIPMAIL_FLOWER_AUTH=user:password" in refused.stderr
+
+
+def test_flower_shows_tasks_by_event_id_never_their_data(flower: str, api_url: str, tenant: Tenant, sink: Sink) -> None:
+    marker = "a-reset-link-flower-must-not-show"
+    response = httpx.post(
+        f"{api_url}/v1/events",
+        json={"event": "FORGOT_PASSWORD", "contact": {"email": f"{tenant.key}@example.com"}, "data": {"link": marker}},
+        headers={"Authorization": f"Bearer {tenant.token}"},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    event_id = response.json()["id"]
+
+    def shown() -> list[dict[str, Any]] | None:
+        tasks = httpx.get(f"{flower}/api/tasks", auth=AUTH, timeout=30).json()
+        mine = [task for task in tasks.values() if event_id in str(task.get("args"))]
+        return mine or None
+
+    # Flower turns on the worker's task events itself; the event's task shows once the worker receives it.
+    [task] = wait_until(shown, timeout=60, what="flower listing the event's task")
+    assert task["name"] == "tripmail.process_events"
+    assert task["args"] == f"1 event: {event_id} (FORGOT_PASSWORD)"
+    assert marker not in str(task)
