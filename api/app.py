@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,6 +20,7 @@ from api.problems import on_http_error, on_model_error, on_tripmail_error, on_va
 from tripmail.config import Settings, get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.errors import TripmailError
+from tripmail.metrics import StateCollector
 from tripmail.queue import make_celery
 
 YOUNG_COLLECTION_OBJECTS = 10_000
@@ -39,6 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
         app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s)
         app.state.enqueuer = Enqueuer(app.state.redis, app.state.celery, wait_s=settings.enqueue_wait_s)
+        app.state.metrics = CollectorRegistry(auto_describe=True)
+        app.state.metrics.register(StateCollector(app.state.redis, sessions))
         # What is alive now (modules, the app, the clients) lives as long as the process: frozen, the garbage
         # collector's full passes skip it. Under load the objects of requests in flight reach the oldest
         # generation often enough to start a full pass every half second, and each one scanned the whole heap

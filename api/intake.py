@@ -14,6 +14,7 @@ from tripmail.contacts import find_contact, upsert_contact
 from tripmail.errors import NotFound, TripmailError, UnknownEventType
 from tripmail.fields import typed_contact_fields
 from tripmail.ids import utcnow
+from tripmail.metrics import EVENTS
 from tripmail.models import Contact, EventType
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import TriggerRequest
@@ -51,15 +52,34 @@ def _check(sessions: sessionmaker[Session], trigger: TriggerRequest, setup: Setu
     return Checked(trigger, event_type, matching)
 
 
+def _counted(request: Request, answers: list[Answer]) -> None:
+    # The dialect is the path's /compat/<name>/ segment: the label only, no dialect logic.
+    parts = request.url.path.split("/", 3)
+    dialect = parts[2] if len(parts) > 2 and parts[1] == "compat" else "native"
+    for answer in answers:
+        EVENTS.labels(dialect, _outcome(answer)).inc()
+
+
+def _outcome(answer: Answer) -> str:
+    if isinstance(answer, TripmailError):
+        return answer.code
+    return "duplicate" if answer.duplicate else "accepted"
+
+
 async def submit_event(request: Request, trigger: TriggerRequest) -> Accepted:
     """Check one native event and enqueue it once; on the event loop, for the hot path.
 
     A native trigger names its event and no contact id, so the check reads only the set-up cache; a miss
     reads the database here on the loop, once per workspace and event key per `setup_cache_s`.
     """
-    checked = _check(request.app.state.sessions, trigger, request.app.state.setup)
+    try:
+        checked = _check(request.app.state.sessions, trigger, request.app.state.setup)
+    except TripmailError as exc:
+        _counted(request, [exc])
+        raise
     enqueuer: Enqueuer = request.app.state.enqueuer
     [answer] = await enqueuer.enqueue([checked])
+    _counted(request, [answer])
     if isinstance(answer, TripmailError):
         raise answer
     return answer
@@ -83,7 +103,9 @@ async def submit_events(request: Request, triggers: list[TriggerRequest]) -> lis
     checked = await run_in_threadpool(_check_each, request, triggers)
     enqueuer: Enqueuer = request.app.state.enqueuer
     answers = iter(await enqueuer.enqueue([item for item in checked if isinstance(item, Checked)]))
-    return [item if isinstance(item, TripmailError) else next(answers) for item in checked]
+    answered = [item if isinstance(item, TripmailError) else next(answers) for item in checked]
+    _counted(request, answered)
+    return answered
 
 
 def submit(request: Request, trigger: TriggerRequest, *, upsert_contact_now: bool = False) -> Submitted:
@@ -93,7 +115,11 @@ def submit(request: Request, trigger: TriggerRequest, *, upsert_contact_now: boo
     upsert of the same values then changes nothing.
     """
     sessions = request.app.state.sessions
-    checked = _check(sessions, trigger, request.app.state.setup)
+    try:
+        checked = _check(sessions, trigger, request.app.state.setup)
+    except TripmailError as exc:
+        _counted(request, [exc])
+        raise
     contact = None
     if upsert_contact_now:
         with sessions.begin() as session:
@@ -102,6 +128,7 @@ def submit(request: Request, trigger: TriggerRequest, *, upsert_contact_now: boo
             )
     enqueuer: Enqueuer = request.app.state.enqueuer
     [answer] = anyio.from_thread.run(enqueuer.enqueue, [checked])
+    _counted(request, [answer])
     if isinstance(answer, TripmailError):
         raise answer
     return Submitted(answer, checked.event_type, contact)

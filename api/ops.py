@@ -2,9 +2,11 @@
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(tags=["ops"])
 
@@ -24,6 +26,16 @@ def healthz(request: Request) -> JSONResponse:
         checks["database"] = f"error: {type(exc).__name__}"
     healthy = all(value == "ok" for value in checks.values())
     return JSONResponse({"status": "ok" if healthy else "unavailable", **checks}, status_code=200 if healthy else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: this process's counters, then the queue and messages as they are now."""
+
+    def exposition() -> bytes:
+        return generate_latest(REGISTRY) + generate_latest(request.app.state.metrics)
+
+    return Response(await run_in_threadpool(exposition), media_type=CONTENT_TYPE_LATEST)
 
 
 BENCH_BASELINE_QUEUE = "tripmail:bench:baseline"

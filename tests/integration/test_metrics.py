@@ -1,0 +1,40 @@
+"""GET /metrics through the real api: the counters move with the events it answers, and the queue and the messages
+read as they are."""
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import Sink, Tenant, wait_until
+
+
+def scrape(api_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = httpx.get(f"{api_url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def events(scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], outcome: str) -> float:
+    return scraped.get(("tripmail_events_total", (("dialect", "native"), ("outcome", outcome))), 0.0)
+
+
+def test_counters_move_with_the_events_answered(api_url: str, tenant: Tenant, sink: Sink) -> None:
+    before = scrape(api_url)
+    email = f"{tenant.key}@example.com"
+    body = {"event": "FORGOT_PASSWORD", "key": f"{tenant.key}-once", "contact": {"email": email}}
+    headers = {"Authorization": f"Bearer {tenant.token}"}
+    for _ in range(2):
+        assert httpx.post(f"{api_url}/v1/events", json=body, headers=headers, timeout=10).status_code == 202
+    wait_until(lambda: sink.to(email, sender=tenant.sender) or None, what="the email")
+
+    after = wait_until(
+        lambda: s if (s := scrape(api_url)).get(("tripmail_messages", (("status", "sent"),)), 0) > 0 else None,
+        what="a sent message counted",
+    )
+    assert events(after, "accepted") - events(before, "accepted") == 1
+    assert events(after, "duplicate") - events(before, "duplicate") == 1
+    assert ("tripmail_queue_depth", ()) in after
