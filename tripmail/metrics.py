@@ -4,6 +4,8 @@ Counters live in the process that counts (prometheus-client's default registry);
 the messages is read at scrape time, so every api process answers the same for it however many there are.
 """
 
+import json
+import time
 from collections.abc import Iterator
 
 from prometheus_client import Counter
@@ -16,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.models import Message
+from tripmail.queue import PUBLISHED_AT
 
 # Celery's default queue: a Redis list of the tasks no worker has taken yet.
 CELERY_QUEUE = "celery"
@@ -28,6 +31,16 @@ EVENTS = Counter(
 )
 
 
+def _waited(message: bytes | str | None) -> float:
+    if message is None:
+        return 0.0
+    try:
+        published_at = json.loads(message)["headers"][PUBLISHED_AT]
+    except (ValueError, KeyError, TypeError):
+        return 0.0  # a task published by something else than Tripmail's code: its age is not known
+    return max(0.0, time.time() - float(published_at))
+
+
 class StateCollector(Collector):
     """Queue depth and messages by status, read when scraped; a source that does not answer is left out."""
 
@@ -38,10 +51,16 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
             depth = self._redis.llen(CELERY_QUEUE)
+            # Kombu pushes on the left and workers take from the right: the rightmost task has waited longest.
+            oldest = self._redis.lindex(CELERY_QUEUE, -1)
         except RedisError:
-            depth = None
-        if depth is not None:
-            yield GaugeMetricFamily("tripmail_queue_depth", "Tasks waiting in the Celery queue.", value=depth)
+            return
+        yield GaugeMetricFamily("tripmail_queue_depth", "Tasks waiting in the Celery queue.", value=depth)
+        yield GaugeMetricFamily(
+            "tripmail_queue_oldest_age_seconds",
+            "How long the task that has waited longest in the Celery queue has waited (0 when it is empty).",
+            value=_waited(oldest),
+        )
         try:
             with self._sessions() as session:
                 counts = session.execute(select(Message.status, func.count()).group_by(Message.status)).all()

@@ -1,5 +1,6 @@
 """The Celery app both processes build, and the task names that are the only link between them."""
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,13 +88,20 @@ _ID_LISTS = {
 }
 
 
-def _readable_arguments(sender: str | None = None, body: Any = None, headers: Any = None, **_: Any) -> None:
+# The header with the time a task was published, which the queue-age metric reads off the oldest waiting task.
+PUBLISHED_AT = "tripmail_published_at"
+
+
+def _on_publish(sender: str | None = None, body: Any = None, headers: Any = None, **_: Any) -> None:
     # Every publisher passes here (the api, a task's retry, the scheduler, the CLI), so no path can leak data.
-    if sender is None or not isinstance(headers, dict) or not isinstance(body, tuple | list) or not body:
+    if sender is None or not isinstance(headers, dict):
+        return
+    headers[PUBLISHED_AT] = time.time()
+    if not isinstance(body, tuple | list) or not body:
         return
     described = describe(sender, body[0])
     if described is not None:
         headers["argsrepr"] = described
 
 
-before_task_publish.connect(_readable_arguments)
+before_task_publish.connect(_on_publish)

@@ -1,10 +1,12 @@
 """GET /metrics through the real api: the counters move with the events it answers, and the queue and the messages
 read as they are."""
 
+import time
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.integration.conftest import OwnStack, Sink, Tenant, wait_until
 
 
 def scrape(api_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -38,3 +40,24 @@ def test_counters_move_with_the_events_answered(api_url: str, tenant: Tenant, si
     assert events(after, "accepted") - events(before, "accepted") == 1
     assert events(after, "duplicate") - events(before, "duplicate") == 1
     assert ("tripmail_queue_depth", ()) in after
+
+
+def test_the_queue_shows_its_depth_and_how_long_its_oldest_task_has_waited(stack: OwnStack) -> None:
+    tenant = stack.tenant("queue")
+    headers = {"Authorization": f"Bearer {tenant.token}"}
+    body = {"event": "FORGOT_PASSWORD", "contact": {"email": f"{tenant.key}@example.com"}}
+    assert httpx.post(f"{stack.api_url}/v1/events", json=body, headers=headers, timeout=10).status_code == 202
+
+    # No worker yet: the task waits, and its wait grows.
+    first = scrape(stack.api_url)
+    time.sleep(1.2)
+    second = scrape(stack.api_url)
+    assert first[("tripmail_queue_depth", ())] == second[("tripmail_queue_depth", ())] == 1
+    waited = second[("tripmail_queue_oldest_age_seconds", ())]
+    assert waited >= first[("tripmail_queue_oldest_age_seconds", ())] + 1.0
+
+    stack.start_worker()
+    drained = wait_until(
+        lambda: s if (s := scrape(stack.api_url))[("tripmail_queue_depth", ())] == 0 else None, what="queue drained"
+    )
+    assert drained[("tripmail_queue_oldest_age_seconds", ())] == 0
