@@ -156,8 +156,16 @@ def worker(concurrency: int, loglevel: str) -> None:
         "--without-gossip",
         "--without-mingle",
     ]
+    env = dict(os.environ)
+    if get_settings().worker_metrics_port is not None:
+        import tempfile
+
+        # prometheus-client's multiprocess mode: each pool process writes its metrics to files here, and the
+        # worker's main process serves them summed on TRIPMAIL_WORKER_METRICS_PORT. A directory of this worker's
+        # own, made empty, so nothing of an earlier run is counted again.
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tripmail-worker-metrics-")
     # exec, so signals from a supervisor reach Celery itself and its warm shutdown runs.
-    os.execv(sys.executable, argv)  # noqa: S606 - argv is built here, not from input
+    os.execve(sys.executable, argv, env)  # noqa: S606 - argv is built here, not from input
 
 
 @main.command()

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.
     public_url: str = "http://127.0.0.1:8000"
+    # Where `tripmail worker` serves its processes' metrics (prometheus-client multiprocess mode); unset: nowhere.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # `user:pass` that `tripmail flower` asks for; without it Flower serves loopback only.
     flower_auth: SecretStr | None = None
     # `make bench` only: serves POST /bench/baseline/events, the ingest floor Tripmail's own path is measured against.

@@ -32,6 +32,7 @@ from tripmail.automations import Started
 from tripmail.contacts import normalize_email
 from tripmail.db import engine_of, insert_if_absent, insert_new
 from tripmail.fields import message_field_values
+from tripmail.metrics import DELIVERED, RETRIES
 from tripmail.models import (
     Automation,
     AutomationStep,
@@ -864,6 +865,9 @@ def deliver_messages(
         # The deadline stopped the sending: settle the messages it left without a result.
         with sessions.begin() as session:
             released = settle_unfinished(session, run_id=run_id, now=clock())
+    for result in results:
+        DELIVERED.labels(result.outcome).inc()
+    RETRIES.inc(len(journal.retry_ids))
     sent = sum(1 for result in results if result.outcome is Outcome.SENT)
     unknown = sum(1 for result in results if result.outcome is Outcome.UNKNOWN)
     failed = len(results) - sent - unknown - len(journal.retry_ids)

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
@@ -39,6 +39,20 @@ def _waited(message: bytes | str | None) -> float:
     except (ValueError, KeyError, TypeError):
         return 0.0  # a task published by something else than Tripmail's code: its age is not known
     return max(0.0, time.time() - float(published_at))
+
+
+# Counted by the workers (each pool process, summed by the worker's metrics server).
+DELIVERED = Counter(
+    "tripmail_deliveries",
+    "Messages a worker tried to send, by outcome (sent, transient, permanent, unknown).",
+    ["outcome"],
+)
+RETRIES = Counter("tripmail_retries", "Messages given back to be sent again after a transient failure.")
+SMTP_SECONDS = Histogram(
+    "tripmail_smtp_send_seconds",
+    "From MAIL FROM to the reply to DATA, per message, on a connection already open.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 
 
 class StateCollector(Collector):

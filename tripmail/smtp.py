@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 import uvloop
 
+from tripmail.metrics import SMTP_SECONDS
+
 _TRUE = {"1", "true", "yes", "on"}
 
 T = TypeVar("T")
@@ -236,6 +238,7 @@ class _Sending:
         """MAIL, RCPT, DATA one by one, so a break after the message was handed over can be told apart."""
         if client.is_ehlo_or_helo_needed:
             await client.ehlo()
+        started = time.monotonic()
         try:
             await client.mail(envelope.sender)
             await client.rcpt(envelope.recipient)
@@ -257,6 +260,7 @@ class _Sending:
             # RFC 1047: the server may have taken the message before the connection broke. Resending could
             # deliver it twice, so its fate is recorded as unknown instead.
             return SendResult(envelope.key, Outcome.UNKNOWN, None, f"connection lost during DATA: {exc}")
+        SMTP_SECONDS.observe(time.monotonic() - started)
         return SendResult(envelope.key, Outcome.SENT, reply.code, f"{reply.code} {reply.message}")
 
 

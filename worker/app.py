@@ -1,8 +1,11 @@
 """The worker's Celery app; the one object built at import, because `celery -A` needs it there."""
 
+import os
 from functools import lru_cache
 
 import httpx
+from celery.signals import worker_init, worker_process_shutdown
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import get_settings
@@ -32,3 +35,23 @@ def sending() -> SendingLoop:
 def webhook_client() -> httpx.Client:
     """Built on first use, like sessions(); keeps connections to webhook receivers from one task to the next."""
     return httpx.Client(follow_redirects=False)
+
+
+def _serve_metrics(**_: object) -> None:
+    """In the worker's main process: its pool processes' metrics, summed, on TRIPMAIL_WORKER_METRICS_PORT."""
+    port = get_settings().worker_metrics_port
+    if port is None or "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+    start_http_server(port, registry=registry)
+
+
+def _forget_process(pid: int | None = None, **_: object) -> None:
+    # A pool process that exits leaves its files: its gauges are dropped, its counters still count.
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ and pid is not None:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+
+
+worker_init.connect(_serve_metrics)
+worker_process_shutdown.connect(_forget_process)

@@ -207,16 +207,21 @@ def stack_settings(workdir: Path, redis_url: str, smtp_sink: tuple[Sink, int]) -
 
 
 def service_env(settings: Settings) -> dict[str, str]:
-    return os.environ | {
-        "TRIPMAIL_DATABASE_URL": settings.database_url,
-        "TRIPMAIL_REDIS_URL": settings.redis_url,
-        "TRIPMAIL_SMTP_URL": settings.smtp_url.get_secret_value(),
-        "TRIPMAIL_MAIL_DIR": str(settings.mail_dir),
-        "TRIPMAIL_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
-        "TRIPMAIL_TASK_TIME_LIMIT_S": str(settings.task_time_limit_s),
-        "TRIPMAIL_SMTP_CONNECTIONS": str(settings.smtp_connections),
-        "TRIPMAIL_SCHEDULER_INTERVAL_S": str(settings.scheduler_interval_s),
-    }
+    optional = {"TRIPMAIL_WORKER_METRICS_PORT": settings.worker_metrics_port}
+    return (
+        os.environ
+        | {name: str(value) for name, value in optional.items() if value is not None}
+        | {
+            "TRIPMAIL_DATABASE_URL": settings.database_url,
+            "TRIPMAIL_REDIS_URL": settings.redis_url,
+            "TRIPMAIL_SMTP_URL": settings.smtp_url.get_secret_value(),
+            "TRIPMAIL_MAIL_DIR": str(settings.mail_dir),
+            "TRIPMAIL_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
+            "TRIPMAIL_TASK_TIME_LIMIT_S": str(settings.task_time_limit_s),
+            "TRIPMAIL_SMTP_CONNECTIONS": str(settings.smtp_connections),
+            "TRIPMAIL_SCHEDULER_INTERVAL_S": str(settings.scheduler_interval_s),
+        }
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -6,7 +6,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import OwnStack, Sink, Tenant, wait_until
+from tests.integration.conftest import OwnStack, Sink, Tenant, free_port, running_sink, wait_until
 
 
 def scrape(api_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -61,3 +61,26 @@ def test_the_queue_shows_its_depth_and_how_long_its_oldest_task_has_waited(stack
         lambda: s if (s := scrape(stack.api_url))[("tripmail_queue_depth", ())] == 0 else None, what="queue drained"
     )
     assert drained[("tripmail_queue_oldest_age_seconds", ())] == 0
+
+
+def test_a_worker_serves_its_processes_metrics_summed(stack: OwnStack) -> None:
+    port = free_port()
+    stack.settings = stack.settings.model_copy(update={"worker_metrics_port": port})
+    tenant = stack.tenant("worker-metrics")
+    emails = [f"{tenant.key}-{index}@example.com" for index in range(3)]
+    with running_sink(stack.smtp_port) as sink:
+        stack.start_worker()
+        for email in emails:
+            body = {"event": "FORGOT_PASSWORD", "contact": {"email": email}}
+            headers = {"Authorization": f"Bearer {tenant.token}"}
+            assert httpx.post(f"{stack.api_url}/v1/events", json=body, headers=headers, timeout=10).status_code == 202
+        wait_until(lambda: all(sink.to(email) for email in emails) or None, what="the three emails")
+        worker_url = f"http://127.0.0.1:{port}"
+        scraped = wait_until(
+            lambda: (
+                s if (s := scrape(worker_url)).get(("tripmail_deliveries_total", (("outcome", "sent"),))) == 3 else None
+            ),
+            what="three deliveries counted",
+        )
+    assert scraped[("tripmail_smtp_send_seconds_count", ())] == 3
+    assert scraped[("tripmail_smtp_send_seconds_sum", ())] > 0
