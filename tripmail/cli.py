@@ -1,6 +1,5 @@
 """`tripmail`: every command reads the same TRIPMAIL_* settings."""
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -20,8 +19,9 @@ def _fail(exc: TripmailError) -> NoReturn:
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
 def main(log_level: str) -> None:
     """Tripmail: application events in, email out."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from tripmail.logs import configure
+
+    configure(log_level, log_format=get_settings().log_format)
 
 
 @main.command()

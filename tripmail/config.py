@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.
     public_url: str = "http://127.0.0.1:8000"
+    # `json` for one JSON object per log line (with the ids of the event or message as keys).
+    log_format: Literal["text", "json"] = "text"
     # Where `tripmail worker` serves its processes' metrics (prometheus-client multiprocess mode); unset: nowhere.
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # `user:pass` that `tripmail flower` asks for; without it Flower serves loopback only.

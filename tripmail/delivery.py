@@ -9,6 +9,7 @@ sent again, because the server may have it).
 
 import asyncio
 import itertools
+import logging
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ from tripmail.rendering import RenderedEmail, RenderError, render_email, templat
 from tripmail.schemas.trigger import ChannelFilter, TriggerContent
 from tripmail.smtp import Envelope, JournalUnavailable, Outcome, SendingLoop, SendResult
 from tripmail.unsubscribe import ONE_CLICK, unsubscribe_token, unsubscribe_url
+
+log = logging.getLogger(__name__)
 
 # Why a claimed message ended as unknown when its run stopped between hand-over and reply.
 STOPPED_AFTER_HAND_OVER = (
@@ -193,7 +196,9 @@ _CLAIM = (
         handed_over_at=None,
         updated_at=bindparam("now"),
     )
-    .returning(_MESSAGES.c.id, _MESSAGES.c.attempts, _MESSAGES.c.workspace_id, _MESSAGES.c.to_address)
+    .returning(
+        _MESSAGES.c.id, _MESSAGES.c.attempts, _MESSAGES.c.workspace_id, _MESSAGES.c.to_address, _MESSAGES.c.event_id
+    )
 )
 
 _LEFT_CLAIMED = select(_MESSAGES.c.id, _MESSAGES.c.handed_over_at).where(
@@ -305,6 +310,7 @@ class Claim(NamedTuple):
     attempts: int  # this one counted
     workspace_id: int
     to_address: str
+    event_id: str
 
 
 def claim_messages(session: Session, message_ids: list[int], *, run_id: str, now: datetime) -> dict[int, Claim]:
@@ -808,6 +814,24 @@ class DatabaseJournal:
             )
 
 
+def _log_result(result: SendResult, claim: Claim) -> None:
+    # The SMTP reply is the server's; the message's content never goes to the log.
+    log.info(
+        "message %d %s: %s",
+        result.key,
+        result.outcome,
+        result.reply,
+        extra={
+            "workspace_id": claim.workspace_id,
+            "event_id": claim.event_id,
+            "message_id": result.key,
+            "outcome": result.outcome.value,
+            "smtp_code": result.code,
+            "attempt": claim.attempts,
+        },
+    )
+
+
 @dataclass(frozen=True)
 class DeliveryReport:
     sent: int
@@ -867,6 +891,7 @@ def deliver_messages(
             released = settle_unfinished(session, run_id=run_id, now=clock())
     for result in results:
         DELIVERED.labels(result.outcome).inc()
+        _log_result(result, claimed[result.key])
     RETRIES.inc(len(journal.retry_ids))
     sent = sum(1 for result in results if result.outcome is Outcome.SENT)
     unknown = sum(1 for result in results if result.outcome is Outcome.UNKNOWN)

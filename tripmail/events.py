@@ -249,6 +249,7 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
             pending += delivery.pending_message_ids(session, event_id)
             continue
         planned = _event_and_messages(session, event_id, trigger, now=now, lookups=lookups)
+        _log_event(planned)
         event_rows.append(planned.event)
         run_rows += planned.runs
         webhooks += planned.webhooks
@@ -261,6 +262,26 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
         session.execute(_ADD_RUN, run_rows)
     runs.add_webhooks(session, webhooks)
     return pending + delivery.add_messages(session, messages)
+
+
+def _log_event(planned: "_Planned") -> None:
+    # Logged as it is decided; a transaction rolled back after it (the chunk refused) logs it again alone.
+    event = planned.event
+    log.info(
+        "event %s %s (%s): %d message(s), %d run(s)",
+        event["id"],
+        event["status"],
+        event["name"],
+        len(planned.messages),
+        len(planned.runs),
+        extra={
+            "workspace_id": event["workspace_id"],
+            "event_id": event["id"],
+            "event": event["name"],
+            "outcome": event["status"],
+            "messages": len(planned.messages),
+        },
+    )
 
 
 class _Planned(NamedTuple):

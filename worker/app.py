@@ -4,12 +4,13 @@ import os
 from functools import lru_cache
 
 import httpx
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import setup_logging, worker_init, worker_process_shutdown
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import get_settings
 from tripmail.db import make_sessionmaker
+from tripmail.logs import configure
 from tripmail.queue import make_celery
 from tripmail.smtp import SendingLoop, parse_smtp_url
 
@@ -53,5 +54,11 @@ def _forget_process(pid: int | None = None, **_: object) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 
+def _configure_logging(loglevel: int | str | None = None, **_: object) -> None:
+    # Connected, this replaces Celery's own logging set-up: its lines and ours share TRIPMAIL_LOG_FORMAT.
+    configure(loglevel or "INFO", log_format=get_settings().log_format)
+
+
+setup_logging.connect(_configure_logging)
 worker_init.connect(_serve_metrics)
 worker_process_shutdown.connect(_forget_process)

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tripmail import queue, runs, webhooks
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
+from tripmail.logs import configure
 from worker.app import celery, sessions
 
 log = logging.getLogger("tripmail.scheduler")
@@ -50,8 +51,8 @@ def hand_out(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    configure("INFO", log_format=settings.log_format)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -220,6 +220,7 @@ def service_env(settings: Settings) -> dict[str, str]:
             "TRIPMAIL_TASK_TIME_LIMIT_S": str(settings.task_time_limit_s),
             "TRIPMAIL_SMTP_CONNECTIONS": str(settings.smtp_connections),
             "TRIPMAIL_SCHEDULER_INTERVAL_S": str(settings.scheduler_interval_s),
+            "TRIPMAIL_LOG_FORMAT": settings.log_format,
         }
     )
 
