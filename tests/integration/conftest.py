@@ -266,27 +266,33 @@ def start_scheduler(settings: Settings, workdir: Path, name: str = "scheduler") 
     return process
 
 
-def start_api(settings: Settings, workdir: Path, name: str = "api") -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    command: list[str], env: dict[str, str], log: Path, *, probe: str, status: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`tripmail <command> --port N` on a free port, once GET `probe` answers `status`; the process and its URL."""
     port = free_port()
-    log = workdir / f"{name}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tripmail", "api", "--port", str(port)],
-        env=service_env(settings),
-        cwd=workdir,
+        [sys.executable, "-m", "tripmail", *command, "--port", str(port)],
+        env=env,
+        cwd=log.parent,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
+    def answers() -> bool:
         assert process.poll() is None, log.read_text()
         try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            return httpx.get(f"{url}{probe}", timeout=2).status_code == status
         except httpx.TransportError:
             return False
 
-    wait_until(healthy, timeout=60, what="api healthy")
+    wait_until(answers, timeout=60, what=f"tripmail {command[0]} serving")
     return process, url
+
+
+def start_api(settings: Settings, workdir: Path, name: str = "api") -> tuple[subprocess.Popen[bytes], str]:
+    return start_server(["api"], service_env(settings), workdir / f"{name}.log", probe="/healthz", status=200)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Sink, Tenant, free_port, service_env, stop, wait_until
+from tests.integration.conftest import Sink, Tenant, service_env, start_server, stop, wait_until
 from tripmail.config import Settings
 
 AUTH = ("ops", "flower-password")
@@ -18,25 +18,9 @@ AUTH = ("ops", "flower-password")
 
 @pytest.fixture
 def flower(workdir: Path, stack_settings: Settings, worker: subprocess.Popen[bytes]) -> Iterator[str]:
-    port = free_port()
-    log = workdir / "flower.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tripmail", "flower", "--port", str(port)],
-        env=service_env(stack_settings) | {"TRIPMAIL_FLOWER_AUTH": ":".join(AUTH)},
-        cwd=workdir,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return httpx.get(url, timeout=2).status_code == 401
-        except httpx.TransportError:
-            return False
-
-    wait_until(up, timeout=60, what="flower serving")
+    env = service_env(stack_settings) | {"TRIPMAIL_FLOWER_AUTH": ":".join(AUTH)}
+    # Up once it asks for the login.
+    process, url = start_server(["flower"], env, workdir / "flower.log", probe="/", status=401)
     yield url
     stop(process)
 
