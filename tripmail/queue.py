@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -16,6 +17,11 @@ DELIVER_MESSAGES = "tripmail.deliver_messages"
 CARRY_ON_RUNS = "tripmail.carry_on_runs"
 # Takes a list of webhook delivery ids that are due (from the scheduler).
 FIRE_WEBHOOKS = "tripmail.fire_webhooks"
+
+# A run or webhook delivery the scheduler handed to a worker (or a worker claimed) that has no outcome after this
+# long is handed out again: its task was lost with the worker, or with Redis. Handing one out twice is harmless,
+# as only one transaction takes it.
+HAND_OUT_AGAIN_AFTER = timedelta(seconds=60)
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -39,6 +39,7 @@ from tripmail.models import (
     WebhookStatus,
     table_of,
 )
+from tripmail.queue import HAND_OUT_AGAIN_AFTER
 from tripmail.rendering import RenderError, render_part, template_context
 from tripmail.schemas.trigger import TriggerRequest
 
@@ -238,10 +239,6 @@ def _field_value(
         raise StepFailed(f"field {name} ({field_type}): {exc}") from exc
 
 
-# A run handed to a worker that has not carried it on after this long is handed out again (its task was lost:
-# the worker died, or Redis with the task in it). Handing it twice is harmless; only one carries it on.
-HAND_OUT_AGAIN_AFTER = timedelta(seconds=60)
-
 _RUNS = table_of(AutomationRun)
 _AUTOMATIONS = table_of(Automation)
 
@@ -264,7 +261,7 @@ _HANDED_OUT = update(_RUNS).where(_RUNS.c.id.in_(bindparam("ids", expanding=True
 _TAKE = (
     update(_RUNS)
     .where(_RUNS.c.id == bindparam("run"), _RUNS.c.status == RunStatus.WAITING, _RUNS.c.wake_at <= bindparam("now"))
-    .values(status="running", updated_at=bindparam("now"))
+    .values(status=RunStatus.RUNNING, updated_at=bindparam("now"))
     .returning(_RUNS.c.id)
 )
 

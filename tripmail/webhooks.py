@@ -20,12 +20,11 @@ from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.models import AutomationStep, WebhookDelivery, WebhookStatus, table_of
+from tripmail.queue import HAND_OUT_AGAIN_AFTER
 
 # Posts of one delivery before it is failed; 2, 4, 8 ... s apart (capped at 5 minutes), with a second of jitter.
 MAX_ATTEMPTS = 8
 POST_TIMEOUT_S = 10.0
-# A delivery handed out or claimed this long ago without an outcome is handed out again.
-HAND_OUT_AGAIN_AFTER = timedelta(seconds=60)
 
 _DELIVERIES = table_of(WebhookDelivery)
 

@@ -3,7 +3,7 @@ every TRIPMAIL_SCHEDULER_INTERVAL_S.
 
 Due times live in the database, not in delayed Celery tasks, so a wait survives restarts of everything. A run is
 handed out (published, then marked) and handed out again if no worker carried it on within
-runs.HAND_OUT_AGAIN_AFTER; handing a run out twice is harmless, as only one transaction moves it out of waiting.
+queue.HAND_OUT_AGAIN_AFTER; handing a run out twice is harmless, as only one transaction moves it out of waiting.
 More than one scheduler may run: they only hand the same runs out twice.
 """
 

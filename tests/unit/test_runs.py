@@ -13,7 +13,8 @@ from tripmail.errors import InvalidConfig
 from tripmail.events import fan_out_chunk, record_event, record_events
 from tripmail.ids import new_id
 from tripmail.models import AutomationRun, AutomationStep, Contact, Message, Template, Workspace
-from tripmail.runs import HAND_OUT_AGAIN_AFTER, carry_on, due_runs, mark_handed_out
+from tripmail.queue import HAND_OUT_AGAIN_AFTER
+from tripmail.runs import carry_on, due_runs, mark_handed_out
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

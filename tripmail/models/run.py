@@ -11,6 +11,9 @@ from tripmail.models.base import Base
 class RunStatus(StrEnum):
     # At a wait step until `wake_at`; the scheduler then hands it to a worker, which carries it on.
     WAITING = "waiting"
+    # Taken out of waiting by the transaction that carries it on; never committed (that transaction ends it in
+    # another status), so a second hand-over of the run finds it not waiting.
+    RUNNING = "running"
     COMPLETED = "completed"
     # A step could not be carried out (a condition that cannot be decided, a field value refused): `error` says why.
     FAILED = "failed"
@@ -75,7 +78,7 @@ class WebhookDelivery(Base):
     status: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int]
     next_attempt_at: Mapped[datetime]
-    # When the scheduler last handed it to a worker, or the worker claimed it (see runs.HAND_OUT_AGAIN_AFTER).
+    # When the scheduler last handed it to a worker, or the worker claimed it (see queue.HAND_OUT_AGAIN_AFTER).
     enqueued_at: Mapped[datetime | None]
     last_code: Mapped[int | None]
     last_error: Mapped[str | None] = mapped_column(Text)
