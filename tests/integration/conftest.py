@@ -7,6 +7,7 @@ A test that kills, starves or counts what a process does takes a stack of its ow
 import asyncio
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -232,6 +233,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=5)
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to a process started in a group of its own and all its children at once: no warm shutdown, no
+    acks, nothing flushed."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
 
 
 def start_worker(settings: Settings, workdir: Path, name: str = "worker") -> subprocess.Popen[bytes]:

@@ -3,28 +3,22 @@ pauses, and webhooks retried. Each test runs a stack of its own, so it can kill 
 scheduler."""
 
 import json
-import os
-import signal
-import subprocess
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import OwnStack, running_sink, wait_until
+from tests.integration.conftest import OwnStack, kill_group, running_sink, wait_until
 from tests.webhook_receiver import Receiver
 from tripmail.models import AutomationRun, WebhookDelivery
 from tripmail.webhooks import signature
 
 
-def kill(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-
-
-def follow_up_spec(key: str, status: str = "active") -> dict[str, Any]:
-    """A welcome at once, then a follow-up two seconds later."""
+def follow_up_spec(key: str, status: str = "active", wait: str = "2s") -> dict[str, Any]:
+    """A welcome at once, then a follow-up after `wait`."""
     return {
         "workspace": key,
         "from": f"Shop <{sender_of(key)}>",
@@ -39,7 +33,7 @@ def follow_up_spec(key: str, status: str = "active") -> dict[str, Any]:
                 "status": status,
                 "steps": [
                     {"send_email": {"template": "welcome"}},
-                    {"wait": "2s"},
+                    {"wait": wait},
                     {"send_email": {"template": "follow_up"}},
                 ],
             }
@@ -74,8 +68,8 @@ def test_a_wait_survives_a_scheduler_and_worker_restart_and_sends_once(stack: Ow
         sign_up(stack, token, email)
         wait_until(lambda: sink.to(email) or None, what="the welcome")
         assert run_status(stack) == "waiting"
-        kill(worker)
-        kill(scheduler)
+        kill_group(worker)
+        kill_group(scheduler)
         time.sleep(2.5)  # the wait ends while nothing runs
         assert len(sink.to(email)) == 1
         stack.start_worker("worker-2")
@@ -89,8 +83,10 @@ def test_a_wait_survives_a_scheduler_and_worker_restart_and_sends_once(stack: Ow
 
 def test_a_paused_automation_holds_its_waiting_run_and_resuming_sends_it(stack: OwnStack) -> None:
     key = unique_workspace_key("pause")
+    # Long enough that `tripmail apply` (a process of its own) pauses the automation before the wait ends.
+    wait = "8s"
     with stack.db.begin() as session:
-        apply_spec(session, follow_up_spec(key))
+        apply_spec(session, follow_up_spec(key, wait=wait))
         token = make_token(session, key)
     email = f"{key}@example.com"
     with running_sink(stack.smtp_port) as sink:
@@ -98,11 +94,15 @@ def test_a_paused_automation_holds_its_waiting_run_and_resuming_sends_it(stack: 
         stack.start_scheduler()
         sign_up(stack, token, email)
         wait_until(lambda: sink.to(email) or None, what="the welcome")
-        stack.apply(follow_up_spec(key, status="paused"))
-        time.sleep(3.5)  # past the wait: held
+        stack.apply(follow_up_spec(key, status="paused", wait=wait))
+        with stack.db() as session:
+            wake_at = session.scalars(select(AutomationRun.wake_at)).one()
+        assert wake_at is not None
+        assert datetime.now(UTC) < wake_at, "the automation was paused after its wait had ended"
+        time.sleep((wake_at - datetime.now(UTC)).total_seconds() + 1.5)  # past the wait: held
         assert len(sink.to(email)) == 1
         assert run_status(stack) == "waiting"
-        stack.apply(follow_up_spec(key))
+        stack.apply(follow_up_spec(key, wait=wait))
         mails = wait_until(lambda: m if len(m := sink.to(email)) == 2 else None, what="the follow-up after resuming")
     assert mails[1].message["Subject"] == f"Still there, {email}?"
 

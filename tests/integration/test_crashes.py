@@ -1,9 +1,6 @@
 """Crashes and outages through real processes: each test runs a stack of its own (a Redis database, a SQLite
 file, an api, workers and an SMTP server) so it can kill and start them without touching the shared one."""
 
-import os
-import signal
-import subprocess
 import time
 from datetime import UTC, datetime
 
@@ -16,18 +13,13 @@ from tests.builders import apply_spec, contact_row, make_token, sender_of, uniqu
 from tests.integration.conftest import (
     OwnStack,
     Sink,
+    kill_group,
     running_sink,
     wait_until,
 )
 from tripmail.models import Contact, Message, MessageAttempt, Workspace
 
 CAMPAIGN = 3_000_001
-
-
-def kill_worker(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL to the main process and every pool child at once: no warm shutdown, no acks, nothing flushed."""
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
 
 
 def statuses(db: sessionmaker[Session], workspace: str) -> dict[str, int]:
@@ -107,7 +99,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(stack: OwnSta
             in_flight = session.scalars(
                 select(func.count()).where(Message.status == "sending", Message.handed_over_at.is_(None))
             ).one()
-        kill_worker(first)
+        kill_group(first)
         sink.hold_rcpt.clear()
         delivered_before_the_kill = sink.count_from(sender)
         assert in_flight > 0
@@ -132,7 +124,7 @@ def test_a_worker_killed_before_the_reply_to_data_leaves_the_message_unknown_and
         sink.hold_data.set()
         post_reset(stack.api_url, tenant.token, email)
         wait_until(lambda: sink.held == 1, what="the message handed over, its reply withheld")
-        kill_worker(first)
+        kill_group(first)
         sink.hold_data.clear()
 
         stack.start_worker("worker-2")
