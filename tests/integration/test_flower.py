@@ -28,10 +28,13 @@ def flower(workdir: Path, stack_settings: Settings, worker: subprocess.Popen[byt
 def test_flower_asks_for_its_login_and_lists_the_worker(flower: str) -> None:
     assert httpx.get(f"{flower}/api/workers", timeout=10).status_code == 401
     assert httpx.get(f"{flower}/api/workers", auth=("ops", "wrong"), timeout=10).status_code == 401
-    workers = wait_until(
-        lambda: w if (w := httpx.get(f"{flower}/api/workers", auth=AUTH, timeout=30).json()) else None,
-        what="flower listing the worker",
-    )
+
+    def listed() -> dict[str, Any] | None:
+        # Flower fills a worker's entry one inspect reply at a time: wait for the one that lists its tasks.
+        workers: dict[str, Any] = httpx.get(f"{flower}/api/workers", auth=AUTH, timeout=30).json()
+        return workers if workers and all("registered" in info for info in workers.values()) else None
+
+    workers = wait_until(listed, what="flower listing the worker and its tasks")
     [name] = workers
     assert name.startswith("celery@")
     registered = workers[name]["registered"]
