@@ -2,11 +2,13 @@
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
+
+from tripmail.metrics import counted
 
 router = APIRouter(tags=["ops"])
 
@@ -30,10 +32,11 @@ def healthz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus text format: this process's counters, then the queue and messages as they are now."""
+    """Prometheus text format: the api's counters (of every process, with --workers), then the queue and messages
+    as they are now."""
 
     def exposition() -> bytes:
-        return generate_latest(REGISTRY) + generate_latest(request.app.state.metrics)
+        return generate_latest(counted()) + generate_latest(request.app.state.metrics)
 
     return Response(await run_in_threadpool(exposition), media_type=CONTENT_TYPE_LATEST)
 

@@ -2,6 +2,7 @@
 
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,6 +23,16 @@ def main(log_level: str) -> None:
     from tripmail.logs import configure
 
     configure(log_level, log_format=get_settings().log_format)
+
+
+def _count_in_files(env: MutableMapping[str, str], role: str) -> None:
+    """prometheus-client's multiprocess mode for the processes started with `env`: each counts into files of a
+    directory of their own, made empty so nothing an earlier run counted is counted again, and a scrape sums them."""
+    import tempfile
+
+    from tripmail.metrics import MULTIPROCESS_DIR
+
+    env[MULTIPROCESS_DIR] = tempfile.mkdtemp(prefix=f"tripmail-{role}-metrics-")
 
 
 @main.command()
@@ -139,13 +150,21 @@ def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API."""
     import uvicorn
 
+    if workers > 1:
+        # Each process counts the events it answers; /metrics, whichever process answers it, serves their sum.
+        _count_in_files(os.environ, "api")
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
 
 
 @main.command()
 @click.option("--concurrency", default=2, show_default=True, type=int, help="Pool processes.")
 @click.option("--loglevel", default="info", show_default=True)
-def worker(concurrency: int, loglevel: str) -> None:
+@click.option(
+    "--hostname",
+    help="The worker's node name in Flower and in its logs (Celery's %h, %n, %d apply); unique per worker. "
+    "[default: celery@HOST]",
+)
+def worker(concurrency: int, loglevel: str, hostname: str | None) -> None:
     """Run a Celery worker; start more of them, anywhere, against the same Redis to scale out."""
     argv = [sys.executable, "-m", "celery", "-A", "worker.app:celery", "worker"]
     argv += [
@@ -155,15 +174,13 @@ def worker(concurrency: int, loglevel: str) -> None:
         loglevel,
         "--without-gossip",
         "--without-mingle",
+        *(["--hostname", hostname] if hostname else []),
     ]
     env = dict(os.environ)
     if get_settings().worker_metrics_port is not None:
-        import tempfile
-
-        # prometheus-client's multiprocess mode: each pool process writes its metrics to files here, and the
-        # worker's main process serves them summed on TRIPMAIL_WORKER_METRICS_PORT. A directory of this worker's
-        # own, made empty, so nothing of an earlier run is counted again.
-        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tripmail-worker-metrics-")
+        # Each pool process writes its metrics to files there, and the worker's main process serves them summed on
+        # TRIPMAIL_WORKER_METRICS_PORT.
+        _count_in_files(env, "worker")
     # exec, so signals from a supervisor reach Celery itself and its warm shutdown runs.
     os.execve(sys.executable, argv, env)  # noqa: S606 - argv is built here, not from input
 

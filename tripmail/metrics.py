@@ -1,14 +1,16 @@
 """Prometheus metrics: what the api counts as it answers, and what a scrape reads of the queue and the database.
 
-Counters live in the process that counts (prometheus-client's default registry); the state of the queue and of
-the messages is read at scrape time, so every api process answers the same for it however many there are.
+Counters live in the process that counts: in prometheus-client's default registry, or, where several processes
+count (worker pool processes, `tripmail api --workers N`), in files that a scrape sums. The state of the queue and
+of the messages is read at scrape time, so every api process answers the same for it however many there are.
 """
 
 import json
+import os
 import time
 from collections.abc import Iterator
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
@@ -19,6 +21,26 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.models import Message
 from tripmail.queue import PUBLISHED_AT
+
+# prometheus-client's multiprocess mode: where it is set when a process makes its metrics, they count into files
+# in this directory.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def counted() -> CollectorRegistry:
+    """This process's counters or, where several processes count into MULTIPROCESS_DIR, the sum of theirs."""
+    if MULTIPROCESS_DIR not in os.environ:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+    return registry
+
+
+def forget_process(pid: int) -> None:
+    """A process that counted into files has exited: its gauges are dropped, its counters still count."""
+    if MULTIPROCESS_DIR in os.environ:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+
 
 # Celery's default queue: a Redis list of the tasks no worker has taken yet.
 CELERY_QUEUE = "celery"

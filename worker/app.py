@@ -5,12 +5,13 @@ from functools import lru_cache
 
 import httpx
 from celery.signals import setup_logging, worker_init, worker_process_shutdown
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import start_http_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.logs import configure
+from tripmail.metrics import MULTIPROCESS_DIR, counted, forget_process
 from tripmail.queue import make_celery
 from tripmail.smtp import SendingLoop, parse_smtp_url
 
@@ -41,17 +42,13 @@ def webhook_client() -> httpx.Client:
 def _serve_metrics(**_: object) -> None:
     """In the worker's main process: its pool processes' metrics, summed, on TRIPMAIL_WORKER_METRICS_PORT."""
     port = get_settings().worker_metrics_port
-    if port is None or "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        return
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped in prometheus-client
-    start_http_server(port, registry=registry)
+    if port is not None and MULTIPROCESS_DIR in os.environ:
+        start_http_server(port, registry=counted())
 
 
 def _forget_process(pid: int | None = None, **_: object) -> None:
-    # A pool process that exits leaves its files: its gauges are dropped, its counters still count.
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ and pid is not None:
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in prometheus-client
+    if pid is not None:
+        forget_process(pid)
 
 
 def _configure_logging(loglevel: int | str | None = None, **_: object) -> None:

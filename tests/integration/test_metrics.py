@@ -1,12 +1,27 @@
 """GET /metrics through the real api: the counters move with the events it answers, and the queue and the messages
 read as they are."""
 
+import asyncio
 import time
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import OwnStack, Sink, Tenant, free_port, running_sink, wait_until
+from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tests.integration.conftest import (
+    OwnStack,
+    Sink,
+    Tenant,
+    free_port,
+    running_sink,
+    service_env,
+    start_server,
+    stop,
+    wait_until,
+)
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
 
 
 def scrape(api_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -84,3 +99,33 @@ def test_a_worker_serves_its_processes_metrics_summed(stack: OwnStack) -> None:
         )
     assert scraped[("tripmail_smtp_send_seconds_count", ())] == 3
     assert scraped[("tripmail_smtp_send_seconds_sum", ())] > 0
+
+
+def test_an_api_of_several_processes_counts_every_event_whichever_process_is_scraped(
+    own_settings: Settings, tmp_path: Path
+) -> None:
+    key = unique_workspace_key("processes")
+    with make_sessionmaker(own_settings).begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        token = make_token(session, key)
+    api, api_url = start_server(
+        ["api", "--workers", "2"], service_env(own_settings), tmp_path / "api.log", probe="/healthz", status=200
+    )
+    try:
+
+        async def post_each_on_a_connection_of_its_own() -> set[int]:
+            async def post(index: int) -> int:
+                body = {"event": "FORGOT_PASSWORD", "contact": {"email": f"{key}-{index}@example.com"}}
+                async with httpx.AsyncClient(timeout=30) as client:
+                    response = await client.post(
+                        f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {token}"}
+                    )
+                return response.status_code
+
+            return set(await asyncio.gather(*(post(index) for index in range(40))))
+
+        assert asyncio.run(post_each_on_a_connection_of_its_own()) == {202}
+        # Each scrape is answered by one of the two processes, each of which answered some of the events.
+        assert {events(scrape(api_url), "accepted") for _ in range(6)} == {40}
+    finally:
+        stop(api)

@@ -186,8 +186,8 @@ def test_container_runs_a_real_tripmail_command(container: Manifest) -> None:
 def test_a_mistyped_command_or_option_is_caught() -> None:
     with pytest.raises(click.UsageError, match="no command"):
         parse_command(["beat"])
-    with pytest.raises(click.UsageError, match="--hostname"):
-        parse_command(["worker", "--hostname", "w1"])
+    with pytest.raises(click.UsageError, match="--queues"):
+        parse_command(["worker", "--queues", "mail"])
     with pytest.raises(click.UsageError, match="not a valid integer"):
         parse_command(["api", "--port", "http"])
 
