@@ -50,6 +50,30 @@ def password_reset_spec(workspace: str, event: str = "FORGOT_PASSWORD", **automa
     }
 
 
+def follow_up_spec(key: str, status: str = "active", wait: str = "2s") -> dict[str, Any]:
+    """A welcome at once, then a follow-up after `wait`."""
+    return {
+        "workspace": key,
+        "from": f"Shop <{sender_of(key)}>",
+        "templates": [
+            {"key": "welcome", "subject": "Welcome {{ contact.email }}", "text": "hello"},
+            {"key": "follow_up", "subject": "Still there, {{ contact.email }}?", "text": "again"},
+        ],
+        "automations": [
+            {
+                "name": "Follow up",
+                "trigger": "signed_up",
+                "status": status,
+                "steps": [
+                    {"send_email": {"template": "welcome"}},
+                    {"wait": wait},
+                    {"send_email": {"template": "follow_up"}},
+                ],
+            }
+        ],
+    }
+
+
 def apply_spec(session: Session, spec: dict[str, Any]) -> list[str]:
     return apply_file(session, ApplyFile.model_validate(spec), now=utcnow())
 

@@ -2,7 +2,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,15 +24,15 @@ def postgres() -> Iterator[Cluster]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh database for this test, on each backend Tripmail supports."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tripmail.db'}"
+    return new_database(request, request.param, tmp_path)
+
+
+def new_database(request: pytest.FixtureRequest, backend: str, folder: Path) -> str:
+    """The URL of a new, empty database: a SQLite file in `folder`, or a database of the test cluster."""
+    if backend == "sqlite":
+        return f"sqlite:///{folder / f'tripmail-{uuid.uuid4().hex}.db'}"
     cluster: Cluster = request.getfixturevalue("postgres")
-    name = f"t_{uuid.uuid4().hex}"
-    with psycopg.connect(
-        f"host=127.0.0.1 port={cluster.port} user=tripmail dbname=postgres", autocommit=True
-    ) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return cluster.url(name)
+    return cluster.new_database()
 
 
 @pytest.fixture

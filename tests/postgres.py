@@ -6,8 +6,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 
 def _free_port() -> int:
@@ -36,6 +39,15 @@ class Cluster:
 
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://tripmail@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """The URL of a new, empty database of this cluster."""
+        name = f"t_{uuid.uuid4().hex}"
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=tripmail dbname=postgres", autocommit=True
+        ) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
 
     def stop(self) -> None:
         self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop")

@@ -1,7 +1,9 @@
 """Real processes: redis-server on a free port, `tripmail worker` and `tripmail api` subprocesses, an aiosmtpd sink.
 
-They are started once per session and shared; each test isolates itself with a workspace and addresses of its own.
-A test that kills, starves or counts what a process does takes a stack of its own (`stack`, `own_settings`).
+They are started once per database backend and shared: on SQLite with one worker, on PostgreSQL with two, so every
+test of the shared stack runs on both, and concurrent workers meet on PostgreSQL as in production. Each test
+isolates itself with a workspace and addresses of its own. A test that kills, starves or counts what a process does
+takes a stack of its own (`stack`, `own_settings`: SQLite unless the test parametrizes `own_settings` indirectly).
 """
 
 import asyncio
@@ -27,9 +29,11 @@ import httpx
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
+from tests.conftest import new_database
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.migrations import upgrade
@@ -59,6 +63,18 @@ def wait_until(check: Callable[[], T | None], *, timeout: float = 30.0, what: st
 def port_open(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET `url`/metrics: each sample's value by its name and labels."""
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
 @dataclass(frozen=True)
@@ -158,7 +174,20 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def running_redis(port: int, log: Path) -> Iterator[str]:
     """A redis-server on loopback that keeps nothing on disk; its URL."""
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        # Databases enough for a stack of each test's own (see own_settings).
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--databases",
+            "100",
+        ],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -195,11 +224,24 @@ def smtp_sink() -> Iterator[tuple[Sink, int]]:
         yield sink, port
 
 
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database of the shared stack; a module that runs on one only says so with
+    `pytest.mark.parametrize("backend", [...], indirect=True, scope="session")`."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def stack_settings(workdir: Path, redis_url: str, smtp_sink: tuple[Sink, int]) -> Settings:
+def stack_settings(
+    request: pytest.FixtureRequest, backend: str, workdir: Path, redis_url: str, smtp_sink: tuple[Sink, int]
+) -> Settings:
     settings = Settings(
-        database_url=f"sqlite:///{workdir / 'tripmail.db'}",
-        redis_url=redis_url,
+        database_url=new_database(request, backend, workdir),
+        # A Redis database of each backend's own: a queue the other stack left behind is not this one's.
+        redis_url=f"{redis_url.rsplit('/', 1)[0]}/{BACKENDS.index(backend)}",
         smtp_url=f"smtp://127.0.0.1:{smtp_sink[1]}",
         mail_dir=workdir / "mail",
     )
@@ -243,10 +285,11 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def start_worker(settings: Settings, workdir: Path, name: str = "worker") -> subprocess.Popen[bytes]:
-    """`tripmail worker` in a process group of its own, so a test can kill the whole worker at once."""
+    """`tripmail worker` named `name`@tests, in a process group of its own, so a test can kill the whole worker at
+    once."""
     log = workdir / f"{name}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tripmail", "worker", "--concurrency", "2"],
+        [sys.executable, "-m", "tripmail", "worker", "--concurrency", "2", "--hostname", f"{name}@tests"],
         env=service_env(settings),
         cwd=workdir,
         stdout=log.open("wb"),
@@ -304,15 +347,18 @@ def start_api(settings: Settings, workdir: Path, name: str = "api") -> tuple[sub
 
 
 @pytest.fixture(scope="session")
-def worker(workdir: Path, stack_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    process = start_worker(stack_settings, workdir)
-    yield process
-    stop(process)
+def workers(workdir: Path, backend: str, stack_settings: Settings) -> Iterator[list[str]]:
+    """The shared stack's workers, started; their names."""
+    names = [f"{backend}-{number}" for number in range(1, 3 if backend == "postgresql" else 2)]
+    processes = [start_worker(stack_settings, workdir, name) for name in names]
+    yield names
+    for process in processes:
+        stop(process)
 
 
 @pytest.fixture(scope="session")
-def api_url(workdir: Path, stack_settings: Settings) -> Iterator[str]:
-    process, url = start_api(stack_settings, workdir)
+def api_url(workdir: Path, backend: str, stack_settings: Settings) -> Iterator[str]:
+    process, url = start_api(stack_settings, workdir, f"api-{backend}")
     yield url
     stop(process)
 
@@ -355,21 +401,22 @@ def other_tenant(db: sessionmaker[Session]) -> Tenant:
 
 
 @pytest.fixture
-def sink(smtp_sink: tuple[Sink, int], worker: subprocess.Popen[bytes]) -> Sink:
-    """The SMTP sink the running worker sends to."""
+def sink(smtp_sink: tuple[Sink, int], workers: list[str]) -> Sink:
+    """The SMTP sink the running workers send to."""
     return smtp_sink[0]
 
 
-# Redis has databases 1..15 beside the shared stack's 0: one each, so no two stacks share a queue.
-_redis_databases = itertools.count(1)
+# A Redis database each, after the shared stacks' ones, so no two stacks share a queue.
+_redis_databases = itertools.count(len(BACKENDS))
 _apply_files = itertools.count(1)
 
 
 @pytest.fixture
-def own_settings(tmp_path: Path, redis_url: str) -> Settings:
+def own_settings(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Settings:
+    """A test's own settings, on SQLite unless the test parametrizes this fixture indirectly with a backend."""
     # A short visibility timeout brings a killed worker's tasks back within seconds rather than an hour.
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'tripmail.db'}",
+        database_url=new_database(request, getattr(request, "param", "sqlite"), tmp_path),
         redis_url=f"{redis_url.rsplit('/', 1)[0]}/{next(_redis_databases)}",
         smtp_url=f"smtp://127.0.0.1:{free_port()}",
         mail_dir=tmp_path / "mail",

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.enqueue import dedupe_key
 from tests.builders import apply_spec, make_token, password_reset_spec
 from tests.integration.conftest import Tenant, wait_until
+from tripmail.config import Settings
 from tripmail.ids import utcnow
 from tripmail.models import ApiToken, Contact, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
@@ -132,7 +133,7 @@ def test_batch_item_that_is_not_an_object_is_rejected_alone(api_url: str, tenant
 
 
 def test_dedupe_claim_lasts_the_event_types_window_once_queued(
-    api_url: str, tenant: Tenant, redis_url: str, db: sessionmaker[Session]
+    api_url: str, tenant: Tenant, stack_settings: Settings, db: sessionmaker[Session]
 ) -> None:
     body = {"event": "FORGOT_PASSWORD", "key": "ttl-1", "contact": {"email": "a@example.com"}}
     answer = httpx.post(
@@ -143,12 +144,12 @@ def test_dedupe_claim_lasts_the_event_types_window_once_queued(
     trigger = TriggerRequest(
         workspace_id=workspace_id, event="FORGOT_PASSWORD", key="ttl-1", audience=Audience(email="a@example.com")
     )
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis.Redis.from_url(stack_settings.redis_url, decode_responses=True)
     assert client.get(dedupe_key(trigger)) == answer.json()["id"]
     assert 24 * 3600 - 60 < client.ttl(dedupe_key(trigger)) <= 24 * 3600
 
 
-@pytest.mark.usefixtures("worker")  # the contact is stored by the worker
+@pytest.mark.usefixtures("workers")  # the contact is stored by a worker
 def test_declared_contact_fields_are_typed_or_refused(api_url: str, tenant: Tenant, db: sessionmaker[Session]) -> None:
     with db.begin() as session:
         apply_spec(session, password_reset_spec(tenant.key) | {"contact_fields": [{"name": "age", "type": "number"}]})

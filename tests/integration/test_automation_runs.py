@@ -5,40 +5,15 @@ scheduler."""
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 from sqlalchemy import select
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.builders import apply_spec, follow_up_spec, make_token, unique_workspace_key
 from tests.integration.conftest import OwnStack, kill_group, running_sink, wait_until
 from tests.webhook_receiver import Receiver
 from tripmail.models import AutomationRun, WebhookDelivery
 from tripmail.webhooks import signature
-
-
-def follow_up_spec(key: str, status: str = "active", wait: str = "2s") -> dict[str, Any]:
-    """A welcome at once, then a follow-up after `wait`."""
-    return {
-        "workspace": key,
-        "from": f"Shop <{sender_of(key)}>",
-        "templates": [
-            {"key": "welcome", "subject": "Welcome {{ contact.email }}", "text": "hello"},
-            {"key": "follow_up", "subject": "Still there, {{ contact.email }}?", "text": "again"},
-        ],
-        "automations": [
-            {
-                "name": "Follow up",
-                "trigger": "signed_up",
-                "status": status,
-                "steps": [
-                    {"send_email": {"template": "welcome"}},
-                    {"wait": wait},
-                    {"send_email": {"template": "follow_up"}},
-                ],
-            }
-        ],
-    }
 
 
 def sign_up(stack: OwnStack, token: str, email: str) -> None:

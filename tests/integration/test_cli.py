@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import new_database
 from tests.integration.conftest import free_port, port_open, stop, wait_until
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
@@ -18,9 +19,10 @@ QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The environment of a user's shell; on SQLite unless the test parametrizes it with a backend."""
     return os.environ | {
-        "TRIPMAIL_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "TRIPMAIL_DATABASE_URL": new_database(request, getattr(request, "param", "sqlite"), tmp_path),
         "TRIPMAIL_MAIL_DIR": str(tmp_path / "mail"),
     }
 
@@ -31,8 +33,10 @@ def tripmail(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+@pytest.mark.parametrize("env", ["sqlite", "postgresql"], indirect=True)
 def test_migrate_apply_twice_and_token_create(env: dict[str, str]) -> None:
     assert tripmail(env, "migrate").returncode == 0
+    assert tripmail(env, "migrate").stdout.strip() == "database is at the latest schema"
     first = tripmail(env, "apply", str(QUICKSTART))
     second = tripmail(env, "apply", str(QUICKSTART))
     created = tripmail(env, "token", "create", "--workspace", "quickstart", "--scopes", "events:write,contacts:write")

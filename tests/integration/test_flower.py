@@ -17,7 +17,7 @@ AUTH = ("ops", "flower-password")
 
 
 @pytest.fixture
-def flower(workdir: Path, stack_settings: Settings, worker: subprocess.Popen[bytes]) -> Iterator[str]:
+def flower(workdir: Path, stack_settings: Settings, workers: list[str]) -> Iterator[str]:
     env = service_env(stack_settings) | {"TRIPMAIL_FLOWER_AUTH": ":".join(AUTH)}
     # Up once it asks for the login.
     process, url = start_server(["flower"], env, workdir / "flower.log", probe="/", status=401)
@@ -25,7 +25,7 @@ def flower(workdir: Path, stack_settings: Settings, worker: subprocess.Popen[byt
     stop(process)
 
 
-def test_flower_asks_for_its_login_and_lists_the_worker(flower: str) -> None:
+def test_flower_asks_for_its_login_and_lists_the_workers(flower: str, workers: list[str]) -> None:
     assert httpx.get(f"{flower}/api/workers", timeout=10).status_code == 401
     assert httpx.get(f"{flower}/api/workers", auth=("ops", "wrong"), timeout=10).status_code == 401
 
@@ -34,11 +34,11 @@ def test_flower_asks_for_its_login_and_lists_the_worker(flower: str) -> None:
         workers: dict[str, Any] = httpx.get(f"{flower}/api/workers", auth=AUTH, timeout=30).json()
         return workers if workers and all("registered" in info for info in workers.values()) else None
 
-    workers = wait_until(listed, what="flower listing the worker and its tasks")
-    [name] = workers
-    assert name.startswith("celery@")
-    registered = workers[name]["registered"]
-    assert {"tripmail.process_events", "tripmail.deliver_messages", "tripmail.carry_on_runs"} <= set(registered)
+    listing = wait_until(listed, what="flower listing the workers and their tasks")
+    assert set(listing) == {f"{name}@tests" for name in workers}
+    for info in listing.values():
+        tasks = {"tripmail.process_events", "tripmail.deliver_messages", "tripmail.carry_on_runs"}
+        assert tasks <= set(info["registered"])
 
 
 def test_flower_refuses_to_serve_beyond_loopback_without_a_login(stack_settings: Settings) -> None:

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
 from tests.integration.conftest import (
@@ -15,6 +14,7 @@ from tests.integration.conftest import (
     Tenant,
     free_port,
     running_sink,
+    scrape,
     service_env,
     start_server,
     stop,
@@ -22,17 +22,6 @@ from tests.integration.conftest import (
 )
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-
-
-def scrape(api_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    response = httpx.get(f"{api_url}/metrics", timeout=10)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
 
 
 def events(scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], outcome: str) -> float:
