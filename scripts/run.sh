@@ -7,6 +7,7 @@ bin=.venv/bin
 redis_url=${TRIPMAIL_REDIS_URL:-redis://127.0.0.1:6379/0}
 api_port=${TRIPMAIL_API_PORT:-8000}
 flower_port=${TRIPMAIL_FLOWER_PORT:-5555}
+worker_metrics_port=${TRIPMAIL_WORKER_METRICS_PORT:-9100}
 mkdir -p var
 
 redis_answers() { "$bin/python" -c 'import sys, redis; redis.Redis.from_url(sys.argv[1], socket_timeout=2).ping()' "$redis_url" 2>/dev/null; }
@@ -43,7 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 "$bin/tripmail" mailcatcher & pids+=($!)
-"$bin/tripmail" worker & pids+=($!)
+TRIPMAIL_WORKER_METRICS_PORT=$worker_metrics_port "$bin/tripmail" worker & pids+=($!)
 "$bin/tripmail" scheduler & pids+=($!)
 "$bin/tripmail" flower --port "$flower_port" >var/flower.log 2>&1 & pids+=($!)
 "$bin/tripmail" api --port "$api_port" & pids+=($!)
@@ -57,7 +58,8 @@ curl -fsS "http://127.0.0.1:$api_port/healthz" >/dev/null || { echo "the api did
 cat <<MSG
 
 Tripmail is running: api http://127.0.0.1:$api_port (docs at /docs), mail catcher on 127.0.0.1:1025,
-Flower (workers and tasks) at http://127.0.0.1:$flower_port.
+Flower (workers and tasks) at http://127.0.0.1:$flower_port, Prometheus metrics at
+http://127.0.0.1:$api_port/metrics (api) and http://127.0.0.1:$worker_metrics_port/metrics (worker).
 Send the quickstart's password-reset email:
 
 curl -X POST http://127.0.0.1:$api_port/v1/events \\

@@ -1,3 +1,4 @@
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,10 +41,28 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=database_url, mail_dir=tmp_path / "mail")
 
 
+@pytest.fixture(scope="session")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A database at the latest schema, by backend, made when first asked for: a test's own database is a copy of
+    it, as migrating each one took most of the unit tests' set-up."""
+    return {}
+
+
 @pytest.fixture
-def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
+def sessions(
+    request: pytest.FixtureRequest, settings: Settings, migrated: dict[str, str]
+) -> Iterator[sessionmaker[Session]]:
     """A migrated database of this test's own."""
-    upgrade(settings.database_url)
+    url = settings.database_url
+    backend = "sqlite" if url.startswith("sqlite") else "postgresql"
+    if backend not in migrated:
+        migrated[backend] = new_database(request, backend, request.getfixturevalue("tmp_path_factory").mktemp("schema"))
+        upgrade(migrated[backend])
+    if backend == "sqlite":
+        shutil.copyfile(migrated[backend].removeprefix("sqlite:///"), url.removeprefix("sqlite:///"))
+    else:
+        cluster: Cluster = request.getfixturevalue("postgres")
+        cluster.replace_with_copy(url, migrated[backend])
     maker = make_sessionmaker(settings)
     yield maker
     maker.kw["bind"].dispose()

@@ -40,14 +40,23 @@ class Cluster:
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://tripmail@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
-        """The URL of a new, empty database of this cluster."""
-        name = f"t_{uuid.uuid4().hex}"
+    def _execute(self, *statements: str) -> None:
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=tripmail dbname=postgres", autocommit=True
         ) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
+            for statement in statements:
+                connection.execute(statement.encode())
+
+    def new_database(self) -> str:
+        """The URL of a new, empty database of this cluster."""
+        name = f"t_{uuid.uuid4().hex}"
+        self._execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def replace_with_copy(self, url: str, template: str) -> None:
+        """Make the database at `url` (no one connected) a copy of the one at `template` (no one connected)."""
+        name, source = url.rsplit("/", 1)[1], template.rsplit("/", 1)[1]
+        self._execute(f'DROP DATABASE "{name}"', f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
 
     def stop(self) -> None:
         self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop")
