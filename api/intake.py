@@ -58,6 +58,20 @@ def _counted(request: Request, answers: list[Answer]) -> None:
     dialect = parts[2] if len(parts) > 2 and parts[1] == "compat" else "native"
     for answer in answers:
         EVENTS.labels(dialect, _outcome(answer)).inc()
+    request.state.counted = True
+
+
+_NATIVE_EVENT_PATHS = frozenset({"/v1/events", "/v1/events/batch"})
+
+
+def count_refusal(request: Request, exc: TripmailError) -> None:
+    """A request to an event endpoint refused before the intake answered it (a body that does not parse, a token
+    that does not match): counted among the events answered, by the refusal's problem code."""
+    posted_events = request.method == "POST" and (
+        request.url.path in _NATIVE_EVENT_PATHS or request.url.path.startswith("/compat/")
+    )
+    if posted_events and not getattr(request.state, "counted", False):
+        _counted(request, [exc])
 
 
 def _outcome(answer: Answer) -> str:

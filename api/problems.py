@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.intake import count_refusal
 from tripmail.errors import FieldError, InvalidRequest, TripmailError
 
 ErrorRenderer = Callable[[TripmailError], Response]
@@ -31,6 +32,7 @@ def problem(exc: TripmailError) -> JSONResponse:
 
 
 def _render(request: Request, exc: TripmailError) -> Response:
+    count_refusal(request, exc)
     renderer: ErrorRenderer | None = getattr(request.state, "render_error", None)
     return renderer(exc) if renderer is not None else problem(exc)
 

@@ -33,7 +33,7 @@ from tripmail.automations import Started
 from tripmail.contacts import normalize_email
 from tripmail.db import engine_of, insert_if_absent, insert_new
 from tripmail.fields import message_field_values
-from tripmail.metrics import DELIVERED, RETRIES
+from tripmail.metrics import delivery_metrics
 from tripmail.models import (
     Automation,
     AutomationStep,
@@ -900,9 +900,9 @@ def deliver_messages(
         with sessions.begin() as session:
             released = settle_unfinished(session, run_id=run_id, now=clock())
     for result in results:
-        DELIVERED.labels(result.outcome).inc()
+        delivery_metrics().delivered.labels(result.outcome).inc()
         _log_result(result, claimed[result.key])
-    RETRIES.inc(len(journal.retry_ids))
+    delivery_metrics().retries.inc(len(journal.retry_ids))
     sent = sum(1 for result in results if result.outcome is Outcome.SENT)
     unknown = sum(1 for result in results if result.outcome is Outcome.UNKNOWN)
     failed = len(results) - sent - unknown - len(journal.retry_ids)

@@ -9,6 +9,8 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from functools import lru_cache
+from typing import NamedTuple
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -63,18 +65,29 @@ def _waited(message: bytes | str | None) -> float:
     return max(0.0, time.time() - float(published_at))
 
 
-# Counted by the workers (each pool process, summed by the worker's metrics server).
-DELIVERED = Counter(
-    "tripmail_deliveries",
-    "Messages a worker tried to send, by outcome (sent, transient, permanent, unknown).",
-    ["outcome"],
-)
-RETRIES = Counter("tripmail_retries", "Messages given back to be sent again after a transient failure.")
-SMTP_SECONDS = Histogram(
-    "tripmail_smtp_send_seconds",
-    "From MAIL FROM to the reply to DATA, per message, on a connection already open.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
-)
+class DeliveryMetrics(NamedTuple):
+    delivered: Counter
+    retries: Counter
+    smtp_seconds: Histogram
+
+
+@lru_cache
+def delivery_metrics() -> DeliveryMetrics:
+    """What the workers count (each pool process, summed by the worker's metrics server), made on first use: the api
+    imports the delivery code but never sends, and would otherwise show these at zero."""
+    return DeliveryMetrics(
+        Counter(
+            "tripmail_deliveries",
+            "Messages a worker tried to send, by outcome (sent, transient, permanent, unknown).",
+            ["outcome"],
+        ),
+        Counter("tripmail_retries", "Messages given back to be sent again after a transient failure."),
+        Histogram(
+            "tripmail_smtp_send_seconds",
+            "From MAIL FROM to the reply to DATA, per message, on a connection already open.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        ),
+    )
 
 
 class StateCollector(Collector):

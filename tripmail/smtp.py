@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 import uvloop
 
-from tripmail.metrics import SMTP_SECONDS
+from tripmail.metrics import delivery_metrics
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -260,7 +260,7 @@ class _Sending:
             # RFC 1047: the server may have taken the message before the connection broke. Resending could
             # deliver it twice, so its fate is recorded as unknown instead.
             return SendResult(envelope.key, Outcome.UNKNOWN, None, f"connection lost during DATA: {exc}")
-        SMTP_SECONDS.observe(time.monotonic() - started)
+        delivery_metrics().smtp_seconds.observe(time.monotonic() - started)
         return SendResult(envelope.key, Outcome.SENT, reply.code, f"{reply.code} {reply.message}")
 
 

@@ -24,8 +24,10 @@ from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 
 
-def events(scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], outcome: str) -> float:
-    return scraped.get(("tripmail_events_total", (("dialect", "native"), ("outcome", outcome))), 0.0)
+def events(
+    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], outcome: str, dialect: str = "native"
+) -> float:
+    return scraped.get(("tripmail_events_total", (("dialect", dialect), ("outcome", outcome))), 0.0)
 
 
 def test_counters_move_with_the_events_answered(api_url: str, tenant: Tenant, sink: Sink) -> None:
@@ -35,6 +37,13 @@ def test_counters_move_with_the_events_answered(api_url: str, tenant: Tenant, si
     headers = {"Authorization": f"Bearer {tenant.token}"}
     for _ in range(2):
         assert httpx.post(f"{api_url}/v1/events", json=body, headers=headers, timeout=10).status_code == 202
+    # Refused before the intake reads them: a body that does not parse, a token that does not match.
+    malformed = {"event": "FORGOT_PASSWORD", "contact": {}}
+    assert httpx.post(f"{api_url}/v1/events", json=malformed, headers=headers, timeout=10).status_code == 422
+    stranger = {"email": email, "identifier": "FORGOT_PASSWORD"}
+    wrong_token = {"Authorization": "tm_live_not-a-token"}
+    refused = httpx.post(f"{api_url}/compat/cocomail/events/trigger", json=stranger, headers=wrong_token, timeout=10)
+    assert refused.status_code == 401
     wait_until(lambda: sink.to(email, sender=tenant.sender) or None, what="the email")
 
     after = wait_until(
@@ -43,7 +52,14 @@ def test_counters_move_with_the_events_answered(api_url: str, tenant: Tenant, si
     )
     assert events(after, "accepted") - events(before, "accepted") == 1
     assert events(after, "duplicate") - events(before, "duplicate") == 1
+    assert events(after, "invalid-request") - events(before, "invalid-request") == 1
+    unauthenticated = events(after, "unauthenticated", "cocomail") - events(before, "unauthenticated", "cocomail")
+    assert unauthenticated == 1
     assert ("tripmail_queue_depth", ()) in after
+    # The workers' metrics are theirs: the api, which never sends, does not show them at zero.
+    assert not [
+        name for name, _ in after if name.startswith(("tripmail_deliveries", "tripmail_retries", "tripmail_smtp"))
+    ]
 
 
 def test_the_queue_shows_its_depth_and_how_long_its_oldest_task_has_waited(stack: OwnStack) -> None:
