@@ -158,7 +158,14 @@ def test_mail_held_while_the_smtp_server_is_down_goes_out_once_it_is_up(stack: O
     stack.start_worker()
     for email in emails:
         post_reset(stack.api_url, tenant.token, email)
-    time.sleep(10)  # nothing listens on the SMTP port yet
+
+    def each_refused_once() -> bool:
+        # Nothing listens on the SMTP port yet: each message's first attempt fails to connect.
+        with stack.db() as session:
+            tried = session.scalar(select(func.count(func.distinct(MessageAttempt.message_id))))
+        return tried == len(emails)
+
+    wait_until(each_refused_once, what="a refused attempt for each message")
     assert statuses(stack.db, tenant.key).get("sent", 0) == 0
 
     with running_sink(stack.smtp_port) as sink:

@@ -15,6 +15,9 @@ from tripmail.config import Settings
 
 AUTH = ("ops", "flower-password")
 
+# Against the PostgreSQL stack alone, whose two workers Flower must both list; Flower never reads the database.
+pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True, scope="session")
+
 
 @pytest.fixture
 def flower(workdir: Path, stack_settings: Settings, workers: list[str]) -> Iterator[str]:
