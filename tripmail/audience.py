@@ -6,13 +6,14 @@ other path is a custom field. On a `tags` field, equality means "carries this ta
 A field holding JSON null counts as missing (SQL cannot tell the two apart portably).
 """
 
+import re
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 
 from pydantic import JsonValue
 from sqlalchemy import ColumnElement, Row, Select, and_, cast, exists, false, func, not_, or_, select, true
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.orm import Session
 
 from tripmail.contacts import normalize_phone
@@ -35,6 +36,11 @@ COMPARISONS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "$lte": lambda left, right: left <= right,
 }
 CHUNK = 1000
+# Far beyond any audience people write, and well within the recursion both Python and SQLAlchemy's SQL compiler
+# allow (a $not inside a $not failed at 100 levels, an $and/$or alternation at 150).
+MAX_NESTING = 32
+# SQLite parses `a OR b OR ...` into a tree as deep as its terms and refuses one deeper than 1000.
+MAX_CONDITIONS = 500
 
 
 class QueryError(InvalidRequest):
@@ -49,6 +55,10 @@ class QueryCompiler:
         self.dialect = dialect
 
     def compile(self, query: JsonValue, where: str = "custom_request") -> ColumnElement[bool]:
+        _check_document(query, where)
+        return self._query(query, where)
+
+    def _query(self, query: JsonValue, where: str) -> ColumnElement[bool]:
         if not isinstance(query, dict):
             raise QueryError(f"{where}: a query is an object, got {type(query).__name__}", field=where)
         clauses = []
@@ -56,7 +66,7 @@ class QueryCompiler:
             if key in ("$and", "$or"):
                 if not isinstance(value, list) or not value:
                     raise QueryError(f"{where}.{key}: expects a non-empty list of queries", field=f"{where}.{key}")
-                parts = [self.compile(item, f"{where}.{key}[{index}]") for index, item in enumerate(value)]
+                parts = [self._query(item, f"{where}.{key}[{index}]") for index, item in enumerate(value)]
                 clauses.append(and_(*parts) if key == "$and" else or_(*parts))
             elif key.startswith("$"):
                 raise QueryError(f"{where}: unknown operator {key} at the top level", field=f"{where}.{key}")
@@ -73,12 +83,12 @@ class QueryCompiler:
         if op == "$eq":
             return self._equals(path, operand, where)
         if op == "$ne":
-            return or_(self._missing(path), not_(self._equals(path, operand, where)))
+            return or_(self._missing(path, where), not_(self._equals(path, operand, where)))
         if op in ("$in", "$nin"):
             if not isinstance(operand, list):
                 raise QueryError(f"{where}: {op} expects a list, got {type(operand).__name__}", field=where)
             matches = self._one_of(path, operand, where)
-            return matches if op == "$in" else or_(self._missing(path), not_(matches))
+            return matches if op == "$in" else or_(self._missing(path, where), not_(matches))
         if op in COMPARISONS:
             if isinstance(operand, bool) or not isinstance(operand, int | float | str):
                 raise QueryError(f"{where}: {op} expects a number or text, got {operand!r}", field=where)
@@ -87,30 +97,36 @@ class QueryCompiler:
         if op == "$exists":
             if not isinstance(operand, bool):
                 raise QueryError(f"{where}: $exists expects true or false, got {operand!r}", field=where)
-            return not_(self._missing(path)) if operand else self._missing(path)
+            return not_(self._missing(path, where)) if operand else self._missing(path, where)
         if op == "$not":
             if not isinstance(operand, dict) or not all(key.startswith("$") for key in operand):
                 raise QueryError(f"{where}: $not expects an object of operators", field=where)
-            return or_(self._missing(path), not_(self._condition(path, operand, where)))
+            return or_(self._missing(path, where), not_(self._condition(path, operand, where)))
         raise QueryError(f"{where}: unknown operator {op} on {path}", field=where)
 
     def _equals(self, path: str, operand: JsonValue, where: str) -> ColumnElement[bool]:
         if operand is None:
-            return self._missing(path)
+            return self._missing(path, where)
         if isinstance(operand, dict | list):
             raise QueryError(f"{where}: compare {path} with text, a number or true/false", field=where)
         if self.field_types.get(path) == "tags":
             if not isinstance(operand, str):
                 raise QueryError(f"{where}: {path} is a tags field; compare it with text", field=where)
-            return self._has_tag(path, operand)
+            return self._has_tag(_field_path(path, where), [operand])
         stored, typed = self._compared(path, operand, where)
         equal: ColumnElement[bool] = stored == typed
         return equal
 
     def _one_of(self, path: str, items: list[JsonValue], where: str) -> ColumnElement[bool]:
         """SQL IN per value type, not a chain of ORs: a list of thousands stays one shallow expression."""
-        if self.field_types.get(path) == "tags" or None in items:
-            return or_(false(), *(self._equals(path, item, where) for item in items))
+        if None in items:
+            present: list[JsonValue] = [item for item in items if item is not None]
+            return or_(self._missing(path, where), self._one_of(path, present, where))
+        if self.field_types.get(path) == "tags":
+            tags = [item for item in items if isinstance(item, str)]
+            if len(tags) < len(items):
+                raise QueryError(f"{where}: {path} is a tags field; compare it with text", field=where)
+            return self._has_tag(_field_path(path, where), tags) if tags else false()
         groups: dict[type, tuple[Any, list[JsonValue]]] = {}
         for item in items:
             if isinstance(item, dict | list):
@@ -136,27 +152,73 @@ class QueryCompiler:
                 operand = coerce_field_value(declared, operand)
             except ValueError as exc:
                 raise QueryError(f"{where}: {path} is a {declared} field: {exc}", field=where) from exc
-        value = Contact.fields[tuple(path.split("."))]
+        value = Contact.fields[_field_path(path, where)]
         if isinstance(operand, bool):
             return value.as_boolean(), operand
         if isinstance(operand, int | float):
+            if isinstance(operand, int) and not -(2**63) <= operand < 2**63:
+                raise QueryError(f"{where}: {operand} is beyond the 64-bit integers a database compares", field=where)
             return value.as_float(), operand
         return value.as_string(), operand
 
-    def _missing(self, path: str) -> ColumnElement[bool]:
+    def _missing(self, path: str, where: str) -> ColumnElement[bool]:
         missing: ColumnElement[bool] = (
-            COLUMNS[path].is_(None) if path in COLUMNS else Contact.fields[tuple(path.split("."))].as_string().is_(None)
+            COLUMNS[path].is_(None)
+            if path in COLUMNS
+            else Contact.fields[_field_path(path, where)].as_string().is_(None)
         )
         return missing
 
-    def _has_tag(self, path: str, tag: str) -> ColumnElement[bool]:
+    def _has_tag(self, path: tuple[str, ...], tags: list[str]) -> ColumnElement[bool]:
+        """Carries any of `tags`: one test of the list, not one per tag, so thousands of tags stay shallow SQL."""
         if self.dialect == "postgresql":
-            has_tag: ColumnElement[bool] = cast(Contact.fields, JSONB)[tuple(path.split("."))].contains([tag])
+            has_tag: ColumnElement[bool] = cast(Contact.fields, JSONB)[path].has_any(array(tags))
             return has_tag
-        members = func.json_each(Contact.fields, "$." + ".".join(f'"{part}"' for part in path.split("."))).table_valued(
-            "value"
+        members = func.json_each(Contact.fields, "$." + ".".join(f'"{part}"' for part in path)).table_valued("value")
+        return exists(select(1).select_from(members).where(members.c.value.in_(tags)))
+
+
+def _check_document(query: JsonValue, where: str) -> None:
+    """Refuse a query nested past MAX_NESTING objects and lists, with more than MAX_CONDITIONS keys in all, or holding
+    a NUL character (PostgreSQL text cannot); a loop, so the check cannot itself recurse too deep."""
+    pending: list[tuple[JsonValue, str, int]] = [(query, where, 1)]
+    conditions = 0
+    while pending:
+        value, place, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise QueryError(f"{place}: the query nests deeper than {MAX_NESTING} levels", field=place)
+        if isinstance(value, dict):
+            conditions += len(value)
+            if conditions > MAX_CONDITIONS:
+                raise QueryError(
+                    f"{where}: a query holds at most {MAX_CONDITIONS} conditions (keys of its objects); "
+                    "many values of one field go in one $in",
+                    field=where,
+                )
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            if (isinstance(key, str) and "\x00" in key) or (isinstance(item, str) and "\x00" in item):
+                raise QueryError(
+                    f"{place}: a key or value holds the character NUL, which query text cannot", field=place
+                )
+            if isinstance(item, dict | list):
+                pending.append((item, f"{place}[{key}]" if isinstance(key, int) else f"{place}.{key}", depth + 1))
+
+
+# Each name of a dotted path goes unquoted into a JSON path: SQLite's '$."a"."b"', PostgreSQL's text array '{a, b}'.
+_UNSAFE_IN_PATH = re.compile(r'["\\,{}\x00-\x1f]|^\s|\s$')
+
+
+def _field_path(path: str, where: str) -> tuple[str, ...]:
+    """A custom field's dotted path as its names; QueryError when a name cannot be written into a JSON path."""
+    names = tuple(path.split("."))
+    if any(not name or _UNSAFE_IN_PATH.search(name) for name in names):
+        raise QueryError(
+            f"{where}: {path!r} is not a field path: its names, between dots, are not empty, neither start nor end "
+            'with a space, and hold no control character and none of " \\ , { }',
+            field=where,
         )
-        return exists(select(1).select_from(members).where(members.c.value == tag))
+    return names
 
 
 def field_types(session: Session, workspace_id: int) -> dict[str, str]:
