@@ -7,6 +7,7 @@ Either is translated when the template is applied (to check it) and once per pro
 
 import re
 import traceback
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -30,6 +31,11 @@ def _lines_html(value: Any) -> Any:
     return Markup("<br>").join(escape(item) for item in value) if isinstance(value, list) else value
 
 
+def _value_of(mapping: Any, key: str) -> Any:
+    """`{apicontent.items}` is the data's `items` or nothing, never the dict method of that name."""
+    return mapping.get(key) if isinstance(mapping, dict) else None
+
+
 def _or_written(value: Any, written: str) -> Any:
     """Velocity shows a plain reference that has no value as it was written ($name)."""
     return written if value is None or isinstance(value, Undefined) else value
@@ -44,18 +50,40 @@ class _KeysFirst(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-def _environment(*, html: bool) -> SandboxedEnvironment:
+class _DataOnly(_KeysFirst):
+    """Velocity's `.name` and `.get(key)` read a map's keys and a list's items, nothing else: a Python attribute
+    (`$data.items` with no `items` key) would show as a Python object where Velocity shows the reference as written."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return self.undefined(obj=obj, name=attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, dict | list):
+            with suppress(LookupError, TypeError):
+                return obj[argument]
+        return self.undefined(obj=obj, name=str(argument))
+
+
+def _environment(*, html: bool, velocity: bool) -> SandboxedEnvironment:
     # HTML parts escape what they insert; subject and text parts are plain text and must not. A JSON null shows
     # as nothing, never as "None".
-    environment = _KeysFirst(
+    environment = (_DataOnly if velocity else _KeysFirst)(
         autoescape=html, undefined=ChainableUndefined, finalize=lambda value: "" if value is None else value
     )
     environment.filters["lines"] = _lines_html if html else _lines_text
     environment.filters["or_written"] = _or_written
+    environment.filters["value_of"] = _value_of
+    if velocity:
+        # A Velocity name is the data's or nobody's, never Jinja's range, dict or lipsum.
+        environment.globals.clear()
     return environment
 
 
-_ENVIRONMENTS = {True: _environment(html=True), False: _environment(html=False)}
+_ENVIRONMENTS = {
+    (html, velocity): _environment(html=html, velocity=velocity) for html in (True, False) for velocity in (True, False)
+}
 
 
 class RenderError(Exception):
@@ -81,7 +109,7 @@ class RenderedEmail:
 
 def to_jinja(source: str, syntax: str, *, name: str = "template") -> str:
     if syntax == "apicontent":
-        return _APICONTENT.sub(r"{{ apicontent.\1 | lines }}", source)
+        return _APICONTENT.sub(r'{{ apicontent | value_of("\1") | lines }}', source)
     if syntax == "velocity":
         return velocity.to_jinja(source, name=name)
     return source
@@ -89,7 +117,7 @@ def to_jinja(source: str, syntax: str, *, name: str = "template") -> str:
 
 @lru_cache(maxsize=1024)
 def _compile(source: str, *, html: bool, syntax: str) -> JinjaTemplate:
-    template = _ENVIRONMENTS[html].from_string(to_jinja(source, syntax))
+    template = _ENVIRONMENTS[html, syntax == "velocity"].from_string(to_jinja(source, syntax))
     # Jinja copies a template's globals into every render's context, and copying its ChainMap took half of
     # rendering the quickstart's email (44 against 22 µs); the environments' globals are fixed once made.
     template.globals = dict(template.globals)
@@ -99,7 +127,7 @@ def _compile(source: str, *, html: bool, syntax: str) -> JinjaTemplate:
 def check_template(source: str, *, name: str, syntax: str = "jinja") -> None:
     """Raise InvalidConfig naming the template part and line when the source does not compile."""
     try:
-        _ENVIRONMENTS[False].parse(to_jinja(source, syntax, name=name))
+        _ENVIRONMENTS[False, syntax == "velocity"].parse(to_jinja(source, syntax, name=name))
     except TemplateSyntaxError as exc:
         raise InvalidConfig(f"{name}: line {exc.lineno}: {exc.message}") from exc
 

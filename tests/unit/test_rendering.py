@@ -85,5 +85,11 @@ def test_apicontent_braces_are_plain_text_in_jinja_templates() -> None:
     assert render_part("{apicontent.x}", template_context({}, {"x": 1}, {}), html=False) == "{apicontent.x}"
 
 
+def test_apicontent_placeholders_read_data_never_python_attributes() -> None:
+    # Found by tests/unit/test_properties.py: {apicontent.items} showed "<built-in method items of dict object ...>".
+    ctx = template_context({}, {"keys": "k"}, {})
+    assert render_part("[{apicontent.items}][{apicontent.keys}]", ctx, html=False, syntax="apicontent") == "[][k]"
+
+
 def test_json_null_renders_as_nothing() -> None:
     assert render_part("[{{ contact.phone }}]", template_context({"phone": None}, {}, {}), html=False) == "[]"

@@ -54,6 +54,19 @@ def test_a_plain_reference_without_a_value_shows_as_written_a_quiet_one_shows_no
     )
 
 
+def test_jinja_globals_are_not_velocity_names() -> None:
+    # Found by tests/unit/test_properties.py: $range rendered as "<function safe_range at 0x...>".
+    assert render("$range $!dict ${lipsum} $cycler.name", {}) == "$range  ${lipsum} $cycler.name"
+    assert render("$range", {"range": "1-5"}) == "1-5"
+
+
+def test_references_read_data_never_python_attributes() -> None:
+    # Found by tests/unit/test_properties.py: $data.items showed "<built-in method items of dict object at 0x...>".
+    source = "$data.items|$!data.get('keys')|$!data.name.upper|$!data.list.get(5)|$!data.list.get('x')"
+    assert render(source, {"name": "ann", "list": [1]}) == "$data.items||||"
+    assert render("$data.items", {"items": [1, 2]}) == "[1, 2]"
+
+
 def test_html_values_are_escaped() -> None:
     assert render("<b>$!data.get('n')</b>", {"n": "<i>"}, html=True) == "<b>&lt;i&gt;</b>"
 
