@@ -4,12 +4,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.postgres import Cluster, start_cluster
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.migrations import upgrade
+
+# Failing examples are kept in the test code (@example), not in a .hypothesis folder inside the repository.
+hypothesis_settings.register_profile("tripmail", database=None)
+hypothesis_settings.load_profile("tripmail")
 
 
 @pytest.fixture(scope="session")
