@@ -1,4 +1,5 @@
-"""create_app(settings): the lifespan owns the engine, the Redis client, the Celery producer and the Enqueuer."""
+"""create_app(settings): the lifespan owns the engine, the Redis client, the Celery producer, the Enqueuer and the
+rate limiter."""
 
 import gc
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from api.dialects import DIALECTS
 from api.enqueue import Enqueuer
 from api.lookups import SetupCache
 from api.problems import on_http_error, on_model_error, on_tripmail_error, on_validation_error
+from api.ratelimit import RateLimiter
 from tripmail.config import Settings, get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.errors import TripmailError
@@ -40,6 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.celery = make_celery(settings)
         app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
         app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s)
+        app.state.limiter = (
+            RateLimiter(app.state.redis, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+            if settings.rate_limit_per_minute
+            else None
+        )
         app.state.enqueuer = Enqueuer(app.state.redis, app.state.celery, wait_s=settings.enqueue_wait_s)
         app.state.metrics = CollectorRegistry(auto_describe=True)
         app.state.metrics.register(StateCollector(app.state.redis, sessions))

@@ -1,7 +1,8 @@
 """Token → workspace, one dependency per header style the dialects use.
 
 The dependencies are async, so a request whose token was seen in the last `setup_cache_s` seconds is
-authenticated on the event loop without a thread hop or a database read.
+authenticated on the event loop without a thread hop or a database read; the rate limit's one Redis round trip
+is made there too.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from api.lookups import ExpiringCache
+from api.ratelimit import charge_budget, token_key
 from tripmail.errors import Forbidden, Unauthenticated
 from tripmail.tokens import find_token, hash_secret
 
@@ -26,6 +28,7 @@ from tripmail.tokens import find_token, hash_secret
 class Principal:
     workspace_id: int
     scopes: frozenset[str]
+    token_id: int
 
 
 class TokenCache(ExpiringCache[str, Principal]):
@@ -71,7 +74,11 @@ def find_principal(sessions: sessionmaker[Session], secret: str) -> Principal | 
     """The workspace and scopes of the live token whose secret this is, read from the database."""
     with sessions() as session:
         token = find_token(session, secret)
-        return None if token is None else Principal(workspace_id=token.workspace_id, scopes=frozenset(token.scopes))
+        return (
+            None
+            if token is None
+            else Principal(workspace_id=token.workspace_id, scopes=frozenset(token.scopes), token_id=token.id)
+        )
 
 
 async def live_principal(tokens: TokenCache, sessions: sessionmaker[Session], secret: str) -> Principal | None:
@@ -87,12 +94,15 @@ async def live_principal(tokens: TokenCache, sessions: sessionmaker[Session], se
 async def authenticate(
     request: Request, secret: str | None, *, scope: str, how: str, field: str = "Authorization"
 ) -> Principal:
-    """The workspace of a live token that carries `scope`; `how` and `field` tell the caller where it goes."""
+    """The workspace of a live token that carries `scope`, charged one request; `how` and `field` tell the caller
+    where the token goes."""
     if not secret:
         raise Unauthenticated(f"send the API token as {how}", field=field)
     principal = await live_principal(request.app.state.tokens, request.app.state.sessions, secret)
     if principal is None:
         raise Unauthenticated("the token is not valid (unknown or revoked)", field=field)
+    # Before the scope check: a token that floods with the wrong scope is limited as well.
+    charge_budget(request, token_key(principal.token_id))
     if scope not in principal.scopes:
         raise Forbidden(f"the token lacks the {scope!r} scope", field=field)
     return principal

@@ -22,6 +22,7 @@ from pydantic import (
 
 from api.auth import EVENTS_WRITE, EventWriter, Principal, bearer_principal
 from api.intake import submit_event, submit_events
+from api.ratelimit import charge_budget, token_key
 from tripmail.contacts import normalize_email, normalize_phone
 from tripmail.errors import FieldError, TripmailError
 from tripmail.schemas.accepted import Accepted
@@ -204,6 +205,8 @@ def _answer(index: int, answer: Accepted | TripmailError) -> BatchItem:
 @router.post("/v1/events/batch", status_code=202)
 async def post_events(body: NativeBatch, principal: EventWriter, request: Request) -> BatchResult:
     """Accept up to 1,000 events; each gets its own result, in order, and a bad one does not refuse the rest."""
+    # A batch counts one request per event, valid or not; authenticating it charged the first.
+    charge_budget(request, token_key(principal.token_id), len(body.events) - 1, charged=1)
     results: list[BatchItem | None] = []
     valid: list[tuple[int, TriggerRequest]] = []
     for index, raw in enumerate(body.events):

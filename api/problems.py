@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.intake import count_refusal
-from tripmail.errors import FieldError, InvalidRequest, TripmailError
+from tripmail.errors import FieldError, InvalidRequest, RateLimited, TripmailError
 
 ErrorRenderer = Callable[[TripmailError], Response]
 
@@ -34,7 +34,11 @@ def problem(exc: TripmailError) -> JSONResponse:
 def _render(request: Request, exc: TripmailError) -> Response:
     count_refusal(request, exc)
     renderer: ErrorRenderer | None = getattr(request.state, "render_error", None)
-    return renderer(exc) if renderer is not None else problem(exc)
+    response = renderer(exc) if renderer is not None else problem(exc)
+    if isinstance(exc, RateLimited):
+        # Here rather than in each renderer, so every dialect's envelope carries it too.
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 async def on_tripmail_error(request: Request, exc: Exception) -> Response:

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # `user:pass` that `tripmail flower` asks for; without it Flower serves loopback only.
     flower_auth: SecretStr | None = None
+    # Requests a token may make per minute, a batch counting one per event; 0: no limit. Kept in Redis, so every
+    # api process and instance draws on one budget.
+    rate_limit_per_minute: int = Field(default=6000, ge=0)
+    # How many of them may come at once after a quiet spell; unset: a minute's worth.
+    rate_limit_burst: int | None = Field(default=None, ge=1)
     # `make bench` only: serves POST /bench/baseline/events, the ingest floor Tripmail's own path is measured against.
     bench_baseline: bool = False
 

@@ -65,3 +65,13 @@ class PayloadTooLarge(TripmailError):
 
 class Unavailable(TripmailError):
     code, status = "unavailable", 503
+
+
+class RateLimited(TripmailError):
+    """The token has used its budget for now; `retry_after_s` says when the request would fit."""
+
+    code, status = "rate-limited", 429
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

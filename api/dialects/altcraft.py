@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, Validati
 from api.auth import authenticate
 from api.dialects.routing import dialect_router
 from api.intake import submit
+from api.ratelimit import charge_budget, link_key
 from tripmail.attachments import parse_attachments
 from tripmail.audience import compile_query, field_types
 from tripmail.automations import find_automation, find_automation_by_link
@@ -173,6 +174,7 @@ def _link_trigger(request: Request, link: str, value: str, extras: AltcraftExtra
         automation = find_automation_by_link(session, link)
     if automation is None:
         raise NotFound("no trigger campaign has this link", field="link")
+    charge_budget(request, link_key(automation.id))
     _check_and_submit(request, extras, automation, link_audience(value))
     return SUCCESS
 

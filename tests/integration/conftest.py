@@ -250,7 +250,10 @@ def stack_settings(
 
 
 def service_env(settings: Settings) -> dict[str, str]:
-    optional = {"TRIPMAIL_WORKER_METRICS_PORT": settings.worker_metrics_port}
+    optional = {
+        "TRIPMAIL_WORKER_METRICS_PORT": settings.worker_metrics_port,
+        "TRIPMAIL_RATE_LIMIT_BURST": settings.rate_limit_burst,
+    }
     return (
         os.environ
         | {name: str(value) for name, value in optional.items() if value is not None}
@@ -264,6 +267,7 @@ def service_env(settings: Settings) -> dict[str, str]:
             "TRIPMAIL_SMTP_CONNECTIONS": str(settings.smtp_connections),
             "TRIPMAIL_SCHEDULER_INTERVAL_S": str(settings.scheduler_interval_s),
             "TRIPMAIL_LOG_FORMAT": settings.log_format,
+            "TRIPMAIL_RATE_LIMIT_PER_MINUTE": str(settings.rate_limit_per_minute),
         }
     )
 

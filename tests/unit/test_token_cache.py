@@ -21,13 +21,19 @@ def acme(sessions: sessionmaker[Session]) -> int:
         return session.scalars(select(Workspace.id)).one()
 
 
+def only_token_id(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return session.scalars(select(ApiToken.id)).one()
+
+
 def test_a_revoked_token_is_refused_once_its_time_is_up(sessions: sessionmaker[Session]) -> None:
     workspace_id = acme(sessions)
     with sessions.begin() as session:
         secret = create_token(session, session.get_one(Workspace, workspace_id), ["events:write"], now=NOW)
     now = [100.0]
     tokens = TokenCache(ttl_s=2.0, clock=lambda: now[0])
-    assert asyncio.run(live_principal(tokens, sessions, secret)) == Principal(workspace_id, frozenset({"events:write"}))
+    expected = Principal(workspace_id, frozenset({"events:write"}), token_id=only_token_id(sessions))
+    assert asyncio.run(live_principal(tokens, sessions, secret)) == expected
 
     with sessions.begin() as session:
         session.scalars(select(ApiToken)).one().revoked_at = NOW
@@ -53,12 +59,13 @@ def test_a_token_unknown_a_moment_ago_works_as_soon_as_it_exists(sessions: sessi
                 created_at=NOW,
             )
         )
-    assert asyncio.run(live_principal(tokens, sessions, secret)) == Principal(workspace_id, frozenset({"events:write"}))
+    expected = Principal(workspace_id, frozenset({"events:write"}), token_id=only_token_id(sessions))
+    assert asyncio.run(live_principal(tokens, sessions, secret)) == expected
 
 
 def test_requests_that_miss_a_token_together_share_one_read() -> None:
     tokens = TokenCache(ttl_s=2.0, clock=lambda: 100.0)
-    principal = Principal(7, frozenset({"events:write"}))
+    principal = Principal(7, frozenset({"events:write"}), token_id=1)
     reads: list[str] = []
 
     def loader(answer: Principal | None) -> Callable[[], Awaitable[Principal | None]]:

@@ -1,0 +1,88 @@
+"""A per-token budget of requests, kept in Redis so that every api process and instance draws on the same one.
+
+GCRA (the generic cell rate algorithm: a token bucket kept as one timestamp per key). Each request moves the key's
+due time on by its cost times the interval the rate allows between requests, and is refused when that would put
+the due time more than a burst's worth ahead of now. One key per token, one round trip per request, and a refusal
+knows exactly when the request would fit.
+"""
+
+import math
+import time
+
+from fastapi import Request
+from redis import Redis
+from redis.exceptions import RedisError
+
+from tripmail.errors import PayloadTooLarge, RateLimited
+
+# In milliseconds. A refused request changes nothing: a client retrying too early does not push its own wait back.
+# The key lapses once its due time has passed, when it would read as a fresh key anyway.
+_CHARGE = """
+local now, interval, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local due = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
+local next_due = due + cost * interval
+local wait = next_due - now - burst * interval
+if wait > 0 then
+  return math.ceil(wait)
+end
+redis.call('SET', KEYS[1], string.format('%.3f', next_due), 'PX', math.ceil(next_due - now))
+return 0
+"""
+
+
+def token_key(token_id: int) -> str:
+    # The token's row id, never its secret or the secret's hash.
+    return f"tripmail:rate:token:{token_id}"
+
+
+def link_key(automation_id: int) -> str:
+    """altcraft v1.0 links carry no token: the link, a secret of its campaign, is the credential that is limited."""
+    return f"tripmail:rate:link:{automation_id}"
+
+
+class RateLimiter:
+    """`per_minute` requests per key, of which `burst` (a minute's worth unless given) may come at once."""
+
+    def __init__(self, store: Redis, *, per_minute: int, burst: int | None = None) -> None:
+        self.per_minute = per_minute
+        self.burst = burst or per_minute
+        self._interval_ms = 60_000 / per_minute
+        self._charge = store.register_script(_CHARGE)
+
+    def charge(self, key: str, cost: int = 1, *, now: float, charged: int = 0) -> None:
+        """Take `cost` requests from the key's budget at `now` (seconds since the epoch), or raise RateLimited.
+
+        `charged`: what the same request was charged already (a batch's first event, when it was authenticated).
+        """
+        if charged + cost > self.burst:
+            # It would never fit, so a 429 would send the client back again and again.
+            raise PayloadTooLarge(
+                f"{charged + cost} events in one request are more than the {self.burst} a token may send at once; "
+                "send them in smaller batches",
+                field="events",
+            )
+        try:
+            wait_ms = self._charge(keys=[key], args=[now * 1000, self._interval_ms, self.burst, cost])
+        except RedisError:
+            # Fail open: the limit guards against floods, not correctness. An event cannot be queued while Redis is
+            # down, so the enqueue answers 503 for it anyway; refusing here too would also take down what needs no
+            # Redis (the event history, template previews).
+            return
+        if wait_ms:
+            retry_after_s = math.ceil(wait_ms / 1000)
+            raise RateLimited(
+                f"the limit is {self.per_minute} requests a minute per token (a batch counts one per event), "
+                f"{self.burst} at once; retry in {retry_after_s} s",
+                retry_after_s=retry_after_s,
+            )
+
+
+def charge_budget(request: Request, key: str, cost: int = 1, *, charged: int = 0) -> None:
+    """Charge the request to `key` when the api limits requests (TRIPMAIL_RATE_LIMIT_PER_MINUTE above 0).
+
+    The clock is the api host's: every instance that shares the Redis must keep time (NTP), as a host that runs
+    ahead grants its requests budget a little early.
+    """
+    limiter: RateLimiter | None = request.app.state.limiter
+    if limiter is not None and cost > 0:
+        limiter.charge(key, cost, now=time.time(), charged=charged)

@@ -1,0 +1,101 @@
+"""The per-token rate limit through a real `tripmail api` of two processes: one budget per token, shared by both."""
+
+import http.client
+import json
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tests.integration.conftest import scrape, service_env, start_server, stop
+from tests.integration.test_metrics import events
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
+
+BURST = 6
+
+
+def serving_pid(api: psutil.Process, connection: http.client.HTTPConnection) -> int | None:
+    """Which of the api's worker processes holds the server end of this client connection."""
+    assert connection.sock is not None
+    client_port = connection.sock.getsockname()[1]
+    for child in api.children(recursive=True):
+        if any(c.raddr and c.raddr.port == client_port for c in child.net_connections(kind="tcp")):
+            return child.pid
+    return None
+
+
+def connections_to_each_process(api: psutil.Process, port: int) -> list[http.client.HTTPConnection]:
+    """Kept-alive connections, one answered by each of the api's two processes (the kernel picks who accepts)."""
+    by_pid: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(50):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/healthz")  # not limited: no token
+        assert connection.getresponse().read()
+        pid = serving_pid(api, connection)
+        if pid is not None and pid not in by_pid:
+            by_pid[pid] = connection
+        else:
+            connection.close()
+        if len(by_pid) == 2:
+            return list(by_pid.values())
+    raise AssertionError(f"50 connections reached {len(by_pid)} of the api's 2 processes")
+
+
+def post_event(connection: http.client.HTTPConnection, token: str, email: str) -> http.client.HTTPResponse:
+    body = json.dumps({"event": "FORGOT_PASSWORD", "contact": {"email": email}})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    connection.request("POST", "/v1/events", body=body, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    return response
+
+
+def test_a_token_over_its_limit_gets_429_from_every_process_and_dialect_while_another_token_is_served(
+    own_settings: Settings, tmp_path: Path
+) -> None:
+    # One a minute after a burst of 6: nothing comes back during the test.
+    settings = own_settings.model_copy(update={"rate_limit_per_minute": 1, "rate_limit_burst": BURST})
+    key = unique_workspace_key("limited")
+    with make_sessionmaker(settings).begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        token, other_token = make_token(session, key), make_token(session, key)
+    api, api_url = start_server(
+        ["api", "--workers", "2"], service_env(settings), tmp_path / "api.log", probe="/healthz", status=200
+    )
+    try:
+        first, second = connections_to_each_process(psutil.Process(api.pid), int(api_url.rsplit(":", 1)[1]))
+        # Half the burst through each process: a budget per process would take 6 more.
+        for index in range(BURST):
+            response = post_event([first, second][index % 2], token, f"{key}-{index}@example.com")
+            assert response.status == 202, response.status
+        for connection in (first, second):
+            response = post_event(connection, token, f"{key}-over@example.com")
+            assert response.status == 429
+            assert response.getheader("Content-Type") == "application/problem+json"
+            assert 50 <= int(response.getheader("Retry-After") or 0) <= 60
+        # Through a dialect, in its own envelope: cocomail's, token in a raw Authorization header.
+        cocomail = httpx.post(
+            f"{api_url}/compat/cocomail/events/trigger",
+            json={"email": f"{key}-cocomail@example.com", "identifier": "FORGOT_PASSWORD"},
+            headers={"Authorization": token},
+            timeout=10,
+        )
+        assert cocomail.status_code == 429
+        assert cocomail.json()["data"] is None
+        assert "the limit is 1 requests a minute per token" in cocomail.json()["error"]
+        assert 50 <= int(cocomail.headers["Retry-After"]) <= 60
+        refused = httpx.post(
+            f"{api_url}/v1/events",
+            json={"event": "FORGOT_PASSWORD", "contact": {"email": f"{key}-problem@example.com"}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert refused.json()["type"] == "/problems/rate-limited"
+        for connection in (first, second):
+            assert post_event(connection, other_token, f"{key}-other@example.com").status == 202
+        scraped = scrape(api_url)
+        assert (events(scraped, "rate-limited"), events(scraped, "rate-limited", "cocomail")) == (3, 1)
+    finally:
+        stop(api)

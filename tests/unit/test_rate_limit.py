@@ -1,0 +1,90 @@
+"""The per-token budget (api/ratelimit.py), run as the Lua script it is against fakeredis, on a clock of the test's."""
+
+import fakeredis
+import pytest
+
+from api.ratelimit import RateLimiter, token_key
+from tripmail.errors import PayloadTooLarge, RateLimited
+
+T0 = 1_800_000_000.0
+A, B = token_key(1), token_key(2)
+
+
+def limiter(per_minute: int, burst: int | None = None) -> RateLimiter:
+    return RateLimiter(fakeredis.FakeRedis(), per_minute=per_minute, burst=burst)
+
+
+def retry_after(limits: RateLimiter, key: str, cost: int = 1, *, now: float) -> int:
+    with pytest.raises(RateLimited) as refused:
+        limits.charge(key, cost, now=now)
+    return refused.value.retry_after_s
+
+
+def test_a_burst_passes_at_once_and_the_next_request_waits_one_interval() -> None:
+    limits = limiter(per_minute=60)  # one a second, 60 at once
+    for _ in range(60):
+        limits.charge(A, now=T0)
+    assert retry_after(limits, A, now=T0) == 1
+    assert retry_after(limits, A, now=T0 + 0.999) == 1
+    limits.charge(A, now=T0 + 1.0)
+    assert retry_after(limits, A, now=T0 + 1.0) == 1
+
+
+def test_retry_after_is_the_whole_seconds_until_the_request_fits() -> None:
+    limits = limiter(per_minute=6, burst=2)  # one per 10 s, 2 at once
+    limits.charge(A, now=T0)
+    limits.charge(A, now=T0)
+    assert retry_after(limits, A, now=T0) == 10
+    assert retry_after(limits, A, now=T0 + 4.5) == 6  # 5.5 s rounded up: never early
+    limits.charge(A, now=T0 + 10)
+
+
+def test_a_refused_request_costs_nothing() -> None:
+    limits = limiter(per_minute=6, burst=2)
+    limits.charge(A, 2, now=T0)
+    for _ in range(5):
+        assert retry_after(limits, A, now=T0 + 1) == 9
+    limits.charge(A, now=T0 + 10)
+
+
+def test_each_token_has_a_budget_of_its_own() -> None:
+    limits = limiter(per_minute=60, burst=3)
+    limits.charge(A, 3, now=T0)
+    assert retry_after(limits, A, now=T0) == 1
+    limits.charge(B, 3, now=T0)
+    assert retry_after(limits, B, now=T0) == 1
+
+
+def test_a_batch_counts_one_request_per_event() -> None:
+    limits = limiter(per_minute=600, burst=100)  # one per 100 ms
+    limits.charge(A, 60, now=T0)
+    # 60 + 50 is 10 over: 10 intervals, a second, before the batch fits; a batch that fits still passes.
+    assert retry_after(limits, A, 50, now=T0) == 1
+    limits.charge(A, 40, now=T0)
+    assert retry_after(limits, A, now=T0) == 1
+    limits.charge(A, 50, now=T0 + 5)
+
+
+def test_a_batch_larger_than_the_burst_is_refused_as_too_large() -> None:
+    limits = limiter(per_minute=600, burst=100)
+    with pytest.raises(PayloadTooLarge, match="101 events"):
+        limits.charge(A, 101, now=T0)
+    with pytest.raises(PayloadTooLarge, match="101 events"):
+        limits.charge(A, 100, now=T0, charged=1)  # a batch's rest, its first charged at authentication
+    limits.charge(A, 100, now=T0)
+
+
+def test_the_key_lapses_once_the_budget_is_whole_again() -> None:
+    store = fakeredis.FakeRedis()
+    limits = RateLimiter(store, per_minute=60)
+    limits.charge(A, 5, now=T0)
+    assert 4_000 < store.pttl(A) <= 5_000
+
+
+def test_with_redis_down_requests_pass() -> None:
+    server = fakeredis.FakeServer()
+    limits = RateLimiter(fakeredis.FakeRedis(server=server), per_minute=60, burst=1)
+    limits.charge(A, now=T0)
+    server.connected = False
+    for _ in range(3):
+        limits.charge(A, now=T0)
