@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from api.auth import EVENTS_WRITE, EventWriter, Principal, bearer_principal
+from api.bodies import BoundedRoute, bounded
 from api.intake import submit_event, submit_events
 from api.ratelimit import charge_budget, token_key
 from tripmail.contacts import normalize_email, normalize_phone
@@ -28,7 +29,7 @@ from tripmail.errors import FieldError, TripmailError
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
-router = APIRouter(tags=["native"])
+router = APIRouter(tags=["native"], route_class=BoundedRoute)
 
 # Lower-case ASCII letters, digits and . _ + - before the @ (a dot-atom), and a domain of dot-separated labels of
 # at most 63 letters, digits and inner hyphens that ends in a label of letters.
@@ -124,7 +125,7 @@ class NativeEventRoute(APIRoute):
     Those cost more api CPU than the rest of an accepted event. A JSON request is parsed, authenticated and
     validated here in the order FastAPI follows; one that fails validation, or that is not plain
     `application/json`, goes to FastAPI's own handler for the route, so every refusal is FastAPI's, word for
-    word. The endpoint's signature still documents the route in /openapi.json.
+    word. The endpoint's signature still documents the route in /openapi.json. Both read the body `bounded`.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -145,7 +146,7 @@ class NativeEventRoute(APIRoute):
             accepted = await accept_event(request, body, principal)
             return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
 
-        return handler
+        return bounded(handler)
 
 
 async def accept_event(request: Request, body: NativeEvent, principal: Principal) -> Accepted:

@@ -7,10 +7,11 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, bearer
+from api.bodies import BoundedRoute
 from tripmail.previews import preview_template
 from tripmail.rendering import RenderedEmail
 
-router = APIRouter(tags=["templates"])
+router = APIRouter(tags=["templates"], route_class=BoundedRoute)
 
 TemplateReader = Annotated[Principal, Depends(bearer("templates:read"))]
 

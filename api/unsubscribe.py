@@ -5,10 +5,11 @@ from html import escape
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from api.bodies import BoundedRoute
 from tripmail.ids import utcnow
 from tripmail.unsubscribe import contact_of_token, unsubscribe
 
-router = APIRouter(tags=["unsubscribe"])
+router = APIRouter(tags=["unsubscribe"], route_class=BoundedRoute)
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Unsubscribe</title></head>

@@ -11,6 +11,10 @@ from tripmail.schemas.trigger import Attachment
 _DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*);base64,(?P<data>.*)$", re.S)
 
 
+# A line break would end the Content-Disposition header; NUL and the other controls end or garble a name on disk.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 @dataclass(frozen=True)
 class DecodedAttachment:
     name: str
@@ -19,11 +23,16 @@ class DecodedAttachment:
 
 
 def parse_attachments(items: list[tuple[str, str]], *, max_total_bytes: int, where: str) -> list[Attachment]:
-    """(name, data URI) pairs as attachments; every malformed one, and a total over the limit, is named."""
+    """(name, data URI) pairs as attachments; every malformed one, and the one that takes the total over the
+    limit, is named by its index."""
     attachments: list[Attachment] = []
     errors: list[FieldError] = []
     total = 0
-    for index, (name, uri) in enumerate(items):
+    for index, (given_name, uri) in enumerate(items):
+        name = file_name(given_name)
+        if not name or _CONTROL.search(name):
+            problem = "control characters in a file name" if name else f"{given_name!r} names no file"
+            errors.append(FieldError(field=f"{where}[{index}].name", message=problem))
         match = _DATA_URI.match(uri)
         if match is None:
             errors.append(FieldError(field=f"{where}[{index}].data", message="expected data:<mime>;base64,<data>"))
@@ -33,16 +42,26 @@ def parse_attachments(items: list[tuple[str, str]], *, max_total_bytes: int, whe
         except (binascii.Error, ValueError):
             errors.append(FieldError(field=f"{where}[{index}].data", message="the base64 part does not decode"))
             continue
+        if total <= max_total_bytes < total + size:
+            errors.append(
+                FieldError(
+                    field=f"{where}[{index}].data",
+                    message=f"attachments reach {total + size} bytes here; the limit is {max_total_bytes} in all",
+                )
+            )
         total += size
         content_type = match["type"] or "application/octet-stream"
-        attachments.append(Attachment(name=name, content_type=content_type, content_base64=match["data"]))
-    if total > max_total_bytes:
-        errors.append(
-            FieldError(field=where, message=f"attachments total {total} bytes; the limit is {max_total_bytes}")
-        )
+        if not errors:
+            attachments.append(Attachment(name=name, content_type=content_type, content_base64=match["data"]))
     if errors:
         raise InvalidRequest.listing(errors)
     return attachments
+
+
+def file_name(name: str) -> str:
+    """The last part of a path (`../../etc/passwd` -> `passwd`, `C:\\x\\a.pdf` -> `a.pdf`): the name a mail client
+    saves the file as, with nothing that points elsewhere."""
+    return re.split(r"[\\/]", name)[-1].strip().lstrip(".")
 
 
 def decode_attachment(attachment: Attachment) -> DecodedAttachment:

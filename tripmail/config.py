@@ -1,5 +1,6 @@
 """The one reader of TRIPMAIL_* variables."""
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -25,6 +26,10 @@ class Settings(BaseSettings):
     send_batch_size: int = Field(default=250, ge=1, le=10_000)
     send_max_retries: int = Field(default=5, ge=0)
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    # The largest request body the api reads; a larger one is refused (413) before it is parsed. Attachments
+    # arrive as base64 (4/3 of their size): the 10 MiB default is 13.4 MiB of body, and the rest of a trigger
+    # or a batch of 1,000 events fits in what is left of 16 MiB.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
     # How long the api reuses what it read of a workspace's event types, automations and fields (apply shows
     # in its answers after at most this long; the worker always reads the database).
     setup_cache_s: float = Field(default=2.0, ge=0)
@@ -66,6 +71,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"TRIPMAIL_TASK_TIME_LIMIT_S ({self.task_time_limit_s}) must be below TRIPMAIL_VISIBILITY_TIMEOUT_S "
                 f"({self.visibility_timeout_s}): a task still running when Redis redelivers it would run twice"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _attachments_fit_in_a_body(self) -> Self:
+        as_base64 = 4 * math.ceil(self.attachment_max_bytes / 3)
+        if as_base64 >= self.max_body_bytes:
+            raise ValueError(
+                f"TRIPMAIL_MAX_BODY_BYTES ({self.max_body_bytes}) must be above TRIPMAIL_ATTACHMENT_MAX_BYTES as "
+                f"base64 ({as_base64} bytes): a trigger carrying attachments within their limit would be refused"
             )
         return self
 

@@ -19,7 +19,8 @@ _CLOSE = re.compile(r"\s*\)")
 _END = re.compile(r"#\{?end\}?")
 _OTHER_DIRECTIVE = re.compile(r"#\{?(?P<word>if|elseif|else|set|macro|parse|include|define|evaluate|break|stop)\b")
 _GET = re.compile(r"""\.get\(\s*(?:'(?P<single>[^'\\]*)'|"(?P<double>[^"\\]*)"|(?P<index>\d+))\s*\)""")
-_JINJA_DELIMITERS = re.compile(r"\{[{%#]|[}%#]\}")
+# A `{` that ends a piece of text would open a delimiter with the `{{` of the reference after it.
+_JINJA_DELIMITERS = re.compile(r"\{[{%#]|[}%#]\}|\{\Z")
 
 
 def _line(source: str, position: int) -> int:
@@ -46,10 +47,10 @@ def _expression(chain: str) -> str:
 
 
 def _literal(text: str) -> str:
-    """Plain text, protected from being read as Jinja."""
-    if _JINJA_DELIMITERS.search(text):
-        return "{% raw %}" + text + "{% endraw %}"
-    return text
+    """Plain text, protected from being read as Jinja: each delimiter is printed as a string.
+
+    Not a `{% raw %}` block, which the text could end with its own `{% endraw %}` and go on in Jinja."""
+    return _JINJA_DELIMITERS.sub(lambda delimiter: '{{ "' + delimiter[0] + '" }}', text)
 
 
 def to_jinja(source: str, *, name: str) -> str:

@@ -43,6 +43,12 @@ def test_a_task_limit_at_or_above_the_visibility_timeout_is_refused() -> None:
         Settings(_env_file=None, visibility_timeout_s=600, task_time_limit_s=600)
 
 
+def test_a_body_limit_that_attachments_within_theirs_would_not_fit_is_refused() -> None:
+    # 12 MiB of attachments are 16 MiB of base64, which leaves nothing of a 16 MiB body for the rest.
+    with pytest.raises(ValidationError, match=r"TRIPMAIL_MAX_BODY_BYTES \(16777216\) must be above"):
+        Settings(_env_file=None, attachment_max_bytes=12 * 1024 * 1024)
+
+
 @pytest.mark.parametrize("auth", ["ops", "ops:", ":pw", "ops:a,b"])
 def test_flower_auth_is_one_user_and_password(monkeypatch: pytest.MonkeyPatch, auth: str) -> None:
     monkeypatch.setenv("TRIPMAIL_FLOWER_AUTH", auth)

@@ -85,3 +85,30 @@ def test_html_values_are_escaped() -> None:
 def test_outside_the_subset_is_refused_with_its_line(source: str, message: str) -> None:
     with pytest.raises(InvalidConfig, match=message):
         to_jinja(source, name="templates.cart.text")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{% endraw %}{{ 7*7 }}{% raw %}",  # would end a raw block the translation wrapped text in
+        "{{ ''.__class__ }} {# c #} {%- if 1 -%}x{% endif %}",
+    ],
+)
+def test_jinja_in_velocity_text_is_plain_text(text: str) -> None:
+    assert render(f"{text} $!data.get('n')", {"n": "x"}) == f"{text} x"
+
+
+def test_a_brace_before_a_reference_is_text() -> None:
+    assert render("{$!data.get('n')}", {"n": "x"}) == "{x}"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('#set($rt = $class.forName("java.lang.Runtime"))', "#set is outside"),
+        ("$data.getClass().forName('java.lang.Runtime')", r"method call \$data.getClass\("),
+    ],
+)
+def test_velocity_reflection_is_refused(source: str, message: str) -> None:
+    with pytest.raises(InvalidConfig, match=message):
+        to_jinja(source, name="templates.cart.text")

@@ -1,0 +1,288 @@
+"""Hostile input through the real api and worker: oversized and unreadable bodies, line breaks bound for headers,
+template tricks and attachment names are refused or defused, and the answer says where.
+
+Only SQLite's stack: every refusal here happens in the api or the renderer, which no database backend changes.
+"""
+
+import base64
+import http.client
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.app import create_app
+from api.dialects.esputnik import MAX_BODY_BYTES as ESPUTNIK_MAX_BODY_BYTES
+from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
+from tripmail.config import Settings
+from tripmail.contacts import email_md5, email_xxh
+from tripmail.ids import new_id
+from tripmail.models import Contact, Event, Message, Workspace
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")
+
+LIMIT = Settings(_env_file=None).max_body_bytes
+
+
+def post_routes() -> list[str]:
+    """Every POST path the api documents, with its path parameters filled in."""
+    paths = create_app(Settings(_env_file=None)).openapi()["paths"]
+    return [re.sub(r"\{[^}]*\}", "x", path) for path, operations in paths.items() if "post" in operations]
+
+
+POST_ROUTES = post_routes()
+
+
+def limit_of(path: str) -> int:
+    return ESPUTNIK_MAX_BODY_BYTES if path.startswith("/compat/esputnik/") else LIMIT
+
+
+def assert_names_the_body(response: httpx.Response | http.client.HTTPResponse, text: str, path: str) -> None:
+    """The refusal says why, in the route's own envelope; the native one also names the field."""
+    body = response.read() if isinstance(response, http.client.HTTPResponse) else response.content
+    assert text in body.decode(), body
+    if not path.startswith("/compat/"):
+        assert response.headers["content-type"] == "application/problem+json"
+        assert httpx.Response(200, content=body).json()["field"] == "body"
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+def test_a_body_declared_over_the_limit_is_413_before_it_is_sent(api_url: str, path: str) -> None:
+    url = urlsplit(api_url)
+    connection = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    connection.putrequest("POST", path)
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(limit_of(path) + 1))
+    connection.endheaders()  # and not one byte of the body: the answer must come without it
+    response = connection.getresponse()
+    assert response.status == 413
+    assert_names_the_body(response, f"the limit is {limit_of(path)}", path)
+    connection.close()
+
+
+def test_a_body_sent_in_chunks_is_read_no_further_than_the_limit(api_url: str, tenant: Tenant) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"event": "FORGOT_PASSWORD", "contact": {"email": "a@example.com"}, "data": {"blob": "'
+        for _ in range(LIMIT // 2**20 + 1):
+            yield b"x" * 2**20
+        yield b'"}}'
+
+    response = httpx.post(
+        f"{api_url}/v1/events",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {tenant.token}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 413, response.text
+    assert_names_the_body(response, f"more than {LIMIT} bytes", "/v1/events")
+
+
+NESTED_10_000_DEEP = b'{"data": {"a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}}"
+NUMBER_OF_5_000_DIGITS = b'{"data": {"n": 1' + b"0" * 4_999 + b"}}"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [(NESTED_10_000_DEEP, "JSON nested too deeply"), (NUMBER_OF_5_000_DIGITS, "a number has more than 4300 digits")],
+    ids=["nested", "long-number"],
+)
+@pytest.mark.parametrize("path", POST_ROUTES)
+def test_json_python_cannot_read_is_refused_naming_the_body(api_url: str, path: str, body: bytes, reason: str) -> None:
+    response = httpx.post(f"{api_url}{path}", content=body, headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code in (400, 422), response.text
+    assert_names_the_body(response, reason, path)
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN"])
+def test_numbers_beyond_a_double_are_422_naming_where(api_url: str, tenant: Tenant, number: str) -> None:
+    response = httpx.post(
+        f"{api_url}/v1/events",
+        content=f'{{"event": "X", "contact": {{"email": "a@example.com"}}, "data": {{"n": [{number}]}}}}'.encode(),
+        headers={"Authorization": f"Bearer {tenant.token}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 422, response.text
+    assert "data.n.0: numbers must be finite" in response.json()["detail"]
+
+
+def events_of(db: sessionmaker[Session], workspace_key: str) -> int:
+    with db() as session:
+        query = select(func.count()).select_from(Event).join(Workspace).where(Workspace.key == workspace_key)
+        return session.scalars(query).one()
+
+
+def test_line_breaks_in_a_contact_email_are_422_and_nothing_is_queued(
+    api_url: str, tenant: Tenant, sink: Sink, db: sessionmaker[Session]
+) -> None:
+    headers = {"Authorization": f"Bearer {tenant.token}"}
+    for email in ("ann@example.com\r\nBcc: evil@example.com", "ann@example.com\nBcc: evil@example.com"):
+        body = {"event": "FORGOT_PASSWORD", "contact": {"email": email}}
+        response = httpx.post(f"{api_url}/v1/events", json=body, headers=headers, timeout=10)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "contact.email"
+    address = f"{unique_workspace_key('after')}@example.com"
+    body = {"event": "FORGOT_PASSWORD", "contact": {"email": address}}
+    assert httpx.post(f"{api_url}/v1/events", json=body, headers=headers, timeout=10).status_code == 202
+    wait_until(lambda: sink.to(address), what="the valid event's mail")
+    assert events_of(db, tenant.key) == 1
+    assert sink.to("evil@example.com") == []
+
+
+@pytest.fixture
+def letters(db: sessionmaker[Session]) -> Tenant:
+    """A workspace whose subject shows a contact field and event data, and whose body tries the sandbox."""
+    key = unique_workspace_key("hostile")
+    spec = {
+        "workspace": key,
+        "from": f"Acme <{sender_of(key)}>",
+        "event_types": [{"key": "LETTER"}],
+        "templates": [
+            {
+                "key": "letter",
+                "subject": "Hi {{ contact.first_name }}: {{ data.title }}",
+                "text": "[{{ ''.__class__.__mro__ }}][{{ cycler.__init__.__globals__ }}][{{ lipsum.__globals__.os }}]"
+                "[{{ data.__class__ }}] {{ data.title }} {{ data.body }}",
+                "html": "<p>{{ data.body }}</p>",
+            },
+            {"key": "escape", "subject": "x", "text": "{{ ''.__class__.__mro__[1].__subclasses__() }}"},
+        ],
+        "automations": [
+            {"name": t, "trigger": "LETTER", "transactional": True, "steps": [{"send_email": {"template": t}}]}
+            for t in ("letter", "escape")
+        ],
+    }
+    with db.begin() as session:
+        apply_spec(session, spec)
+        return Tenant(key, make_token(session, key))
+
+
+def test_line_breaks_for_the_subject_and_template_syntax_in_data_reach_no_header_and_run_nothing(
+    api_url: str, letters: Tenant, sink: Sink, db: sessionmaker[Session]
+) -> None:
+    address = f"{unique_workspace_key('ann')}@example.com"
+    body = {
+        "event": "LETTER",
+        "contact": {"email": address, "fields": {"first_name": "Ann\r\nBcc: evil@example.com"}},
+        "data": {
+            "title": "News\nX-Injected: yes\r\n\r\nbody",
+            "body": "{{ 7*7 }}{% endraw %}{{ 6*6 }}{% raw %}${7*7}#set($x = 1)",
+        },
+    }
+    response = httpx.post(
+        f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {letters.token}"}, timeout=10
+    )
+    assert response.status_code == 202, response.text
+    mail: ReceivedMail = wait_until(lambda: next(iter(sink.to(address)), None), what="the letter")
+    message = mail.message
+    assert mail.rcpt_tos == [address]
+    assert message["Subject"] == "Hi Ann Bcc: evil@example.com: News X-Injected: yes body"
+    assert message["Bcc"] is None and message["X-Injected"] is None
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert text.startswith("[][][][] News\nX-Injected")
+    assert text.endswith("{{ 7*7 }}{% endraw %}{{ 6*6 }}{% raw %}${7*7}#set($x = 1)")
+    assert "49" not in text and "36" not in text
+    assert sink.to("evil@example.com") == []
+
+    def escape_settled() -> str | None:
+        with db() as session:
+            query = select(Message.status, Message.smtp_reply).join(Contact).where(Contact.email == address)
+            rows = session.execute(query).all()
+        return next((f"{status}: {reply}" for status, reply in rows if status != "sent" and reply), None)
+
+    failure = wait_until(escape_settled, what="the escaping template's message settled")
+    assert failure.startswith("failed: template escape:") and "unsafe" in failure
+    assert len(sink.to(address)) == 1
+
+
+AUTOMATION_ID = 904_091
+
+
+@pytest.fixture(scope="session")
+def files(db: sessionmaker[Session]) -> tuple[Tenant, str]:
+    """An altcraft trigger campaign that mails whatever files it is sent, and a profile for it to reach."""
+    key = unique_workspace_key("files")
+    spec = {
+        "workspace": key,
+        "from": f"Files <{sender_of(key)}>",
+        "templates": [{"key": "files", "subject": "Your files", "text": "Attached."}],
+        "automations": [{"name": "Files", "id": AUTOMATION_ID, "steps": [{"send_email": {"template": "files"}}]}],
+    }
+    address = f"{unique_workspace_key('p')}@example.com"
+    now = datetime.now(UTC)
+    with db.begin() as session:
+        apply_spec(session, spec)
+        token = make_token(session, key)
+        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
+        session.add(
+            Contact(
+                id=new_id(),
+                workspace_id=workspace_id,
+                email=address,
+                email_md5=email_md5(address),
+                email_xxh=email_xxh(address),
+                fields={},
+                consents={"email": True},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return Tenant(key, token), address
+
+
+def send_files(api_url: str, files: tuple[Tenant, str], attach: list[dict[str, str]]) -> httpx.Response:
+    body: dict[str, Any] = {"token": files[0].token, "id": AUTOMATION_ID, "email": files[1], "attach": attach}
+    return httpx.post(f"{api_url}/compat/altcraft/api/v1.1/campaigns/triggers/start/", json=body, timeout=30)
+
+
+def data_uri(content: bytes) -> str:
+    return "data:text/plain;base64," + base64.b64encode(content).decode()
+
+
+def test_attachment_names_are_reduced_to_a_file_name(api_url: str, files: tuple[Tenant, str], sink: Sink) -> None:
+    names = ["../../etc/passwd", "C:\\Windows\\System32\\evil.bat", "/srv/x.txt", "..\\../.hidden"]
+    before = len(sink.to(files[1]))
+    response = send_files(api_url, files, [{"name": name, "data": data_uri(b"x")} for name in names])
+    assert response.json()["error"] == 0, response.text
+    mail = wait_until(lambda: sink.to(files[1])[before:] or None, what="the mail with files")[0]
+    assert [part.get_filename() for part in mail.message.iter_attachments()] == [
+        "passwd",
+        "evil.bat",
+        "x.txt",
+        "hidden",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("attach", "field", "reason"),
+    [
+        ([{"name": "a\r\nBcc: evil@example.com.txt", "data": data_uri(b"x")}], "attach[0].name", "control characters"),
+        (
+            [{"name": "ok.txt", "data": data_uri(b"x")}, {"name": "a\x00.txt", "data": data_uri(b"x")}],
+            "attach[1].name",
+            "control characters",
+        ),
+        ([{"name": "../", "data": data_uri(b"x")}], "attach[0].name", "names no file"),
+        ([{"name": "a.txt", "data": "data:text/plain;base64,not base64!"}], "attach[0].data", "does not decode"),
+        ([{"name": "a.txt", "data": "data:text/plain,plain text"}], "attach[0].data", "data:<mime>;base64"),
+        (
+            [{"name": "a.bin", "data": data_uri(bytes(9 * 2**20))}, {"name": "b.bin", "data": data_uri(bytes(2**21))}],
+            "attach[1].data",
+            "the limit is 10485760 in all",
+        ),
+    ],
+    ids=["crlf", "nul", "no-name", "not-base64", "not-a-base64-uri", "over-the-limit"],
+)
+def test_a_bad_attachment_is_400_naming_it(
+    api_url: str, files: tuple[Tenant, str], attach: list[dict[str, str]], field: str, reason: str
+) -> None:
+    response = send_files(api_url, files, attach)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == 400
+    assert f"{field}: " in response.json()["error_text"] and reason in response.json()["error_text"]
