@@ -1,9 +1,10 @@
 """Real processes: redis-server on a free port, `tripmail worker` and `tripmail api` subprocesses, an aiosmtpd sink.
 
-They are started once per database backend and shared: on SQLite with one worker, on PostgreSQL with two, so every
-test of the shared stack runs on both, and concurrent workers meet on PostgreSQL as in production. Each test
-isolates itself with a workspace and addresses of its own. A test that kills, starves or counts what a process does
-takes a stack of its own (`stack`, `own_settings`: SQLite unless the test parametrizes `own_settings` indirectly).
+They are started once per database backend (in each pytest process: `make test` runs two) and shared: on SQLite
+with one worker, on PostgreSQL with two, so every test of the shared stack runs on both, and concurrent workers
+meet on PostgreSQL as in production. Each test isolates itself with a workspace and addresses of its own. A test
+that kills, starves or counts what a process does takes a stack of its own (`stack`, `own_settings`: SQLite unless
+the test parametrizes `own_settings` indirectly).
 """
 
 import asyncio
