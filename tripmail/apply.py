@@ -125,7 +125,9 @@ class AutomationSpec(_Spec):
     status: Literal["active", "paused", "draft"] = "active"
     transactional: bool = False
     link: str | None = Field(
-        default=None, pattern=r"^[0-9a-f]{16,64}$", description="altcraft v1.0 link secret; generated when absent"
+        default=None,
+        pattern=r"^[0-9a-f]{32,64}$",
+        description="altcraft v1.0 link secret (at least 128 bits); generated when absent",
     )
     steps: list[StepSpec] = Field(min_length=1)
 
