@@ -49,6 +49,10 @@ def make_celery(settings: Settings) -> Celery:
             "health_check_interval": 25,
             "unacked_restore_interval": restore_interval_s,
             "unacked_restore_throttle": restore_sweep_s // restore_interval_s,
+            # A sweep holds a lock in Redis for its few milliseconds; a worker killed during one left it held for
+            # kombu's default 300 s, and no worker brought any task back until it lapsed (seen in a kill -9 test).
+            # Two sweeps overlapping after 10 s at worst requeue a task twice, which the handlers absorb.
+            "unacked_mutex_expire": 10,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
