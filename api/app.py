@@ -23,7 +23,7 @@ from tripmail.config import Settings, get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.errors import TripmailError
 from tripmail.metrics import StateCollector
-from tripmail.queue import make_celery
+from tripmail.queue import make_publisher
 
 YOUNG_COLLECTION_OBJECTS = 10_000
 
@@ -37,9 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.sessions = sessions
         app.state.redis = Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True
+            settings.redis_url,
+            socket_timeout=settings.api_redis_timeout_s,
+            socket_connect_timeout=settings.api_redis_timeout_s,
+            decode_responses=True,
         )
-        app.state.celery = make_celery(settings)
+        app.state.celery = make_publisher(settings)
         app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
         app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s)
         app.state.limiter = (

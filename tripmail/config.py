@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # A task's fixed cost (its transactions, its SMTP hand-over commits) is then shared by the events of those
     # milliseconds: at 100 one-event requests a second, tasks of one event were more than two worker processes did.
     enqueue_wait_s: float = Field(default=0.02, ge=0, le=1)
+    # How long the api waits for an answer from Redis before it takes Redis for down: a request that needs Redis
+    # then gets its 503 within about twice this (a hung Redis would otherwise hold every request for the
+    # socket's 30 s), and one that does not is slowed by at most this once a second.
+    api_redis_timeout_s: float = Field(default=0.5, gt=0, le=5)
     # How often `tripmail scheduler` looks for runs whose wait is over: a wait ends up to this much late.
     scheduler_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.

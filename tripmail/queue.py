@@ -66,6 +66,23 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def make_publisher(settings: Settings) -> Celery:
+    """The api's Celery app: it publishes only, and gives up on Redis after `api_redis_timeout_s`.
+
+    A client waits on the publish, so a hung Redis must cost it a 503 soon, not the workers' 30 s socket timeout
+    times Celery's three publish retries (kombu's connection pool then also blocked every later request).
+    No retry either: the claim before it has just been answered by Redis, and redis-py reconnects a connection
+    left stale by a Redis restart by itself.
+    """
+    app = make_celery(settings)
+    app.conf.broker_transport_options = app.conf.broker_transport_options | {
+        "socket_timeout": settings.api_redis_timeout_s,
+        "socket_connect_timeout": settings.api_redis_timeout_s,
+    }
+    app.conf.task_publish_retry_policy = {"max_retries": 0}
+    return app
+
+
 # How many ids a task's description names before it only counts the rest.
 DESCRIBED_IDS = 5
 

@@ -171,29 +171,29 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tripmail")
 
 
-@contextmanager
-def running_redis(port: int, log: Path) -> Iterator[str]:
-    """A redis-server on loopback that keeps nothing on disk; its URL."""
+def start_redis(port: int, log: Path, *, aof_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    """A redis-server on loopback, answering. It keeps nothing on disk, unless given a directory for its
+    append-only file, which it then keeps as production does (`appendfsync everysec`) and replays on start."""
+    persistence = (
+        ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(aof_dir)]
+        if aof_dir is not None
+        else ["--appendonly", "no"]
+    )
     process = subprocess.Popen(
         # Databases enough for a stack of each test's own (see own_settings).
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--databases",
-            "100",
-        ],
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence, "--databases", "100"],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
+    wait_until(lambda: port_open(port), timeout=15, what="redis-server")
+    return process
+
+
+@contextmanager
+def running_redis(port: int, log: Path) -> Iterator[str]:
+    """A redis-server on loopback that keeps nothing on disk; its URL."""
+    process = start_redis(port, log)
     try:
-        wait_until(lambda: port_open(port), timeout=15, what="redis-server")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()

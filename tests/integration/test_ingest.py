@@ -2,17 +2,13 @@
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 from redis import Redis
-from sqlalchemy.orm import Session, sessionmaker
 
 from api.enqueue import BUSY_FLUSH_EVENTS, CLAIM_UNTIL_QUEUED_S, Answer, Checked, Enqueuer, dedupe_key, enqueue_once
-from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
-from tests.integration.conftest import OwnStack, free_port, running_redis, running_sink, start_api, stop, wait_until
+from tests.integration.conftest import OwnStack, free_port, running_sink, wait_until
 from tripmail.config import Settings
-from tripmail.db import make_sessionmaker
 from tripmail.errors import Unavailable
 from tripmail.queue import make_celery
 from tripmail.schemas.accepted import Accepted
@@ -129,32 +125,3 @@ def test_an_event_from_rest_waits_briefly_for_company_in_its_task(own_settings: 
     # The busy flush waited (nothing came before it); the first request after it did not, so it went alone.
     asyncio.run(two_requests_apart_after_a_busy_flush())
     assert store.llen("celery") == 3
-
-
-def test_while_redis_is_down_events_are_refused_with_503_and_accepted_once_it_is_back(
-    own_settings: Settings, tmp_path: Path
-) -> None:
-    port = free_port()
-    settings = own_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
-    key = unique_workspace_key("outage")
-    db: sessionmaker[Session] = make_sessionmaker(settings)
-    with db.begin() as session:
-        apply_spec(session, password_reset_spec(key))
-        token = make_token(session, key)
-    body = reset_event(f"{key}@example.com", key="outage-1")
-    with running_redis(port, tmp_path / "redis.log"):
-        api, api_url = start_api(settings, tmp_path)
-    try:
-        refused = [post_event(api_url, token, body), post_event(api_url, token, body | {"key": None})]
-        with running_redis(port, tmp_path / "redis.log"):
-            accepted = post_event(api_url, token, body)
-    finally:
-        stop(api)
-        db.kw["bind"].dispose()
-
-    for answer in refused:
-        assert answer.status_code == 503, answer.text
-        assert answer.headers["content-type"] == "application/problem+json"
-        assert answer.json()["type"] == "/problems/unavailable"
-    assert accepted.status_code == 202, accepted.text
-    assert accepted.json()["duplicate"] is False

@@ -3,7 +3,7 @@
 import fakeredis
 import pytest
 
-from api.ratelimit import RateLimiter, token_key
+from api.ratelimit import SKIP_AFTER_REDIS_ERROR_S, RateLimiter, token_key
 from tripmail.errors import PayloadTooLarge, RateLimited
 
 T0 = 1_800_000_000.0
@@ -88,3 +88,18 @@ def test_with_redis_down_requests_pass() -> None:
     server.connected = False
     for _ in range(3):
         limits.charge(A, now=T0)
+
+
+def test_after_redis_fails_the_limit_goes_unchecked_for_a_second_then_holds_again() -> None:
+    server = fakeredis.FakeServer()
+    clock = [0.0]
+    limits = RateLimiter(fakeredis.FakeRedis(server=server), per_minute=60, burst=1, clock=lambda: clock[0])
+    limits.charge(A, now=T0)
+    server.connected = False
+    limits.charge(A, now=T0)
+    server.connected = True
+    # Redis answers again, but a hung one would hold the event loop a timeout per request: not asked yet.
+    clock[0] = SKIP_AFTER_REDIS_ERROR_S - 0.01
+    limits.charge(A, now=T0)
+    clock[0] = SKIP_AFTER_REDIS_ERROR_S
+    assert retry_after(limits, A, now=T0) == 1

@@ -1,0 +1,155 @@
+"""Redis hung, stopped and restarted under a running stack of the test's own: the api refuses events with 503 soon
+and never hangs, /healthz names Redis, and every event it accepted is mailed once after Redis comes back from its
+append-only file, to a worker that reconnected by itself."""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
+from tests.integration.conftest import (
+    free_port,
+    running_sink,
+    start_api,
+    start_redis,
+    start_worker,
+    stop,
+    wait_until,
+)
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
+from tripmail.smtp import parse_smtp_url
+
+# The issue's bound: a client learns within this long that nothing was accepted (the api's own Redis timeout is a
+# quarter of it, so a slow machine does not make the answer late).
+ANSWER_WITHIN_S = 2.0
+
+
+def reset_event(email: str, key: str) -> dict[str, object]:
+    return {"event": "FORGOT_PASSWORD", "key": key, "contact": {"email": email}, "data": {"forgot_password_link": "x"}}
+
+
+def timed_post(api_url: str, token: str, body: dict[str, object]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    answer = httpx.post(f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return answer, time.monotonic() - started
+
+
+@contextmanager
+def paused(process: subprocess.Popen[bytes], *, group: bool = False) -> Iterator[None]:
+    """The process (or its whole group) stopped: its sockets stay open and unanswered, as a hung host's do."""
+    send = os.killpg if group else os.kill
+    send(process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        send(process.pid, signal.SIGCONT)
+
+
+def drained(queue: Redis) -> bool:
+    """No task waiting and none delivered but unacknowledged: nothing left that Redis could hand out again."""
+    return queue.llen("celery") == 0 and queue.hlen("unacked") == 0
+
+
+def assert_refused_in_time(answer: httpx.Response, took_s: float) -> None:
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"] == "/problems/unavailable"
+    assert took_s < ANSWER_WITHIN_S, f"answered after {took_s:.2f} s"
+
+
+@pytest.mark.timeout(240)
+def test_redis_hung_stopped_and_restarted_loses_nothing_sends_nothing_twice_and_never_hangs_the_api(
+    own_settings: Settings, tmp_path: Path
+) -> None:
+    (tmp_path / "redis").mkdir()
+    redis_log = tmp_path / "redis.log"
+    redis_port = free_port()
+    settings = own_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_port}/0"})
+    key = unique_workspace_key("redis-outage")
+    sender = sender_of(key)
+    db: sessionmaker[Session] = make_sessionmaker(settings)
+    with db.begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        token = make_token(session, key)
+    emails = [f"{key}-{index}@example.com" for index in range(60)]
+    redis = start_redis(redis_port, redis_log, aof_dir=tmp_path / "redis")
+    queue = Redis.from_url(settings.redis_url)
+    api, api_url = start_api(settings, tmp_path)
+    worker = start_worker(settings, tmp_path)
+    try:
+        with running_sink(parse_smtp_url(settings.smtp_url.get_secret_value()).port) as sink:
+            # Before: the worker consumes.
+            for index in range(10):
+                assert timed_post(api_url, token, reset_event(emails[index], f"reset-{index}"))[0].status_code == 202
+            wait_until(lambda: sink.count_from(sender) == 10, timeout=60, what="the first ten emails")
+
+            # Hung: every request answered in time, several at once included (the rate limit's check runs on the
+            # event loop), and /healthz says which dependency it is.
+            with paused(redis), ThreadPoolExecutor(max_workers=8) as pool:
+                hung = list(
+                    pool.map(
+                        lambda index: timed_post(api_url, token, reset_event(emails[index], f"hung-{index}")),
+                        range(8),
+                    )
+                )
+                started = time.monotonic()
+                health = httpx.get(f"{api_url}/healthz", timeout=30)
+                health_took_s = time.monotonic() - started
+            for answer, took_s in hung:
+                assert_refused_in_time(answer, took_s)
+            assert health.status_code == 503
+            assert health_took_s < ANSWER_WITHIN_S
+            assert health.json()["redis"].startswith("error: ")
+            assert health.json()["database"] == "ok"
+
+            # Queued when Redis goes down: the worker is held, so the accepted events wait in Redis for the restart.
+            with paused(worker, group=True):
+                queued = [
+                    timed_post(api_url, token, reset_event(emails[index], f"reset-{index}"))[0]
+                    for index in range(10, 40)
+                ]
+                redis.terminate()
+                redis.wait(timeout=10)
+                down, took_s = timed_post(api_url, token, reset_event(emails[40], "reset-40"))
+                health_down = httpx.get(f"{api_url}/healthz", timeout=30)
+                redis = start_redis(redis_port, redis_log, aof_dir=tmp_path / "redis")
+            assert [answer.status_code for answer in queued] == [202] * 30
+            assert_refused_in_time(down, took_s)
+            assert health_down.status_code == 503
+            assert health_down.json()["redis"].startswith("error: ")
+
+            # Back: the api answers again, the refused key was not kept as a duplicate, and the same worker
+            # (never restarted) delivers what waited in the append-only file and what comes now.
+            after = [timed_post(api_url, token, reset_event(emails[40], "reset-40"))[0]]
+            after += [
+                timed_post(api_url, token, reset_event(emails[index], f"reset-{index}"))[0] for index in range(41, 60)
+            ]
+            assert [answer.status_code for answer in after] == [202] * 20
+            assert after[0].json()["duplicate"] is False
+            assert httpx.get(f"{api_url}/healthz", timeout=30).status_code == 200
+            wait_until(lambda: sink.count_from(sender) >= 60, timeout=120, what="every accepted email")
+            # A task the held worker had taken when Redis went away comes back after the visibility timeout; only
+            # once none is left could nothing more arrive.
+            wait_until(lambda: drained(queue), timeout=60, what="the queue drained")
+            assert worker.poll() is None
+            received = sink.recipients_from(sender)
+    finally:
+        for process in (worker, api, redis):
+            if process.poll() is None:
+                stop(process)
+        db.kw["bind"].dispose()
+        queue.close()
+
+    assert set(received) == set(emails)
+    assert set(received.values()) == {1}
