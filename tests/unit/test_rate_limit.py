@@ -5,6 +5,7 @@ import pytest
 
 from api.ratelimit import RateLimiter, token_key
 from tripmail.errors import PayloadTooLarge, RateLimited
+from tripmail.tokens import revoked_key
 
 T0 = 1_800_000_000.0
 A, B = token_key(1), token_key(2)
@@ -88,3 +89,27 @@ def test_with_redis_down_requests_pass() -> None:
     server.connected = False
     for _ in range(3):
         limits.charge(A, now=T0)
+
+
+def test_a_revoked_token_is_told_in_the_same_script_and_charged_nothing() -> None:
+    store = fakeredis.FakeRedis()
+    limits = RateLimiter(store, per_minute=60, burst=2)
+    assert limits.charge_token(1, now=T0) is False
+    store.set(revoked_key(1), 1, ex=60)
+    for _ in range(5):
+        assert limits.charge_token(1, now=T0) is True
+    assert float(store.get(A) or 0) == pytest.approx(T0 * 1000 + 1000)  # still the one request charged before
+    # Another token's marker is not this one's, and the limit still holds for a live token.
+    assert limits.charge_token(2, now=T0) is False
+    assert limits.charge_token(2, now=T0) is False
+    with pytest.raises(RateLimited):
+        limits.charge_token(2, now=T0)
+
+
+def test_with_redis_down_a_token_reads_as_not_revoked() -> None:
+    server = fakeredis.FakeServer()
+    store = fakeredis.FakeRedis(server=server)
+    limits = RateLimiter(store, per_minute=60)
+    store.set(revoked_key(1), 1)
+    server.connected = False
+    assert limits.charge_token(1, now=T0) is False
