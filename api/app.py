@@ -18,7 +18,7 @@ from api.dialects import DIALECTS
 from api.enqueue import Enqueuer
 from api.lookups import SetupCache
 from api.problems import on_http_error, on_model_error, on_tripmail_error, on_validation_error
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateLimiter, RedisPause
 from tripmail.config import Settings, get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.errors import TripmailError
@@ -45,8 +45,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.celery = make_publisher(settings)
         app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
         app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s)
+        app.state.redis_pause = RedisPause()
         app.state.limiter = (
-            RateLimiter(app.state.redis, per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
+            RateLimiter(
+                app.state.redis,
+                per_minute=settings.rate_limit_per_minute,
+                burst=settings.rate_limit_burst,
+                pause=app.state.redis_pause,
+            )
             if settings.rate_limit_per_minute
             else None
         )

@@ -1,8 +1,8 @@
 """Token → workspace, one dependency per header style the dialects use.
 
 The dependencies are async, so a request whose token was seen in the last `setup_cache_s` seconds is
-authenticated on the event loop without a thread hop or a database read; the rate limit's one Redis round trip
-is made there too.
+authenticated on the event loop without a thread hop or a database read; the one Redis round trip that charges
+the rate limit and checks for a revocation is made there too.
 """
 
 import asyncio
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from api.lookups import ExpiringCache
-from api.ratelimit import charge_budget, token_key
+from api.ratelimit import charge_token
 from tripmail.errors import Forbidden, Unauthenticated
 from tripmail.tokens import find_token, hash_secret
 
@@ -35,8 +35,11 @@ class TokenCache(ExpiringCache[str, Principal]):
     """Live tokens, keyed by the SHA-256 of their secret as stored.
 
     Only live tokens are kept: an unknown secret reads the database each time, so a token created a moment ago
-    works at once and random guesses cannot grow the cache. A revoked token keeps working in this process until
-    its entry expires, at most `setup_cache_s` seconds (2 by default).
+    works at once and random guesses cannot grow the cache. A token revoked with `tripmail token revoke` is refused
+    from its next request all the same: the command also leaves a marker in Redis, which `authenticate` checks in
+    the round trip it makes anyway (the rate limit's), and drops the entry. With Redis unreachable the check fails
+    open, and the token keeps working in this process until its entry expires, at most `setup_cache_s` seconds
+    (2 by default), as it does when revoked_at is set by hand.
 
     Requests that miss one token at the same time share one read: when a busy token's entry expires, every
     request in flight misses it, and at 64 connections their reads were an eighth of the api's CPU.
@@ -99,10 +102,13 @@ async def authenticate(
     if not secret:
         raise Unauthenticated(f"send the API token as {how}", field=field)
     principal = await live_principal(request.app.state.tokens, request.app.state.sessions, secret)
+    # Before the scope check: a token that floods with the wrong scope is limited as well. The same round trip
+    # tells whether the token was revoked since this process cached it.
+    if principal is not None and charge_token(request, principal.token_id):
+        request.app.state.tokens.drop(hash_secret(secret))
+        principal = None
     if principal is None:
         raise Unauthenticated("the token is not valid (unknown or revoked)", field=field)
-    # Before the scope check: a token that floods with the wrong scope is limited as well.
-    charge_budget(request, token_key(principal.token_id))
     if scope not in principal.scopes:
         raise Forbidden(f"the token lacks the {scope!r} scope", field=field)
     return principal

@@ -36,6 +36,9 @@ class ExpiringCache(Generic[K, V]):
     def put(self, key: K, value: V) -> None:
         self._entries[key] = (self._clock() + self._ttl_s, value)
 
+    def drop(self, key: K) -> None:
+        self._entries.pop(key, None)
+
     def cached(self, key: K, load: Callable[[], V]) -> V:
         """The value kept for `key`, or `load()` kept from now on."""
         value = self.get(key)

@@ -15,10 +15,17 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tripmail.errors import PayloadTooLarge, RateLimited
+from tripmail.tokens import revoked_key
 
 # In milliseconds. A refused request changes nothing: a client retrying too early does not push its own wait back.
-# The key lapses once its due time has passed, when it would read as a fresh key anyway.
+# The key lapses once its due time has passed, when it would read as a fresh key anyway. KEYS[2], when given, is a
+# token's revocation marker (tripmail.tokens.revoked_key): checked in the same round trip, and a revoked token's
+# request (-1) is not charged.
+_REVOKED = -1
 _CHARGE = """
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
+end
 local now, interval, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local due = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
 local next_due = due + cost * interval
@@ -41,10 +48,26 @@ def link_key(automation_id: int) -> str:
     return f"tripmail:rate:link:{automation_id}"
 
 
-# How long the limit goes unchecked after Redis failed to answer. The check runs on the event loop, so while Redis
-# hangs each one holds every request of the process for the client's timeout: without the pause, the tenth of ten
-# concurrent requests waited ten timeouts.
 SKIP_AFTER_REDIS_ERROR_S = 1.0
+
+
+class RedisPause:
+    """After Redis failed to answer, the per-request checks (rate limit, revocation) skip it for a second.
+
+    They run on the event loop, so while Redis hangs each one held every request of the process for the client's
+    timeout: without the pause, the tenth of ten concurrent requests waited ten timeouts.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._clock() < self._until
+
+    def begin(self) -> None:
+        self._until = self._clock() + SKIP_AFTER_REDIS_ERROR_S
 
 
 class RateLimiter:
@@ -56,20 +79,27 @@ class RateLimiter:
         *,
         per_minute: int,
         burst: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        pause: RedisPause | None = None,
     ) -> None:
         self.per_minute = per_minute
         self.burst = burst or per_minute
         self._interval_ms = 60_000 / per_minute
         self._charge = store.register_script(_CHARGE)
-        self._clock = clock
-        self._unchecked_until = 0.0
+        self._pause = pause or RedisPause()
 
     def charge(self, key: str, cost: int = 1, *, now: float, charged: int = 0) -> None:
         """Take `cost` requests from the key's budget at `now` (seconds since the epoch), or raise RateLimited.
 
         `charged`: what the same request was charged already (a batch's first event, when it was authenticated).
         """
+        self._charge_unless_revoked(key, None, cost, now=now, charged=charged)
+
+    def charge_token(self, token_id: int, *, now: float) -> bool:
+        """Take one request from the token's budget, or raise RateLimited; True, and nothing taken, when the token
+        was revoked (`tripmail token revoke`) in the last `revoked_marker_s` seconds. One round trip for both."""
+        return self._charge_unless_revoked(token_key(token_id), revoked_key(token_id), 1, now=now, charged=0)
+
+    def _charge_unless_revoked(self, key: str, marker: str | None, cost: int, *, now: float, charged: int) -> bool:
         if charged + cost > self.burst:
             # It would never fit, so a 429 would send the client back again and again.
             raise PayloadTooLarge(
@@ -77,16 +107,21 @@ class RateLimiter:
                 "send them in smaller batches",
                 field="events",
             )
-        if self._clock() < self._unchecked_until:
-            return
+        if self._pause.active:
+            return False
         try:
-            wait_ms = self._charge(keys=[key], args=[now * 1000, self._interval_ms, self.burst, cost])
+            wait_ms = self._charge(
+                keys=[key] if marker is None else [key, marker], args=[now * 1000, self._interval_ms, self.burst, cost]
+            )
         except RedisError:
             # Fail open: the limit guards against floods, not correctness. An event cannot be queued while Redis is
             # down, so the enqueue answers 503 for it anyway; refusing here too would also take down what needs no
-            # Redis (the event history, template previews).
-            self._unchecked_until = self._clock() + SKIP_AFTER_REDIS_ERROR_S
-            return
+            # Redis (the event history, template previews). A revoked token is then refused once its cache entry
+            # lapses (setup_cache_s), as the database says.
+            self._pause.begin()
+            return False
+        if wait_ms == _REVOKED:
+            return True
         if wait_ms:
             retry_after_s = math.ceil(wait_ms / 1000)
             raise RateLimited(
@@ -94,6 +129,7 @@ class RateLimiter:
                 f"{self.burst} at once; retry in {retry_after_s} s",
                 retry_after_s=retry_after_s,
             )
+        return False
 
 
 def charge_budget(request: Request, key: str, cost: int = 1, *, charged: int = 0) -> None:
@@ -105,3 +141,22 @@ def charge_budget(request: Request, key: str, cost: int = 1, *, charged: int = 0
     limiter: RateLimiter | None = request.app.state.limiter
     if limiter is not None and cost > 0:
         limiter.charge(key, cost, now=time.time(), charged=charged)
+
+
+def charge_token(request: Request, token_id: int) -> bool:
+    """Charge one request to the token when the api limits requests, and tell whether it was revoked lately.
+
+    One Redis round trip either way: the marker's EXISTS is folded into the rate limit's script, or is the whole
+    round trip when there is no limit. With Redis unreachable, False (fail open, as the limit does).
+    """
+    limiter: RateLimiter | None = request.app.state.limiter
+    if limiter is not None:
+        return limiter.charge_token(token_id, now=time.time())
+    pause: RedisPause = request.app.state.redis_pause
+    if pause.active:
+        return False
+    try:
+        return bool(request.app.state.redis.exists(revoked_key(token_id)))
+    except RedisError:
+        pause.begin()
+        return False

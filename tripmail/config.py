@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     # `make bench` only: serves POST /bench/baseline/events, the ingest floor Tripmail's own path is measured against.
     bench_baseline: bool = False
 
+    @property
+    def revoked_marker_s(self) -> int:
+        """How long `tripmail token revoke` leaves its Redis marker: well past a cached token's `setup_cache_s`, after
+        which every api process reads the database, which says revoked, again."""
+        return max(60, math.ceil(10 * self.setup_cache_s))
+
     @field_validator("flower_auth")
     @classmethod
     def _user_and_password(cls, value: SecretStr | None) -> SecretStr | None:

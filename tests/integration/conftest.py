@@ -269,6 +269,7 @@ def service_env(settings: Settings) -> dict[str, str]:
             "TRIPMAIL_SCHEDULER_INTERVAL_S": str(settings.scheduler_interval_s),
             "TRIPMAIL_LOG_FORMAT": settings.log_format,
             "TRIPMAIL_RATE_LIMIT_PER_MINUTE": str(settings.rate_limit_per_minute),
+            "TRIPMAIL_SETUP_CACHE_S": str(settings.setup_cache_s),
         }
     )
 

@@ -8,12 +8,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from tests.conftest import new_database
-from tests.integration.conftest import free_port, port_open, stop, wait_until
+from tests.integration.conftest import free_port, port_open, service_env, stop, wait_until
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-from tripmail.tokens import SECRET_PREFIX, find_token
+from tripmail.tokens import SECRET_PREFIX, find_token, revoked_key
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
 
@@ -89,3 +90,42 @@ def test_mailcatcher_stores_and_lists_what_it_receives(env: dict[str, str], tmp_
     assert len(stored) == 1 and b"Subject: Caught?" in stored[0].read_bytes()
     assert "b@example.com  'Caught?'" in listed.stdout
     assert "1 message(s)" in listed.stdout
+
+
+def test_token_list_and_revoke(own_settings: Settings) -> None:
+    env = service_env(own_settings)
+    assert tripmail(env, "apply", str(QUICKSTART)).returncode == 0
+    created = [tripmail(env, "token", "create", "--workspace", "quickstart").stdout for _ in range(2)]
+    secrets = [output.strip().splitlines()[-1] for output in created]
+    assert created[0].startswith(f"token 1 ({secrets[0][:12]}…) for workspace quickstart with scopes events:write")
+    listed = tripmail(env, "token", "list", "--workspace", "quickstart")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].startswith(f"1  quickstart  {secrets[0][:12]}…  events:write  created ")
+    assert lines[0].endswith("  live") and lines[1].startswith("2  quickstart")
+    assert lines[-1] == "2 token(s) of workspace quickstart"
+    assert not any(secret[12:] in listed.stdout for secret in secrets)
+
+    revoked = tripmail(env, "token", "revoke", "1")
+    again = tripmail(env, "token", "revoke", "1")
+    unknown = tripmail(env, "token", "revoke", "2", "99")
+    assert revoked.returncode == 0 and revoked.stdout.startswith("token 1 of workspace quickstart revoked at ")
+    assert revoked.stderr == ""
+    store = Redis.from_url(own_settings.redis_url)
+    assert 0 < store.ttl(revoked_key(1)) <= own_settings.revoked_marker_s
+    assert again.returncode == 0 and "token 1 of workspace quickstart was already revoked at " in again.stdout
+    assert unknown.returncode != 0 and "no token with id 99" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert store.exists(revoked_key(2)) == 0  # none of them revoked when one id is unknown
+    every = tripmail(env, "token", "list").stdout.splitlines()
+    assert " revoked 20" in every[0] and every[1].endswith("  live") and every[-1] == "2 token(s)"
+    missing = tripmail(env, "token", "list", "--workspace", "nope")
+    assert missing.returncode != 0 and "no workspace 'nope'" in missing.stderr
+
+    down = tripmail(env | {"TRIPMAIL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, "token", "revoke", "2")
+    assert down.returncode == 0 and down.stdout.startswith("token 2 of workspace quickstart revoked at ")
+    assert "warning: Redis (TRIPMAIL_REDIS_URL) is unreachable" in down.stderr
+    assert "running api processes may accept them for up to 2 s" in down.stderr
+    sessions = make_sessionmaker(own_settings)
+    with sessions() as session:
+        assert find_token(session, secrets[1]) is None
+    sessions.kw["bind"].dispose()

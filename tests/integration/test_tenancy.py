@@ -4,21 +4,27 @@ Every route that reads or references a resource by id is listed here against the
 new route fails `test_every_route_is_covered` until it is given a case (or a reason it references nothing).
 """
 
+import http.client
+import json
 import re
 import string
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import service_env, start_server, stop, wait_until
+from tests.integration.test_rate_limit import connections_to_each_process
 from tripmail.apply import ApplyFile
 from tripmail.config import Settings
 from tripmail.ids import utcnow
@@ -273,7 +279,7 @@ def test_a_token_without_the_scope_gets_403(api_url: str, world: World, db: sess
 
 
 def _revoke(db: sessionmaker[Session], secret: str) -> None:
-    """As the product revokes (there is no `tripmail token revoke` yet): set the token's revoked_at."""
+    """revoked_at set in the database alone, with no Redis marker: enough for a token no api process holds."""
     with db.begin() as session:
         session.scalars(
             select(ApiToken).where(ApiToken.secret_sha256 == hash_secret(secret))
@@ -291,19 +297,54 @@ def test_a_revoked_token_not_seen_lately_is_refused_on_its_next_request(
         assert answer.status_code == 401, f"{_id(case)}: {answer.text}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/auth.py TokenCache keeps a live token for setup_cache_s (2 s) per api process: a token used in "
-    "that window keeps working after revoked_at is set, until its entry expires",
-)
-def test_a_revoked_token_in_use_is_refused_on_its_next_request(
-    api_url: str, world: World, db: sessionmaker[Session]
+@pytest.mark.parametrize("per_minute", [6000, 0], ids=["marker-in-the-limit-script", "no-limit-marker-alone"])
+def test_a_revoked_token_in_use_is_refused_on_its_next_request_by_every_api_process(
+    world: World, db: sessionmaker[Session], stack_settings: Settings, tmp_path: Path, per_minute: int
 ) -> None:
+    """`tripmail token revoke` against an api of two processes that both hold the token in their cache."""
+    # Tokens kept for 10 minutes: without the marker, both processes would accept the token all through the test.
+    settings = stack_settings.model_copy(update={"rate_limit_per_minute": per_minute, "setup_cache_s": 600})
     with db.begin() as session:
         secret = make_token(session, world.a_key, ALL_SCOPES)
-    assert _events_post(api_url, secret, world, "").status_code == 202
-    _revoke(db, secret)
-    assert _events_post(api_url, secret, world, "").status_code == 401
+        token = find_token(session, secret)
+        assert token is not None
+        token_id = token.id
+    api, api_url = start_server(
+        ["api", "--workers", "2"], service_env(settings), tmp_path / "api.log", probe="/healthz", status=200
+    )
+    try:
+        connections = connections_to_each_process(psutil.Process(api.pid), int(api_url.rsplit(":", 1)[1]))
+        for connection in connections:  # each process reads the token and keeps it
+            for _ in range(2):
+                assert _event_on(connection, secret)[0] == 202
+
+        revoked = subprocess.run(
+            [sys.executable, "-m", "tripmail", "token", "revoke", str(token_id)],
+            env=service_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert revoked.returncode == 0 and revoked.stderr == "", revoked.stderr
+        assert revoked.stdout.startswith(f"token {token_id} of workspace {world.a_key} revoked at ")
+
+        unknown = _event_on(connections[0], SECRET_PREFIX + "unknown")
+        assert unknown[:2] == (401, "application/problem+json")
+        for connection in connections:
+            assert _event_on(connection, secret) == unknown
+            # The entry is gone: the next request reads the database, which says revoked too.
+            assert _event_on(connection, secret) == unknown
+    finally:
+        stop(api)
+
+
+def _event_on(connection: http.client.HTTPConnection, token: str) -> tuple[int, str | None, object]:
+    """POST /v1/events over this kept-alive connection (to one api process): status, content type and body."""
+    body = json.dumps({"event": "FORGOT_PASSWORD", "contact": {"email": "a@example.com"}})
+    connection.request("POST", "/v1/events", body=body, headers=_headers(token) | {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    return response.status, response.getheader("Content-Type"), json.loads(response.read())
 
 
 def _sqlite_files(settings: Settings) -> list[Path]:

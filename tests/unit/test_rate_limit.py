@@ -3,8 +3,9 @@
 import fakeredis
 import pytest
 
-from api.ratelimit import SKIP_AFTER_REDIS_ERROR_S, RateLimiter, token_key
+from api.ratelimit import SKIP_AFTER_REDIS_ERROR_S, RateLimiter, RedisPause, token_key
 from tripmail.errors import PayloadTooLarge, RateLimited
+from tripmail.tokens import revoked_key
 
 T0 = 1_800_000_000.0
 A, B = token_key(1), token_key(2)
@@ -93,7 +94,8 @@ def test_with_redis_down_requests_pass() -> None:
 def test_after_redis_fails_the_limit_goes_unchecked_for_a_second_then_holds_again() -> None:
     server = fakeredis.FakeServer()
     clock = [0.0]
-    limits = RateLimiter(fakeredis.FakeRedis(server=server), per_minute=60, burst=1, clock=lambda: clock[0])
+    pause = RedisPause(clock=lambda: clock[0])
+    limits = RateLimiter(fakeredis.FakeRedis(server=server), per_minute=60, burst=1, pause=pause)
     limits.charge(A, now=T0)
     server.connected = False
     limits.charge(A, now=T0)
@@ -103,3 +105,27 @@ def test_after_redis_fails_the_limit_goes_unchecked_for_a_second_then_holds_agai
     limits.charge(A, now=T0)
     clock[0] = SKIP_AFTER_REDIS_ERROR_S
     assert retry_after(limits, A, now=T0) == 1
+
+
+def test_a_revoked_token_is_told_in_the_same_script_and_charged_nothing() -> None:
+    store = fakeredis.FakeRedis()
+    limits = RateLimiter(store, per_minute=60, burst=2)
+    assert limits.charge_token(1, now=T0) is False
+    store.set(revoked_key(1), 1, ex=60)
+    for _ in range(5):
+        assert limits.charge_token(1, now=T0) is True
+    assert float(store.get(A) or 0) == pytest.approx(T0 * 1000 + 1000)  # still the one request charged before
+    # Another token's marker is not this one's, and the limit still holds for a live token.
+    assert limits.charge_token(2, now=T0) is False
+    assert limits.charge_token(2, now=T0) is False
+    with pytest.raises(RateLimited):
+        limits.charge_token(2, now=T0)
+
+
+def test_with_redis_down_a_token_reads_as_not_revoked() -> None:
+    server = fakeredis.FakeServer()
+    store = fakeredis.FakeRedis(server=server)
+    limits = RateLimiter(store, per_minute=60)
+    store.set(revoked_key(1), 1)
+    server.connected = False
+    assert limits.charge_token(1, now=T0) is False
