@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis import Redis
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import history, native, ops, templates, unsubscribe
@@ -17,7 +18,7 @@ from api.auth import TokenCache
 from api.dialects import DIALECTS
 from api.enqueue import Enqueuer
 from api.lookups import SetupCache
-from api.problems import on_http_error, on_model_error, on_tripmail_error, on_validation_error
+from api.problems import on_database_error, on_http_error, on_model_error, on_tripmail_error, on_validation_error
 from api.ratelimit import RateLimiter, RedisPause
 from tripmail.config import Settings, get_settings
 from tripmail.db import make_sessionmaker
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ValidationError, on_model_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(OperationalError, on_database_error)
     app.include_router(native.router)
     app.include_router(ops.router)
     if settings.bench_baseline:

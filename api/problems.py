@@ -8,10 +8,11 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.intake import count_refusal
-from tripmail.errors import FieldError, InvalidRequest, RateLimited, TripmailError
+from tripmail.errors import FieldError, InvalidRequest, RateLimited, TripmailError, Unavailable
 
 ErrorRenderer = Callable[[TripmailError], Response]
 
@@ -44,6 +45,19 @@ def _render(request: Request, exc: TripmailError) -> Response:
 async def on_tripmail_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TripmailError)
     return _render(request, exc)
+
+
+# How soon a client may try again after the database was unreachable: a restart or failover takes seconds.
+DATABASE_RETRY_AFTER_S = 5
+
+
+async def on_database_error(request: Request, exc: Exception) -> Response:
+    """The database unreachable (or SQLite's write lock held past its wait) while answering: 503 in the route's
+    envelope, with Retry-After, rather than a bare 500; nothing was accepted, so sending again is safe."""
+    assert isinstance(exc, OperationalError)
+    response = _render(request, Unavailable("the database is not reachable; nothing was accepted, retry later"))
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
 
 
 def _field_path(location: tuple[int | str, ...]) -> str:

@@ -58,6 +58,16 @@ class Cluster:
         name, source = url.rsplit("/", 1)[1], template.rsplit("/", 1)[1]
         self._execute(f'DROP DATABASE "{name}"', f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
 
+    def start_server(self) -> None:
+        """Start the server (again), waiting until it accepts connections."""
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+        data, log = str(self.folder / "data"), str(self.folder / "log")
+        self.run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start")
+
+    def stop_server(self) -> None:
+        """Stop the server as an operator would (`pg_ctl stop -m fast`): open connections are terminated."""
+        self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
+
     def stop(self) -> None:
         self.run("pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop")
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -77,8 +87,7 @@ def start_cluster() -> Cluster:
     cluster = Cluster(bin_dir, folder, _free_port(), as_user)
     try:
         cluster.run("initdb", "-D", str(folder / "data"), "-U", "tripmail", "--auth=trust", "--no-sync", "-E", "UTF8")
-        options = f"-p {cluster.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-        cluster.run("pg_ctl", "-D", str(folder / "data"), "-o", options, "-l", str(folder / "log"), "-w", "start")
+        cluster.start_server()
     except (subprocess.CalledProcessError, OSError) as exc:
         shutil.rmtree(folder, ignore_errors=True)
         detail = exc.stderr.decode(errors="replace") if isinstance(exc, subprocess.CalledProcessError) else str(exc)

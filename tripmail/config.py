@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     # Above the longest task (bounded by task_time_limit_s) so Redis never hands a running task to a second worker.
     visibility_timeout_s: int = Field(default=3600, ge=10)
     task_time_limit_s: int = Field(default=600, ge=5)
+    # The longest a task waits before trying again after the database or Redis was unreachable (or SQLite's write
+    # lock stayed taken); it tries again for as long as that lasts, waiting up to 1, 2, 4, ... seconds (random
+    # within each, so many tasks spread out) and then up to this much (see retry_wait_max_s).
+    retry_backoff_max_s: int = Field(default=60, ge=1)
+    # How long a SQLite writer waits for the write lock another process holds before its statement fails and its
+    # task is tried again later (retry_backoff_max_s). PostgreSQL is not affected.
+    sqlite_lock_wait_s: float = Field(default=30.0, gt=0)
     send_batch_size: int = Field(default=250, ge=1, le=10_000)
     send_max_retries: int = Field(default=5, ge=0)
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
@@ -74,6 +81,12 @@ class Settings(BaseSettings):
             if not (user and colon and password) or "," in value.get_secret_value():
                 raise ValueError("TRIPMAIL_FLOWER_AUTH must be user:password, without a comma")
         return value
+
+    @property
+    def retry_wait_max_s(self) -> int:
+        """retry_backoff_max_s, kept to half the visibility timeout at most: a retry waits inside a worker, unacked,
+        and one held longer than the timeout would be handed to a second worker as well."""
+        return max(1, min(self.retry_backoff_max_s, self.visibility_timeout_s // 2))
 
     @model_validator(mode="after")
     def _tasks_end_before_redelivery(self) -> Self:

@@ -15,19 +15,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from tripmail.config import Settings
 from tripmail.models import Base, table_of
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long a SQLite writer waits for the write lock by default (Settings.sqlite_lock_wait_s).
+SQLITE_LOCK_WAIT_S = 30.0
 
 
-def make_engine(database_url: str) -> Engine:
+def make_engine(database_url: str, *, sqlite_lock_wait_s: float = SQLITE_LOCK_WAIT_S) -> Engine:
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_engine(url, connect_args={"timeout": sqlite_lock_wait_s})
     event.listen(engine, "connect", _tune_sqlite)
-    event.listen(engine, "do_execute", _execute_when_unlocked)
-    event.listen(engine, "do_executemany", _execute_many_when_unlocked)
+
+    def execute(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
+        return _when_unlocked(lambda: cursor.execute(statement, parameters), sqlite_lock_wait_s)
+
+    def execute_many(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
+        return _when_unlocked(lambda: cursor.executemany(statement, parameters), sqlite_lock_wait_s)
+
+    event.listen(engine, "do_execute", execute)
+    event.listen(engine, "do_executemany", execute_many)
     return engine
 
 
@@ -53,8 +61,8 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 _LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_BUSY_RECOVERY}
 
 
-def _when_unlocked(run: Callable[[], object]) -> bool:
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+def _when_unlocked(run: Callable[[], object], wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
     pause = 0.0002
     while True:
         try:
@@ -67,16 +75,9 @@ def _when_unlocked(run: Callable[[], object]) -> bool:
         pause = min(pause * 2, 0.002)
 
 
-def _execute_when_unlocked(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
-    return _when_unlocked(lambda: cursor.execute(statement, parameters))
-
-
-def _execute_many_when_unlocked(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
-    return _when_unlocked(lambda: cursor.executemany(statement, parameters))
-
-
 def make_sessionmaker(settings: Settings) -> sessionmaker[Session]:
-    return sessionmaker(make_engine(settings.database_url), expire_on_commit=False)
+    engine = make_engine(settings.database_url, sqlite_lock_wait_s=settings.sqlite_lock_wait_s)
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 def engine_of(sessions: sessionmaker[Session]) -> Engine:

@@ -10,6 +10,7 @@ sent again, because the server may have it).
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Connection, bindparam, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.attachments import DecodedAttachment, decode_attachment
@@ -763,16 +764,35 @@ class DatabaseJournal:
         if (self._results or self._withdrawn) and not self._wake(results_too=True):
             self._write_results_soon()  # the write under way takes hand-overs only: look again after it
 
-    async def flush(self) -> None:
-        """Wait until everything is written; raise the database's error if it cannot be."""
+    async def flush(self, *, until: float | None = None) -> None:
+        """Wait until everything is written; raise the database's error if it cannot be.
+
+        While the database is unreachable (or SQLite's write lock stays taken), the writing is tried again until
+        `until` (time.monotonic()). The results are the server's replies: once this run is gone they are lost, and
+        a message handed over without its result written is left `unknown` by the next try (never sent twice,
+        but an operator must look). A PostgreSQL restart of a few seconds during delivery left them so.
+        """
         if self._results_timer is not None:
             self._results_timer.cancel()
             self._results_timer = None
         if self._writer is not None:
             await self._writer
-        if self._results or self._withdrawn:
+        pause = 0.1
+        while self._results or self._withdrawn:
             self._failure = None
             await self._write_all(results_too=True)
+            if self._failure is None or not _transient(self._failure):
+                break
+            if until is None or time.monotonic() + pause > until:
+                break
+            log.warning(
+                "could not record the results of %d message(s), trying again in %.1f s: %s",
+                len(self._results),
+                pause,
+                self._failure,
+            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
         if self._failure is not None:
             raise self._failure
 
@@ -824,6 +844,11 @@ class DatabaseJournal:
             )
 
 
+def _transient(exc: SQLAlchemyError) -> bool:
+    """The database was unreachable or locked, rather than refusing what was written."""
+    return isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", False))
+
+
 def _log_result(result: SendResult, claim: Claim) -> None:
     # The SMTP reply is the server's; the message's content never goes to the log.
     log.info(
@@ -861,13 +886,16 @@ def deliver_messages(
     public_url: str,
     clock: Callable[[], datetime],
     settled: bool = False,
+    record_for: float | None = None,
 ) -> DeliveryReport:
     """Claim and render, commit, then for each message: commit its hand-over, send it, record its result.
 
     `run_id` names this delivery across its retries and redeliveries (the Celery task id), so a later try
     can settle what an earlier one that died left claimed; `settled` when the caller did that already in this
-    run (process_events did).
+    run (process_events did). Sending stops after `deadline` seconds; results that could not be written because
+    the database was away are tried again until `record_for` seconds (from the call) have passed.
     """
+    started = time.monotonic()
     # Rendered before the claim, outside the write: on SQLite a write transaction holds the one write lock, and
     # rendering a batch takes far longer than claiming it.
     with sessions() as session:
@@ -890,7 +918,7 @@ def deliver_messages(
         results = list(prepared.failures)
         if prepared.envelopes:
             results += await sending.pool.send_all(prepared.envelopes, deadline=deadline, journal=journal)
-        await journal.flush()
+        await journal.flush(until=started + (record_for if record_for is not None else deadline))
         return results
 
     results = sending.run(send_recorded())

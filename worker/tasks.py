@@ -19,11 +19,15 @@ log = logging.getLogger(__name__)
 
 # The database or Redis was unreachable for a moment. Both tasks may run again: process_events finds its events
 # recorded and re-enqueues what is still pending; deliver_messages claims nothing twice.
+# Tried again for as long as it lasts: with a limit (it was 8 tries, about two minutes with the backoff) an outage
+# longer than that, such as a PostgreSQL restart or failover, stored the task's events as failed, or lost them when
+# the database was still away for that write too (the task is acked either way).
 RETRY_TRANSIENT: dict[str, Any] = {
     "autoretry_for": (OperationalError, BrokerError),
     "retry_backoff": True,
+    "retry_backoff_max": get_settings().retry_wait_max_s,
     "retry_jitter": True,
-    "max_retries": 8,
+    "max_retries": None,
 }
 
 
@@ -103,8 +107,10 @@ def _deliver(
         message_ids,
         run_id=run_id,
         sending=sending(),
-        # Stop sending well inside the hard time limit, so the results so far are recorded, not killed.
+        # Stop sending well inside the hard time limit, so the results so far are recorded, not killed; while the
+        # database is away, keep trying to record them almost until that limit.
         deadline=max(1.0, settings.task_time_limit_s * 0.8 - elapsed_s),
+        record_for=max(1.0, settings.task_time_limit_s * 0.9 - elapsed_s),
         max_attempts=settings.send_max_retries + 1,
         public_url=settings.public_url,
         clock=utcnow,

@@ -270,6 +270,8 @@ def service_env(settings: Settings) -> dict[str, str]:
             "TRIPMAIL_LOG_FORMAT": settings.log_format,
             "TRIPMAIL_RATE_LIMIT_PER_MINUTE": str(settings.rate_limit_per_minute),
             "TRIPMAIL_SETUP_CACHE_S": str(settings.setup_cache_s),
+            "TRIPMAIL_RETRY_BACKOFF_MAX_S": str(settings.retry_backoff_max_s),
+            "TRIPMAIL_SQLITE_LOCK_WAIT_S": str(settings.sqlite_lock_wait_s),
         }
     )
 

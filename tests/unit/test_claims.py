@@ -1,12 +1,18 @@
 """Claims on messages: what a delivery run that stopped half-way leaves behind, and how the next try settles it."""
 
 import asyncio
+import sqlite3
+import time
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
 from tripmail.delivery import (
     STOPPED_AFTER_HAND_OVER,
     DatabaseJournal,
@@ -163,3 +169,33 @@ def test_the_journal_writes_each_result_soon_and_all_of_them_at_flush(
     with sessions() as session:
         handed_over = dict(session.execute(select(Message.id, Message.handed_over_at).where(Message.id.in_(ids))).all())
     assert (handed_over[first], handed_over[second], handed_over[third]) == (NOW, NOW, None)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_journal_keeps_results_the_database_cannot_take_until_it_can(
+    sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    """Another process holds SQLite's write lock past the journal's wait: the replies are kept and written once
+    it lets go, rather than lost with the run (its next try would leave the messages unknown)."""
+    first, second, _ = ids = three_messages(sessions)
+    with sessions.begin() as session:
+        claims = claim_messages(session, [first, second], run_id="run-1", now=NOW)
+    impatient = make_sessionmaker(settings.model_copy(update={"sqlite_lock_wait_s": 0.05}))
+    journal = DatabaseJournal(impatient, claims, clock=lambda: NOW, max_attempts=3)
+    other = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
+
+    async def send_two() -> None:
+        await journal.handing_over(first)
+        await journal.handing_over(second)
+        other.execute("BEGIN EXCLUSIVE")
+        journal.record(SendResult(first, Outcome.SENT, 250, "250 queued"))
+        journal.record(SendResult(second, Outcome.SENT, 250, "250 queued"))
+        with pytest.raises(OperationalError, match="database is locked"):
+            await journal.flush(until=time.monotonic())  # no time to wait: the error, the results kept
+        asyncio.get_running_loop().call_later(0.3, other.execute, "ROLLBACK")
+        await journal.flush(until=time.monotonic() + 30)
+
+    asyncio.run(send_two())
+    other.close()
+    assert states(sessions, ids) == [("sent", 1, "run-1"), ("sent", 1, "run-1"), ("pending", 0, None)]
+    impatient.kw["bind"].dispose()

@@ -43,6 +43,12 @@ def test_a_task_limit_at_or_above_the_visibility_timeout_is_refused() -> None:
         Settings(_env_file=None, visibility_timeout_s=600, task_time_limit_s=600)
 
 
+def test_a_retry_waits_at_most_half_the_visibility_timeout() -> None:
+    # A retry waits unacked inside a worker: held past the visibility timeout, Redis would hand it out again.
+    assert Settings(_env_file=None).retry_wait_max_s == 60
+    assert Settings(_env_file=None, visibility_timeout_s=15, task_time_limit_s=10).retry_wait_max_s == 7
+
+
 def test_a_body_limit_that_attachments_within_theirs_would_not_fit_is_refused() -> None:
     # 12 MiB of attachments are 16 MiB of base64, which leaves nothing of a 16 MiB body for the rest.
     with pytest.raises(ValidationError, match=r"TRIPMAIL_MAX_BODY_BYTES \(16777216\) must be above"):

@@ -1,0 +1,194 @@
+"""The database away or locked while events flow, through real processes: the worker tries again with backoff for as
+long as it lasts, and every accepted event is processed once, its email sent once, none failed.
+
+Each test runs a stack of its own (see test_crashes.py). PostgreSQL is stopped and started for real, on a cluster of
+the test's own: the session's cluster serves the other tests.
+"""
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.app import create_app
+from tests.integration.conftest import OwnStack, free_port, running_sink, wait_until
+from tests.integration.test_crashes import post_reset, settled
+from tests.postgres import Cluster, start_cluster
+from tripmail.config import Settings
+from tripmail.migrations import upgrade
+from tripmail.models import Event, Workspace
+
+# Celery's line for each try it schedules: "Task tripmail.process_events[<id>] retry: Retry in 1s: OperationalError(…".
+RETRY = re.compile(r"Task (tripmail\.\w+)\[([0-9a-f-]+)\] retry: Retry in \d+s: (\w+)\((.*)")
+
+
+def retries(log: Path, cause: str) -> Counter[str]:
+    """How many times each task was scheduled to try again after an error whose text contains `cause`."""
+    return Counter(
+        match[2] for match in RETRY.finditer(log.read_text(errors="replace")) if cause in f"{match[3]}({match[4]}"
+    )
+
+
+def most_retries(log: Path, cause: str) -> int:
+    """The most tries any one task was scheduled for."""
+    return max(retries(log, cause).values(), default=0)
+
+
+def event_statuses(db: sessionmaker[Session], workspace: str) -> dict[str, int]:
+    with db() as session:
+        rows = session.execute(
+            select(Event.status, func.count())
+            .join(Workspace, Event.workspace_id == Workspace.id)
+            .where(Workspace.key == workspace)
+            .group_by(Event.status)
+        )
+        return {str(status): int(count) for status, count in rows}
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of this test's own, to stop and start."""
+    try:
+        own = start_cluster()
+    except RuntimeError as exc:
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    yield own
+    own.stop()
+
+
+@pytest.fixture
+def own_settings(request: pytest.FixtureRequest, own_settings: Settings) -> Settings:
+    """The stack's settings, on the test's own PostgreSQL cluster when it asks for `cluster`.
+
+    Retries wait a second at most, so an outage of seconds sees many of them. A task may take a minute, as long as
+    the outage and more: what it sent is recorded once the database is back. The api keeps what it read of tokens
+    and set-up for the whole test: its native path then needs no database, and accepts events while it is away.
+    """
+    changes: dict[str, object] = {
+        "retry_backoff_max_s": 1,
+        "task_time_limit_s": 60,
+        "visibility_timeout_s": 120,
+        "setup_cache_s": 600.0,
+        "sqlite_lock_wait_s": 1.0,
+    }
+    if "cluster" in request.fixturenames:
+        cluster: Cluster = request.getfixturevalue("cluster")
+        changes["database_url"] = cluster.new_database()
+        upgrade(str(changes["database_url"]))
+    return own_settings.model_copy(update=changes)
+
+
+@pytest.mark.timeout(180)
+def test_postgresql_stopped_while_events_flow_loses_nothing_and_sends_nothing_twice(
+    stack: OwnStack, cluster: Cluster
+) -> None:
+    tenant = stack.tenant("pgdown")
+    emails = [f"{tenant.key}-{index}@example.com" for index in range(70)]
+    log = stack.workdir / "worker.log"
+    with running_sink(stack.smtp_port) as sink:
+        stack.start_worker()
+        scheduler = stack.start_scheduler()
+        for email in emails[:10]:
+            post_reset(stack.api_url, tenant.token, email)
+        wait_until(lambda: settled(stack.db, tenant.key, 10), timeout=60, what="the first 10 sent")
+
+        # Stopped mid-delivery: the next message is handed over (committed) and sent, its reply withheld, so its
+        # result comes back while the database is away. Its process keeps that result until it can write it down;
+        # the worker's other process takes the events that keep coming.
+        sink.hold_data.set()
+        post_reset(stack.api_url, tenant.token, emails[10])
+        wait_until(lambda: sink.held == 1, what="a message handed over, its reply withheld")
+        cluster.stop_server()
+        try:
+            sink.hold_data.clear()
+            for email in emails[11:]:
+                post_reset(stack.api_url, tenant.token, email)  # 202: the api needs no database to accept
+            # More tries of one task (9) than the 8 after which the worker used to give up and fail its events.
+            wait_until(lambda: most_retries(log, "OperationalError") >= 9, timeout=60, what="nine tries of a task")
+        finally:
+            cluster.start_server()
+
+        final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), timeout=90, what="every message")
+        received = sink.recipients_from(tenant.sender)
+
+    assert final == {"sent": len(emails)}
+    assert received == dict.fromkeys(emails, 1)
+    assert event_statuses(stack.db, tenant.key) == {"processed": len(emails)}
+    text = log.read_text(errors="replace")
+    assert "connection" in text and "refused" in text  # what the tries met: the server gone
+    assert " raised unexpected" not in text  # Celery's line for a task that failed for good
+    assert "could not record the results of 1 message(s), trying again" in text
+    assert scheduler.poll() is None
+    assert "could not hand out what is due, trying again" in (stack.workdir / "scheduler.log").read_text()
+
+
+# Another process's write transaction: it holds SQLite's one write lock until told to roll back (a line on stdin).
+HOLD_WRITE_LOCK = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+connection.execute("ROLLBACK")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_sqlite_write_lock_held_by_another_process_delays_events_without_failing_them(stack: OwnStack) -> None:
+    tenant = stack.tenant("locked")
+    emails = [f"{tenant.key}-{index}@example.com" for index in range(40)]
+    log = stack.workdir / "worker.log"
+    path = stack.settings.database_url.removeprefix("sqlite:///")
+    with running_sink(stack.smtp_port) as sink:
+        stack.start_worker()
+        for email in emails[:10]:
+            post_reset(stack.api_url, tenant.token, email)
+        wait_until(lambda: settled(stack.db, tenant.key, 10), timeout=60, what="the first 10 sent")
+
+        # Locked mid-delivery as well: a message handed over, its result coming back while the lock is held.
+        sink.hold_data.set()
+        post_reset(stack.api_url, tenant.token, emails[10])
+        wait_until(lambda: sink.held == 1, what="a message handed over, its reply withheld")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_WRITE_LOCK, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+            sink.hold_data.clear()
+            for email in emails[11:]:
+                post_reset(stack.api_url, tenant.token, email)
+            # Each try waits sqlite_lock_wait_s (1 s) for the lock: six that met it are six such waits at least.
+            locked = "database is locked"
+            wait_until(lambda: sum(retries(log, locked).values()) >= 6, timeout=60, what="tries that met the lock")
+        finally:
+            holder.communicate("release\n", timeout=30)
+        assert holder.returncode == 0
+
+        final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), timeout=90, what="every message")
+        received = sink.recipients_from(tenant.sender)
+
+    assert final == {"sent": len(emails)}
+    assert received == dict.fromkeys(emails, 1)
+    assert event_statuses(stack.db, tenant.key) == {"processed": len(emails)}
+    text = log.read_text(errors="replace")
+    assert " raised unexpected" not in text
+    assert "could not record the results of 1 message(s), trying again" in text and "database is locked" in text
+
+
+def test_the_api_answers_503_while_its_database_is_unreachable(redis_url: str) -> None:
+    # Nothing listens on the port: the api's database is away, as when PostgreSQL is stopped.
+    settings = Settings(
+        database_url=f"postgresql+psycopg://tripmail@127.0.0.1:{free_port()}/tripmail", redis_url=redis_url
+    )
+    body = {"event": "FORGOT_PASSWORD", "contact": {"email": "ann@example.com"}}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.post("/v1/events", json=body, headers={"Authorization": "Bearer tm_live_unknown"})
+    assert (response.status_code, response.headers["content-type"]) == (503, "application/problem+json")
+    assert (response.json()["type"], response.headers["Retry-After"]) == ("/problems/unavailable", "5")
