@@ -31,8 +31,12 @@ from api.app import create_app
 from tests.builders import make_token
 from tests.integration.conftest import Tenant
 from tripmail.config import Settings
-from tripmail.models import Automation, Workspace
+from tripmail.contacts import upsert_contact
+from tripmail.ids import utcnow
+from tripmail.models import Automation, EventType, Workspace
+from tripmail.schemas.trigger import Audience, ContactUpdate
 from tripmail.tokens import KNOWN_SCOPES
+from tripmail.unsubscribe import unsubscribe_token
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")
 
@@ -53,9 +57,17 @@ OPEN = ("GET /healthz", "GET /unsubscribe/", "POST /unsubscribe/")
 
 @dataclass(frozen=True)
 class Credentials:
-    token: str  # every scope the api knows
-    link: str  # the altcraft v1.0 link of the workspace's campaign
+    """A token with every scope the api knows, and what of the workspace a request may name."""
+
+    token: str
+    link: str  # altcraft v1.0 link of the workspace's campaign
     automation_id: int
+    event_key: str
+    event_type_uuid: str
+    template_key: str
+    contact_id: str
+    contact_email: str
+    unsubscribe_token: str
 
 
 def credit(case: Case, credentials: Credentials) -> None:
@@ -76,6 +88,29 @@ def credit(case: Case, credentials: Credentials) -> None:
         case.headers["Authorization"] = f"Bearer {token}"
 
 
+def aim(case: Case, credentials: Credentials) -> None:
+    """Name what the workspace has (its event, template, contact) in place of what the fuzzer made up, so the
+    request reaches the code behind "not found": rendering, the contact upsert, the event's params."""
+    body = case.body if isinstance(case.body, dict) else None
+    path = case.operation.path
+    named = {
+        "/v1/events": ("body", "event", credentials.event_key),
+        "/v1/templates/{key}/preview": ("path", "key", credentials.template_key),
+        "/unsubscribe/{token}": ("path", "token", credentials.unsubscribe_token),
+        "/compat/cocomail/events/trigger": ("body", "identifier", credentials.event_key),
+        "/compat/bunce/v1/events/trigger": ("body", "event_id", credentials.event_type_uuid),
+        "/compat/emailsendx/api/v1/contacts/{contact_id}/events": ("path", "contact_id", credentials.contact_id),
+        "/compat/altcraft/trg/{link}/{value}": ("path", "value", credentials.contact_email),
+    }.get(path)
+    if named is None:
+        return
+    where, name, value = named
+    if where == "path":
+        case.path_parameters = {**(case.path_parameters or {}), name: value}
+    elif body is not None:
+        case.body = {**body, name: value}
+
+
 def discredit(case: Case) -> None:
     """Junk in every place a token may go."""
     junk = "tm_live_not-a-real-token"
@@ -94,8 +129,22 @@ def credentials(tenant: Tenant, db: sessionmaker[Session]) -> Credentials:
             .join(Workspace, Workspace.id == Automation.workspace_id)
             .where(Workspace.key == tenant.key)
         ).one()
+        event_type = session.scalars(select(EventType).where(EventType.workspace_id == automation.workspace_id)).one()
+        workspace = session.get_one(Workspace, automation.workspace_id)
+        email = f"fuzz@{tenant.key}.example.com"
+        contact = upsert_contact(session, workspace.id, Audience(email=email), ContactUpdate(), now=utcnow())
         assert automation.link is not None
-        return Credentials(token=token, link=automation.link, automation_id=automation.id)
+        return Credentials(
+            token=token,
+            link=automation.link,
+            automation_id=automation.id,
+            event_key=event_type.key,
+            event_type_uuid=event_type.uuid,
+            template_key="reset",
+            contact_id=contact.id,
+            contact_email=email,
+            unsubscribe_token=unsubscribe_token(workspace, contact.id),
+        )
 
 
 def statuses_of(tally: Counter[tuple[str, int]]) -> dict[str, Counter[int]]:
@@ -132,6 +181,11 @@ def refusals(workers: list[str]) -> Iterator[Counter[tuple[str, int]]]:
 # one (checked below). schemathesis' lazy loader (`from_fixture`) does not run on pytest 9.2.
 OPENAPI = create_app(Settings()).openapi()
 schema = schemathesis.openapi.from_dict(OPENAPI)
+# Refusing junk credentials needs no edge cases of every parameter (the coverage phase: ~230 requests for
+# altcraft's start alone); generated examples suffice.
+examples_only = schemathesis.openapi.from_dict(
+    OPENAPI, config=schemathesis.Config.from_dict({"phases": {"coverage": {"enabled": False}}})
+)
 
 
 def test_the_live_api_serves_the_fuzzed_document(api_url: str) -> None:
@@ -146,12 +200,16 @@ def test_every_operation_answers_as_its_schema_says(
     case: Case, api_url: str, credentials: Credentials, tally: Counter[tuple[str, int]]
 ) -> None:
     credit(case, credentials)
+    label = case.operation.label
+    # Every other case of an operation names what the workspace has; the rest keep the fuzzer's names.
+    if sum(count for (other, _), count in tally.items() if other == label) % 2 == 0:
+        aim(case, credentials)
     response = case.call_and_validate(base_url=api_url, checks=CHECKS, timeout=30)
-    tally[(case.operation.label, response.status_code)] += 1
+    tally[(label, response.status_code)] += 1
 
 
-@schema.parametrize()
-@settings(FUZZ, max_examples=3)
+@examples_only.parametrize()
+@settings(FUZZ, max_examples=5)
 def test_junk_credentials_answer_as_the_schema_says(
     case: Case, api_url: str, refusals: Counter[tuple[str, int]]
 ) -> None:
