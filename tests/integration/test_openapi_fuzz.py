@@ -49,7 +49,7 @@ pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Bounded and reproducible: a few seconds per operation on two cores, the same cases on every run.
 FUZZ = settings(
-    max_examples=20,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     database=None,
