@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, bearer
+from api.problems import problem_responses
 from tripmail.history import event_detail, list_events
 from tripmail.schemas.history import EventDetail, EventPage
 
@@ -15,7 +16,7 @@ router = APIRouter(tags=["history"])
 EventReader = Annotated[Principal, Depends(bearer("events:read"))]
 
 
-@router.get("/v1/events")
+@router.get("/v1/events", responses=problem_responses(401, 403, 422, 429))
 async def get_events(
     principal: EventReader,
     request: Request,
@@ -48,7 +49,7 @@ async def get_events(
     return await run_in_threadpool(read)
 
 
-@router.get("/v1/events/{event_id}")
+@router.get("/v1/events/{event_id}", responses=problem_responses(401, 403, 404, 422, 429))
 async def get_event(event_id: str, principal: EventReader, request: Request) -> EventDetail:
     """One event: its body, the automations it matched, each run's steps, each message's status and attempts."""
 

@@ -23,6 +23,7 @@ from pydantic import (
 from api.auth import EVENTS_WRITE, EventWriter, Principal, bearer_principal
 from api.bodies import BoundedRoute, bounded
 from api.intake import submit_event, submit_events
+from api.problems import problem_responses
 from api.ratelimit import charge_budget, token_key
 from tripmail.contacts import normalize_email, normalize_phone
 from tripmail.errors import FieldError, TripmailError
@@ -158,7 +159,14 @@ async def post_event(body: NativeEvent, principal: EventWriter, request: Request
     return await accept_event(request, body, principal)
 
 
-router.add_api_route("/v1/events", post_event, methods=["POST"], status_code=202, route_class_override=NativeEventRoute)
+router.add_api_route(
+    "/v1/events",
+    post_event,
+    methods=["POST"],
+    status_code=202,
+    responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
+    route_class_override=NativeEventRoute,
+)
 
 
 MAX_BATCH = 1000
@@ -203,7 +211,7 @@ def _answer(index: int, answer: Accepted | TripmailError) -> BatchItem:
     )
 
 
-@router.post("/v1/events/batch", status_code=202)
+@router.post("/v1/events/batch", status_code=202, responses=problem_responses(401, 403, 413, 422, 429))
 async def post_events(body: NativeBatch, principal: EventWriter, request: Request) -> BatchResult:
     """Accept up to 1,000 events; each gets its own result, in order, and a bad one does not refuse the rest."""
     # A batch counts one request per event, valid or not; authenticating it charged the first.

@@ -16,6 +16,48 @@ from tripmail.errors import FieldError, InvalidRequest, RateLimited, TripmailErr
 
 ErrorRenderer = Callable[[TripmailError], Response]
 
+# What `problem` and `on_http_error` write, declared inline: FastAPI would file a model's schema under the route's
+# own media type (application/json), which these answers never carry.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "field": {"type": "string", "description": "The field, header or path segment at fault."},
+        "errors": {
+            "type": "array",
+            "description": "Every field at fault, each with its reason.",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+
+REFUSALS = {
+    400: "The request does not validate; the answer names each field.",
+    401: "No token, or one that is unknown or revoked.",
+    403: "The token lacks the route's scope.",
+    404: "What the request names is not in this workspace.",
+    409: "The campaign is paused or a draft.",
+    413: "The body is over the size limit (or a batch over the token's burst).",
+    422: "The request does not validate; the answer names each field.",
+    429: "The token's rate limit; Retry-After says when the request would fit.",
+    503: "The queue (Redis) did not answer; nothing was accepted.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route whose refusals are problem+json, one per status it can answer."""
+    content = {"application/problem+json": {"schema": PROBLEM_SCHEMA}}
+    return {status: {"description": REFUSALS[status], "content": content} for status in statuses}
+
 
 def problem(exc: TripmailError) -> JSONResponse:
     body: dict[str, Any] = {

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Principal, bearer
 from api.bodies import BoundedRoute
+from api.problems import problem_responses
 from tripmail.previews import preview_template
 from tripmail.rendering import RenderedEmail
 
@@ -32,7 +33,7 @@ class Preview(BaseModel):
     text: str | None
 
 
-@router.post("/v1/templates/{key}/preview")
+@router.post("/v1/templates/{key}/preview", responses=problem_responses(401, 403, 404, 413, 422, 429))
 async def preview(key: str, body: PreviewRequest, principal: TemplateReader, request: Request) -> Preview:
     """Render the template with sample data; a template that fails names the part and line (422)."""
 

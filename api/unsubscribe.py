@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from api.bodies import BoundedRoute
+from api.problems import problem_responses
 from tripmail.ids import utcnow
 from tripmail.unsubscribe import contact_of_token, unsubscribe
 
@@ -17,7 +18,7 @@ _PAGE = """<!doctype html>
 """
 
 
-@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses=problem_responses(404, 422))
 def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
     """Asks before it changes anything: mail scanners follow links, and a GET must not unsubscribe anyone."""
     with request.app.state.sessions() as session:
@@ -30,7 +31,7 @@ def unsubscribe_page(token: str, request: Request) -> HTMLResponse:
     return HTMLResponse(_PAGE.format(body=body))
 
 
-@router.post("/unsubscribe/{token}", response_class=HTMLResponse)
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse, responses=problem_responses(404, 413, 422))
 def unsubscribe_now(token: str, request: Request) -> HTMLResponse:
     """One-click unsubscribe: mail clients POST `List-Unsubscribe=One-Click` here; the contact's email consent
     is withdrawn, so marketing automations skip it (transactional mail still arrives)."""

@@ -127,7 +127,15 @@ def render_error(exc: TripmailError) -> JSONResponse:
     return JSONResponse({"data": None, "error": status, "error_text": exc.detail}, status_code=status)
 
 
-router = dialect_router("altcraft", render_error)
+class AltcraftError(BaseModel):
+    data: None
+    error: int = Field(description="The HTTP status, as the seed's non-zero error code.")
+    error_text: str
+
+
+router = dialect_router(
+    "altcraft", render_error, error_model=AltcraftError, statuses=(400, 401, 403, 404, 409, 413, 429, 503)
+)
 
 
 def _check_and_submit(

@@ -2,11 +2,11 @@
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, EmailStr, JsonValue
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue
 
 from api.auth import Principal, x_authorization
 from api.dialects.routing import dialect_router
@@ -89,7 +89,14 @@ def render_error(exc: TripmailError) -> JSONResponse:
     )
 
 
-router = dialect_router("bunce", render_error)
+class BunceError(BaseModel):
+    success: Literal[False]
+    data: None
+    message: str
+    error: dict[str, str] = Field(description="The message for each field at fault.")
+
+
+router = dialect_router("bunce", render_error, error_model=BunceError, statuses=(401, 403, 413, 422, 429, 503))
 
 
 @router.post("/v1/events/trigger")

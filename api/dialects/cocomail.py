@@ -59,7 +59,14 @@ def render_error(exc: TripmailError) -> JSONResponse:
     return JSONResponse({"data": None, "error": exc.detail}, status_code=exc.status)
 
 
-router = dialect_router("cocomail", render_error)
+class CocomailError(BaseModel):
+    data: None
+    error: str
+
+
+router = dialect_router(
+    "cocomail", render_error, error_model=CocomailError, statuses=(401, 403, 404, 413, 422, 429, 503)
+)
 
 
 @router.post("/events/trigger")

@@ -12,7 +12,7 @@ from api.dialects.routing import dialect_router
 from api.intake import submit
 from tripmail.audience import field_types
 from tripmail.contacts import upsert_contact
-from tripmail.errors import TripmailError
+from tripmail.errors import FieldError, TripmailError
 from tripmail.fields import typed_contact_fields
 from tripmail.ids import iso_utc, utcnow
 from tripmail.models import Contact
@@ -79,7 +79,19 @@ def render_error(exc: TripmailError) -> JSONResponse:
     return JSONResponse({"error": error}, status_code=status)
 
 
-router = dialect_router("emailsendx", render_error)
+class EmailsendxRefusal(BaseModel):
+    code: str
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class EmailsendxError(BaseModel):
+    error: EmailsendxRefusal
+
+
+router = dialect_router(
+    "emailsendx", render_error, error_model=EmailsendxError, statuses=(400, 401, 403, 404, 413, 429, 503)
+)
 
 
 @router.post("/api/v1/contacts")

@@ -187,7 +187,18 @@ def render_error(exc: TripmailError) -> JSONResponse:
     return JSONResponse({"message": exc.detail, "errors": errors}, status_code=status)
 
 
-router = dialect_router("esputnik", render_error, max_body_bytes=MAX_BODY_BYTES)
+class EsputnikError(BaseModel):
+    message: str
+    errors: list[FieldError]
+
+
+router = dialect_router(
+    "esputnik",
+    render_error,
+    error_model=EsputnikError,
+    statuses=(400, 401, 403, 404, 413, 429, 503),
+    max_body_bytes=MAX_BODY_BYTES,
+)
 
 
 @router.post("/api/v2/event", response_class=Response)

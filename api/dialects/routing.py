@@ -5,18 +5,28 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from api.bodies import bounded
-from api.problems import ErrorRenderer
+from api.problems import REFUSALS, ErrorRenderer
 
 _JSON = b"application/json"
 
 
-def dialect_router(name: str, render_error: ErrorRenderer, *, max_body_bytes: int | None = None) -> APIRouter:
+def dialect_router(
+    name: str,
+    render_error: ErrorRenderer,
+    *,
+    error_model: type[BaseModel],
+    statuses: tuple[int, ...],
+    max_body_bytes: int | None = None,
+) -> APIRouter:
     """A router under /compat/<name> whose every error, parsing included, answers through `render_error`.
 
     Every body is read `bounded`: one over the api's limit, or over a dialect's tighter `max_body_bytes`, is
-    refused with 413 before it is parsed.
+    refused with 413 before it is parsed. /openapi.json declares each of `statuses` in `error_model`, the
+    envelope `render_error` writes; "4XX" as well, so FastAPI does not declare its own 422 body, which a
+    dialect never sends.
     """
 
     class DialectRoute(APIRoute):
@@ -34,4 +44,8 @@ def dialect_router(name: str, render_error: ErrorRenderer, *, max_body_bytes: in
 
             return dialect_handler
 
-    return APIRouter(prefix=f"/compat/{name}", tags=[name], route_class=DialectRoute)
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"model": error_model, "description": REFUSALS[status]} for status in statuses
+    }
+    responses["4XX"] = {"model": error_model, "description": f"Any refusal, in {name}'s envelope."}
+    return APIRouter(prefix=f"/compat/{name}", tags=[name], route_class=DialectRoute, responses=responses)
