@@ -1,8 +1,11 @@
 """Operational endpoints."""
 
+from typing import Literal
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,7 +16,17 @@ from tripmail.metrics import counted
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    redis: str = Field(description='"ok", or "error: " and what the client saw')
+    database: str = Field(description='"ok", or "error: " and the kind of error')
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Redis or the database does not answer: it says which"}},
+)
 def healthz(request: Request) -> JSONResponse:
     """200 when Redis and the database both answer; 503 naming the one that does not."""
     checks = {"redis": "ok", "database": "ok"}
