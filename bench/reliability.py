@@ -54,7 +54,9 @@ class Faults:
     def describe(self, options: "Options") -> str:
         parts = []
         if self.kill_workers:
-            parts.append(f"kill -9 of a worker every {options.kill_min_s:g}-{options.kill_max_s:g} s")
+            parts.append(
+                f"kill -9 of a worker {options.kill_min_s:g}-{options.kill_max_s:g} s after the last replacement was ready"
+            )
         if self.redis_restarts:
             parts.append(f"redis-server restarted {self.redis_restarts}x")
         if self.transient or self.refuse:
