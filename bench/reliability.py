@@ -55,7 +55,8 @@ class Faults:
         parts = []
         if self.kill_workers:
             parts.append(
-                f"kill -9 of a worker {options.kill_min_s:g}-{options.kill_max_s:g} s after the last replacement was ready"
+                f"kill -9 of a worker {options.kill_min_s:g}-{options.kill_max_s:g} s after the last replacement "
+                "was ready"
             )
         if self.redis_restarts:
             parts.append(f"redis-server restarted {self.redis_restarts}x")
@@ -332,8 +333,12 @@ def restart_redis(stack: Stack, options: Options, injected: Injected, restarts: 
 
 
 def last_error(worker: Started) -> str:
-    lines = [line for line in worker.log_text().splitlines() if "CRITICAL" in line or "ERROR" in line]
-    return lines[-1].split(" ", 3)[-1][:300] if lines else f"exit code {worker.process.returncode}"
+    lines = worker.log_text().splitlines()
+    critical = [line for line in lines if " CRITICAL " in line]
+    errors = [line for line in lines if " ERROR " in line]
+    if critical or errors:
+        return (critical[0] if critical else errors[-1]).split(" ", 3)[-1][:300]
+    return f"exit code {worker.process.returncode}"
 
 
 def replace_dead_workers(stack: Stack, injected: Injected) -> None:
@@ -570,8 +575,9 @@ def paragraph(outcome: Outcome) -> str:
         )
     if outcome.unknown:
         said.append(
-            f"{outcome.unknown} message(s) are `unknown` (the worker died between handing the message over and "
-            f"recording the reply); {outcome.unknown_at_sink} of them did reach the sink, and none is resent "
+            f"{outcome.unknown} message(s) are `unknown` (their delivery stopped between handing the message over "
+            "and recording the reply: its worker was killed, or its task terminated when the broker connection "
+            f"broke); {outcome.unknown_at_sink} of them did reach the sink, and none is resent "
             "(RELIABILITY.md: resending blindly risks the double send)."
         )
     if outcome.lost:
@@ -607,8 +613,6 @@ def paragraph(outcome: Outcome) -> str:
 
 def write_report(outcomes: list[Outcome], options: Options, command: str, wall_s: float, load: str) -> None:
     lines = [
-        "# Reliability under faults (`make reliability`, bench/reliability.py)",
-        "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, `{command}`, {wall_s / 60:.1f} min wall in all. "
         f"Machine: {machine_line()}. Source: {source_line()}. Load average at the end: "
         f"{' '.join(f'{value:.1f}' for value in os.getloadavg())} (other sessions share these two cores, so times "
@@ -637,7 +641,27 @@ def write_report(outcomes: list[Outcome], options: Options, command: str, wall_s
         *(f"- {paragraph(outcome)}" for outcome in outcomes),
         "",
     ]
-    options.output.write_text("\n".join(lines), encoding="utf-8")
+    record(options.output, "\n".join(lines))
+
+
+START_MARK = "<!-- bench.reliability: start (generated; replaced by each run) -->"
+END_MARK = "<!-- bench.reliability: end -->"
+
+
+def record(path: Path, section: str) -> None:
+    """Put the section between the marks, keeping what is written before and after them (the findings)."""
+    existing = (
+        path.read_text(encoding="utf-8")
+        if path.exists()
+        else "# Reliability under faults (`make reliability`, bench/reliability.py)\n"
+    )
+    block = f"{START_MARK}\n{section.rstrip()}\n{END_MARK}"
+    if START_MARK in existing and END_MARK in existing:
+        head, rest = existing.split(START_MARK, 1)
+        tail = rest.split(END_MARK, 1)[1]
+        path.write_text(f"{head}{block}{tail}", encoding="utf-8")
+    else:
+        path.write_text(f"{existing.rstrip()}\n\n{block}\n", encoding="utf-8")
 
 
 def parse_options() -> Options:
