@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit integration bench venv clean
+.PHONY: run test lint unit integration bench reliability venv clean
 
 $(STAMP): pyproject.toml
 	@scripts/ensure-python-venv.sh "$(PYTHON)" "$(VENV)"
@@ -38,6 +38,12 @@ bench: $(STAMP)
 	@scripts/ensure-program.sh wrk
 	$(BIN)/python -m bench.fan_out 2>/dev/null
 	$(BIN)/python -m bench.delivery
+
+# Fault scenarios at scale (issue 9): 5 x 20,000 emails on fresh stacks, about 15 minutes; writes bench/reliability.md.
+# A quick look: make reliability ARGS="--emails 2000".
+reliability: $(STAMP)
+	@scripts/ensure-program.sh redis-server
+	$(BIN)/python -m bench.reliability $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

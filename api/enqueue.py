@@ -28,6 +28,10 @@ from tripmail.schemas.trigger import TriggerRequest
 log = logging.getLogger(__name__)
 
 CLAIM_UNTIL_QUEUED_S = 60
+# A claim holds `?<event id>` until its event is queued, and `<event id>` after. A claim left unconfirmed (its
+# enqueue failed while Redis was away, so it could not be given back either) must not make the client's retry a
+# duplicate of an event that was never queued: that retry is answered Unavailable until the claim lapses.
+UNCONFIRMED = "?"
 # A flush this big means requests come faster than flushes run, so they share flushes without waiting: the next
 # flush from rest starts at once. Waiting then stalled every connection of a busy client (wrk's 64) for wait_s
 # after each answer, which cost ingest 10-15 % of its requests/s.
@@ -152,6 +156,9 @@ def enqueue_once(store: Redis, celery: Celery, checked: list[Checked]) -> list[A
     event_ids = [new_id() for _ in checked]
     claims = [item.claim for item in checked]
     down = Unavailable("the queue (Redis) is not reachable; nothing was accepted, retry later")
+    unconfirmed = Unavailable(
+        "an earlier request with this key is not confirmed queued (the queue was unreachable); retry later"
+    )
     try:
         firsts = _claim_keys(store, claims, event_ids, checked)
     except RedisError:
@@ -159,9 +166,17 @@ def enqueue_once(store: Redis, celery: Celery, checked: list[Checked]) -> list[A
     answers: list[Answer] = []
     queued: list[tuple[str, dict[str, Any]]] = []
     held: list[tuple[str, str, int]] = []
+    this_flush = set(event_ids)
     for item, event_id, claim, first in zip(checked, event_ids, claims, firsts, strict=True):
+        if first is not None and first.startswith(UNCONFIRMED) and first[1:] not in this_flush:
+            # The key's first event is not known to be queued: its enqueue is under way elsewhere, or it failed
+            # and Redis was away when its claim should have been given back. Either way, not a duplicate yet.
+            answers.append(unconfirmed)
+            continue
         if first is not None:
-            answers.append(Accepted(id=str(first), duplicate=True, matching_automations=item.matching))
+            answers.append(
+                Accepted(id=first.removeprefix(UNCONFIRMED), duplicate=True, matching_automations=item.matching)
+            )
             continue
         answers.append(Accepted(id=event_id, matching_automations=item.matching))
         queued.append((event_id, item.trigger.model_dump(mode="json")))
@@ -193,9 +208,12 @@ for i, key in ipairs(KEYS) do
 end
 return firsts
 """
+# Confirms each claim this flush still holds (its event is queued) and keeps it for the event type's window.
 _HOLD = """
 for i, key in ipairs(KEYS) do
-  redis.call('EXPIRE', key, ARGV[i])
+  if redis.call('GET', key) == '?' .. ARGV[2 * i - 1] then
+    redis.call('SET', key, ARGV[2 * i - 1], 'EX', ARGV[2 * i])
+  end
 end
 """
 
@@ -214,7 +232,7 @@ def _claim_keys(
     for claim, event_id, item in zip(claims, event_ids, checked, strict=True):
         if claim is not None:
             keys.append(claim)
-            args += [event_id, min(item.dedupe_window_s, CLAIM_UNTIL_QUEUED_S)]
+            args += [UNCONFIRMED + event_id, min(item.dedupe_window_s, CLAIM_UNTIL_QUEUED_S)]
     if not keys:
         return [None] * len(claims)
     replies = iter(store.register_script(_CLAIM)(keys=keys, args=args))
@@ -225,9 +243,11 @@ def _hold_for_window(store: Redis, held: list[tuple[str, str, int]]) -> None:
     if not held:
         return
     try:
-        store.register_script(_HOLD)(keys=[claim for claim, _, _ in held], args=[window for _, _, window in held])
+        args = [value for _, event_id, window in held for value in (event_id, window)]
+        store.register_script(_HOLD)(keys=[claim for claim, _, _ in held], args=args)
     except RedisError:
-        # The events are queued; a repeat after the short claim lapses is still caught by the worker's check.
+        # The events are queued, their claims unconfirmed: a repeat is answered Unavailable until the short claim
+        # lapses, and after that is still caught by the worker's check.
         log.warning("could not extend %d dedupe key(s) to their window", len(held))
 
 
@@ -235,7 +255,7 @@ def _release(store: Redis, held: list[tuple[str, str, int]]) -> None:
     """Give the keys back, so the client's retry is not answered as a duplicate of events never queued."""
     for claim, event_id, _window in held:
         try:
-            if store.get(claim) == event_id:
+            if store.get(claim) == UNCONFIRMED + event_id:
                 store.delete(claim)
         except RedisError:
             log.warning("could not release dedupe key %s after a failed enqueue", claim)

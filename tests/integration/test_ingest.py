@@ -6,7 +6,16 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from redis import Redis
 
-from api.enqueue import BUSY_FLUSH_EVENTS, CLAIM_UNTIL_QUEUED_S, Answer, Checked, Enqueuer, dedupe_key, enqueue_once
+from api.enqueue import (
+    BUSY_FLUSH_EVENTS,
+    CLAIM_UNTIL_QUEUED_S,
+    Answer,
+    Checked,
+    Enqueuer,
+    _claim_keys,
+    dedupe_key,
+    enqueue_once,
+)
 from tests.integration.conftest import OwnStack, free_port, running_sink, wait_until
 from tripmail.config import Settings
 from tripmail.errors import Unavailable
@@ -69,6 +78,29 @@ def test_a_failed_publish_answers_unavailable_and_gives_the_keys_back(own_settin
     [first], [repeat] = asyncio.run(two_requests(own_settings.redis_url))
     assert isinstance(first, Accepted) and isinstance(repeat, Accepted)
     assert (first.duplicate, repeat.duplicate, repeat.id) == (False, True, first.id)
+
+
+def test_a_claim_its_failed_enqueue_could_not_give_back_makes_no_duplicate_of_it(own_settings: Settings) -> None:
+    # `make reliability` lost 500 events so: Redis stopped between a flush's claim and its publish, and was still
+    # away for the release; the client's retry of the batch, once Redis was back, was answered "duplicate" of
+    # events that were never queued.
+    store = Redis.from_url(own_settings.redis_url, decode_responses=True)
+    store.delete("celery")
+    trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key="k-left", audience=Audience(email="a@example.com"))
+    checked = Checked(trigger, event_type=None, matching=1)
+    [first] = _claim_keys(store, [checked.claim], ["never-queued"], [checked])  # claimed; publish and release failed
+    assert first is None
+
+    [retry] = enqueue_once(store, make_celery(own_settings), [checked])
+    assert isinstance(retry, Unavailable)  # not Accepted(id="never-queued", duplicate=True)
+    assert store.llen("celery") == 0
+
+    store.delete(dedupe_key(trigger))  # the short claim lapsed
+    [retry] = enqueue_once(store, make_celery(own_settings), [checked])
+    assert isinstance(retry, Accepted) and not retry.duplicate
+    assert store.get(dedupe_key(trigger)) == retry.id and store.llen("celery") == 1
+    [repeat] = enqueue_once(store, make_celery(own_settings), [checked])
+    assert isinstance(repeat, Accepted) and (repeat.duplicate, repeat.id) == (True, retry.id)
 
 
 def test_keys_of_one_flush_are_claimed_in_order_and_held_for_their_window_once_queued(own_settings: Settings) -> None:

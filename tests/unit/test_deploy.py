@@ -380,6 +380,13 @@ def test_compose_worker_grace_period_outlasts_the_longest_task(monkeypatch: pyte
     assert seconds(worker["stop_grace_period"]) > settings.task_time_limit_s
 
 
+def test_compose_restarts_every_long_running_tripmail_service() -> None:
+    # A worker can exit on its own when Redis goes away (see bench/reliability.md); only migrate runs once.
+    policies = {name: service.get("restart", "no") for name, service in tripmail_services().items()}
+    assert policies.pop("migrate") == "no"
+    assert set(policies.values()) == {"unless-stopped"}, policies
+
+
 def test_compose_redis_keeps_every_queued_task() -> None:
     command = COMPOSE_FILE["services"]["redis"]["command"]
     options = dict(zip(command[1::2], command[2::2], strict=True))
