@@ -41,6 +41,8 @@ DOMAIN = "reliability.example.com"
 # it), long enough above the task time limit that Redis never hands a running task to a second worker.
 VISIBILITY_TIMEOUT_S = 30
 TASK_TIME_LIMIT_S = 20
+# A task Redis lost (tripmail/ledger.py) is published again within the run, well inside the stall limit.
+TASK_LOST_AFTER_S = 20
 FINAL = ("sent", "failed", "unknown", "suppressed")
 
 
@@ -185,6 +187,7 @@ class Stack:
             "TRIPMAIL_RATE_LIMIT_PER_MINUTE": "0",
             "TRIPMAIL_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
             "TRIPMAIL_TASK_TIME_LIMIT_S": str(TASK_TIME_LIMIT_S),
+            "TRIPMAIL_TASK_LOST_AFTER_S": str(TASK_LOST_AFTER_S),
         }
         tripmail_cli(self.env, work, "migrate")
         tripmail_cli(self.env, work, "apply", str(APPLY_FILE))
@@ -627,7 +630,9 @@ def write_report(outcomes: list[Outcome], options: Options, command: str, wall_s
         "a restart by SIGTERM rewrites and fsyncs the AOF before redis-server exits, so the fsync policy only bears on "
         "a crash of Redis itself (not injected); everysec is the production setting RELIABILITY.md recommends. "
         f"Workers run with a visibility timeout of {VISIBILITY_TIMEOUT_S} s (task time limit "
-        f"{TASK_TIME_LIMIT_S} s), so a killed worker's unacked tasks come back within the run.",
+        f"{TASK_TIME_LIMIT_S} s), so a killed worker's unacked tasks come back within the run, and the scheduler "
+        f"publishes again a task Redis lost after {TASK_LOST_AFTER_S} s (`TRIPMAIL_TASK_LOST_AFTER_S`, "
+        "tripmail/ledger.py).",
         "",
         "Definitions: **expected** = emails posted minus the recipients the sink refuses with 550; **delivered** = "
         "expected recipients the sink accepted at least once; **duplicated** = extra copies the sink accepted (by "

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # then gets its 503 within about twice this (a hung Redis would otherwise hold every request for the
     # socket's 30 s), and one that does not is slowed by at most this once a second.
     api_redis_timeout_s: float = Field(default=0.5, gt=0, le=5)
+    # A task published this long ago that Redis neither queues nor has a worker holding is taken for lost (see
+    # tripmail/ledger.py) and published again by `tripmail scheduler`, which looks every quarter of this.
+    task_lost_after_s: float = Field(default=60.0, gt=0)
     # How often `tripmail scheduler` looks for runs whose wait is over: a wait ends up to this much late.
     scheduler_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.

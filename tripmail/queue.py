@@ -9,6 +9,7 @@ from celery import Celery
 from celery.signals import before_task_publish
 
 from tripmail.config import Settings
+from tripmail.ledger import LedgerAMQP
 
 # Takes a list of [event id, trigger] pairs: one event from the single-event endpoints, many from a batch.
 PROCESS_EVENTS = "tripmail.process_events"
@@ -29,7 +30,7 @@ def make_celery(settings: Settings) -> Celery:
     # unacked set; a sweep every tenth of the timeout (kombu's default: every 100 s) brings them back soon after.
     restore_sweep_s = max(1, min(100, settings.visibility_timeout_s // 10))
     restore_interval_s = min(10, restore_sweep_s)
-    app = Celery("tripmail", broker=settings.redis_url)
+    app = Celery("tripmail", broker=settings.redis_url, amqp=LedgerAMQP)
     app.conf.update(
         # At-least-once: ack only after the task ran, and requeue when its process died under it.
         # Handlers are idempotent (event id primary key, message claim), so a second run is harmless.

@@ -1,19 +1,26 @@
 """The worker's Celery app; the one object built at import, because `celery -A` needs it there."""
 
+import logging
 import os
 from functools import lru_cache
 
 import httpx
-from celery.signals import setup_logging, worker_init, worker_process_shutdown
+from celery import states
+from celery.signals import setup_logging, task_postrun, worker_init, worker_process_shutdown
 from prometheus_client import start_http_server
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tripmail import ledger
 from tripmail.config import get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.logs import configure
 from tripmail.metrics import MULTIPROCESS_DIR, counted, forget_process
 from tripmail.queue import make_celery
 from tripmail.smtp import SendingLoop, parse_smtp_url
+
+log = logging.getLogger(__name__)
 
 celery = make_celery(get_settings())
 celery.conf.include = ["worker.tasks"]
@@ -39,6 +46,23 @@ def webhook_client() -> httpx.Client:
     return httpx.Client(follow_redirects=False)
 
 
+@lru_cache
+def ledger_store() -> Redis:
+    """Built on first use, like sessions()."""
+    return Redis.from_url(get_settings().redis_url)
+
+
+def _forget_finished(task_id: str | None = None, state: str | None = None, **_: object) -> None:
+    # A task that will retry was published again under the same id, which keeps its entry.
+    if task_id is None or state not in (states.SUCCESS, states.FAILURE):
+        return
+    try:
+        ledger.forget(ledger_store(), task_id)
+    except RedisError:
+        # Kept, the entry makes the scheduler publish the finished task again: a harmless second run.
+        log.warning("could not forget finished task %s", task_id)
+
+
 def _serve_metrics(**_: object) -> None:
     """In the worker's main process: its pool processes' metrics, summed, on TRIPMAIL_WORKER_METRICS_PORT."""
     port = get_settings().worker_metrics_port
@@ -59,3 +83,4 @@ def _configure_logging(loglevel: int | str | None = None, **_: object) -> None:
 setup_logging.connect(_configure_logging)
 worker_init.connect(_serve_metrics)
 worker_process_shutdown.connect(_forget_process)
+task_postrun.connect(_forget_finished)

@@ -1,5 +1,5 @@
 """`tripmail scheduler`: hands the runs whose wait is over, and the webhook deliveries that are due, to the workers,
-every TRIPMAIL_SCHEDULER_INTERVAL_S.
+every TRIPMAIL_SCHEDULER_INTERVAL_S; and publishes again the tasks Redis lost (tripmail/ledger.py).
 
 Due times live in the database, not in delayed Celery tasks, so a wait survives restarts of everything. A run is
 handed out (published, then marked) and handed out again if no worker carried it on within
@@ -10,16 +10,21 @@ More than one scheduler may run: they only hand the same runs out twice.
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail import queue, runs, webhooks
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
+from tripmail.ledger import LostTaskSweep
 from tripmail.logs import configure
 from worker.app import celery, sessions
 
@@ -60,12 +65,22 @@ def main() -> None:
     def publish(task: str, ids: list[int]) -> None:
         celery.send_task(task, args=[ids])
 
+    def publish_again(task_id: str, task: str, args: Any, kwargs: Any) -> None:
+        celery.send_task(task, args=args, kwargs=kwargs, task_id=task_id)
+
+    lost_tasks = LostTaskSweep(
+        Redis.from_url(settings.redis_url), publish_again, lost_after_s=settings.task_lost_after_s
+    )
+    swept_at = 0.0
     log.info("scheduler started: looking for due runs and webhooks every %.1f s", settings.scheduler_interval_s)
     while not stopping.is_set():
         handed_out = 0
         try:
             handed_out = hand_out(sessions(), publish, now=utcnow(), batch_size=settings.send_batch_size)
-        except (OperationalError, BrokerError) as exc:
+            if time.monotonic() - swept_at >= settings.task_lost_after_s / 4:
+                lost_tasks.sweep(now=time.time())
+                swept_at = time.monotonic()
+        except (OperationalError, BrokerError, RedisError) as exc:
             # The database or Redis is away for a moment: what is due stays due and is handed out next time.
             log.warning("could not hand out what is due, trying again: %s", exc)
         if handed_out:

@@ -235,19 +235,80 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+class SharedStacks:
+    """The shared stack of each backend, started when first asked for and kept until the session ends.
+
+    Session fixtures that depend on the parametrized `backend` are torn down whenever the next test needs the
+    other backend, and with a test file at a time (pytest-xdist's loadfile) that was at every file: each of the
+    ~25 files restarted both stacks, 10-17 s each, a third of the suite's time.
+    """
+
+    def __init__(self, request: pytest.FixtureRequest, workdir: Path, redis_url: str, smtp_port: int) -> None:
+        self._request = request
+        self._workdir = workdir
+        self._redis_url = redis_url
+        self._smtp_port = smtp_port
+        self._settings: dict[str, Settings] = {}
+        self._sessions: dict[str, sessionmaker[Session]] = {}
+        self._workers: dict[str, list[str]] = {}
+        self._api_urls: dict[str, str] = {}
+        self._processes: list[subprocess.Popen[bytes]] = []
+
+    def settings(self, backend: str) -> Settings:
+        if backend not in self._settings:
+            settings = Settings(
+                database_url=new_database(self._request, backend, self._workdir),
+                # A Redis database of each backend's own: a queue the other stack left behind is not this one's.
+                redis_url=f"{self._redis_url.rsplit('/', 1)[0]}/{BACKENDS.index(backend)}",
+                smtp_url=f"smtp://127.0.0.1:{self._smtp_port}",
+                mail_dir=self._workdir / "mail",
+                # Two pytest processes and their stacks share CI's two cores, where a starved redis-server may answer
+                # later than the default half second: an event of test_delivery once got no 202 in a full run.
+                api_redis_timeout_s=2.0,
+            )
+            upgrade(settings.database_url)
+            self._settings[backend] = settings
+        return self._settings[backend]
+
+    def sessions(self, backend: str) -> sessionmaker[Session]:
+        if backend not in self._sessions:
+            self._sessions[backend] = make_sessionmaker(self.settings(backend))
+        return self._sessions[backend]
+
+    def workers(self, backend: str) -> list[str]:
+        """On SQLite one worker, on PostgreSQL two, as production scales out; their names."""
+        if backend not in self._workers:
+            names = [f"{backend}-{number}" for number in range(1, 3 if backend == "postgresql" else 2)]
+            self._processes += [start_worker(self.settings(backend), self._workdir, name) for name in names]
+            self._workers[backend] = names
+        return self._workers[backend]
+
+    def api_url(self, backend: str) -> str:
+        if backend not in self._api_urls:
+            process, url = start_api(self.settings(backend), self._workdir, f"api-{backend}")
+            self._processes.append(process)
+            self._api_urls[backend] = url
+        return self._api_urls[backend]
+
+    def close(self) -> None:
+        for process in self._processes:
+            stop(process)
+        for sessions in self._sessions.values():
+            sessions.kw["bind"].dispose()
+
+
 @pytest.fixture(scope="session")
-def stack_settings(
-    request: pytest.FixtureRequest, backend: str, workdir: Path, redis_url: str, smtp_sink: tuple[Sink, int]
-) -> Settings:
-    settings = Settings(
-        database_url=new_database(request, backend, workdir),
-        # A Redis database of each backend's own: a queue the other stack left behind is not this one's.
-        redis_url=f"{redis_url.rsplit('/', 1)[0]}/{BACKENDS.index(backend)}",
-        smtp_url=f"smtp://127.0.0.1:{smtp_sink[1]}",
-        mail_dir=workdir / "mail",
-    )
-    upgrade(settings.database_url)
-    return settings
+def shared_stacks(
+    request: pytest.FixtureRequest, workdir: Path, redis_url: str, smtp_sink: tuple[Sink, int]
+) -> Iterator[SharedStacks]:
+    stacks = SharedStacks(request, workdir, redis_url, smtp_sink[1])
+    yield stacks
+    stacks.close()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(backend: str, shared_stacks: SharedStacks) -> Settings:
+    return shared_stacks.settings(backend)
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -270,6 +331,8 @@ def service_env(settings: Settings) -> dict[str, str]:
             "TRIPMAIL_LOG_FORMAT": settings.log_format,
             "TRIPMAIL_RATE_LIMIT_PER_MINUTE": str(settings.rate_limit_per_minute),
             "TRIPMAIL_SETUP_CACHE_S": str(settings.setup_cache_s),
+            "TRIPMAIL_TASK_LOST_AFTER_S": str(settings.task_lost_after_s),
+            "TRIPMAIL_API_REDIS_TIMEOUT_S": str(settings.api_redis_timeout_s),
             "TRIPMAIL_RETRY_BACKOFF_MAX_S": str(settings.retry_backoff_max_s),
             "TRIPMAIL_SQLITE_LOCK_WAIT_S": str(settings.sqlite_lock_wait_s),
         }
@@ -355,27 +418,19 @@ def start_api(settings: Settings, workdir: Path, name: str = "api") -> tuple[sub
 
 
 @pytest.fixture(scope="session")
-def workers(workdir: Path, backend: str, stack_settings: Settings) -> Iterator[list[str]]:
+def workers(backend: str, shared_stacks: SharedStacks) -> list[str]:
     """The shared stack's workers, started; their names."""
-    names = [f"{backend}-{number}" for number in range(1, 3 if backend == "postgresql" else 2)]
-    processes = [start_worker(stack_settings, workdir, name) for name in names]
-    yield names
-    for process in processes:
-        stop(process)
+    return shared_stacks.workers(backend)
 
 
 @pytest.fixture(scope="session")
-def api_url(workdir: Path, backend: str, stack_settings: Settings) -> Iterator[str]:
-    process, url = start_api(stack_settings, workdir, f"api-{backend}")
-    yield url
-    stop(process)
+def api_url(backend: str, shared_stacks: SharedStacks) -> str:
+    return shared_stacks.api_url(backend)
 
 
 @pytest.fixture(scope="session")
-def db(stack_settings: Settings) -> Iterator[sessionmaker[Session]]:
-    sessions = make_sessionmaker(stack_settings)
-    yield sessions
-    sessions.kw["bind"].dispose()
+def db(backend: str, shared_stacks: SharedStacks) -> sessionmaker[Session]:
+    return shared_stacks.sessions(backend)
 
 
 @dataclass(frozen=True)

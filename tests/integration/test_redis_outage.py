@@ -22,10 +22,12 @@ from tests.integration.conftest import (
     running_sink,
     start_api,
     start_redis,
+    start_scheduler,
     start_worker,
     stop,
     wait_until,
 )
+from tripmail import ledger
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.smtp import parse_smtp_url
@@ -153,3 +155,38 @@ def test_redis_hung_stopped_and_restarted_loses_nothing_sends_nothing_twice_and_
 
     assert set(received) == set(emails)
     assert set(received.values()) == {1}
+
+
+def test_a_task_redis_lost_between_its_pop_and_its_unacked_record_is_published_again(
+    own_settings: Settings, tmp_path: Path
+) -> None:
+    settings = own_settings.model_copy(update={"task_lost_after_s": 1.0})
+    tenant_key = unique_workspace_key("lost-task")
+    db: sessionmaker[Session] = make_sessionmaker(settings)
+    with db.begin() as session:
+        apply_spec(session, password_reset_spec(tenant_key))
+        token = make_token(session, tenant_key)
+    queue = Redis.from_url(settings.redis_url)
+    api, api_url = start_api(settings, tmp_path)
+    started = [api]
+    try:
+        accepted = timed_post(api_url, token, reset_event(f"{tenant_key}@example.com", "lost-1"))[0]
+        assert accepted.status_code == 202, accepted.text
+        # What kombu's BRPOP does before the worker records the task as unacknowledged: the worker dies here, or
+        # its connection breaks with the reply unread, and the task is in Redis no more.
+        assert queue.rpop("celery") is not None
+        assert queue.llen("celery") == 0
+        with running_sink(parse_smtp_url(settings.smtp_url.get_secret_value()).port) as sink:
+            started += [start_worker(settings, tmp_path), start_scheduler(settings, tmp_path)]
+            wait_until(lambda: sink.count_from(sender_of(tenant_key)) >= 1, timeout=60, what="the lost event's email")
+            wait_until(lambda: queue.hlen(ledger.TASKS) == 0, timeout=30, what="the ledger to empty")
+            received = sink.recipients_from(sender_of(tenant_key))
+    finally:
+        for process in started:
+            if process.poll() is None:
+                stop(process)
+        db.kw["bind"].dispose()
+        queue.close()
+
+    assert received == {f"{tenant_key}@example.com": 1}
+    assert "is nowhere in Redis: publishing it again" in (tmp_path / "scheduler.log").read_text()

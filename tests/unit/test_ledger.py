@@ -1,0 +1,74 @@
+"""The ledger of published tasks (tripmail/ledger.py) against fakeredis: what a sweep takes for lost, and what not."""
+
+import json
+from typing import Any
+
+import fakeredis
+
+from tripmail import ledger
+
+T0 = 1_800_000_000.0
+LOST_AFTER_S = 60.0
+
+
+def kombu_message(task_id: str) -> str:
+    """The part of a message as kombu's Redis transport stores it that the sweep reads."""
+    return json.dumps({"body": "...", "headers": {"id": task_id, "task": "tripmail.process_events"}})
+
+
+def sweep_twice(store: fakeredis.FakeRedis, now: float) -> list[tuple[str, str, Any, Any]]:
+    published: list[tuple[str, str, Any, Any]] = []
+    sweep = ledger.LostTaskSweep(store, lambda *task: published.append(task), lost_after_s=LOST_AFTER_S)
+    assert sweep.sweep(now=now) == 0  # the first sighting only makes it a suspect
+    sweep.sweep(now=now + 1)
+    return published
+
+
+def test_a_task_nowhere_in_redis_is_published_again_with_its_id_name_and_arguments() -> None:
+    store = fakeredis.FakeRedis()
+    ledger.record(store, "lost", "tripmail.process_events", [[["e1", {"event": "X"}]]], {}, now=T0)
+
+    assert sweep_twice(store, T0 + LOST_AFTER_S) == [
+        ("lost", "tripmail.process_events", [[["e1", {"event": "X"}]]], {})
+    ]
+
+
+def test_tasks_waiting_held_unacknowledged_young_or_finished_are_left_alone() -> None:
+    store = fakeredis.FakeRedis()
+    for task_id in ("waiting", "held", "finished"):
+        ledger.record(store, task_id, "tripmail.deliver_messages", [[1, 2]], {}, now=T0)
+    ledger.record(store, "young", "tripmail.deliver_messages", [[3]], {}, now=T0 + 30)
+    store.lpush(ledger.QUEUE, kombu_message("waiting"))
+    store.hset(ledger.UNACKED, "tag-1", json.dumps([kombu_message("held"), "", "celery"]))
+    ledger.forget(store, "finished")
+
+    assert sweep_twice(store, T0 + LOST_AFTER_S) == []
+    assert store.hlen(ledger.TASKS) == 3
+
+
+def test_a_task_seen_missing_once_then_found_held_is_not_published() -> None:
+    store = fakeredis.FakeRedis()
+    published: list[tuple[str, str, Any, Any]] = []
+    sweep = ledger.LostTaskSweep(store, lambda *task: published.append(task), lost_after_s=LOST_AFTER_S)
+    ledger.record(store, "moving", "tripmail.process_events", [[]], {}, now=T0)
+    # Between kombu's BRPOP and its record as unacknowledged, a task is in neither place for a moment.
+    sweep.sweep(now=T0 + LOST_AFTER_S)
+    store.hset(ledger.UNACKED, "tag-1", json.dumps([kombu_message("moving"), "", "celery"]))
+    sweep.sweep(now=T0 + LOST_AFTER_S + 1)
+    sweep.sweep(now=T0 + LOST_AFTER_S + 2)
+
+    assert published == []
+
+
+def test_a_task_finished_between_two_sweeps_is_dropped_not_published() -> None:
+    store = fakeredis.FakeRedis()
+    published: list[tuple[str, str, Any, Any]] = []
+    sweep = ledger.LostTaskSweep(store, lambda *task: published.append(task), lost_after_s=LOST_AFTER_S)
+    ledger.record(store, "done", "tripmail.process_events", [[]], {}, now=T0)
+    sweep.sweep(now=T0 + LOST_AFTER_S)
+    # Its worker forgot the hash entry, but the index entry stayed (a forget half done).
+    store.hdel(ledger.TASKS, "done")
+    sweep.sweep(now=T0 + LOST_AFTER_S + 1)
+
+    assert published == []
+    assert store.zcard(ledger.PUBLISHED_AT) == 0
