@@ -1006,13 +1006,20 @@ START_MARK = "<!-- bench.delivery: start (generated; replaced by each run) -->"
 END_MARK = "<!-- bench.delivery: end -->"
 
 
-def record(path: Path, section: str) -> None:
+def record(
+    path: Path,
+    section: str,
+    *,
+    marks: tuple[str, str] = (START_MARK, END_MARK),
+    title: str = "# Recorded benchmark runs",
+) -> None:
     """Put the section between the marks in the results file, keeping everything before and after them."""
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Recorded benchmark runs\n"
-    block = f"{START_MARK}\n{section.rstrip()}\n{END_MARK}"
-    if START_MARK in existing and END_MARK in existing:
-        head, rest = existing.split(START_MARK, 1)
-        tail = rest.split(END_MARK, 1)[1]
+    start_mark, end_mark = marks
+    existing = path.read_text(encoding="utf-8") if path.exists() else f"{title}\n"
+    block = f"{start_mark}\n{section.rstrip()}\n{end_mark}"
+    if start_mark in existing and end_mark in existing:
+        head, rest = existing.split(start_mark, 1)
+        tail = rest.split(end_mark, 1)[1]
         path.write_text(f"{head}{block}{tail}", encoding="utf-8")
     else:
         path.write_text(f"{existing.rstrip()}\n\n{block}\n", encoding="utf-8")

@@ -18,14 +18,12 @@ import hashlib
 import json
 import random
 import re
-import sys
 import threading
 import time
 from collections import Counter
 from typing import Any
 
-import uvloop
-from aiosmtpd.controller import Controller
+from bench.sink import serve
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)\s*$", re.MULTILINE | re.IGNORECASE)
 
@@ -108,17 +106,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     handler = FaultyHandler(transient=args.transient, refuse=args.refuse, seed=args.seed)
-    controller = Controller(handler, hostname=args.host, port=args.port, loop=uvloop.new_event_loop())
-    controller.start()
-    try:
-        print("READY", flush=True)
-        for line in sys.stdin:
-            reply = answer(handler, line)
-            if reply is None:
-                break
-            print(reply, flush=True)
-    finally:
-        controller.stop()
+    serve(handler, lambda line: answer(handler, line), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import psutil
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from bench.delivery import machine_line, source_line, tripmail_cli
+from bench.delivery import machine_line, record, source_line, tripmail_cli
 from bench.fault_sink import refused
 from bench.processes import PYTHON, ProcessGroup, Started, bench_env, read_line, wait_for_log, wait_for_port, write_line
 from bench.quickstart import APPLY_FILE, REPOSITORY, batch_bodies, recipient
@@ -646,27 +646,16 @@ def write_report(outcomes: list[Outcome], options: Options, command: str, wall_s
         *(f"- {paragraph(outcome)}" for outcome in outcomes),
         "",
     ]
-    record(options.output, "\n".join(lines))
+    record(
+        options.output,
+        "\n".join(lines),
+        marks=(START_MARK, END_MARK),
+        title="# Reliability under faults (`make reliability`, bench/reliability.py)",
+    )
 
 
 START_MARK = "<!-- bench.reliability: start (generated; replaced by each run) -->"
 END_MARK = "<!-- bench.reliability: end -->"
-
-
-def record(path: Path, section: str) -> None:
-    """Put the section between the marks, keeping what is written before and after them (the findings)."""
-    existing = (
-        path.read_text(encoding="utf-8")
-        if path.exists()
-        else "# Reliability under faults (`make reliability`, bench/reliability.py)\n"
-    )
-    block = f"{START_MARK}\n{section.rstrip()}\n{END_MARK}"
-    if START_MARK in existing and END_MARK in existing:
-        head, rest = existing.split(START_MARK, 1)
-        tail = rest.split(END_MARK, 1)[1]
-        path.write_text(f"{head}{block}{tail}", encoding="utf-8")
-    else:
-        path.write_text(f"{existing.rstrip()}\n\n{block}\n", encoding="utf-8")
 
 
 def parse_options() -> Options:

@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,24 +60,29 @@ def answer(handler: CountingHandler, command: str) -> str | None:
     return f"error: unknown command {verb!r}"
 
 
+def serve(handler: Any, answer_line: Callable[[str], str | None], *, host: str, port: int) -> None:
+    """Serve SMTP with `handler`; print READY, then answer each line of stdin until `answer_line` gives None."""
+    # uvloop keeps the sink's own cost per message low, so it is less often the wall the senders hit.
+    controller = Controller(handler, hostname=host, port=port, loop=uvloop.new_event_loop())
+    controller.start()
+    try:
+        print("READY", flush=True)
+        for line in sys.stdin:
+            reply = answer_line(line)
+            if reply is None:
+                break
+            print(reply, flush=True)
+    finally:
+        controller.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     handler = CountingHandler()
-    # uvloop keeps the sink's own cost per message low, so it is less often the wall the senders hit.
-    controller = Controller(handler, hostname=args.host, port=args.port, loop=uvloop.new_event_loop())
-    controller.start()
-    try:
-        print("READY", flush=True)
-        for line in sys.stdin:
-            reply = answer(handler, line)
-            if reply is None:
-                break
-            print(reply, flush=True)
-    finally:
-        controller.stop()
+    serve(handler, lambda line: answer(handler, line), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

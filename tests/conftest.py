@@ -7,7 +7,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.postgres import Cluster, start_cluster
+from tests.postgres import Cluster, running_cluster
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.migrations import upgrade
@@ -19,12 +19,8 @@ hypothesis_settings.load_profile("tripmail")
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Cluster]:
-    try:
-        cluster = start_cluster()
-    except RuntimeError as exc:
-        pytest.skip(f"PostgreSQL tests skipped: {exc}")
-    yield cluster
-    cluster.stop()
+    with running_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

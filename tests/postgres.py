@@ -7,10 +7,13 @@ import socket
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 
 
 def _free_port() -> int:
@@ -93,3 +96,16 @@ def start_cluster() -> Cluster:
         detail = exc.stderr.decode(errors="replace") if isinstance(exc, subprocess.CalledProcessError) else str(exc)
         raise RuntimeError(f"could not start PostgreSQL: {detail.strip()}") from exc
     return cluster
+
+
+@contextmanager
+def running_cluster() -> Iterator[Cluster]:
+    """A cluster of the caller's own, removed afterwards; the test is skipped when PostgreSQL is not installed."""
+    try:
+        cluster = start_cluster()
+    except RuntimeError as exc:
+        pytest.skip(f"PostgreSQL tests skipped: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from tests.integration.conftest import OwnStack, free_port, running_sink, wait_until
+from tests.integration.conftest import OwnStack, Sink, Tenant, free_port, running_sink, wait_until
 from tests.integration.test_crashes import post_reset, settled
-from tests.postgres import Cluster, start_cluster
+from tests.postgres import Cluster, running_cluster
 from tripmail.config import Settings
 from tripmail.migrations import upgrade
 from tripmail.models import Event, Workspace
@@ -52,15 +52,21 @@ def event_statuses(db: sessionmaker[Session], workspace: str) -> dict[str, int]:
         return {str(status): int(count) for status, count in rows}
 
 
+def ten_sent_and_one_held(stack: OwnStack, tenant: Tenant, emails: list[str], sink: Sink) -> None:
+    """The first ten emails sent and recorded, then the eleventh handed over with its reply withheld at the sink."""
+    for email in emails[:10]:
+        post_reset(stack.api_url, tenant.token, email)
+    wait_until(lambda: settled(stack.db, tenant.key, 10), timeout=60, what="the first 10 sent")
+    sink.hold_data.set()
+    post_reset(stack.api_url, tenant.token, emails[10])
+    wait_until(lambda: sink.held == 1, what="a message handed over, its reply withheld")
+
+
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     """A PostgreSQL cluster of this test's own, to stop and start."""
-    try:
-        own = start_cluster()
-    except RuntimeError as exc:
-        pytest.skip(f"PostgreSQL tests skipped: {exc}")
-    yield own
-    own.stop()
+    with running_cluster() as own:
+        yield own
 
 
 @pytest.fixture
@@ -95,16 +101,10 @@ def test_postgresql_stopped_while_events_flow_loses_nothing_and_sends_nothing_tw
     with running_sink(stack.smtp_port) as sink:
         stack.start_worker()
         scheduler = stack.start_scheduler()
-        for email in emails[:10]:
-            post_reset(stack.api_url, tenant.token, email)
-        wait_until(lambda: settled(stack.db, tenant.key, 10), timeout=60, what="the first 10 sent")
-
         # Stopped mid-delivery: the next message is handed over (committed) and sent, its reply withheld, so its
         # result comes back while the database is away. Its process keeps that result until it can write it down;
         # the worker's other process takes the events that keep coming.
-        sink.hold_data.set()
-        post_reset(stack.api_url, tenant.token, emails[10])
-        wait_until(lambda: sink.held == 1, what="a message handed over, its reply withheld")
+        ten_sent_and_one_held(stack, tenant, emails, sink)
         cluster.stop_server()
         try:
             sink.hold_data.clear()
@@ -148,14 +148,8 @@ def test_sqlite_write_lock_held_by_another_process_delays_events_without_failing
     path = stack.settings.database_url.removeprefix("sqlite:///")
     with running_sink(stack.smtp_port) as sink:
         stack.start_worker()
-        for email in emails[:10]:
-            post_reset(stack.api_url, tenant.token, email)
-        wait_until(lambda: settled(stack.db, tenant.key, 10), timeout=60, what="the first 10 sent")
-
         # Locked mid-delivery as well: a message handed over, its result coming back while the lock is held.
-        sink.hold_data.set()
-        post_reset(stack.api_url, tenant.token, emails[10])
-        wait_until(lambda: sink.held == 1, what="a message handed over, its reply withheld")
+        ten_sent_and_one_held(stack, tenant, emails, sink)
         holder = subprocess.Popen(
             [sys.executable, "-c", HOLD_WRITE_LOCK, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
