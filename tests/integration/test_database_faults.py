@@ -62,6 +62,15 @@ def ten_sent_and_one_held(stack: OwnStack, tenant: Tenant, emails: list[str], si
     wait_until(lambda: sink.held == 1, what="a message handed over, its reply withheld")
 
 
+def every_email_sent_once(stack: OwnStack, tenant: Tenant, emails: list[str], sink: Sink) -> str:
+    """Once every message is final: each sent, each email received once, each event processed; the worker's log."""
+    final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), timeout=90, what="every message")
+    assert final == {"sent": len(emails)}
+    assert sink.recipients_from(tenant.sender) == dict.fromkeys(emails, 1)
+    assert event_statuses(stack.db, tenant.key) == {"processed": len(emails)}
+    return (stack.workdir / "worker.log").read_text(errors="replace")
+
+
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
     """A PostgreSQL cluster of this test's own, to stop and start."""
@@ -115,13 +124,8 @@ def test_postgresql_stopped_while_events_flow_loses_nothing_and_sends_nothing_tw
         finally:
             cluster.start_server()
 
-        final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), timeout=90, what="every message")
-        received = sink.recipients_from(tenant.sender)
+        text = every_email_sent_once(stack, tenant, emails, sink)
 
-    assert final == {"sent": len(emails)}
-    assert received == dict.fromkeys(emails, 1)
-    assert event_statuses(stack.db, tenant.key) == {"processed": len(emails)}
-    text = log.read_text(errors="replace")
     assert "connection" in text and "refused" in text  # what the tries met: the server gone
     assert " raised unexpected" not in text  # Celery's line for a task that failed for good
     assert "could not record the results of 1 message(s), trying again" in text
@@ -165,13 +169,8 @@ def test_sqlite_write_lock_held_by_another_process_delays_events_without_failing
             holder.communicate("release\n", timeout=30)
         assert holder.returncode == 0
 
-        final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), timeout=90, what="every message")
-        received = sink.recipients_from(tenant.sender)
+        text = every_email_sent_once(stack, tenant, emails, sink)
 
-    assert final == {"sent": len(emails)}
-    assert received == dict.fromkeys(emails, 1)
-    assert event_statuses(stack.db, tenant.key) == {"processed": len(emails)}
-    text = log.read_text(errors="replace")
     assert " raised unexpected" not in text
     assert "could not record the results of 1 message(s), trying again" in text and "database is locked" in text
 
