@@ -78,9 +78,11 @@ class LedgerAMQP(AMQP):  # type: ignore[misc]
         return send_recorded
 
 
-def _task_id(raw: str | bytes) -> str | None:
+def _task_id(message: Any) -> str | None:
+    """The id of a kombu message: queued, its JSON; in an unacked entry, the message itself (a dict)."""
     try:
-        message = json.loads(raw)
+        if isinstance(message, str | bytes):
+            message = json.loads(message)
         return str(message["headers"]["id"])
     except (ValueError, KeyError, TypeError):
         return None
@@ -91,10 +93,12 @@ def _in_hand(store: Redis) -> set[str]:
     waiting = {_task_id(raw) for raw in store.lrange(QUEUE, 0, -1)}
     held = set()
     for raw in store.hvals(UNACKED):
+        # kombu keeps [message, exchange, routing key] per delivery tag.
         try:
-            held.add(_task_id(json.loads(raw)[0]))
-        except (ValueError, IndexError, TypeError):
+            message, _exchange, _routing_key = json.loads(raw)
+        except (ValueError, TypeError):
             continue
+        held.add(_task_id(message))
     return {task_id for task_id in waiting | held if task_id is not None}
 
 

@@ -11,9 +11,18 @@ T0 = 1_800_000_000.0
 LOST_AFTER_S = 60.0
 
 
-def kombu_message(task_id: str) -> str:
-    """The part of a message as kombu's Redis transport stores it that the sweep reads."""
-    return json.dumps({"body": "...", "headers": {"id": task_id, "task": "tripmail.process_events"}})
+def kombu_message(task_id: str) -> dict[str, Any]:
+    """The part of a message as kombu's Redis transport keeps it that the sweep reads."""
+    return {"body": "...", "headers": {"id": task_id, "task": "tripmail.process_events"}}
+
+
+def queued(task_id: str) -> str:
+    return json.dumps(kombu_message(task_id))
+
+
+def unacked(task_id: str) -> str:
+    # As kombu's QoS.append writes it: the message itself (not its JSON), its exchange and its routing key.
+    return json.dumps([kombu_message(task_id), "", "celery"])
 
 
 def sweep_twice(store: fakeredis.FakeRedis, now: float) -> list[tuple[str, str, Any, Any]]:
@@ -38,8 +47,8 @@ def test_tasks_waiting_held_unacknowledged_young_or_finished_are_left_alone() ->
     for task_id in ("waiting", "held", "finished"):
         ledger.record(store, task_id, "tripmail.deliver_messages", [[1, 2]], {}, now=T0)
     ledger.record(store, "young", "tripmail.deliver_messages", [[3]], {}, now=T0 + 30)
-    store.lpush(ledger.QUEUE, kombu_message("waiting"))
-    store.hset(ledger.UNACKED, "tag-1", json.dumps([kombu_message("held"), "", "celery"]))
+    store.lpush(ledger.QUEUE, queued("waiting"))
+    store.hset(ledger.UNACKED, "tag-1", unacked("held"))
     ledger.forget(store, "finished")
 
     assert sweep_twice(store, T0 + LOST_AFTER_S) == []
@@ -53,7 +62,7 @@ def test_a_task_seen_missing_once_then_found_held_is_not_published() -> None:
     ledger.record(store, "moving", "tripmail.process_events", [[]], {}, now=T0)
     # Between kombu's BRPOP and its record as unacknowledged, a task is in neither place for a moment.
     sweep.sweep(now=T0 + LOST_AFTER_S)
-    store.hset(ledger.UNACKED, "tag-1", json.dumps([kombu_message("moving"), "", "celery"]))
+    store.hset(ledger.UNACKED, "tag-1", unacked("moving"))
     sweep.sweep(now=T0 + LOST_AFTER_S + 1)
     sweep.sweep(now=T0 + LOST_AFTER_S + 2)
 
