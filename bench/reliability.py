@@ -349,7 +349,10 @@ def replace_dead_workers(stack: Stack, injected: Injected) -> None:
         reason = last_error(worker)
         print(f"    {worker.name} exited on its own ({reason}); starting a replacement", flush=True)
         injected.died.append(f"{worker.name}: {reason}")
-        stack.start_worker()
+        try:
+            stack.start_worker()
+        except RuntimeError as exc:  # killed while starting (the kill thread picks any worker): the next look
+            print(f"    the replacement did not start: {exc}", flush=True)
 
 
 def wait_until_drained(stack: Stack, options: Options, posted: threading.Event, name: str, injected: Injected) -> bool:
@@ -392,11 +395,14 @@ LOG_SIGNS = {
     "unknown outcome recorded": " unknown: ",
     "main process gave up (Unrecoverable error)": "Unrecoverable error",
     "retry not published, task rejected without requeue": "reject requeue=False",
+    "tasks Redis lost, published again by the scheduler": "is nowhere in Redis: publishing it again",
 }
 
 
 def log_findings(stack: Stack) -> dict[str, int]:
-    texts = [path.read_text(errors="replace") for path in stack.logs() if path.name.startswith("worker-")]
+    texts = [
+        path.read_text(errors="replace") for path in stack.logs() if path.name.startswith(("worker-", "scheduler"))
+    ]
     return {label: sum(text.count(sign) for text in texts) for label, sign in LOG_SIGNS.items()}
 
 
@@ -607,7 +613,7 @@ def paragraph(outcome: Outcome) -> str:
         )
     signs = ", ".join(f"{label} {count}" for label, count in outcome.log_findings.items() if count)
     if signs:
-        said.append(f"Worker logs: {signs}.")
+        said.append(f"Worker and scheduler logs: {signs}.")
     if not outcome.drained:
         said.append("**It did not drain**: nothing moved for the stall limit, so the run stopped there.")
     said.append(f"Scenario wall time, set-up included: {outcome.wall_s:.0f} s.")

@@ -281,7 +281,8 @@ def flower(host: str, port: int) -> None:
 
 @main.command()
 def scheduler() -> None:
-    """Hand runs whose wait is over to the workers; one is enough, more only hand the same runs out twice."""
+    """Hand runs whose wait is over to the workers, and publish again tasks Redis lost; one is enough, more only
+    hand the same runs out twice."""
     # exec, as for the worker: a supervisor's signals reach the scheduler itself.
     os.execv(sys.executable, [sys.executable, "-m", "worker.schedule"])  # noqa: S606 - a fixed argv
 
