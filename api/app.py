@@ -19,7 +19,7 @@ from api.dialects import DIALECTS
 from api.enqueue import Enqueuer
 from api.lookups import SetupCache
 from api.problems import on_database_error, on_http_error, on_model_error, on_tripmail_error, on_validation_error
-from api.ratelimit import RateLimiter, RedisPause
+from api.ratelimit import RateLimiter, RedisPause, RevocationMarkers
 from tripmail.config import Settings, get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.errors import TripmailError
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
         app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s)
         app.state.redis_pause = RedisPause()
+        app.state.revocations = RevocationMarkers(app.state.redis, app.state.redis_pause)
         app.state.limiter = (
             RateLimiter(
                 app.state.redis,

@@ -2,6 +2,7 @@
 and a token revoked by `tripmail token revoke` (its Redis marker) on its next request."""
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Principal, TokenCache, authenticate, live_principal
-from api.ratelimit import RateLimiter, RedisPause, token_key
+from api.ratelimit import REVOCATION_RECHECK_S, RateLimiter, RedisPause, RevocationMarkers, token_key
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.config import Settings
 from tripmail.errors import NotFound, Unauthenticated
@@ -95,13 +96,18 @@ def test_requests_that_miss_a_token_together_share_one_read() -> None:
 
 
 def request_to(
-    tokens: TokenCache, sessions: sessionmaker[Session], store: fakeredis.FakeRedis, limited: bool
+    tokens: TokenCache,
+    sessions: sessionmaker[Session],
+    store: fakeredis.FakeRedis,
+    limited: bool,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Request:
     """A request to an app whose state is what create_app's lifespan builds, on fakeredis."""
     app = FastAPI()
     app.state.tokens, app.state.sessions, app.state.redis = tokens, sessions, store
     # One a minute: the budget key a request leaves lives a minute, past the end of the test.
-    app.state.redis_pause = RedisPause()
+    app.state.redis_pause = RedisPause(clock)
+    app.state.revocations = RevocationMarkers(store, app.state.redis_pause, clock)
     app.state.limiter = RateLimiter(store, per_minute=1, burst=10, pause=app.state.redis_pause) if limited else None
     return Request({"type": "http", "app": app, "headers": []})
 
@@ -119,7 +125,8 @@ def test_a_cached_token_revoked_with_its_marker_is_refused_on_its_next_request(
     secret = new_token(sessions)
     store = fakeredis.FakeRedis()
     tokens = TokenCache(ttl_s=2.0, clock=lambda: 100.0)  # the entry never runs out in this test
-    request = request_to(tokens, sessions, store, limited)
+    clock = [0.0]
+    request = request_to(tokens, sessions, store, limited, clock=lambda: clock[0])
     principal = asyncio.run(authenticate(request, secret, scope="events:write", how="test"))
     assert tokens.get(hash_secret(secret)) == principal
     charged = store.get(token_key(principal.token_id))
@@ -128,6 +135,8 @@ def test_a_cached_token_revoked_with_its_marker_is_refused_on_its_next_request(
     with sessions.begin() as session:
         revoke_tokens(session, [principal.token_id], now=NOW)
     mark_revoked(store, [principal.token_id], ttl_s=60)
+    # Without a limit the marker is looked up at most every REVOCATION_RECHECK_S per token and process.
+    clock[0] += REVOCATION_RECHECK_S
     for _ in range(2):
         with pytest.raises(Unauthenticated, match=r"not valid \(unknown or revoked\)"):
             asyncio.run(authenticate(request, secret, scope="events:write", how="test"))
@@ -179,3 +188,16 @@ def test_revoking_is_all_or_nothing_and_keeps_the_first_time(sessions: sessionma
 def test_the_marker_outlasts_every_cached_entry() -> None:
     assert Settings(setup_cache_s=2).revoked_marker_s == 60
     assert Settings(setup_cache_s=30).revoked_marker_s == 300
+
+
+def test_without_a_limit_a_busy_token_is_looked_up_once_per_recheck_interval() -> None:
+    store = fakeredis.FakeRedis()
+    clock = [0.0]
+    markers = RevocationMarkers(store, RedisPause(lambda: clock[0]), lambda: clock[0])
+    assert markers.revoked(7) is False
+    mark_revoked(store, [7], ttl_s=60)
+    clock[0] = REVOCATION_RECHECK_S - 0.001
+    assert markers.revoked(7) is False  # not looked up again yet
+    clock[0] = REVOCATION_RECHECK_S
+    assert markers.revoked(7) is True
+    assert markers.revoked(7) is True  # a revoked token is looked up on every request
