@@ -17,18 +17,19 @@ from tests.integration.conftest import (
     running_sink,
     wait_until,
 )
-from tripmail.models import Contact, Message, MessageAttempt, Workspace
+from tripmail.models import Contact, Event, Message, MessageAttempt, Workspace
 
 CAMPAIGN = 3_000_001
 
 
-def statuses(db: sessionmaker[Session], workspace: str) -> dict[str, int]:
+def statuses(db: sessionmaker[Session], workspace: str, of: type[Message | Event] = Message) -> dict[str, int]:
+    """How many of the workspace's messages (or events) have each status."""
     with db() as session:
         rows = session.execute(
-            select(Message.status, func.count())
-            .join(Workspace, Message.workspace_id == Workspace.id)
+            select(of.status, func.count())
+            .join(Workspace, of.workspace_id == Workspace.id)
             .where(Workspace.key == workspace)
-            .group_by(Message.status)
+            .group_by(of.status)
         )
         return {str(status): int(count) for status, count in rows}
 

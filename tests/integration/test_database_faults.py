@@ -14,16 +14,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from tests.integration.conftest import OwnStack, Sink, Tenant, free_port, running_sink, wait_until
-from tests.integration.test_crashes import post_reset, settled
+from tests.integration.test_crashes import post_reset, settled, statuses
 from tests.postgres import Cluster, running_cluster
 from tripmail.config import Settings
 from tripmail.migrations import upgrade
-from tripmail.models import Event, Workspace
+from tripmail.models import Event
 
 # Celery's line for each try it schedules: "Task tripmail.process_events[<id>] retry: Retry in 1s: OperationalError(…".
 RETRY = re.compile(r"Task (tripmail\.\w+)\[([0-9a-f-]+)\] retry: Retry in \d+s: (\w+)\((.*)")
@@ -41,17 +39,6 @@ def most_retries(log: Path, cause: str) -> int:
     return max(retries(log, cause).values(), default=0)
 
 
-def event_statuses(db: sessionmaker[Session], workspace: str) -> dict[str, int]:
-    with db() as session:
-        rows = session.execute(
-            select(Event.status, func.count())
-            .join(Workspace, Event.workspace_id == Workspace.id)
-            .where(Workspace.key == workspace)
-            .group_by(Event.status)
-        )
-        return {str(status): int(count) for status, count in rows}
-
-
 def ten_sent_and_one_held(stack: OwnStack, tenant: Tenant, emails: list[str], sink: Sink) -> None:
     """The first ten emails sent and recorded, then the eleventh handed over with its reply withheld at the sink."""
     for email in emails[:10]:
@@ -67,7 +54,7 @@ def every_email_sent_once(stack: OwnStack, tenant: Tenant, emails: list[str], si
     final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), timeout=90, what="every message")
     assert final == {"sent": len(emails)}
     assert sink.recipients_from(tenant.sender) == dict.fromkeys(emails, 1)
-    assert event_statuses(stack.db, tenant.key) == {"processed": len(emails)}
+    assert statuses(stack.db, tenant.key, of=Event) == {"processed": len(emails)}
     return (stack.workdir / "worker.log").read_text(errors="replace")
 
 
