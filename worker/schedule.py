@@ -77,12 +77,16 @@ def main() -> None:
         handed_out = 0
         try:
             handed_out = hand_out(sessions(), publish, now=utcnow(), batch_size=settings.send_batch_size)
-            if time.monotonic() - swept_at >= settings.task_lost_after_s / 4:
-                lost_tasks.sweep(now=time.time())
-                swept_at = time.monotonic()
-        except (OperationalError, BrokerError, RedisError) as exc:
+        except (OperationalError, BrokerError) as exc:
             # The database or Redis is away for a moment: what is due stays due and is handed out next time.
             log.warning("could not hand out what is due, trying again: %s", exc)
+        # Apart: it needs Redis only, so a database outage does not stop it.
+        if time.monotonic() - swept_at >= settings.task_lost_after_s / 4:
+            try:
+                lost_tasks.sweep(now=time.time())
+                swept_at = time.monotonic()
+            except (RedisError, BrokerError) as exc:
+                log.warning("could not look for lost tasks, trying again: %s", exc)
         if handed_out:
             log.info("handed out %d due run(s) or webhook(s)", handed_out)
         if handed_out < DUE_PER_TICK:
