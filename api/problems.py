@@ -8,7 +8,6 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.intake import count_refusal
@@ -96,7 +95,6 @@ DATABASE_RETRY_AFTER_S = 5
 async def on_database_error(request: Request, exc: Exception) -> Response:
     """The database unreachable (or SQLite's write lock held past its wait) while answering: 503 in the route's
     envelope, with Retry-After, rather than a bare 500; nothing was accepted, so sending again is safe."""
-    assert isinstance(exc, OperationalError)
     response = _render(request, Unavailable("the database is not reachable; nothing was accepted, retry later"))
     response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
     return response
