@@ -4,7 +4,7 @@ from tripmail.models.automation import Automation, AutomationStep, Template
 from tripmail.models.base import Base, table_of
 from tripmail.models.contact import Contact
 from tripmail.models.event import Event, EventStatus, EventType
-from tripmail.models.message import Message, MessageAttempt, MessageStatus, Suppression
+from tripmail.models.message import Message, MessageAttempt, MessageStatus, Suppression, SuppressionSource
 from tripmail.models.run import AutomationRun, RunStatus, WebhookDelivery, WebhookStatus
 from tripmail.models.workspace import ApiToken, ContactField, Workspace
 
@@ -24,6 +24,7 @@ __all__ = [
     "MessageStatus",
     "RunStatus",
     "Suppression",
+    "SuppressionSource",
     "Template",
     "WebhookDelivery",
     "WebhookStatus",

@@ -32,6 +32,8 @@ class Message(Base):
         Index("ix_messages_workspace_status", "workspace_id", "status"),
         # A run that starts again settles what its earlier try left claimed.
         Index("ix_messages_claimed_by", "claimed_by"),
+        # The scheduler's look for pending messages whose next try is due.
+        Index("ix_messages_due", "status", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -52,6 +54,12 @@ class Message(Base):
     message_id_header: Mapped[str | None] = mapped_column(String(300))
     smtp_code: Mapped[int | None]
     smtp_reply: Mapped[str | None] = mapped_column(Text)
+    # After a transient failure (a 4xx, a relay that is down): when the scheduler hands the message out again, and
+    # the time after which a transient failure fails it for good (set at its first one, cleared by a resend).
+    next_attempt_at: Mapped[datetime | None]
+    give_up_at: Mapped[datetime | None]
+    # When the scheduler last handed it to a worker: not handed out again while that is recent.
+    enqueued_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
@@ -70,8 +78,15 @@ class MessageAttempt(Base):
     smtp_reply: Mapped[str | None] = mapped_column(Text)
 
 
+class SuppressionSource(StrEnum):
+    # A permanent refusal of the recipient by the SMTP server during the send.
+    SMTP = "smtp"
+    # Added by an operator (`tripmail suppressions add`, POST /v1/suppressions).
+    MANUAL = "manual"
+
+
 class Suppression(Base):
-    """An address the workspace no longer mails, after it bounced permanently."""
+    """An address the workspace no longer mails: it bounced permanently, or an operator said so."""
 
     __tablename__ = "suppressions"
     __table_args__ = (UniqueConstraint("workspace_id", "email"),)
@@ -80,4 +95,5 @@ class Suppression(Base):
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(320))
     reason: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(40), default=SuppressionSource.SMTP, server_default="smtp")
     created_at: Mapped[datetime]
