@@ -667,8 +667,8 @@ def record_results(
             retry.append(result.key)
         else:
             status = MessageStatus.FAILED
-            if result.code is not None and 550 <= result.code < 560:
-                suppress(connection, claim.workspace_id, claim.to_address, result.reply, now=now)
+            if result.refuses_recipient:
+                suppress(connection, claim.workspace_id, claim.to_address, f"{result.stage}: {result.reply}", now=now)
         outcomes.append(
             {
                 "message": result.key,
