@@ -1,6 +1,7 @@
 """The one reader of TRIPMAIL_* variables."""
 
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -61,6 +62,9 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.
     public_url: str = "http://127.0.0.1:8000"
+    # Unset: each message's envelope sender (MAIL FROM) is the workspace's sender. Set: it is a signed VERP address
+    # at this domain (tripmail/verp.py), whose MX leads to `tripmail bounces`, so late bounces find their message.
+    bounce_domain: str | None = None
     # `json` for one JSON object per log line (with the ids of the event or message as keys).
     log_format: Literal["text", "json"] = "text"
     # Where `tripmail worker` serves its processes' metrics (prometheus-client multiprocess mode); unset: nowhere.
@@ -97,6 +101,16 @@ class Settings(BaseSettings):
     @property
     def send_retry_waits_s(self) -> tuple[int, ...]:
         return tuple(parse_duration(wait) for wait in self.send_retry_schedule.split(","))
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        domain = value.strip().lower()
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+", domain):
+            raise ValueError(f"TRIPMAIL_BOUNCE_DOMAIN must be a domain name such as bounces.example.com, got {value!r}")
+        return domain
 
     @field_validator("flower_auth")
     @classmethod

@@ -45,6 +45,7 @@ from tripmail.models import (
     MessageAttempt,
     MessageStatus,
     Suppression,
+    SuppressionSource,
     Template,
     Workspace,
     table_of,
@@ -54,6 +55,7 @@ from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import ChannelFilter, TriggerContent
 from tripmail.smtp import Envelope, JournalUnavailable, Outcome, SendingLoop, SendResult
 from tripmail.unsubscribe import ONE_CLICK, unsubscribe_token, unsubscribe_url
+from tripmail.verp import verp_address
 
 log = logging.getLogger(__name__)
 
@@ -567,10 +569,13 @@ class Prepared:
         )
 
 
-def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime, public_url: str) -> Prepared:
+def prepare_envelopes(
+    session: Session, message_ids: list[int], *, now: datetime, public_url: str, bounce_domain: str | None = None
+) -> Prepared:
     """Render and build every message; one that cannot be rendered or built fails alone. Writes nothing.
 
     `public_url` is where recipients reach the api: the unsubscribe links of marketing mail point there.
+    `bounce_domain`, when set, makes each envelope's sender the message's VERP address there.
     """
     prepared = Prepared()
     if not message_ids:
@@ -609,7 +614,12 @@ def prepare_envelopes(session: Session, message_ids: list[int], *, now: datetime
             prepared.failures.append(SendResult(message_id, Outcome.PERMANENT, None, f"template {template.key}: {exc}"))
             continue
         prepared.message_id_headers[message_id] = header
-        prepared.envelopes.append(Envelope(message_id, sender_address, to_address, content))
+        return_path = (
+            sender_address
+            if bounce_domain is None
+            else verp_address(message_id, sender.unsubscribe_secret, bounce_domain)
+        )
+        prepared.envelopes.append(Envelope(message_id, return_path, to_address, content))
     return prepared
 
 
@@ -714,9 +724,17 @@ def record_results(
     return retry
 
 
-def suppress(session: Session | Connection, workspace_id: int, email: str, reason: str, *, now: datetime) -> None:
+def suppress(
+    session: Session | Connection,
+    workspace_id: int,
+    email: str,
+    reason: str,
+    *,
+    now: datetime,
+    source: SuppressionSource = SuppressionSource.SMTP,
+) -> None:
     """Stop mailing an address the server refused permanently as a recipient (no such mailbox or domain)."""
-    values = {"workspace_id": workspace_id, "email": email, "reason": reason, "created_at": now}
+    values = {"workspace_id": workspace_id, "email": email, "reason": reason, "source": source, "created_at": now}
     insert_if_absent(session, Suppression, values, ["workspace_id", "email"])
 
 
@@ -905,6 +923,7 @@ def deliver_messages(
     clock: Callable[[], datetime],
     settled: bool = False,
     record_for: float | None = None,
+    bounce_domain: str | None = None,
 ) -> DeliveryReport:
     """Claim and render, commit, then for each message: commit its hand-over, send it, record its result.
 
@@ -917,7 +936,9 @@ def deliver_messages(
     # Rendered before the claim, outside the write: on SQLite a write transaction holds the one write lock, and
     # rendering a batch takes far longer than claiming it.
     with sessions() as session:
-        rendered = prepare_envelopes(session, message_ids, now=clock(), public_url=public_url)
+        rendered = prepare_envelopes(
+            session, message_ids, now=clock(), public_url=public_url, bounce_domain=bounce_domain
+        )
     with sessions.begin() as session:
         if not settled:
             settle_unfinished(session, run_id=run_id, now=clock())

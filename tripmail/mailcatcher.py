@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email import message_from_bytes
@@ -68,11 +69,21 @@ def list_mail(directory: Path) -> list[CaughtMail]:
 
 def serve(directory: Path, *, host: str, port: int) -> None:
     """Run until interrupted."""
-    # aiosmtpd logs every SMTP command at INFO; one line per stored message (ours) is what a user wants.
+    serve_smtp(
+        MailCatcher(directory),
+        host=host,
+        port=port,
+        started=lambda: log.info("mail catcher listening on %s:%d, storing under %s", host, port, directory),
+    )
+
+
+def serve_smtp(handler: object, *, host: str, port: int, started: Callable[[], None]) -> None:
+    """Serve an aiosmtpd handler until interrupted (Ctrl-C); `started` once it listens."""
+    # aiosmtpd logs every SMTP command at INFO; the handler's own line per message is what a user wants.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
-    controller = Controller(MailCatcher(directory), hostname=host, port=port)
+    controller = Controller(handler, hostname=host, port=port)
     controller.start()
-    log.info("mail catcher listening on %s:%d, storing under %s", host, port, directory)
+    started()
     try:
         asyncio.run(_forever())
     except KeyboardInterrupt:

@@ -26,14 +26,15 @@ class Signer(Protocol):
 def unsubscribe_token(workspace: Signer, contact_id: str) -> str:
     """`<workspace id>.<contact id>.<signature>`: names the contact, and only the workspace can have made it."""
     payload = f"{workspace.id}.{contact_id}"
-    return f"{payload}.{_signature(workspace.unsubscribe_secret, payload)}"
+    return f"{payload}.{workspace_signature(workspace.unsubscribe_secret, payload)}"
 
 
 def unsubscribe_url(public_url: str, token: str) -> str:
     return f"{public_url.rstrip('/')}/unsubscribe/{quote(token, safe='')}"
 
 
-def _signature(secret: str, payload: str) -> str:
+def workspace_signature(secret: str, payload: str) -> str:
+    """An HMAC of `payload` under a workspace's secret: what Tripmail puts in an address or link to know it made it."""
     return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()[:32]
 
 
@@ -47,7 +48,9 @@ def contact_of_token(session: Session, token: str) -> Contact:
         workspace is None
         or contact is None
         or contact.workspace_id != workspace.id
-        or not hmac.compare_digest(signature, _signature(workspace.unsubscribe_secret, f"{workspace.id}.{contact_id}"))
+        or not hmac.compare_digest(
+            signature, workspace_signature(workspace.unsubscribe_secret, f"{workspace.id}.{contact_id}")
+        )
     ):
         raise NotFound("this unsubscribe link is not valid", field="token")
     return contact

@@ -109,6 +109,7 @@ def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0, set
         public_url=settings.public_url,
         clock=utcnow,
         settled=settled,
+        bounce_domain=settings.bounce_domain,
     )
     log.info(
         "delivered batch: %d sent, %d failed, %d unknown, %d waiting to be tried again",

@@ -18,6 +18,10 @@ class MessageStatus(StrEnum):
     # The connection broke after the message was handed over: the server may have accepted it. Never resent
     # automatically, because resending risks the double send that an email service must not make.
     UNKNOWN = "unknown"
+    # Accepted by the relay, then reported undeliverable for good by a later delivery status notification.
+    BOUNCED = "bounced"
+    # Delivered, and reported as spam by its recipient (an ARF feedback report).
+    COMPLAINED = "complained"
 
 
 class Message(Base):
@@ -83,6 +87,10 @@ class SuppressionSource(StrEnum):
     SMTP = "smtp"
     # Added by an operator (`tripmail suppressions add`, POST /v1/suppressions).
     MANUAL = "manual"
+    # A delivery status notification that came back after the relay had accepted the message (`tripmail bounces`).
+    BOUNCE = "bounce"
+    # The recipient reported the mail as spam (an ARF feedback report, `tripmail bounces`).
+    COMPLAINT = "complaint"
 
 
 class Suppression(Base):
