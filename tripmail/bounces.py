@@ -125,9 +125,9 @@ def read_report(raw: bytes, envelope_recipients: Sequence[str] = ()) -> Report:
 
 
 def _failures(mail: Mail) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    # Any exception: its heuristics meet mail from anyone, and one they trip on must not stop the intake.
     try:
         return all_failures(mail)
-    # Its heuristics meet mail from anyone: one they trip on must not stop the intake.
     except Exception:
         log.warning("could not read the report's failures; taking it for a report of none", exc_info=True)
         return frozenset(), frozenset()

@@ -172,7 +172,10 @@ def messages() -> None:
 
 @messages.command("list")
 @click.option(
-    "--status", default="unknown", show_default=True, help="pending, sending, sent, failed, suppressed, unknown"
+    "--status",
+    default="unknown",
+    show_default=True,
+    help="pending, sending, sent, failed, suppressed, unknown, bounced, complained",
 )
 @click.option("--limit", default=100, show_default=True, type=int)
 def messages_list(status: str, limit: int) -> None:

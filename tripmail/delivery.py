@@ -733,7 +733,8 @@ def suppress(
     now: datetime,
     source: SuppressionSource = SuppressionSource.SMTP,
 ) -> None:
-    """Stop mailing an address the server refused permanently as a recipient (no such mailbox or domain)."""
+    """Stop mailing an address: refused for good as a recipient (no such mailbox or domain), bounced later, or
+    complained about; `source` says which."""
     values = {"workspace_id": workspace_id, "email": email, "reason": reason, "source": source, "created_at": now}
     insert_if_absent(session, Suppression, values, ["workspace_id", "email"])
 

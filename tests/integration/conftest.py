@@ -366,6 +366,7 @@ def service_env(settings: Settings) -> dict[str, str]:
     optional = {
         "TRIPMAIL_WORKER_METRICS_PORT": settings.worker_metrics_port,
         "TRIPMAIL_RATE_LIMIT_BURST": settings.rate_limit_burst,
+        "TRIPMAIL_BOUNCE_DOMAIN": settings.bounce_domain,
     }
     return (
         os.environ

@@ -91,7 +91,8 @@ def test_a_plain_text_bounce_gives_the_lines_about_its_recipient_as_diagnostic()
 def test_a_delay_warning_is_a_temporary_failure() -> None:
     report = read_report(DELAYED.adapted(recipient="ann@example.com"))
 
-    assert (report.permanent, report.temporary) == (frozenset(), {"ann@example.com"})
+    assert report.permanent == frozenset()
+    assert report.temporary == {"ann@example.com"}
 
 
 def test_an_arf_abuse_report_is_a_complaint_naming_the_original_envelope_sender() -> None:
@@ -154,9 +155,13 @@ def state(sessions: sessionmaker[Session], message_id: int) -> State:
             select(MessageAttempt.outcome).where(MessageAttempt.message_id == message_id).order_by(MessageAttempt.id)
         )
         suppressions = session.execute(
-            select(Suppression.email, Suppression.source).where(Suppression.workspace_id == message.workspace_id)
+            select(Suppression.email, Suppression.source)
+            .where(Suppression.workspace_id == message.workspace_id)
+            .order_by(Suppression.id)
         )
-        return State(message.status, message.smtp_reply, list(attempts), [tuple(row) for row in suppressions])
+        return State(
+            message.status, message.smtp_reply, list(attempts), [(email, source) for email, source in suppressions]
+        )
 
 
 @pytest.mark.parametrize("sample", PERMANENT.values(), ids=PERMANENT.keys())
