@@ -309,6 +309,12 @@ def api(host: str, port: int, workers: int) -> None:
 )
 def worker(concurrency: int, loglevel: str, hostname: str | None) -> None:
     """Run a Celery worker; start more of them, anywhere, against the same Redis to scale out."""
+    from tripmail.smtp import parse_relays
+
+    try:
+        parse_relays(get_settings().smtp_url.get_secret_value())
+    except ValueError as exc:
+        raise click.ClickException(f"TRIPMAIL_SMTP_URL: {exc}") from exc
     argv = [sys.executable, "-m", "celery", "-A", "worker.app:celery", "worker"]
     argv += [
         "--concurrency",

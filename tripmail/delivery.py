@@ -236,6 +236,7 @@ _SET_OUTCOME = (
         smtp_code=bindparam("code"),
         smtp_reply=bindparam("reply"),
         sent_at=bindparam("sent"),
+        relay=bindparam("relay"),
         next_attempt_at=bindparam("next_attempt"),
         give_up_at=bindparam("give_up"),
         enqueued_at=None,
@@ -692,6 +693,7 @@ def record_results(
                 "code": result.code,
                 "reply": reply,
                 "sent": now if status is MessageStatus.SENT else None,
+                "relay": result.relay,
                 "next_attempt": next_attempt,
                 "give_up": give_up_at,
                 "now": now,
@@ -705,6 +707,7 @@ def record_results(
                 "message_id": result.key,
                 "attempted_at": now,
                 "outcome": result.outcome,
+                "relay": result.relay,
                 "smtp_code": result.code,
                 "smtp_reply": result.reply,
             }
@@ -935,7 +938,7 @@ def deliver_messages(
             journal.record(failure)
         results = list(prepared.failures)
         if prepared.envelopes:
-            results += await sending.pool.send_all(prepared.envelopes, deadline=deadline, journal=journal)
+            results += await sending.relays.send_all(prepared.envelopes, deadline=deadline, journal=journal)
         await journal.flush(until=started + (record_for if record_for is not None else deadline))
         return results
 
