@@ -43,6 +43,7 @@ VISIBILITY_TIMEOUT_S = 30
 TASK_TIME_LIMIT_S = 20
 # A task Redis lost (tripmail/ledger.py) is published again within the run, well inside the stall limit.
 TASK_LOST_AFTER_S = 20
+SEND_RETRY_SCHEDULE = "1s,2s,4s,8s,16s"
 FINAL = ("sent", "failed", "unknown", "suppressed")
 
 
@@ -188,6 +189,8 @@ class Stack:
             "TRIPMAIL_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
             "TRIPMAIL_TASK_TIME_LIMIT_S": str(TASK_TIME_LIMIT_S),
             "TRIPMAIL_TASK_LOST_AFTER_S": str(TASK_LOST_AFTER_S),
+            # Seconds rather than the production minutes, so a 421 is tried again within the scenario.
+            "TRIPMAIL_SEND_RETRY_SCHEDULE": SEND_RETRY_SCHEDULE,
         }
         tripmail_cli(self.env, work, "migrate")
         tripmail_cli(self.env, work, "apply", str(APPLY_FILE))

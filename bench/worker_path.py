@@ -27,6 +27,7 @@ from tripmail.db import make_sessionmaker
 from tripmail.ids import new_id, utcnow
 from tripmail.migrations import upgrade
 from tripmail.models import Workspace
+from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 from tripmail.smtp import SendingLoop, parse_smtp_url
 
@@ -87,7 +88,7 @@ def main() -> None:
                     run_id=run_id,
                     sending=sending,
                     deadline=60,
-                    max_attempts=3,
+                    retries=RetryPolicy.of(settings),
                     public_url="http://127.0.0.1:8000",
                     clock=utcnow,
                     settled=settled,

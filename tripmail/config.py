@@ -8,6 +8,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tripmail.durations import parse_duration
+
 
 class Settings(BaseSettings):
     """Read from TRIPMAIL_* or .env; the defaults run on a laptop with no set-up."""
@@ -31,7 +33,11 @@ class Settings(BaseSettings):
     # task is tried again later (retry_backoff_max_s). PostgreSQL is not affected.
     sqlite_lock_wait_s: float = Field(default=30.0, gt=0)
     send_batch_size: int = Field(default=250, ge=1, le=10_000)
-    send_max_retries: int = Field(default=5, ge=0)
+    # The waits before the next try of a message that failed transiently (a 4xx, a relay down or too slow), after
+    # its first, second, ... failure; the last one repeats until `send_give_up_after`, then the message is failed.
+    send_retry_schedule: str = "1m,5m,15m,1h"
+    # How long after its first transient failure a message is still tried (a duration: 3d, 72h, or seconds).
+    send_give_up_after: int = Field(default=3 * 86400, ge=0)
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     # The largest request body the api reads; a larger one is refused (413) before it is parsed. Attachments
     # arrive as base64 (4/3 of their size): the 10 MiB default is 13.4 MiB of body, and the rest of a trigger
@@ -74,6 +80,23 @@ class Settings(BaseSettings):
         """How long `tripmail token revoke` leaves its Redis marker: well past a cached token's `setup_cache_s`, after
         which every api process reads the database, which says revoked, again."""
         return max(60, math.ceil(10 * self.setup_cache_s))
+
+    @field_validator("send_retry_schedule")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        waits = [parse_duration(wait) for wait in value.split(",")]
+        if any(wait <= 0 for wait in waits):
+            raise ValueError(f"every wait of TRIPMAIL_SEND_RETRY_SCHEDULE must be above 0 s, got {value!r}")
+        return value
+
+    @field_validator("send_give_up_after", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @property
+    def send_retry_waits_s(self) -> tuple[int, ...]:
+        return tuple(parse_duration(wait) for wait in self.send_retry_schedule.split(","))
 
     @field_validator("flower_auth")
     @classmethod

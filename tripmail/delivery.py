@@ -50,6 +50,7 @@ from tripmail.models import (
     table_of,
 )
 from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
+from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import ChannelFilter, TriggerContent
 from tripmail.smtp import Envelope, JournalUnavailable, Outcome, SendingLoop, SendResult
 from tripmail.unsubscribe import ONE_CLICK, unsubscribe_token, unsubscribe_url
@@ -163,19 +164,6 @@ def add_messages(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     )
 
 
-def resend_unknown(session: Session, message_ids: list[int], *, now: datetime) -> list[int]:
-    """Make messages of unknown fate pending again, by an operator's decision; the ids that were unknown."""
-    if not message_ids:
-        return []
-    released = session.scalars(
-        update(Message)
-        .where(Message.id.in_(message_ids), Message.status == MessageStatus.UNKNOWN)
-        .values(status=MessageStatus.PENDING, claimed_by=None, handed_over_at=None, updated_at=now)
-        .returning(Message.id)
-    )
-    return sorted(released)
-
-
 def pending_message_ids(session: Session, event_id: str) -> list[int]:
     return list(
         session.scalars(select(Message.id).where(Message.event_id == event_id, Message.status == MessageStatus.PENDING))
@@ -198,7 +186,12 @@ _CLAIM = (
         updated_at=bindparam("now"),
     )
     .returning(
-        _MESSAGES.c.id, _MESSAGES.c.attempts, _MESSAGES.c.workspace_id, _MESSAGES.c.to_address, _MESSAGES.c.event_id
+        _MESSAGES.c.id,
+        _MESSAGES.c.attempts,
+        _MESSAGES.c.workspace_id,
+        _MESSAGES.c.to_address,
+        _MESSAGES.c.event_id,
+        _MESSAGES.c.give_up_at,
     )
 )
 
@@ -206,10 +199,17 @@ _LEFT_CLAIMED = select(_MESSAGES.c.id, _MESSAGES.c.handed_over_at).where(
     _MESSAGES.c.claimed_by == bindparam("run"), _MESSAGES.c.status == MessageStatus.SENDING
 )
 
+# Due at once: the scheduler hands them out again unless the run that settles them sends them first.
 _RELEASE = (
     update(_MESSAGES)
     .where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True)))
-    .values(status=MessageStatus.PENDING, attempts=_MESSAGES.c.attempts - 1, updated_at=bindparam("now"))
+    .values(
+        status=MessageStatus.PENDING,
+        attempts=_MESSAGES.c.attempts - 1,
+        next_attempt_at=bindparam("now"),
+        enqueued_at=None,
+        updated_at=bindparam("now"),
+    )
 )
 
 _MARK_UNKNOWN = (
@@ -236,6 +236,9 @@ _SET_OUTCOME = (
         smtp_code=bindparam("code"),
         smtp_reply=bindparam("reply"),
         sent_at=bindparam("sent"),
+        next_attempt_at=bindparam("next_attempt"),
+        give_up_at=bindparam("give_up"),
+        enqueued_at=None,
         updated_at=bindparam("now"),
     )
 )
@@ -317,6 +320,7 @@ class Claim(NamedTuple):
     workspace_id: int
     to_address: str
     event_id: str
+    give_up_at: datetime | None  # set by the first transient failure
 
 
 def claim_messages(session: Session, message_ids: list[int], *, run_id: str, now: datetime) -> dict[int, Claim]:
@@ -629,9 +633,9 @@ def record_progress(
     results: list[SendResult],
     claims: Mapping[int, Claim],
     now: datetime,
-    max_attempts: int,
+    retries: RetryPolicy,
 ) -> list[int]:
-    """Write down hand-overs, hand-overs that did not happen after all, and results; the ids to try again.
+    """Write down hand-overs, hand-overs that did not happen after all, and results; the ids to try again later.
 
     A Connection rather than a Session: a message's journal is a transaction of its own, and a Session cost as
     much again as the statements (586 against 377 µs for a hand-over and a result).
@@ -640,7 +644,7 @@ def record_progress(
         connection.execute(_HAND_OVER, [{"message": key, "at": now} for key in handed_over])
     if withdrawn:
         connection.execute(_HAND_OVER, [{"message": key, "at": None} for key in withdrawn])
-    return record_results(connection, results, claims, now=now, max_attempts=max_attempts)
+    return record_results(connection, results, claims, now=now, retries=retries)
 
 
 def record_results(
@@ -649,22 +653,34 @@ def record_results(
     claims: Mapping[int, Claim],
     *,
     now: datetime,
-    max_attempts: int,
+    retries: RetryPolicy,
 ) -> list[int]:
-    """Mark each claimed message by its outcome; return the ids that failed transiently and may be tried again."""
+    """Mark each claimed message by its outcome; return the ids that failed transiently and wait for their next
+    try (the scheduler hands them out when it is due)."""
     if not results:
         return []
     retry = []
     outcomes = []
     for result in results:
         claim = claims[result.key]
+        reply = result.reply
+        next_attempt = None
+        give_up_at = claim.give_up_at
         if result.outcome is Outcome.SENT:
             status = MessageStatus.SENT
         elif result.outcome is Outcome.UNKNOWN:
             status = MessageStatus.UNKNOWN
-        elif result.outcome is Outcome.TRANSIENT and claim.attempts < max_attempts:
-            status = MessageStatus.PENDING
-            retry.append(result.key)
+        elif result.outcome is Outcome.TRANSIENT:
+            give_up_at = give_up_at or retries.give_up_at(now)
+            next_attempt = retries.next_attempt(failures=claim.attempts, give_up_at=give_up_at, now=now)
+            if next_attempt is not None:
+                status = MessageStatus.PENDING
+                retry.append(result.key)
+            else:
+                status = MessageStatus.FAILED
+                reply = (
+                    f"gave up after {claim.attempts} attempt(s), still failing at {now:%Y-%m-%d %H:%M:%S} UTC: {reply}"
+                )
         else:
             status = MessageStatus.FAILED
             if result.code is not None and 550 <= result.code < 560:
@@ -674,8 +690,10 @@ def record_results(
                 "message": result.key,
                 "new_status": status,
                 "code": result.code,
-                "reply": result.reply,
+                "reply": reply,
                 "sent": now if status is MessageStatus.SENT else None,
+                "next_attempt": next_attempt,
+                "give_up": give_up_at,
                 "now": now,
             }
         )
@@ -731,12 +749,12 @@ class DatabaseJournal:
         claims: Mapping[int, Claim],
         *,
         clock: Callable[[], datetime],
-        max_attempts: int,
+        retries: RetryPolicy,
     ) -> None:
         self._engine = engine_of(sessions)
         self._claims = claims
         self._clock = clock
-        self._max_attempts = max_attempts
+        self._retries = retries
         self._handovers: list[tuple[int, asyncio.Future[None]]] = []
         self._withdrawn: list[int] = []
         self._results: list[SendResult] = []
@@ -840,7 +858,7 @@ class DatabaseJournal:
                 results=results,
                 claims=self._claims,
                 now=self._clock(),
-                max_attempts=self._max_attempts,
+                retries=self._retries,
             )
 
 
@@ -882,7 +900,7 @@ def deliver_messages(
     run_id: str,
     sending: SendingLoop,
     deadline: float,
-    max_attempts: int,
+    retries: RetryPolicy,
     public_url: str,
     clock: Callable[[], datetime],
     settled: bool = False,
@@ -910,7 +928,7 @@ def deliver_messages(
             session.execute(_SET_MESSAGE_ID, headers)
     if not claimed:
         return DeliveryReport(sent=0, failed=0, unknown=0, retry_ids=[])
-    journal = DatabaseJournal(sessions, claimed, clock=clock, max_attempts=max_attempts)
+    journal = DatabaseJournal(sessions, claimed, clock=clock, retries=retries)
 
     async def send_recorded() -> list[SendResult]:
         for failure in prepared.failures:

@@ -1,5 +1,5 @@
-"""`tripmail scheduler`: hands the runs whose wait is over, and the webhook deliveries that are due, to the workers,
-every TRIPMAIL_SCHEDULER_INTERVAL_S; and publishes again the tasks Redis lost (tripmail/ledger.py).
+"""`tripmail scheduler`: hands the runs whose wait is over, the messages and webhook deliveries due to be tried again,
+to the workers, every TRIPMAIL_SCHEDULER_INTERVAL_S; and publishes again the tasks Redis lost (tripmail/ledger.py).
 
 Due times live in the database, not in delayed Celery tasks, so a wait survives restarts of everything. A run is
 handed out (published, then marked) and handed out again if no worker carried it on within
@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail import queue, runs, webhooks
+from tripmail import queue, retries, runs, webhooks
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
 from tripmail.ledger import LostTaskSweep
@@ -41,18 +41,25 @@ def hand_out(
     now: datetime,
     batch_size: int,
 ) -> int:
-    """Publish the due runs and webhook deliveries, a task per batch, then mark them handed out; how many."""
+    """Publish the due runs, messages and webhook deliveries, a task per batch, then mark them handed out; the most
+    of one kind."""
     with sessions() as session:
         due_runs = runs.due_runs(session, now=now, limit=DUE_PER_TICK)
+        due_messages = retries.due_messages(session, now=now, limit=DUE_PER_TICK)
         due_webhooks = webhooks.due_webhooks(session, now=now, limit=DUE_PER_TICK)
-    for task, due in ((queue.CARRY_ON_RUNS, due_runs), (queue.FIRE_WEBHOOKS, due_webhooks)):
+    for task, due in (
+        (queue.CARRY_ON_RUNS, due_runs),
+        (queue.DELIVER_MESSAGES, due_messages),
+        (queue.FIRE_WEBHOOKS, due_webhooks),
+    ):
         for start in range(0, len(due), batch_size):
             publish(task, due[start : start + batch_size])
     # Marked after publishing: a scheduler that dies between the two hands them out again, never loses one.
     with sessions.begin() as session:
         runs.mark_handed_out(session, due_runs, now=now)
+        retries.mark_handed_out(session, due_messages, now=now)
         webhooks.mark_handed_out(session, due_webhooks, now=now)
-    return max(len(due_runs), len(due_webhooks))
+    return max(len(due_runs), len(due_messages), len(due_webhooks))
 
 
 def main() -> None:
@@ -72,7 +79,9 @@ def main() -> None:
         Redis.from_url(settings.redis_url), publish_again, lost_after_s=settings.task_lost_after_s
     )
     swept_at = 0.0
-    log.info("scheduler started: looking for due runs and webhooks every %.1f s", settings.scheduler_interval_s)
+    log.info(
+        "scheduler started: looking for due runs, messages and webhooks every %.1f s", settings.scheduler_interval_s
+    )
     while not stopping.is_set():
         handed_out = 0
         try:
@@ -88,7 +97,7 @@ def main() -> None:
             except (RedisError, BrokerError) as exc:
                 log.warning("could not look for lost tasks, trying again: %s", exc)
         if handed_out:
-            log.info("handed out %d due run(s) or webhook(s)", handed_out)
+            log.info("handed out %d due run(s), message(s) or webhook(s)", handed_out)
         if handed_out < DUE_PER_TICK:
             stopping.wait(settings.scheduler_interval_s)
     log.info("scheduler stopped")

@@ -1,7 +1,6 @@
 """Tasks: signature in, one unit of work, one domain call. No logic here."""
 
 import logging
-import random
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from tripmail import delivery, events, queue, runs, webhooks
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
+from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import TriggerRequest
 from worker.app import celery, sending, sessions, webhook_client
 
@@ -75,9 +75,7 @@ def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
         run_id=self.request.id,
     )
     if rest:
-        report = _deliver(self.request.id, rest, elapsed_s=time.monotonic() - started, settled=True)
-        if report.retry_ids:
-            deliver_messages.apply_async(args=[report.retry_ids], countdown=_backoff(0))
+        _deliver(self.request.id, rest, elapsed_s=time.monotonic() - started, settled=True)
 
 
 @celery.task(name=queue.CARRY_ON_RUNS, bind=True, **RETRY_TRANSIENT)
@@ -87,9 +85,7 @@ def carry_on_runs(self: Task, run_ids: list[int]) -> None:
     started = time.monotonic()
     message_ids = runs.carry_on_runs(sessions(), run_ids, clock=utcnow)
     if message_ids:
-        report = _deliver(self.request.id, message_ids, elapsed_s=time.monotonic() - started)
-        if report.retry_ids:
-            deliver_messages.apply_async(args=[report.retry_ids], countdown=_backoff(0))
+        _deliver(self.request.id, message_ids, elapsed_s=time.monotonic() - started)
 
 
 @celery.task(name=queue.FIRE_WEBHOOKS, bind=True, **RETRY_TRANSIENT)
@@ -98,9 +94,7 @@ def fire_webhooks(self: Task, delivery_ids: list[int]) -> None:
     webhooks.fire_webhooks(sessions(), delivery_ids, client=webhook_client(), clock=utcnow)
 
 
-def _deliver(
-    run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0, settled: bool = False
-) -> delivery.DeliveryReport:
+def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0, settled: bool = False) -> None:
     settings = get_settings()
     report = delivery.deliver_messages(
         sessions(),
@@ -111,30 +105,21 @@ def _deliver(
         # database is away, keep trying to record them almost until that limit.
         deadline=max(1.0, settings.task_time_limit_s * 0.8 - elapsed_s),
         record_for=max(1.0, settings.task_time_limit_s * 0.9 - elapsed_s),
-        max_attempts=settings.send_max_retries + 1,
+        retries=RetryPolicy.of(settings),
         public_url=settings.public_url,
         clock=utcnow,
         settled=settled,
     )
     log.info(
-        "delivered batch: %d sent, %d failed, %d unknown, %d to retry",
+        "delivered batch: %d sent, %d failed, %d unknown, %d waiting to be tried again",
         report.sent,
         report.failed,
         report.unknown,
         len(report.retry_ids),
     )
-    return report
-
-
-def _backoff(retries: int) -> float:
-    """Exponential, capped at 5 minutes, with a second of jitter so retries of many messages spread out."""
-    return float(min(300, 2**retries)) + random.uniform(0, 1)  # noqa: S311 - jitter, not security
 
 
 @celery.task(name=queue.DELIVER_MESSAGES, bind=True, **RETRY_TRANSIENT)
 def deliver_messages(self: Task, message_ids: list[int]) -> None:
-    """Send a batch of planned messages; retry the transient failures with backoff and jitter."""
-    report = _deliver(self.request.id, message_ids)
-    if report.retry_ids:
-        # The attempt limit lives on each message row (send_max_retries), so Celery's own count is not capped.
-        raise self.retry(args=[report.retry_ids], countdown=_backoff(self.request.retries), max_retries=None)
+    """Send a batch of planned messages; the transient failures wait in the database for the scheduler."""
+    _deliver(self.request.id, message_ids)

@@ -226,6 +226,8 @@ def smtp_sink() -> Iterator[tuple[Sink, int]]:
 
 
 BACKENDS = ["sqlite", "postgresql"]
+# A message that failed transiently is tried again after a second, every second, rather than after a minute.
+QUICK_RETRIES = "1s"
 # Two pytest processes and their stacks share CI's two cores, where a starved redis-server may answer later than
 # the api's default half second: an event of test_delivery once got no 202 in a full run, and a request of
 # test_rate_limit went unlimited (the limit fails open for a second after Redis did not answer).
@@ -267,6 +269,7 @@ class SharedStacks:
                 smtp_url=f"smtp://127.0.0.1:{self._smtp_port}",
                 mail_dir=self._workdir / "mail",
                 api_redis_timeout_s=LOADED_MACHINE_REDIS_TIMEOUT_S,
+                send_retry_schedule=QUICK_RETRIES,
             )
             upgrade(settings.database_url)
             self._settings[backend] = settings
@@ -278,10 +281,12 @@ class SharedStacks:
         return self._sessions[backend]
 
     def workers(self, backend: str) -> list[str]:
-        """On SQLite one worker, on PostgreSQL two, as production scales out; their names."""
+        """On SQLite one worker, on PostgreSQL two, as production scales out, and the scheduler that hands them what
+        is due to be tried again; the workers' names."""
         if backend not in self._workers:
             names = [f"{backend}-{number}" for number in range(1, 3 if backend == "postgresql" else 2)]
             self._processes += [start_worker(self.settings(backend), self._workdir, name) for name in names]
+            self._processes.append(start_scheduler(self.settings(backend), self._workdir, f"scheduler-{backend}"))
             self._workers[backend] = names
         return self._workers[backend]
 
@@ -337,6 +342,8 @@ def service_env(settings: Settings) -> dict[str, str]:
             "TRIPMAIL_API_REDIS_TIMEOUT_S": str(settings.api_redis_timeout_s),
             "TRIPMAIL_RETRY_BACKOFF_MAX_S": str(settings.retry_backoff_max_s),
             "TRIPMAIL_SQLITE_LOCK_WAIT_S": str(settings.sqlite_lock_wait_s),
+            "TRIPMAIL_SEND_RETRY_SCHEDULE": settings.send_retry_schedule,
+            "TRIPMAIL_SEND_GIVE_UP_AFTER": str(settings.send_give_up_after),
         }
     )
 
@@ -489,6 +496,7 @@ def own_settings(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str)
         task_time_limit_s=10,
         scheduler_interval_s=0.2,
         api_redis_timeout_s=LOADED_MACHINE_REDIS_TIMEOUT_S,
+        send_retry_schedule=QUICK_RETRIES,
     )
     upgrade(settings.database_url)
     return settings

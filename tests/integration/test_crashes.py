@@ -157,6 +157,7 @@ def test_mail_held_while_the_smtp_server_is_down_goes_out_once_it_is_up(stack: O
     tenant = stack.tenant("down")
     emails = [f"{tenant.key}-{index}@example.com" for index in range(20)]
     stack.start_worker()
+    stack.start_scheduler()  # it hands the messages that failed to the workers again when they are due
     for email in emails:
         post_reset(stack.api_url, tenant.token, email)
 

@@ -3,7 +3,7 @@
 import asyncio
 import sqlite3
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -23,10 +23,15 @@ from tripmail.delivery import (
 from tripmail.events import record_event
 from tripmail.ids import new_id
 from tripmail.models import Message, MessageAttempt, Workspace
+from tripmail.queue import HAND_OUT_AGAIN_AFTER
+from tripmail.retries import RetryPolicy, due_messages, mark_handed_out
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.smtp import Outcome, SendResult
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+RETRIES = RetryPolicy(
+    waits=(timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15)), give_up_after=timedelta(hours=1)
+)
 
 
 def three_messages(sessions: sessionmaker[Session]) -> list[int]:
@@ -68,7 +73,7 @@ def test_a_stopped_run_is_settled_by_its_next_try(sessions: sessionmaker[Session
             results=[SendResult(sent, Outcome.SENT, 250, "250 queued")],
             claims=claims,
             now=NOW,
-            max_attempts=3,
+            retries=RETRIES,
         )
     # The run dies here. A claim by another task takes nothing that run-1 holds.
     with sessions.begin() as session:
@@ -90,50 +95,92 @@ def test_a_withdrawn_hand_over_is_sent_again(sessions: sessionmaker[Session]) ->
     with sessions.begin() as session:
         claims = claim_messages(session, ids, run_id="run-1", now=NOW)
         record_progress(
-            session.connection(), handed_over=ids[:1], withdrawn=[], results=[], claims=claims, now=NOW, max_attempts=3
+            session.connection(), handed_over=ids[:1], withdrawn=[], results=[], claims=claims, now=NOW, retries=RETRIES
         )
     with sessions.begin() as session:
         # The deadline stopped the sender before its DATA: the hand-over was written, then taken back.
         record_progress(
-            session.connection(), handed_over=[], withdrawn=ids[:1], results=[], claims=claims, now=NOW, max_attempts=3
+            session.connection(), handed_over=[], withdrawn=ids[:1], results=[], claims=claims, now=NOW, retries=RETRIES
         )
         assert settle_unfinished(session, run_id="run-1", now=NOW) == ids
     assert states(sessions, ids) == [("pending", 0, "run-1")] * 3
 
 
-def test_transient_results_are_retried_until_the_attempts_run_out(sessions: sessionmaker[Session]) -> None:
+def message_row(sessions: sessionmaker[Session], message_id: int) -> Message:
+    with sessions() as session:
+        return session.get_one(Message, message_id)
+
+
+def next_attempt(sessions: sessionmaker[Session], message_id: int) -> datetime:
+    due = message_row(sessions, message_id).next_attempt_at
+    assert due is not None
+    return due
+
+
+def fail_transiently(sessions: sessionmaker[Session], message_ids: list[int], *, now: datetime) -> list[int]:
+    with sessions.begin() as session:
+        claims = claim_messages(session, message_ids, run_id="run-1", now=now)
+        return record_progress(
+            session.connection(),
+            claims=claims,
+            handed_over=[],
+            withdrawn=[],
+            results=[SendResult(key, Outcome.TRANSIENT, 451, "451 4.3.0 later") for key in claims],
+            now=now,
+            retries=RETRIES,
+        )
+
+
+def test_a_transient_failure_waits_in_the_database_by_the_schedule_until_it_gives_up(
+    sessions: sessionmaker[Session],
+) -> None:
     first, second, _ = three_messages(sessions)
+    assert fail_transiently(sessions, [first, second], now=NOW) == [first, second]
+    row = message_row(sessions, first)
+    assert (row.status, row.attempts, row.give_up_at) == ("pending", 1, NOW + timedelta(hours=1))
+    # The first wait, stretched by up to a tenth so the messages of one outage come back spread out.
+    assert NOW + timedelta(minutes=1) <= next_attempt(sessions, first) <= NOW + timedelta(minutes=1, seconds=6)
+    with sessions() as session:
+        assert due_messages(session, now=NOW + timedelta(seconds=59), limit=10) == []
+        assert sorted(due_messages(session, now=NOW + timedelta(minutes=2), limit=10)) == [first, second]
+
+    later = NOW + timedelta(minutes=2)
+    assert fail_transiently(sessions, [first], now=later) == [first]
+    row = message_row(sessions, first)
+    assert row.give_up_at == NOW + timedelta(hours=1), "the end of the tries is counted from the first failure"
+    assert later + timedelta(minutes=5) <= next_attempt(sessions, first) <= later + timedelta(minutes=5, seconds=30)
+
+    # The waits repeat the last one; the last try is made at the give-up time itself.
+    near_the_end = NOW + timedelta(minutes=50)
+    assert fail_transiently(sessions, [first], now=near_the_end) == [first]
+    assert message_row(sessions, first).next_attempt_at == NOW + timedelta(hours=1)
+
+    assert fail_transiently(sessions, [first], now=NOW + timedelta(hours=1)) == []
+    row = message_row(sessions, first)
+    assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 4, None)
+    assert row.smtp_reply is not None
+    assert row.smtp_reply.startswith("gave up after 4 attempt(s)") and row.smtp_reply.endswith("451 4.3.0 later")
+    with sessions() as session:
+        outcomes = session.scalars(select(MessageAttempt.outcome).where(MessageAttempt.message_id == first)).all()
+    assert outcomes == ["transient"] * 4
+
+
+def test_the_scheduler_hands_a_due_message_out_once_until_it_is_stale(sessions: sessionmaker[Session]) -> None:
+    first, second, _ = three_messages(sessions)
+    fail_transiently(sessions, [first, second], now=NOW)
+    due_at = NOW + timedelta(minutes=2)
     with sessions.begin() as session:
-        claims = claim_messages(session, [first], run_id="run-1", now=NOW)
-        claims |= claim_messages(session, [second], run_id="run-1", now=NOW)
-        refusal = "451 4.3.0 later"
-        retry = record_progress(
-            session.connection(),
-            claims=claims,
-            handed_over=[],
-            withdrawn=[],
-            results=[
-                SendResult(first, Outcome.TRANSIENT, 451, refusal),
-                SendResult(second, Outcome.TRANSIENT, 451, refusal),
-            ],
-            now=NOW,
-            max_attempts=2,
-        )
-    assert retry == [first, second]
-    with sessions.begin() as session:
-        claims = claim_messages(session, [first, second], run_id="run-1", now=NOW)
-        assert [claim.attempts for claim in claims.values()] == [2, 2]
-        retry = record_progress(
-            session.connection(),
-            claims=claims,
-            handed_over=[],
-            withdrawn=[],
-            results=[SendResult(first, Outcome.TRANSIENT, 451, refusal), SendResult(second, Outcome.SENT, 250, "250")],
-            now=NOW,
-            max_attempts=2,
-        )
-    assert retry == []
-    assert states(sessions, [first, second]) == [("failed", 2, "run-1"), ("sent", 2, "run-1")]
+        mark_handed_out(session, [first], now=due_at)
+    with sessions() as session:
+        assert due_messages(session, now=due_at, limit=10) == [second]
+        stale = due_at + HAND_OUT_AGAIN_AFTER + timedelta(seconds=1)
+        assert sorted(due_messages(session, now=stale, limit=10)) == [first, second]
+    # A claim takes it out of the due ones; a transient failure after it makes it due again, however recent the
+    # hand-out was.
+    assert fail_transiently(sessions, [first], now=due_at) == [first]
+    with sessions() as session:
+        assert sorted(due_messages(session, now=due_at + timedelta(minutes=6), limit=10)) == [first, second]
+        assert len(due_messages(session, now=due_at + timedelta(minutes=6), limit=1)) == 1
 
 
 def test_the_journal_writes_each_result_soon_and_all_of_them_at_flush(
@@ -143,7 +190,7 @@ def test_the_journal_writes_each_result_soon_and_all_of_them_at_flush(
     first, second, third = ids = three_messages(sessions)
     with sessions.begin() as session:
         claims = claim_messages(session, ids, run_id="run-1", now=NOW)
-    journal = DatabaseJournal(sessions, claims, clock=lambda: NOW, max_attempts=3)
+    journal = DatabaseJournal(sessions, claims, clock=lambda: NOW, retries=RETRIES)
 
     async def send_three() -> list[list[tuple[str, int, str | None]]]:
         seen = []
@@ -181,7 +228,7 @@ def test_the_journal_keeps_results_the_database_cannot_take_until_it_can(
     with sessions.begin() as session:
         claims = claim_messages(session, [first, second], run_id="run-1", now=NOW)
     impatient = make_sessionmaker(settings.model_copy(update={"sqlite_lock_wait_s": 0.05}))
-    journal = DatabaseJournal(impatient, claims, clock=lambda: NOW, max_attempts=3)
+    journal = DatabaseJournal(impatient, claims, clock=lambda: NOW, retries=RETRIES)
     other = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"), isolation_level=None)
 
     async def send_two() -> None:
