@@ -683,8 +683,8 @@ def record_results(
                 )
         else:
             status = MessageStatus.FAILED
-            if result.code is not None and 550 <= result.code < 560:
-                suppress(connection, claim.workspace_id, claim.to_address, result.reply, now=now)
+            if result.refuses_recipient:
+                suppress(connection, claim.workspace_id, claim.to_address, f"{result.stage}: {result.reply}", now=now)
         outcomes.append(
             {
                 "message": result.key,
@@ -715,7 +715,7 @@ def record_results(
 
 
 def suppress(session: Session | Connection, workspace_id: int, email: str, reason: str, *, now: datetime) -> None:
-    """Stop mailing an address that bounced permanently (a 55x reply: no such mailbox, refused)."""
+    """Stop mailing an address the server refused permanently as a recipient (no such mailbox or domain)."""
     values = {"workspace_id": workspace_id, "email": email, "reason": reason, "created_at": now}
     insert_if_absent(session, Suppression, values, ["workspace_id", "email"])
 

@@ -1,6 +1,7 @@
 """Sending over SMTP with aiosmtplib, several connections at once, each reused for many messages."""
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -66,12 +67,29 @@ class Envelope:
     content: bytes
 
 
+class Stage(StrEnum):
+    """The command of a message's SMTP transaction that a reply answered."""
+
+    MAIL = "MAIL FROM"
+    RCPT = "RCPT TO"
+    DATA = "DATA"
+
+
 @dataclass(frozen=True)
 class SendResult:
     key: int
     outcome: Outcome
     code: int | None
     reply: str
+    # The command the server refused the message at; None when no reply in the transaction refused it.
+    stage: Stage | None = None
+
+    @property
+    def refuses_recipient(self) -> bool:
+        """Whether the server refused the recipient's address itself, for good: the refusal that suppresses it."""
+        if self.stage is None or self.code is None:
+            return False
+        return refuses_recipient(self.stage, self.code, self.reply.removeprefix(f"{self.code} "))
 
 
 class JournalUnavailable(Exception):
@@ -220,8 +238,6 @@ class _Sending:
                     self._report(
                         SendResult(envelope.key, Outcome.TRANSIENT, exc.code, f"greeting: {exc.code} {exc.message}")
                     )
-                except aiosmtplib.SMTPResponseException as exc:
-                    self._report(_failure(envelope.key, exc.code, exc.message))
                 except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                     client.close()
                     self._report(SendResult(envelope.key, Outcome.TRANSIENT, None, f"{type(exc).__name__}: {exc}"))
@@ -239,12 +255,14 @@ class _Sending:
         if client.is_ehlo_or_helo_needed:
             await client.ehlo()
         started = time.monotonic()
+        stage = Stage.MAIL
         try:
             await client.mail(envelope.sender)
+            stage = Stage.RCPT
             await client.rcpt(envelope.recipient)
-        except aiosmtplib.SMTPResponseException:
+        except aiosmtplib.SMTPResponseException as exc:
             await _reset(client)
-            raise
+            return _failure(envelope.key, stage, exc)
         try:
             await self.journal.handing_over(envelope.key)
         except JournalUnavailable as exc:
@@ -253,9 +271,9 @@ class _Sending:
             return SendResult(envelope.key, Outcome.TRANSIENT, None, f"recording the hand-over failed: {exc}")
         try:
             reply = await client.data(envelope.content)
-        except aiosmtplib.SMTPResponseException:
+        except aiosmtplib.SMTPResponseException as exc:
             await _reset(client)
-            raise
+            return _failure(envelope.key, Stage.DATA, exc)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # RFC 1047: the server may have taken the message before the connection broke. Resending could
             # deliver it twice, so its fate is recorded as unknown instead.
@@ -296,7 +314,36 @@ async def _reset(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-def _failure(key: int, code: int, message: str) -> SendResult:
+def _failure(key: int, stage: Stage, refusal: aiosmtplib.SMTPResponseException) -> SendResult:
     # RFC 5321 4.2.1: 4yz replies are transient, 5yz permanent.
-    outcome = Outcome.PERMANENT if 500 <= code < 600 else Outcome.TRANSIENT
-    return SendResult(key, outcome, code, f"{code} {message}")
+    outcome = Outcome.PERMANENT if 500 <= refusal.code < 600 else Outcome.TRANSIENT
+    return SendResult(key, outcome, refusal.code, f"{refusal.code} {refusal.message}", stage)
+
+
+# An RFC 3463 enhanced status code of a permanent failure (5.subject.detail), which RFC 2034 puts at the start of
+# the reply's text.
+_ENHANCED_PERMANENT = re.compile(r"5\.(\d{1,3})\.(\d{1,3})\b")
+# 5.1.7 and 5.1.8: the sender's mailbox or address is bad, not the recipient's.
+_SENDER_ADDRESS_DETAILS = {"7", "8"}
+# Without an enhanced code, the RCPT replies RFC 5321 gives for a mailbox that is not there or not allowed:
+# 550 unavailable, 551 not local, 553 name not allowed. (554 is the transaction as a whole, often a policy.)
+_RECIPIENT_REFUSALS = {550, 551, 553}
+
+
+def refuses_recipient(stage: Stage, code: int, text: str) -> bool:
+    """Whether a reply refuses the recipient's address itself, for good, rather than the sender, the message or
+    the relay's policy: only then is the address worth never mailing again.
+
+    `text` is the reply after its code, where an enhanced status code comes first.
+    """
+    if not 500 <= code < 600 or stage is Stage.MAIL:
+        # MAIL FROM names the sender only: whatever it refuses (a 5.1.x too) is about the sender.
+        return False
+    enhanced = _ENHANCED_PERMANENT.match(text.lstrip())
+    if enhanced is not None:
+        subject, detail = enhanced.groups()
+        # Only 5.1.x is about the destination address. 5.2.x (mailbox full, disabled, over its size limit) is the
+        # mailbox's state, which can change; 5.7.x is a policy (spam, relay, auth); the rest are the system, the
+        # network, the protocol or the content.
+        return subject == "1" and detail not in _SENDER_ADDRESS_DETAILS
+    return stage is Stage.RCPT and code in _RECIPIENT_REFUSALS

@@ -11,7 +11,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.integration.conftest import free_port
-from tripmail.smtp import Envelope, Outcome, SendingLoop, SendResult, SmtpPool, SmtpTarget, parse_smtp_url
+from tripmail.smtp import Envelope, Outcome, SendingLoop, SendResult, SmtpPool, SmtpTarget, Stage, parse_smtp_url
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\n\r\nbody\r\n"
 
@@ -36,6 +36,15 @@ async def send_all(
 
 
 class Handler:
+    async def handle_MAIL(
+        self, server: object, session: object, envelope: object, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("refused"):
+            return "550 5.7.1 sender rejected"
+        envelope.mail_from = address  # type: ignore[attr-defined]
+        envelope.mail_options.extend(options)  # type: ignore[attr-defined]
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: object, session: object, envelope: object, address: str, options: object
     ) -> str:
@@ -49,6 +58,8 @@ class Handler:
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         if any(r.startswith("slow") for r in envelope.rcpt_tos):  # type: ignore[attr-defined]
             await asyncio.sleep(5)
+        if any(r.startswith("toobig") for r in envelope.rcpt_tos):  # type: ignore[attr-defined]
+            return "552 message size exceeds the limit"
         return "250 2.0.0 queued"
 
 
@@ -75,6 +86,20 @@ def test_outcomes_by_reply(relay: int) -> None:
     assert (by_key[0].outcome, by_key[0].code) == (Outcome.SENT, 250)
     assert (by_key[1].outcome, by_key[1].code) == (Outcome.PERMANENT, 550)
     assert (by_key[2].outcome, by_key[2].code) == (Outcome.TRANSIENT, 451)
+
+
+def test_a_refusal_names_the_command_it_answered(relay: int) -> None:
+    refused = [
+        Envelope(0, "refused@example.com", "b@example.com", MESSAGE),
+        Envelope(1, "a@example.com", "gone@example.com", MESSAGE),
+        Envelope(2, "a@example.com", "toobig@example.com", MESSAGE),
+    ]
+    results = asyncio.run(send_all(target(relay), refused, connections=1, timeout=5, deadline=30))
+    assert sorted((result.key, result.stage, result.reply) for result in results) == [
+        (0, Stage.MAIL, "550 5.7.1 sender rejected"),
+        (1, Stage.RCPT, "550 5.1.1 no such user"),
+        (2, Stage.DATA, "552 message size exceeds the limit"),
+    ]
 
 
 def test_a_relay_that_refuses_the_session_is_retryable_not_a_bounce() -> None:

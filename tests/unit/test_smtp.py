@@ -7,7 +7,7 @@ import pytest
 
 from tripmail.delivery import build_email
 from tripmail.rendering import RenderedEmail
-from tripmail.smtp import SmtpTarget, parse_smtp_url
+from tripmail.smtp import Outcome, SendResult, SmtpTarget, Stage, parse_smtp_url, refuses_recipient
 
 
 def test_smtp_url_forms() -> None:
@@ -76,3 +76,57 @@ def test_a_one_part_message_is_what_mimetext_makes(text: str) -> None:
         expected[name] = value
     assert raw == expected.as_bytes(policy=compat32.clone(linesep="\r\n"))
     assert message_from_bytes(raw, policy=default).get_content() == text
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply", "refused"),
+    [
+        (Stage.RCPT, "550 5.1.1 user unknown", True),
+        (Stage.RCPT, "554 5.1.1 user unknown", True),
+        (Stage.RCPT, "550 5.1.10 recipient address has null MX", True),
+        (Stage.RCPT, "553 5.1.3 bad destination address syntax", True),
+        (Stage.RCPT, "550 5.1.7 bad sender mailbox address syntax", False),
+        (Stage.RCPT, "553 5.1.8 bad sender's system address", False),
+        (Stage.RCPT, "550 5.7.1 message refused as spam", False),
+        (Stage.RCPT, "554 5.7.1 relay access denied", False),
+        (Stage.RCPT, "552 5.2.2 mailbox full", False),
+        (Stage.RCPT, "550 5.2.1 mailbox disabled", False),
+        (Stage.RCPT, "550 5.4.1 no answer from host", False),
+        (Stage.RCPT, "550 mailbox unavailable", True),
+        (Stage.RCPT, "551 user not local", True),
+        (Stage.RCPT, "553 mailbox name not allowed", True),
+        (Stage.RCPT, "554 transaction failed", False),
+        (Stage.RCPT, "552 exceeded storage allocation", False),
+        (Stage.RCPT, "450 4.2.1 mailbox busy", False),
+        (Stage.MAIL, "550 5.7.1 sender rejected", False),
+        (Stage.MAIL, "550 sender rejected", False),
+        (Stage.MAIL, "553 5.1.1 sender unknown", False),
+        (Stage.DATA, "550 5.1.1 user unknown", True),
+        (Stage.DATA, "550 5.1.8 bad sender's system address", False),
+        (Stage.DATA, "554 5.7.1 message refused as spam", False),
+        (Stage.DATA, "552 message size exceeds the limit", False),
+        (Stage.DATA, "554 transaction failed", False),
+        (Stage.DATA, "550 mailbox unavailable", False),
+        (Stage.DATA, "451 4.3.0 try later", False),
+    ],
+)
+def test_only_a_permanent_refusal_of_the_recipients_address_refuses_the_recipient(
+    stage: Stage, reply: str, refused: bool
+) -> None:
+    code, _, text = reply.partition(" ")
+    assert refuses_recipient(stage, int(code), text) is refused
+
+
+def test_an_enhanced_code_counts_at_the_start_of_the_text_only_where_rfc_2034_puts_it() -> None:
+    multiline = "5.1.1 The email account that you tried to reach does not exist.\n5.1.1 Please check the address."
+    assert refuses_recipient(Stage.RCPT, 550, multiline) is True
+    assert refuses_recipient(Stage.RCPT, 550, "Requested action not taken: 5.7.1 mentioned later") is True
+    assert refuses_recipient(Stage.RCPT, 554, "Requested action not taken: 5.1.1 mentioned later") is False
+
+
+def test_a_results_reply_is_classified_after_its_code() -> None:
+    assert SendResult(1, Outcome.PERMANENT, 550, "550 5.1.1 user unknown", Stage.RCPT).refuses_recipient
+    assert not SendResult(1, Outcome.PERMANENT, 550, "550 5.7.1 message refused as spam", Stage.RCPT).refuses_recipient
+    # Refusals outside a message's transaction name no stage: a template that failed, a greeting the relay refused.
+    assert not SendResult(1, Outcome.PERMANENT, None, "template reset: bad").refuses_recipient
+    assert not SendResult(1, Outcome.TRANSIENT, 550, "greeting: 550 5.1.1 go away").refuses_recipient
