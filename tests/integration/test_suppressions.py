@@ -157,12 +157,13 @@ def test_a_hard_bounce_is_listed_with_source_smtp_and_the_servers_reply(
 ) -> None:
     email = f"reject-{tenant.key}@example.com"
     event_id = post(api_url, tenant, email).json()["id"]
-    bounced = wait_until(lambda: settled(db, event_id), what="the bounce")
-    assert bounced.status == "failed" and bounced.smtp_reply is not None
+    assert wait_until(lambda: settled(db, event_id), what="the bounce").status == "failed"
 
     listed = suppressions(api_url, token(db, tenant, ["contacts:read"]), email=email).json()["items"]
-    assert [(item["email"], item["source"], item["reason"]) for item in listed] == [(email, "smtp", bounced.smtp_reply)]
-    assert "550 5.1.1 mailbox unavailable" in listed[0]["reason"]
+    # The sink refuses the recipient: the reason names the command it answered, and its reply.
+    assert [(item["email"], item["source"], item["reason"]) for item in listed] == [
+        (email, "smtp", "RCPT TO: 550 5.1.1 mailbox unavailable")
+    ]
 
 
 def tripmail(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
