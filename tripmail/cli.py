@@ -104,18 +104,13 @@ def token_create(workspace: str, scopes: str) -> None:
 @click.option("--workspace", help="Only this workspace's tokens. [default: every workspace's]")
 def token_list(workspace: str | None) -> None:
     """List tokens, oldest first: id, workspace, the secret's first characters, scopes, created, revoked."""
-    from sqlalchemy import select
 
     from tripmail.db import make_sessionmaker
-    from tripmail.models import Workspace
     from tripmail.tokens import list_tokens
 
     with make_sessionmaker(get_settings())() as session:
-        if (
-            workspace is not None
-            and session.scalars(select(Workspace.id).where(Workspace.key == workspace)).first() is None
-        ):
-            raise click.ClickException(f"no workspace {workspace!r}")
+        if workspace is not None:
+            _workspace_id(session, workspace)
         rows = list_tokens(session, workspace)
     for token, key in rows:
         revoked = f"revoked {token.revoked_at:%Y-%m-%d %H:%M:%S}" if token.revoked_at else "live"
@@ -212,12 +207,10 @@ def messages_resend(message_ids: tuple[int, ...], status: str | None, since: str
     An unknown message may have reached the relay: resend it once the relay's logs show it did not. Each resent
     message gets a fresh series of tries (TRIPMAIL_SEND_RETRY_SCHEDULE, TRIPMAIL_SEND_GIVE_UP_AFTER).
     """
-    from sqlalchemy import select
 
     from tripmail import queue
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
-    from tripmail.models import Workspace
     from tripmail.retries import resend_messages, resendable_ids
 
     if bool(message_ids) == (status is not None):
@@ -230,11 +223,7 @@ def messages_resend(message_ids: tuple[int, ...], status: str | None, since: str
     if status is not None:
         since_time = _since(since, now=now) if since else None
         with sessions() as session:
-            workspace_id = None
-            if workspace is not None:
-                workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == workspace)).first()
-                if workspace_id is None:
-                    raise click.ClickException(f"no workspace {workspace!r}")
+            workspace_id = None if workspace is None else _workspace_id(session, workspace)
             message_ids = tuple(resendable_ids(session, status=status, since=since_time, workspace_id=workspace_id))
         click.echo(f"{len(message_ids)} {status} message(s) found")
     publisher = queue.make_celery(settings)
