@@ -251,6 +251,22 @@ _SUPPRESSED = select(_SUPPRESSIONS.c.email).where(
     _SUPPRESSIONS.c.workspace_id == bindparam("ws"), _SUPPRESSIONS.c.email.in_(bindparam("emails", expanding=True))
 )
 
+# A message planned before its address was suppressed (one waiting for its next try, for a run's wait, or in a
+# long fan-out) is not sent after all.
+_SUPPRESS_PENDING = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id.in_(bindparam("ids", expanding=True)),
+        _MESSAGES.c.status == MessageStatus.PENDING,
+        select(_SUPPRESSIONS.c.id)
+        .where(
+            _SUPPRESSIONS.c.workspace_id == _MESSAGES.c.workspace_id, _SUPPRESSIONS.c.email == _MESSAGES.c.to_address
+        )
+        .exists(),
+    )
+    .values(status=MessageStatus.SUPPRESSED, next_attempt_at=None, updated_at=bindparam("now"))
+)
+
 
 class _Contact(NamedTuple):
     id: str
@@ -924,6 +940,8 @@ def deliver_messages(
     with sessions.begin() as session:
         if not settled:
             settle_unfinished(session, run_id=run_id, now=clock())
+            # A settled run's messages were planned by it just now, against the suppressions of now.
+            session.execute(_SUPPRESS_PENDING, {"ids": message_ids, "now": clock()})
         claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
         prepared = rendered.claimed(claimed)
         if prepared.message_id_headers:

@@ -82,3 +82,21 @@ def refused(stack: OwnStack, part: str) -> int:
             .where(Message.to_address.contains(part), MessageAttempt.smtp_reply.like("connecting%"))
         )
     return int(count or 0)
+
+
+@pytest.mark.timeout(120)
+def test_a_message_waiting_for_its_next_try_is_not_sent_once_its_address_is_suppressed(stack: OwnStack) -> None:
+    tenant = stack.tenant("waitsuppressed")
+    email = f"{tenant.key}-gone@example.com"
+    stack.start_worker()
+    stack.start_scheduler()
+    post_reset(stack.api_url, tenant.token, email)
+    wait_until(lambda: refused(stack, "-gone@") == 1, what="a refused attempt")
+    # The recipient asked to be removed, or a bounce came in by another way, while the relay was down.
+    assert f"suppressed {email}" in stack.tripmail("suppressions", "add", "--workspace", tenant.key, email)
+
+    with running_sink(stack.smtp_port) as sink:
+        final = wait_until(lambda: settled(stack.db, tenant.key, 1), what="the message settled")
+        time.sleep(1)  # a second more for anything that would still go out
+        assert sink.to(email) == []
+    assert final == {"suppressed": 1}
