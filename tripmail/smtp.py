@@ -206,6 +206,10 @@ class SmtpPool:
             await _quit(client)
 
 
+# How long a relay that could not be reached is offered mail only after the others.
+RELAY_REST_S = 10.0
+
+
 class Relays:
     """The relays, each with its pool of sessions. A message goes to one chosen by weight, and on to the others in
     their order while one cannot be reached or defers it (a 4xx) before its DATA: never once DATA went to one,
@@ -217,14 +221,26 @@ class Relays:
         self.size = size
         self.rates = rates
         self._weighted = [index for index, relay in enumerate(self.relays) if relay.weight > 0]
+        # When each relay that could not be reached may be offered mail first again (time.monotonic()).
+        self._resting_until = [0.0] * len(self.relays)
 
     def order(self) -> list[int]:
-        """The relays to offer one message to, by index: one picked by weight, then the rest in their order."""
-        if len(self.relays) == 1 or not self._weighted:
-            return list(range(len(self.relays)))
-        weights = [self.relays[index].weight for index in self._weighted]
-        first = random.choices(self._weighted, weights=weights)[0]  # noqa: S311 - spreading load, not security
-        return [first, *(index for index in range(len(self.relays)) if index != first)]
+        """The relays to offer one message to, by index: one picked by weight, then the rest in their order; a
+        relay that could not be reached lately comes last, so a relay whose host does not answer costs one
+        connection timeout every RELAY_REST_S rather than one per message."""
+        if len(self.relays) == 1:
+            return [0]
+        now = time.monotonic()
+        awake = [index for index in self._weighted if self._resting_until[index] <= now]
+        order = list(range(len(self.relays)))
+        if awake:
+            weights = [self.relays[index].weight for index in awake]
+            first = random.choices(awake, weights=weights)[0]  # noqa: S311 - spreading load, not security
+            order = [first, *(index for index in order if index != first)]
+        return sorted(order, key=lambda index: self._resting_until[index] > now)
+
+    def unreachable(self, index: int) -> None:
+        self._resting_until[index] = time.monotonic() + RELAY_REST_S
 
     async def close(self) -> None:
         for pool in self.pools:
@@ -332,6 +348,7 @@ class _Sending:
                 # Greeting, TLS and login failures are about the relay or Tripmail's settings, not this message:
                 # even a 5xx here (535 bad password) is worth retrying once the relay is fixed.
                 clients.pop(index, None)
+                self.relays.unreachable(index)
                 return SendResult(
                     envelope.key, Outcome.TRANSIENT, None, f"connecting to {relay}: {exc}", None, relay
                 ), True
