@@ -13,7 +13,7 @@ from redis import Redis
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import history, native, ops, templates, unsubscribe
+from api import history, native, ops, suppressions, templates, unsubscribe
 from api.auth import TokenCache
 from api.dialects import DIALECTS
 from api.enqueue import Enqueuer
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(unsubscribe.router)
     app.include_router(templates.router)
     app.include_router(history.router)
+    app.include_router(suppressions.router)
     for dialect in DIALECTS:
         app.include_router(dialect.router)
     return app

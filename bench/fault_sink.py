@@ -5,6 +5,8 @@ accepts connections, then answers one line per command read from stdin:
 
     stats    ->  JSON: messages accepted, 421s and 550s answered, the monotonic time of the last acceptance
     tally    ->  JSON: {"recipients": {address: times accepted}, "message_ids": {Message-ID: times accepted}}
+    down     ->  the server stops: connections open are cut, new ones refused (a relay that went down)
+    up       ->  the server listens again on the same port
     quit     ->  stops
 
 Faults: a recipient that `refused(address, rate)` picks (a hash of the address, so the bench knows the same set in
@@ -23,7 +25,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench.sink import serve
+from aiosmtpd.controller import Controller
+
+from bench.sink import serve, smtp_controller
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)\s*$", re.MULTILINE | re.IGNORECASE)
 
@@ -74,8 +78,33 @@ class FaultyHandler:
         return "250 2.0.0 queued"
 
 
-def answer(handler: FaultyHandler, command: str) -> str | None:
+class Switchable:
+    """The SMTP server, stopped and started again on the same port: a stopped Controller cannot start again (its
+    event loop is closed), so each start makes a new one."""
+
+    def __init__(self, handler: FaultyHandler, *, host: str, port: int) -> None:
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self._running: Controller | None = None
+
+    def start(self) -> None:
+        if self._running is None:
+            self._running = smtp_controller(self._handler, host=self._host, port=self._port)
+            self._running.start()
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running.stop()
+            self._running = None
+
+
+def answer(handler: FaultyHandler, server: Switchable, command: str) -> str | None:
     verb = command.strip()
+    if verb in ("down", "up"):
+        # Outside the lock: stopping waits for the handler's tasks, which take it.
+        (server.stop if verb == "down" else server.start)()
+        return json.dumps({verb: True})
     with handler.lock:
         return _answer(handler, verb)
 
@@ -106,7 +135,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     handler = FaultyHandler(transient=args.transient, refuse=args.refuse, seed=args.seed)
-    serve(handler, lambda line: answer(handler, line), host=args.host, port=args.port)
+    server = Switchable(handler, host=args.host, port=args.port)
+    serve(server, lambda line: answer(handler, server, line))
 
 
 if __name__ == "__main__":

@@ -53,6 +53,9 @@ class Faults:
     redis_restarts: int = 0
     transient: float = 0.0
     refuse: float = 0.0
+    # The SMTP server stopped (connections cut, new ones refused) from the middle of the posting, for
+    # Options.relay_down_s.
+    relay_down: bool = False
 
     def describe(self, options: "Options") -> str:
         parts = []
@@ -65,6 +68,8 @@ class Faults:
             parts.append(f"redis-server restarted {self.redis_restarts}x")
         if self.transient or self.refuse:
             parts.append(f"SMTP {self.transient:.0%} 421 / {self.refuse:.0%} 550")
+        if self.relay_down:
+            parts.append(f"the SMTP server down for {options.relay_down_s:g} s mid-run")
         return ", ".join(parts) or "none"
 
     def describe_plain(self) -> str:
@@ -75,6 +80,8 @@ class Faults:
             parts.append(f"{self.redis_restarts} Redis restarts")
         if self.transient or self.refuse:
             parts.append(f"SMTP {self.transient:.0%} 421 / {self.refuse:.0%} 550")
+        if self.relay_down:
+            parts.append("relay down")
         return ", ".join(parts) or "no faults"
 
 
@@ -84,6 +91,7 @@ SCENARIOS: dict[str, Faults] = {
     "redis-restarts": Faults(redis_restarts=2),
     "smtp-faults": Faults(transient=0.10, refuse=0.02),
     "combined": Faults(kill_workers=True, redis_restarts=2, transient=0.10, refuse=0.02),
+    "relay-down": Faults(relay_down=True),
 }
 
 
@@ -98,6 +106,7 @@ class Options:
     kill_min_s: float
     kill_max_s: float
     redis_down_s: float
+    relay_down_s: float
     stall_s: float
     appendfsync: str
     output: Path
@@ -117,6 +126,11 @@ class Injected:
     duplicates_answered: int = 0
     answered_421: int = 0
     answered_550: int = 0
+    # Set while the SMTP server is down: the drain does not take the stillness for a stall.
+    relay_down: threading.Event = field(default_factory=threading.Event)
+    relay_down_s: float = 0.0
+    # Seconds from the SMTP server's return until it had accepted every message.
+    drained_after_relay_s: float | None = None
 
 
 @dataclass
@@ -338,6 +352,29 @@ def restart_redis(stack: Stack, options: Options, injected: Injected, restarts: 
         injected.resumed_after_s.append(resumed)
 
 
+def take_relay_down(stack: Stack, options: Options, injected: Injected, faults: Faults, stop: threading.Event) -> None:
+    """From the middle of the posting: the SMTP server away for `options.relay_down_s`."""
+    down_s = options.relay_down_s
+    to_accept = sum(
+        1 for index in range(options.emails) if not (faults.refuse and refused(recipient(index, DOMAIN), faults.refuse))
+    )
+    if stop.wait(options.emails / options.rate / 2):
+        return
+    injected.relay_down.set()
+    injected.relay_down_s = down_s
+    print(f"    SMTP server down for {down_s:g} s", flush=True)
+    stack.sink.ask("down")
+    stop.wait(down_s)
+    stack.sink.ask("up")
+    back_at = time.monotonic()
+    print("    SMTP server up again", flush=True)
+    injected.relay_down.clear()
+    while not stop.wait(1):
+        if stack.sink.accepted() >= to_accept:
+            injected.drained_after_relay_s = time.monotonic() - back_at
+            return
+
+
 def last_error(worker: Started) -> str:
     lines = worker.log_text().splitlines()
     critical = [line for line in lines if " CRITICAL " in line]
@@ -382,7 +419,7 @@ def wait_until_drained(stack: Stack, options: Options, posted: threading.Event, 
         if posted.is_set() and statuses.total() >= options.emails and unfinished == 0:
             return True
         state = (tuple(sorted(statuses.items())), events, accepted)
-        if state != last:
+        if state != last or injected.relay_down.is_set():
             last, moved_at = state, now
         elif now - moved_at > options.stall_s:
             print(f"  [{name}] nothing moved for {options.stall_s:g} s: stopping here", flush=True)
@@ -429,6 +466,9 @@ def run_scenario(name: str, faults: Faults, options: Options, root: Path) -> Out
         if faults.redis_restarts:
             args = (stack, options, injected, faults.redis_restarts, stop)
             threads.append(threading.Thread(target=restart_redis, args=args, daemon=True))
+        if faults.relay_down:
+            outage = (stack, options, injected, faults, stop)
+            threads.append(threading.Thread(target=take_relay_down, args=outage, daemon=True))
         for thread in threads:
             thread.start()
         drained = wait_until_drained(stack, options, posted, name, injected)
@@ -534,6 +574,8 @@ def _faults_cell(outcome: Outcome) -> str:
         parts.append(f"{injected.redis_restarts} Redis restarts")
     if outcome.faults.transient or outcome.faults.refuse:
         parts.append(f"{injected.answered_421:,} x 421, {injected.answered_550:,} x 550")
+    if outcome.faults.relay_down:
+        parts.append(f"SMTP server down {injected.relay_down_s:g} s")
     return ", ".join(parts) or "none"
 
 
@@ -571,6 +613,12 @@ def paragraph(outcome: Outcome) -> str:
         said.append(
             f"**{len(injected.died)} worker main process(es) exited on their own** (the bench started a replacement "
             "for each, as a supervisor would): " + "; ".join(f"`{reason}`" for reason in injected.died) + "."
+        )
+    if outcome.faults.relay_down:
+        after = injected.drained_after_relay_s
+        said.append(
+            f"The SMTP server was down for {injected.relay_down_s:g} s; once it was back, every message it was "
+            + (f"to take was accepted within {after:.0f} s." if after is not None else "to take was never accepted.")
         )
     if injected.resumed_after_s:
         resumed = ", ".join(f"{value:.1f} s" if value is not None else "never" for value in injected.resumed_after_s)
@@ -678,6 +726,7 @@ def parse_options() -> Options:
     parser.add_argument("--kill-min-s", type=float, default=3.0)
     parser.add_argument("--kill-max-s", type=float, default=6.0)
     parser.add_argument("--redis-down-s", type=float, default=2.0)
+    parser.add_argument("--relay-down-s", type=float, default=300.0, help="how long relay-down stops the SMTP server")
     parser.add_argument("--stall-s", type=float, default=120.0, help="give up when nothing moved for this long")
     parser.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec")
     parser.add_argument("--output", type=Path, default=REPORT)
@@ -697,6 +746,7 @@ def parse_options() -> Options:
         kill_min_s=args.kill_min_s,
         kill_max_s=args.kill_max_s,
         redis_down_s=args.redis_down_s,
+        relay_down_s=args.relay_down_s,
         stall_s=args.stall_s,
         appendfsync=args.appendfsync,
         output=args.output,

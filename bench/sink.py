@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import uvloop
 from aiosmtpd.controller import Controller
@@ -60,10 +60,18 @@ def answer(handler: CountingHandler, command: str) -> str | None:
     return f"error: unknown command {verb!r}"
 
 
-def serve(handler: Any, answer_line: Callable[[str], str | None], *, host: str, port: int) -> None:
-    """Serve SMTP with `handler`; print READY, then answer each line of stdin until `answer_line` gives None."""
+def smtp_controller(handler: Any, *, host: str, port: int) -> Controller:
     # uvloop keeps the sink's own cost per message low, so it is less often the wall the senders hit.
-    controller = Controller(handler, hostname=host, port=port, loop=uvloop.new_event_loop())
+    return Controller(handler, hostname=host, port=port, loop=uvloop.new_event_loop())
+
+
+class Server(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def serve(controller: Server, answer_line: Callable[[str], str | None]) -> None:
+    """Serve SMTP; print READY, then answer each line of stdin until `answer_line` gives None."""
     controller.start()
     try:
         print("READY", flush=True)
@@ -82,7 +90,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     handler = CountingHandler()
-    serve(handler, lambda line: answer(handler, line), host=args.host, port=args.port)
+    serve(smtp_controller(handler, host=args.host, port=args.port), lambda line: answer(handler, line))
 
 
 if __name__ == "__main__":

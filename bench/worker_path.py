@@ -29,7 +29,7 @@ from tripmail.migrations import upgrade
 from tripmail.models import Workspace
 from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
-from tripmail.smtp import SendingLoop, parse_smtp_url
+from tripmail.smtp import SendingLoop, parse_relays
 
 BATCH_SIZE = Settings().send_batch_size
 
@@ -79,7 +79,7 @@ def main() -> None:
             with sessions.begin() as session:
                 apply_file(session, load_apply_file(APPLY_FILE), now=utcnow())
                 workspace_id = session.scalars(select(Workspace.id)).one()
-            sending = SendingLoop(parse_smtp_url(f"smtp://127.0.0.1:{port}"), size=4, timeout=30)
+            sending = SendingLoop(parse_relays(f"smtp://127.0.0.1:{port}"), size=4, timeout=30)
 
             def deliver(message_ids: list[int], run_id: str, *, settled: bool) -> None:
                 delivery.deliver_messages(

@@ -5,12 +5,15 @@ import sys
 from collections.abc import MutableMapping
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from tripmail.config import get_settings
 from tripmail.errors import TripmailError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 def _fail(exc: TripmailError) -> NoReturn:
@@ -101,18 +104,13 @@ def token_create(workspace: str, scopes: str) -> None:
 @click.option("--workspace", help="Only this workspace's tokens. [default: every workspace's]")
 def token_list(workspace: str | None) -> None:
     """List tokens, oldest first: id, workspace, the secret's first characters, scopes, created, revoked."""
-    from sqlalchemy import select
 
     from tripmail.db import make_sessionmaker
-    from tripmail.models import Workspace
     from tripmail.tokens import list_tokens
 
     with make_sessionmaker(get_settings())() as session:
-        if (
-            workspace is not None
-            and session.scalars(select(Workspace.id).where(Workspace.key == workspace)).first() is None
-        ):
-            raise click.ClickException(f"no workspace {workspace!r}")
+        if workspace is not None:
+            _workspace_id(session, workspace)
         rows = list_tokens(session, workspace)
     for token, key in rows:
         revoked = f"revoked {token.revoked_at:%Y-%m-%d %H:%M:%S}" if token.revoked_at else "live"
@@ -212,12 +210,10 @@ def messages_resend(message_ids: tuple[int, ...], status: str | None, since: str
     An unknown message may have reached the relay: resend it once the relay's logs show it did not. Each resent
     message gets a fresh series of tries (TRIPMAIL_SEND_RETRY_SCHEDULE, TRIPMAIL_SEND_GIVE_UP_AFTER).
     """
-    from sqlalchemy import select
 
     from tripmail import queue
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
-    from tripmail.models import Workspace
     from tripmail.retries import resend_messages, resendable_ids
 
     if bool(message_ids) == (status is not None):
@@ -230,11 +226,7 @@ def messages_resend(message_ids: tuple[int, ...], status: str | None, since: str
     if status is not None:
         since_time = _since(since, now=now) if since else None
         with sessions() as session:
-            workspace_id = None
-            if workspace is not None:
-                workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == workspace)).first()
-                if workspace_id is None:
-                    raise click.ClickException(f"no workspace {workspace!r}")
+            workspace_id = None if workspace is None else _workspace_id(session, workspace)
             message_ids = tuple(resendable_ids(session, status=status, since=since_time, workspace_id=workspace_id))
         click.echo(f"{len(message_ids)} {status} message(s) found")
     publisher = queue.make_celery(settings)
@@ -288,6 +280,91 @@ def _since(value: str, *, now: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _workspace_id(session: "Session", key: str) -> int:
+    """The id of the workspace with this key; a ClickException names a key that no workspace has."""
+    from sqlalchemy import select
+
+    from tripmail.models import Workspace
+
+    found = session.scalars(select(Workspace.id).where(Workspace.key == key)).first()
+    if found is None:
+        raise click.ClickException(f"no workspace {key!r}")
+    return found
+
+
+@main.group()
+def suppressions() -> None:
+    """Suppressions: the addresses a workspace no longer mails (hard bounces, and entries added by hand)."""
+
+
+@suppressions.command("list")
+@click.option("--workspace", help="Only this workspace's suppressions. [default: every workspace's]")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+def suppressions_list(workspace: str | None, limit: int) -> None:
+    """List suppressions, newest first: email, source (smtp or manual), time, reason."""
+    from tripmail.db import make_sessionmaker
+    from tripmail.suppressions import recent_suppressions
+
+    with make_sessionmaker(get_settings())() as session:
+        workspace_id = None if workspace is None else _workspace_id(session, workspace)
+        rows = recent_suppressions(session, workspace_id=workspace_id, limit=limit)
+    for suppression, key in rows:
+        # Every workspace's list names each entry's workspace; one workspace's has no need to.
+        where = "" if workspace else f"{key}  "
+        click.echo(
+            f"{where}{suppression.email}  {suppression.source}  "
+            f"{suppression.created_at:%Y-%m-%d %H:%M:%S}  {suppression.reason}".rstrip()
+        )
+    click.echo(f"{len(rows)} suppression(s)" + (f" of workspace {workspace}" if workspace else ""))
+
+
+@suppressions.command("add")
+@click.option("--workspace", required=True, help="Workspace key, as in the apply file.")
+@click.option("--reason", default="", help="Why the workspace stops mailing these addresses.")
+@click.argument("emails", nargs=-1, required=True)
+def suppressions_add(workspace: str, reason: str, emails: tuple[str, ...]) -> None:
+    """Stop mailing these addresses (transactional mail too); one suppressed already stays as it is."""
+    from tripmail.db import make_sessionmaker
+    from tripmail.ids import utcnow
+    from tripmail.suppressions import add_suppressions
+
+    try:
+        with make_sessionmaker(get_settings()).begin() as session:
+            added = add_suppressions(session, _workspace_id(session, workspace), emails, reason=reason, now=utcnow())
+    except TripmailError as exc:
+        _fail(exc)
+    for entry in added:
+        suppression = entry.suppression
+        if entry.created:
+            click.echo(f"suppressed {suppression.email} in workspace {workspace}")
+        else:
+            click.echo(
+                f"{suppression.email} was already suppressed ({suppression.source}, "
+                f"{suppression.created_at:%Y-%m-%d %H:%M:%S}), left as it is"
+            )
+
+
+@suppressions.command("remove")
+@click.option("--workspace", required=True, help="Workspace key, as in the apply file.")
+@click.argument("emails", nargs=-1, required=True)
+def suppressions_remove(workspace: str, emails: tuple[str, ...]) -> None:
+    """Mail these addresses again: the next event to each is sent."""
+    from tripmail.db import make_sessionmaker
+    from tripmail.suppressions import remove_suppressions
+
+    try:
+        with make_sessionmaker(get_settings()).begin() as session:
+            removed = remove_suppressions(session, _workspace_id(session, workspace), emails)
+    except TripmailError as exc:
+        _fail(exc)
+    for address, was_suppressed in removed.items():
+        click.echo(
+            f"removed {address} from the suppressions of workspace {workspace}"
+            if was_suppressed
+            else f"{address} was not suppressed in workspace {workspace}"
+        )
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -312,6 +389,12 @@ def api(host: str, port: int, workers: int) -> None:
 )
 def worker(concurrency: int, loglevel: str, hostname: str | None) -> None:
     """Run a Celery worker; start more of them, anywhere, against the same Redis to scale out."""
+    from tripmail.smtp import parse_relays
+
+    try:
+        parse_relays(get_settings().smtp_url.get_secret_value())
+    except ValueError as exc:
+        raise click.ClickException(f"TRIPMAIL_SMTP_URL: {exc}") from exc
     argv = [sys.executable, "-m", "celery", "-A", "worker.app:celery", "worker"]
     argv += [
         "--concurrency",

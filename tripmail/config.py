@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tripmail.durations import parse_duration
+from tripmail.rates import parse_domain_rates
 
 
 class Settings(BaseSettings):
@@ -19,7 +20,11 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///var/tripmail.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # One relay, or several separated by spaces or commas: see tripmail.smtp.parse_relays.
     smtp_url: SecretStr = SecretStr("smtp://127.0.0.1:1025")
+    # Send rates per recipient domain, shared by every worker: `gmail.com=20/second *=100/second` (`*`: each other
+    # domain on its own). Empty: none.
+    send_domain_rates: str = ""
     smtp_timeout_s: float = Field(default=30.0, gt=0)
     smtp_connections: int = Field(default=4, ge=1, le=64)
     mail_dir: Path = Path("var/mail")
@@ -91,6 +96,12 @@ class Settings(BaseSettings):
         waits = [parse_duration(wait) for wait in value.split(",")]
         if any(wait <= 0 for wait in waits):
             raise ValueError(f"every wait of TRIPMAIL_SEND_RETRY_SCHEDULE must be above 0 s, got {value!r}")
+        return value
+
+    @field_validator("send_domain_rates")
+    @classmethod
+    def _domain_rates(cls, value: str) -> str:
+        parse_domain_rates(value)
         return value
 
     @field_validator("send_give_up_after", mode="before")

@@ -238,6 +238,7 @@ _SET_OUTCOME = (
         smtp_code=bindparam("code"),
         smtp_reply=bindparam("reply"),
         sent_at=bindparam("sent"),
+        relay=bindparam("relay"),
         next_attempt_at=bindparam("next_attempt"),
         give_up_at=bindparam("give_up"),
         enqueued_at=None,
@@ -250,6 +251,22 @@ _ADD_ATTEMPT = insert(_ATTEMPTS)
 _SUPPRESSIONS = table_of(Suppression)
 _SUPPRESSED = select(_SUPPRESSIONS.c.email).where(
     _SUPPRESSIONS.c.workspace_id == bindparam("ws"), _SUPPRESSIONS.c.email.in_(bindparam("emails", expanding=True))
+)
+
+# A message planned before its address was suppressed (one waiting for its next try, for a run's wait, or in a
+# long fan-out) is not sent after all.
+_SUPPRESS_PENDING = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id.in_(bindparam("ids", expanding=True)),
+        _MESSAGES.c.status == MessageStatus.PENDING,
+        select(_SUPPRESSIONS.c.id)
+        .where(
+            _SUPPRESSIONS.c.workspace_id == _MESSAGES.c.workspace_id, _SUPPRESSIONS.c.email == _MESSAGES.c.to_address
+        )
+        .exists(),
+    )
+    .values(status=MessageStatus.SUPPRESSED, next_attempt_at=None, updated_at=bindparam("now"))
 )
 
 
@@ -702,6 +719,7 @@ def record_results(
                 "code": result.code,
                 "reply": reply,
                 "sent": now if status is MessageStatus.SENT else None,
+                "relay": result.relay,
                 "next_attempt": next_attempt,
                 "give_up": give_up_at,
                 "now": now,
@@ -715,6 +733,7 @@ def record_results(
                 "message_id": result.key,
                 "attempted_at": now,
                 "outcome": result.outcome,
+                "relay": result.relay,
                 "smtp_code": result.code,
                 "smtp_reply": result.reply,
             }
@@ -943,6 +962,8 @@ def deliver_messages(
     with sessions.begin() as session:
         if not settled:
             settle_unfinished(session, run_id=run_id, now=clock())
+            # A settled run's messages were planned by it just now, against the suppressions of now.
+            session.execute(_SUPPRESS_PENDING, {"ids": message_ids, "now": clock()})
         claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
         prepared = rendered.claimed(claimed)
         if prepared.message_id_headers:
@@ -957,7 +978,7 @@ def deliver_messages(
             journal.record(failure)
         results = list(prepared.failures)
         if prepared.envelopes:
-            results += await sending.pool.send_all(prepared.envelopes, deadline=deadline, journal=journal)
+            results += await sending.relays.send_all(prepared.envelopes, deadline=deadline, journal=journal)
         await journal.flush(until=started + (record_for if record_for is not None else deadline))
         return results
 

@@ -69,6 +69,7 @@ class DeliveryMetrics(NamedTuple):
     delivered: Counter
     retries: Counter
     smtp_seconds: Histogram
+    failovers: Counter
 
 
 @lru_cache
@@ -86,6 +87,11 @@ def delivery_metrics() -> DeliveryMetrics:
             "tripmail_smtp_send_seconds",
             "From MAIL FROM to the reply to DATA, per message, on a connection already open.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        ),
+        Counter(
+            "tripmail_relay_failovers",
+            "Messages a relay could not take (unreachable, or a 4xx before DATA), offered to the next relay.",
+            ["relay"],
         ),
     )
 

@@ -1,19 +1,25 @@
 """Sending over SMTP with aiosmtplib, several connections at once, each reused for many messages."""
 
 import asyncio
+import logging
+import random
 import re
 import threading
 import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import aiosmtplib
 import uvloop
 
+from tripmail.config import Settings
 from tripmail.metrics import delivery_metrics
+from tripmail.rates import SendRates, parse_domain_rates, parse_rate
+
+log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -52,6 +58,42 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     )
 
 
+@dataclass(frozen=True)
+class Relay:
+    """One relay of TRIPMAIL_SMTP_URL: where it is, its share of the mail, and its send rate."""
+
+    target: SmtpTarget
+    # Its share of the mail among the relays with a weight; 0: it takes mail only when the ones before it fail.
+    weight: int = 1
+    # The most it may be sent (`100/second`, limits' notation), counted across every worker; None: no limit.
+    rate: str | None = None
+
+    @property
+    def name(self) -> str:
+        """How messages and logs name it: host and port, never its credentials."""
+        return f"{self.target.hostname}:{self.target.port}"
+
+
+def parse_relays(text: str) -> list[Relay]:
+    """One or more SMTP URLs, separated by spaces or commas, in failover order; each may add `weight=N` and
+    `rate=100/second` to its query (a comma inside a password is written %2C)."""
+    relays = []
+    for url in text.replace(",", " ").split():
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        weight_text = query.pop("weight", ["1"])[0]
+        rate = query.pop("rate", [None])[0]
+        if not weight_text.isdigit():
+            raise ValueError(f"relay {parts.hostname}: weight must be a whole number of 0 or more, got {weight_text!r}")
+        if rate is not None:
+            parse_rate(rate)
+        rest = urlencode([(key, value) for key, values in query.items() for value in values])
+        relays.append(Relay(parse_smtp_url(urlunsplit(parts._replace(query=rest))), int(weight_text), rate))
+    if not relays:
+        raise ValueError("TRIPMAIL_SMTP_URL names no relay: give at least one smtp:// or smtps:// URL")
+    return relays
+
+
 class Outcome(StrEnum):
     SENT = "sent"
     PERMANENT = "permanent"
@@ -83,6 +125,8 @@ class SendResult:
     reply: str
     # The command the server refused the message at; None when no reply in the transaction refused it.
     stage: Stage | None = None
+    # The relay that gave the result (Relay.name); None when none was reached.
+    relay: str | None = None
 
     @property
     def refuses_recipient(self) -> bool:
@@ -161,6 +205,47 @@ class SmtpPool:
         for _, client in idle:
             await _quit(client)
 
+
+# How long a relay that could not be reached is offered mail only after the others.
+RELAY_REST_S = 10.0
+
+
+class Relays:
+    """The relays, each with its pool of sessions. A message goes to one chosen by weight, and on to the others in
+    their order while one cannot be reached or defers it (a 4xx) before its DATA: never once DATA went to one,
+    which may then have it."""
+
+    def __init__(self, relays: Sequence[Relay], *, size: int, timeout: float, rates: SendRates | None = None) -> None:
+        self.relays = list(relays)
+        self.pools = [SmtpPool(relay.target, size=size, timeout=timeout) for relay in self.relays]
+        self.size = size
+        self.rates = rates
+        self._weighted = [index for index, relay in enumerate(self.relays) if relay.weight > 0]
+        # When each relay that could not be reached may be offered mail first again (time.monotonic()).
+        self._resting_until = [0.0] * len(self.relays)
+
+    def order(self) -> list[int]:
+        """The relays to offer one message to, by index: one picked by weight, then the rest in their order; a
+        relay that could not be reached lately comes last, so a relay whose host does not answer costs one
+        connection timeout every RELAY_REST_S rather than one per message."""
+        if len(self.relays) == 1:
+            return [0]
+        now = time.monotonic()
+        awake = [index for index in self._weighted if self._resting_until[index] <= now]
+        order = list(range(len(self.relays)))
+        if awake:
+            weights = [self.relays[index].weight for index in awake]
+            first = random.choices(awake, weights=weights)[0]  # noqa: S311 - spreading load, not security
+            order = [first, *(index for index in order if index != first)]
+        return sorted(order, key=lambda index: self._resting_until[index] > now)
+
+    def unreachable(self, index: int) -> None:
+        self._resting_until[index] = time.monotonic() + RELAY_REST_S
+
+    async def close(self) -> None:
+        for pool in self.pools:
+            await pool.close()
+
     async def send_all(
         self, envelopes: Sequence[Envelope], *, deadline: float, journal: Journal | None = None
     ) -> list[SendResult]:
@@ -187,14 +272,14 @@ class SmtpPool:
 
 
 class SendingLoop:
-    """An event loop in a thread of its own, with an SmtpPool on it, for the life of a worker process.
+    """An event loop in a thread of its own, with the relays' pools on it, for the life of a worker process.
 
-    A task runs its sending here (`run`) rather than in a loop of its own, so the pool's connections and the
+    A task runs its sending here (`run`) rather than in a loop of its own, so the pools' connections and the
     loop's threads outlive the task.
     """
 
-    def __init__(self, target: SmtpTarget, *, size: int, timeout: float) -> None:
-        self.pool = SmtpPool(target, size=size, timeout=timeout)
+    def __init__(self, relays: Sequence[Relay], *, size: int, timeout: float, rates: SendRates | None = None) -> None:
+        self.relays = Relays(relays, size=size, timeout=timeout, rates=rates)
         # uvloop: its transports and thread hand-offs cost less CPU per message than asyncio's (the sending thread
         # 463 -> 375 µs per message in bench.worker_path).
         self._loop = uvloop.new_event_loop()
@@ -206,8 +291,8 @@ class SendingLoop:
 
 
 class _Sending:
-    def __init__(self, pool: SmtpPool, journal: Journal, results: list[SendResult]) -> None:
-        self.pool = pool
+    def __init__(self, relays: Relays, journal: Journal, results: list[SendResult]) -> None:
+        self.relays = relays
         self.journal = journal
         self.results = results
 
@@ -216,39 +301,68 @@ class _Sending:
         self.journal.record(result)
 
     async def drain(self, queue: "asyncio.Queue[Envelope]") -> None:
-        """One SMTP session, reused for envelope after envelope until the queue is empty."""
-        client: aiosmtplib.SMTP | None = None
+        """A session per relay it needs, each reused for envelope after envelope until the queue is empty."""
+        clients: dict[int, aiosmtplib.SMTP] = {}
         finished = False
         try:
             while not queue.empty():
-                envelope = queue.get_nowait()
-                if client is None or not client.is_connected:
-                    try:
-                        client = await self.pool.acquire()
-                    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                        # Greeting, TLS and login failures are about the relay or Tripmail's settings, not this
-                        # message: even a 5xx here (535 bad password) is worth retrying once the relay is fixed.
-                        client = None
-                        self._report(SendResult(envelope.key, Outcome.TRANSIENT, None, f"connecting: {exc}"))
-                        continue
-                try:
-                    self._report(await self._send_one(client, envelope))
-                except aiosmtplib.SMTPHeloError as exc:
-                    client.close()
-                    self._report(
-                        SendResult(envelope.key, Outcome.TRANSIENT, exc.code, f"greeting: {exc.code} {exc.message}")
-                    )
-                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                    client.close()
-                    self._report(SendResult(envelope.key, Outcome.TRANSIENT, None, f"{type(exc).__name__}: {exc}"))
+                self._report(await self._deliver(queue.get_nowait(), clients))
             finished = True
         finally:
-            if client is not None:
+            for index, client in clients.items():
                 if finished:
-                    self.pool.release(client)
+                    self.relays.pools[index].release(client)
                 else:
                     # Stopped by the deadline mid-command: the session's state is unknown, so no one reuses it.
                     client.close()
+
+    async def _deliver(self, envelope: Envelope, clients: dict[int, aiosmtplib.SMTP]) -> SendResult:
+        """The envelope through its relays in turn, until one gives an answer that is not a deferral before DATA."""
+        if self.relays.rates is not None:
+            await self.relays.rates.domain_turn(envelope.recipient)
+        result: SendResult | None = None
+        for index in self.relays.order():
+            if result is not None:
+                log.warning(
+                    "message %d: relay %s: %s; offering it to the next relay", envelope.key, result.relay, result.reply
+                )
+                delivery_metrics().failovers.labels(result.relay).inc()
+            result, before_data = await self._through(index, envelope, clients)
+            if not (before_data and result.outcome is Outcome.TRANSIENT):
+                break
+        assert result is not None  # there is always a relay: parse_relays refuses none
+        return result
+
+    async def _through(
+        self, index: int, envelope: Envelope, clients: dict[int, aiosmtplib.SMTP]
+    ) -> tuple[SendResult, bool]:
+        """The envelope's result at one relay, and whether it came before its DATA went out."""
+        relay = self.relays.relays[index].name
+        if self.relays.rates is not None:
+            await self.relays.rates.relay_turn(relay)
+        client = clients.get(index)
+        if client is None or not client.is_connected:
+            try:
+                client = clients[index] = await self.relays.pools[index].acquire()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                # Greeting, TLS and login failures are about the relay or Tripmail's settings, not this message:
+                # even a 5xx here (535 bad password) is worth retrying once the relay is fixed.
+                clients.pop(index, None)
+                self.relays.unreachable(index)
+                return SendResult(
+                    envelope.key, Outcome.TRANSIENT, None, f"connecting to {relay}: {exc}", None, relay
+                ), True
+        try:
+            result = await self._send_one(client, envelope)
+        except aiosmtplib.SMTPHeloError as exc:
+            client.close()
+            reply = f"greeting: {exc.code} {exc.message}"
+            return SendResult(envelope.key, Outcome.TRANSIENT, exc.code, reply, None, relay), True
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Anything _send_one lets out happened before DATA: it records a break during DATA itself.
+            client.close()
+            return SendResult(envelope.key, Outcome.TRANSIENT, None, f"{type(exc).__name__}: {exc}", None, relay), True
+        return replace(result, relay=relay), result.stage in (Stage.MAIL, Stage.RCPT)
 
     async def _send_one(self, client: aiosmtplib.SMTP, envelope: Envelope) -> SendResult:
         """MAIL, RCPT, DATA one by one, so a break after the message was handed over can be told apart."""
@@ -347,3 +461,14 @@ def refuses_recipient(stage: Stage, code: int, text: str) -> bool:
         # network, the protocol or the content.
         return subject == "1" and detail not in _SENDER_ADDRESS_DETAILS
     return stage is Stage.RCPT and code in _RECIPIENT_REFUSALS
+
+
+def make_sending_loop(settings: Settings) -> SendingLoop:
+    """The relays of TRIPMAIL_SMTP_URL, with the send rates of those and of TRIPMAIL_SEND_DOMAIN_RATES, if any."""
+    relays = parse_relays(settings.smtp_url.get_secret_value())
+    relay_rates = {relay.name: parse_rate(relay.rate) for relay in relays if relay.rate is not None}
+    domain_rates = parse_domain_rates(settings.send_domain_rates)
+    rates = (
+        SendRates(settings.redis_url, relays=relay_rates, domains=domain_rates) if relay_rates or domain_rates else None
+    )
+    return SendingLoop(relays, size=settings.smtp_connections, timeout=settings.smtp_timeout_s, rates=rates)

@@ -18,7 +18,7 @@ from tripmail.db import make_sessionmaker
 from tripmail.logs import configure
 from tripmail.metrics import MULTIPROCESS_DIR, counted, forget_process
 from tripmail.queue import make_celery
-from tripmail.smtp import SendingLoop, parse_smtp_url
+from tripmail.smtp import SendingLoop, make_sending_loop
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,7 @@ def sessions() -> sessionmaker[Session]:
 @lru_cache
 def sending() -> SendingLoop:
     """Built on first use, like sessions(); its SMTP connections serve every task the process runs."""
-    settings = get_settings()
-    target = parse_smtp_url(settings.smtp_url.get_secret_value())
-    return SendingLoop(target, size=settings.smtp_connections, timeout=settings.smtp_timeout_s)
+    return make_sending_loop(get_settings())
 
 
 @lru_cache

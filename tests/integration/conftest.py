@@ -38,7 +38,7 @@ from tests.conftest import new_database
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.migrations import upgrade
-from tripmail.smtp import parse_smtp_url
+from tripmail.smtp import parse_relays
 
 T = TypeVar("T")
 
@@ -83,6 +83,7 @@ class ReceivedMail:
     mail_from: str
     rcpt_tos: list[str]
     content: bytes
+    arrived_at: float = field(default_factory=time.monotonic)
 
     @property
     def message(self) -> EmailMessage:
@@ -201,6 +202,11 @@ class Sink:
         with self._lock:
             return Counter(self._counts.get(sender, Counter()))
 
+    def from_sender(self, sender: str) -> list[ReceivedMail]:
+        """What arrived from `sender`, in the order it arrived."""
+        with self._lock:
+            return [mail for mail in self._received if mail.mail_from == sender]
+
     def to(self, address: str, *, sender: str | None = None) -> list[ReceivedMail]:
         with self._lock:
             return [
@@ -251,9 +257,9 @@ def redis_url(workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def running_sink(port: int) -> Iterator[Sink]:
-    """An aiosmtpd server on loopback, in a thread of this process, recording into a Sink."""
-    sink = Sink()
+def running_sink(port: int, sink: Sink | None = None) -> Iterator[Sink]:
+    """An aiosmtpd server on loopback, in a thread of this process, recording into a Sink (a new one unless given)."""
+    sink = sink if sink is not None else Sink()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -389,6 +395,7 @@ def service_env(settings: Settings) -> dict[str, str]:
             "TRIPMAIL_SQLITE_LOCK_WAIT_S": str(settings.sqlite_lock_wait_s),
             "TRIPMAIL_SEND_RETRY_SCHEDULE": settings.send_retry_schedule,
             "TRIPMAIL_SEND_GIVE_UP_AFTER": str(settings.send_give_up_after),
+            "TRIPMAIL_SEND_DOMAIN_RATES": settings.send_domain_rates,
         }
     )
 
@@ -559,7 +566,8 @@ class OwnStack:
 
     @property
     def smtp_port(self) -> int:
-        return parse_smtp_url(self.settings.smtp_url.get_secret_value()).port
+        """The port of the first relay."""
+        return parse_relays(self.settings.smtp_url.get_secret_value())[0].target.port
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
         process = start_worker(self.settings, self.workdir, name)

@@ -102,6 +102,8 @@ def aim(case: Case, credentials: Credentials) -> None:
     named = {
         "/v1/events": ("body", "event", credentials.event_key),
         "/v1/templates/{key}/preview": ("path", "key", credentials.template_key),
+        "/v1/suppressions": ("body", "email", credentials.contact_email),
+        "/v1/suppressions/{email}": ("path", "email", credentials.contact_email),
         "/unsubscribe/{token}": ("path", "token", credentials.unsubscribe_token),
         "/compat/cocomail/events/trigger": ("body", "identifier", credentials.event_key),
         "/compat/bunce/v1/events/trigger": ("body", "event_id", credentials.event_type_uuid),

@@ -11,7 +11,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.integration.conftest import free_port
-from tripmail.smtp import Envelope, Outcome, SendingLoop, SendResult, SmtpPool, SmtpTarget, Stage, parse_smtp_url
+from tripmail.smtp import Envelope, Outcome, Relay, Relays, SendingLoop, SendResult, SmtpTarget, Stage, parse_smtp_url
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\n\r\nbody\r\n"
 
@@ -28,11 +28,11 @@ async def send_all(
     target: SmtpTarget, envelopes: list[Envelope], *, connections: int, timeout: float, deadline: float
 ) -> list[SendResult]:
     """One send over a pool of its own, closed after it."""
-    pool = SmtpPool(target, size=connections, timeout=timeout)
+    relays = Relays([Relay(target)], size=connections, timeout=timeout)
     try:
-        return await pool.send_all(envelopes, deadline=deadline)
+        return await relays.send_all(envelopes, deadline=deadline)
     finally:
-        await pool.close()
+        await relays.close()
 
 
 class Handler:
@@ -166,15 +166,15 @@ def test_a_sending_loop_reuses_its_connections_from_one_send_to_the_next() -> No
     handler = CountingHandler()
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
-    sending = SendingLoop(target(controller.port), size=2, timeout=5)
+    sending = SendingLoop([Relay(target(controller.port))], size=2, timeout=5)
     try:
         outcomes = [
             result.outcome
             for recipient in ("a@example.com", "b@example.com", "c@example.com")
-            for result in sending.run(sending.pool.send_all(envelopes(recipient), deadline=30))
+            for result in sending.run(sending.relays.send_all(envelopes(recipient), deadline=30))
         ]
     finally:
-        sending.run(sending.pool.close())
+        sending.run(sending.relays.close())
         controller.stop()
     assert outcomes == [Outcome.SENT] * 3
     assert len(handler.peers) == 3
@@ -186,16 +186,16 @@ def test_a_pooled_connection_the_relay_dropped_is_replaced_not_failed() -> None:
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
-    sending = SendingLoop(target(port), size=1, timeout=5)
+    sending = SendingLoop([Relay(target(port))], size=1, timeout=5)
     try:
-        first = sending.run(sending.pool.send_all(envelopes("a@example.com"), deadline=30))
+        first = sending.run(sending.relays.send_all(envelopes("a@example.com"), deadline=30))
         # A relay restart closes every connection the pool keeps.
         controller.stop()
         controller = Controller(handler, hostname="127.0.0.1", port=port)
         controller.start()
-        second = sending.run(sending.pool.send_all(envelopes("b@example.com"), deadline=30))
+        second = sending.run(sending.relays.send_all(envelopes("b@example.com"), deadline=30))
     finally:
-        sending.run(sending.pool.close())
+        sending.run(sending.relays.close())
         controller.stop()
     assert [result.outcome for result in first + second] == [Outcome.SENT, Outcome.SENT]
     assert len(set(handler.peers)) == 2
@@ -263,6 +263,6 @@ def test_tls_and_login_from_the_smtp_url(certificate: tuple[Path, Path], implici
     assert [(result.outcome, result.code) for result in sent] == [(Outcome.SENT, 250)]
     # A rejected login or an unknown certificate is the relay's set-up, not the message's: retried, never a bounce.
     assert [result.outcome for result in refused] == [Outcome.TRANSIENT]
-    assert refused[0].reply.startswith("connecting: ")
+    assert refused[0].reply.startswith(f"connecting to 127.0.0.1:{port}: ")
     assert [result.outcome for result in unverified] == [Outcome.TRANSIENT]
     assert "CERTIFICATE_VERIFY_FAILED" in unverified[0].reply

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope
 ALL_SCOPES = sorted(KNOWN_SCOPES)
 B_EVENT = "ONLY_OTHER"
 B_TEMPLATE = "b_only"
+B_SUPPRESSED = "on-the-list@example.com"
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,10 @@ def world(api_url: str, workers: list[str], db: sessionmaker[Session]) -> World:
         timeout=15,
         what="B's event recorded",
     )
+    suppressed = httpx.post(
+        f"{api_url}/v1/suppressions", json={"email": B_SUPPRESSED}, headers=_headers(b_token), timeout=10
+    )
+    assert suppressed.status_code == 201, suppressed.text
     return World(
         a_key=a_key,
         a_token=a_token,
@@ -190,6 +195,23 @@ def _emailsendx_event(url: str, token: str, w: World, contact_id: str) -> httpx.
     )
 
 
+def _suppressions_list(url: str, token: str, w: World, email: str) -> httpx.Response:
+    return httpx.get(f"{url}/v1/suppressions", params={"email": email}, headers=_headers(token), timeout=10)
+
+
+def _suppressions_post(url: str, token: str, w: World, _: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/suppressions", json={"email": "a@example.com"}, headers=_headers(token), timeout=10)
+
+
+def _suppressions_delete(url: str, token: str, w: World, email: str) -> httpx.Response:
+    answer = httpx.delete(f"{url}/v1/suppressions/{email}", headers=_headers(token), timeout=10)
+    if answer.status_code == 204:
+        # Put back, so the call with A's token that follows B's finds B's entry there.
+        put_back = httpx.post(f"{url}/v1/suppressions", json={"email": email}, headers=_headers(token), timeout=10)
+        assert put_back.status_code == 201, put_back.text
+    return answer
+
+
 MISSING_UUID = str(uuid.UUID(int=1))
 CASES = [
     Case("GET", "/v1/events/{event_id}", "events:read", _events_get, lambda w: w.b_event_id, MISSING_UUID,
@@ -202,6 +224,12 @@ CASES = [
     Case("POST", "/v1/events/batch", "events:write", _events_batch, None, ""),
     Case("POST", "/v1/templates/{key}/preview", "templates:read", _preview, lambda w: B_TEMPLATE, "no_such_tpl",
          envelope=_problem),
+    # A list looked up by B's address is not a 404: it is an empty page (test_suppressions checks it).
+    Case("GET", "/v1/suppressions", "contacts:read", _suppressions_list, None, ""),
+    # Adding names an address within the token's own workspace.
+    Case("POST", "/v1/suppressions", "contacts:write", _suppressions_post, None, ""),
+    Case("DELETE", "/v1/suppressions/{email}", "contacts:write", _suppressions_delete, lambda w: B_SUPPRESSED,
+         "nobody@example.com", envelope=_problem),
     Case("POST", "/compat/cocomail/events/trigger", "events:write", _cocomail, lambda w: B_EVENT, "NO_SUCH_EVENT",
          envelope=lambda r: r.json()["data"] is None and isinstance(r.json()["error"], str)),
     Case("POST", "/compat/altcraft/api/v1.1/campaigns/triggers/start/", "events:write", _altcraft,

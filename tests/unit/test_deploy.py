@@ -22,7 +22,7 @@ from tornado.routing import URLSpec
 from api.app import create_app
 from tripmail.cli import main
 from tripmail.config import Settings
-from tripmail.smtp import parse_smtp_url
+from tripmail.smtp import parse_relays
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
@@ -194,7 +194,7 @@ def test_a_mistyped_command_or_option_is_caught() -> None:
 
 def test_configmap_and_secrets_hold_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from(configured_variables(), monkeypatch)  # raises on a value Settings refuses
-    parse_smtp_url(settings.smtp_url.get_secret_value())
+    parse_relays(settings.smtp_url.get_secret_value())
 
 
 def test_container_environment_names_settings_and_existing_sources() -> None:

@@ -1,3 +1,4 @@
+from collections import Counter
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.mime.text import MIMEText
@@ -6,8 +7,19 @@ from email.policy import compat32, default
 import pytest
 
 from tripmail.delivery import build_email
+from tripmail.rates import parse_domain_rates
 from tripmail.rendering import RenderedEmail
-from tripmail.smtp import Outcome, SendResult, SmtpTarget, Stage, parse_smtp_url, refuses_recipient
+from tripmail.smtp import (
+    Outcome,
+    Relay,
+    Relays,
+    SendResult,
+    SmtpTarget,
+    Stage,
+    parse_relays,
+    parse_smtp_url,
+    refuses_recipient,
+)
 
 
 def test_smtp_url_forms() -> None:
@@ -22,6 +34,56 @@ def test_smtp_url_forms() -> None:
 def test_smtp_url_must_be_smtp() -> None:
     with pytest.raises(ValueError, match="smtp://user:pass@host:587"):
         parse_smtp_url("http://relay.test")
+
+
+def test_several_relays_in_order_with_weights_and_rates() -> None:
+    relays = parse_relays(
+        "smtp://user:p%2Cw@a.test:587?starttls=1&weight=3&rate=100/second, smtps://b.test?rate=10/second;300/minute"
+        " smtp://c.test:2525?weight=0"
+    )
+    assert relays == [
+        Relay(SmtpTarget("a.test", 587, False, True, "user", "p,w"), 3, "100/second"),
+        Relay(SmtpTarget("b.test", 465, True, None, None, None), 1, "10/second;300/minute"),
+        Relay(SmtpTarget("c.test", 2525, False, None, None, None), 0, None),
+    ]
+    assert [relay.name for relay in relays] == ["a.test:587", "b.test:465", "c.test:2525"]
+    assert parse_relays("smtp://127.0.0.1:1025") == [Relay(parse_smtp_url("smtp://127.0.0.1:1025"))]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "names no relay"),
+        ("smtp://a.test?weight=-1", "weight must be a whole number"),
+        ("smtp://a.test?rate=lots", "is not like 100/second"),
+        ("http://a.test", "smtp://user:pass@host:587"),
+    ],
+)
+def test_relay_list_errors_name_the_rule(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_relays(text)
+
+
+def test_domain_rates() -> None:
+    rates = parse_domain_rates("Gmail.com=20/second, *=5/second;100/minute")
+    assert {domain: [str(item) for item in items] for domain, items in rates.items()} == {
+        "gmail.com": ["20 per 1 second"],
+        "*": ["5 per 1 second", "100 per 1 minute"],
+    }
+    with pytest.raises(ValueError, match=r"is not like gmail\.com=20/second"):
+        parse_domain_rates("gmail.com")
+
+
+def test_relay_order_by_weight_with_unreachable_ones_last() -> None:
+    relays = Relays(parse_relays("smtp://a.test?weight=3 smtp://b.test smtp://c.test?weight=0"), size=1, timeout=1)
+    firsts = Counter(relays.order()[0] for _ in range(2000))
+    # 3 to 1 between a and b; c (weight 0) only ever as a failover.
+    assert set(firsts) == {0, 1} and 1200 < firsts[0] < 1800
+    assert all(sorted(relays.order()) == [0, 1, 2] and relays.order()[2] == 2 for _ in range(50))
+    relays.unreachable(0)
+    assert {tuple(relays.order()) for _ in range(50)} == {(1, 2, 0)}
+    relays.unreachable(1)
+    assert {tuple(relays.order()) for _ in range(50)} == {(2, 0, 1)}
 
 
 def test_built_message_has_both_parts_and_the_headers() -> None:

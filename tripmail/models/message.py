@@ -56,6 +56,8 @@ class Message(Base):
     # when this is empty; otherwise the server may have the message and its fate is unknown.
     handed_over_at: Mapped[datetime | None]
     message_id_header: Mapped[str | None] = mapped_column(String(300))
+    # The relay (host:port, or its name) that gave the last reply: the one that took the message, once sent.
+    relay: Mapped[str | None] = mapped_column(String(255))
     smtp_code: Mapped[int | None]
     smtp_reply: Mapped[str | None] = mapped_column(Text)
     # After a transient failure (a 4xx, a relay that is down): when the scheduler hands the message out again, and
@@ -78,6 +80,7 @@ class MessageAttempt(Base):
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     attempted_at: Mapped[datetime]
     outcome: Mapped[str] = mapped_column(String(20))
+    relay: Mapped[str | None] = mapped_column(String(255))
     smtp_code: Mapped[int | None]
     smtp_reply: Mapped[str | None] = mapped_column(Text)
 

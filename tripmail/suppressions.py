@@ -1,0 +1,125 @@
+"""The suppression list as an operator sees it: list, add and lift the addresses a workspace no longer mails.
+
+A permanent SMTP refusal adds an address while its message fails (delivery.suppress), and planning a message reads
+the list (delivery.suppressed_addresses): an address lifted here is mailed again from the next event on.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic.networks import validate_email
+from pydantic_core import PydanticCustomError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from tripmail.contacts import normalize_email
+from tripmail.db import insert_new
+from tripmail.errors import FieldError, InvalidRequest, NotFound
+from tripmail.models import Suppression, SuppressionSource, Workspace
+from tripmail.schemas.suppressions import SuppressionPage, SuppressionView
+
+
+def suppression_address(email: str) -> str:
+    """The address as messages are addressed: checked as an event's contact email is, then normalised."""
+    try:
+        return normalize_email(validate_email(email)[1])
+    except PydanticCustomError as exc:
+        reason = (exc.context or {}).get("reason", exc.message())
+        message = f"{email!r} is not a valid email address: {reason}"
+        raise InvalidRequest.listing([FieldError(field="email", message=message)]) from exc
+
+
+def suppression_view(row: Suppression) -> SuppressionView:
+    """An entry as the api and the CLI show it."""
+    return SuppressionView(email=row.email, source=row.source, reason=row.reason, created_at=row.created_at)
+
+
+def list_suppressions(
+    session: Session, workspace_id: int, *, email: str | None = None, after: int | None = None, limit: int = 100
+) -> SuppressionPage:
+    """Oldest first, `limit` to a page; `after` (the previous page's next_after) pages on; `email` looks one up.
+
+    Oldest first, so a page that was full stays the same while addresses bounce: a new entry lands after it.
+    """
+    query = select(Suppression).where(Suppression.workspace_id == workspace_id)
+    if email is not None:
+        query = query.where(Suppression.email == suppression_address(email))
+    if after is not None:
+        query = query.where(Suppression.id > after)
+    rows = session.scalars(query.order_by(Suppression.id).limit(limit + 1)).all()
+    page = rows[:limit]
+    return SuppressionPage(
+        items=[suppression_view(row) for row in page], next_after=page[-1].id if len(rows) > limit else None
+    )
+
+
+def recent_suppressions(
+    session: Session, *, workspace_id: int | None = None, limit: int = 100
+) -> list[tuple[SuppressionView, str]]:
+    """Newest first, each with its workspace's key; of one workspace when an id is given."""
+    query = select(Suppression, Workspace.key).join(Workspace, Workspace.id == Suppression.workspace_id)
+    if workspace_id is not None:
+        query = query.where(Suppression.workspace_id == workspace_id)
+    rows = session.execute(query.order_by(Suppression.id.desc()).limit(limit)).all()
+    return [(suppression_view(row), key) for row, key in rows]
+
+
+@dataclass(frozen=True)
+class Added:
+    suppression: SuppressionView
+    # False when the address was suppressed already: its entry stays as it was (source, reason, time).
+    created: bool
+
+
+def add_suppressions(
+    session: Session, workspace_id: int, emails: Sequence[str], *, reason: str, now: datetime
+) -> list[Added]:
+    """Suppress these addresses by an operator's decision, each once, in the order given.
+
+    Every address is checked before any is added, so an invalid one (InvalidRequest names it) adds none.
+    """
+    addresses = list(dict.fromkeys(suppression_address(email) for email in emails))
+    rows = [
+        {
+            "workspace_id": workspace_id,
+            "email": address,
+            "reason": reason,
+            "source": SuppressionSource.MANUAL,
+            "created_at": now,
+        }
+        for address in addresses
+    ]
+    # An address suppressed already keeps its entry, also one a bounce records at this same moment.
+    created = set(insert_new(session, Suppression, rows, ["workspace_id", "email"], "email"))
+    stored = {
+        row.email: row
+        for row in session.scalars(
+            select(Suppression).where(Suppression.workspace_id == workspace_id, Suppression.email.in_(addresses))
+        )
+    }
+    return [Added(suppression_view(stored[address]), address in created) for address in addresses]
+
+
+def remove_suppressions(session: Session, workspace_id: int, emails: Sequence[str]) -> dict[str, bool]:
+    """Lift these addresses' suppressions; each normalised address, and whether it was suppressed until now.
+
+    Every address is checked before any is lifted, so an invalid one (InvalidRequest names it) lifts none.
+    """
+    addresses = list(dict.fromkeys(suppression_address(email) for email in emails))
+    removed = set(
+        session.scalars(
+            delete(Suppression)
+            .where(Suppression.workspace_id == workspace_id, Suppression.email.in_(addresses))
+            .returning(Suppression.email),
+            execution_options={"synchronize_session": False},
+        )
+    )
+    return {address: address in removed for address in addresses}
+
+
+def remove_suppression(session: Session, workspace_id: int, email: str) -> None:
+    """Lift one address's suppression; NotFound when the workspace does not suppress it."""
+    [(address, removed)] = remove_suppressions(session, workspace_id, [email]).items()
+    if not removed:
+        raise NotFound(f"{address} is not suppressed in this workspace", field="email")
