@@ -299,6 +299,16 @@ def api(host: str, port: int, workers: int) -> None:
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
 
 
+def _lane_queues(context: click.Context, parameter: click.Parameter, value: str | None) -> list[str]:
+    """The Celery queues of the lanes named (all of them by default), fast lane first."""
+    from tripmail.queue import QUEUES
+
+    named = set(QUEUES) if value is None else {name.strip() for name in value.split(",")}
+    if not named or not named <= set(QUEUES):
+        raise click.BadParameter(f"{value!r}: name lanes among {', '.join(QUEUES)}, comma-separated")
+    return [queue for lane, queue in QUEUES.items() if lane in named]
+
+
 @main.command()
 @click.option("--concurrency", default=2, show_default=True, type=int, help="Pool processes.")
 @click.option("--loglevel", default="info", show_default=True)
@@ -307,10 +317,18 @@ def api(host: str, port: int, workers: int) -> None:
     help="The worker's node name in Flower and in its logs (Celery's %h, %n, %d apply); unique per worker. "
     "[default: celery@HOST]",
 )
-def worker(concurrency: int, loglevel: str, hostname: str | None) -> None:
+@click.option(
+    "--queues",
+    callback=_lane_queues,
+    help="The lanes it takes tasks from, comma-separated: transactional (the fast lane), bulk; from both, it always "
+    "takes the fast lane's first. [default: transactional,bulk]",
+)
+def worker(concurrency: int, loglevel: str, hostname: str | None, queues: list[str]) -> None:
     """Run a Celery worker; start more of them, anywhere, against the same Redis to scale out."""
     argv = [sys.executable, "-m", "celery", "-A", "worker.app:celery", "worker"]
     argv += [
+        "--queues",
+        ",".join(queues),
         "--concurrency",
         str(concurrency),
         "--loglevel",

@@ -60,7 +60,7 @@ def test_concurrent_requests_share_tasks_and_each_email_arrives_once(stack: OwnS
 def test_a_failed_publish_answers_unavailable_and_gives_the_keys_back(own_settings: Settings) -> None:
     store = Redis.from_url(own_settings.redis_url, decode_responses=True)
     trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key="k-1", audience=Audience(email="a@example.com"))
-    checked = Checked(trigger, event_type=None, matching=1)
+    checked = Checked(trigger, event_type=None, matching=1, transactional=False)
 
     async def two_requests(broker_url: str) -> tuple[list[Answer], list[Answer]]:
         enqueuer = Enqueuer(store, make_celery(Settings(redis_url=broker_url)))
@@ -87,7 +87,7 @@ def test_a_claim_its_failed_enqueue_could_not_give_back_makes_no_duplicate_of_it
     store = Redis.from_url(own_settings.redis_url, decode_responses=True)
     store.delete("celery")
     trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key="k-left", audience=Audience(email="a@example.com"))
-    checked = Checked(trigger, event_type=None, matching=1)
+    checked = Checked(trigger, event_type=None, matching=1, transactional=False)
     [first] = _claim_keys(store, [checked.claim], ["never-queued"], [checked])  # claimed; publish and release failed
     assert first is None
 
@@ -108,7 +108,7 @@ def test_keys_of_one_flush_are_claimed_in_order_and_held_for_their_window_once_q
 
     def checked(key: str | None) -> Checked:
         trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key=key, audience=Audience(email="a@example.com"))
-        return Checked(trigger, event_type=None, matching=1)
+        return Checked(trigger, event_type=None, matching=1, transactional=False)
 
     flush = [checked(None), checked("k-held"), checked(None), checked("k-held")]
     answers = enqueue_once(store, make_celery(own_settings), flush)
@@ -127,7 +127,7 @@ def test_an_event_from_rest_waits_briefly_for_company_in_its_task(own_settings: 
 
     def checked(key: str) -> Checked:
         trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key=key, audience=Audience(email="a@example.com"))
-        return Checked(trigger, event_type=None, matching=1)
+        return Checked(trigger, event_type=None, matching=1, transactional=False)
 
     async def two_requests_apart(wait_s: float) -> None:
         enqueuer = Enqueuer(store, make_celery(own_settings), wait_s=wait_s)
