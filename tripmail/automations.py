@@ -1,4 +1,4 @@
-"""Which automations an event starts."""
+"""Which automations an event starts, and which of their mail is transactional (so goes to the fast lane)."""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -145,8 +145,8 @@ _MESSAGES = table_of(Message)
 
 
 def lanes_of_messages(where: ColumnElement[bool]) -> Select[Any]:
-    """The messages `where` selects, each as its id, its automation's flag and its step's config, for
-    split_by_lane; joined so, the lane of many messages is read in the statement that finds them."""
+    """The messages `where` selects as (id, its automation's flag, its step's config), for split_by_lane: the
+    statement that finds them reads their lanes too."""
     return (
         select(_MESSAGES.c.id, _AUTOMATIONS.c.transactional, _STEPS.c.config)
         .join(_AUTOMATIONS, _AUTOMATIONS.c.id == _MESSAGES.c.automation_id)

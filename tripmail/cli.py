@@ -305,7 +305,7 @@ def _lane_queues(context: click.Context, parameter: click.Parameter, value: str 
 
     named = set(QUEUES) if value is None else {name.strip() for name in value.split(",")}
     if not named or not named <= set(QUEUES):
-        raise click.BadParameter(f"{value!r}: name lanes among {', '.join(QUEUES)}, comma-separated")
+        raise click.BadParameter(f"{value!r}: the lanes are {', '.join(QUEUES)} (comma-separated)")
     return [queue for lane, queue in QUEUES.items() if lane in named]
 
 
