@@ -38,6 +38,7 @@ bench: $(STAMP)
 	@scripts/ensure-program.sh wrk
 	$(BIN)/python -m bench.fan_out 2>/dev/null
 	$(BIN)/python -m bench.delivery
+	$(BIN)/python -m bench.fast_lane
 
 # Fault scenarios at scale (issue 9): 5 x 20,000 emails on fresh stacks, about 15 minutes; writes bench/reliability.md.
 # A quick look: make reliability ARGS="--emails 2000".

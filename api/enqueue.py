@@ -53,6 +53,8 @@ class Checked:
     trigger: TriggerRequest
     event_type: EventType | None
     matching: int
+    # One of its automations sends transactional mail: it goes to the fast lane.
+    transactional: bool
 
     @property
     def dedupe_window_s(self) -> int:
@@ -152,7 +154,11 @@ class Enqueuer:
 
 
 def enqueue_once(store: Redis, celery: Celery, checked: list[Checked]) -> list[Answer]:
-    """Claim each key, enqueue every trigger that is not a duplicate in one task, then hold the claims."""
+    """Claim each key, enqueue the triggers that are not duplicates in one task per lane, then hold the claims.
+
+    A task holds one lane's triggers only: a transactional event in the task of a marketing one would wait with it
+    in the bulk lane, or make the fast lane record it.
+    """
     event_ids = [new_id() for _ in checked]
     claims = [item.claim for item in checked]
     down = Unavailable("the queue (Redis) is not reachable; nothing was accepted, retry later")
@@ -164,7 +170,7 @@ def enqueue_once(store: Redis, celery: Celery, checked: list[Checked]) -> list[A
     except RedisError:
         return [down for _ in checked]
     answers: list[Answer] = []
-    queued: list[tuple[str, dict[str, Any]]] = []
+    queued: dict[bool, list[tuple[str, dict[str, Any]]]] = {True: [], False: []}  # by lane: transactional or not
     held: list[tuple[str, str, int]] = []
     this_flush = set(event_ids)
     for item, event_id, claim, first in zip(checked, event_ids, claims, firsts, strict=True):
@@ -179,21 +185,31 @@ def enqueue_once(store: Redis, celery: Celery, checked: list[Checked]) -> list[A
             )
             continue
         answers.append(Accepted(id=event_id, matching_automations=item.matching))
-        queued.append((event_id, item.trigger.model_dump(mode="json")))
+        queued[item.transactional].append((event_id, item.trigger.model_dump(mode="json")))
         if claim is not None:
             held.append((claim, event_id, item.dedupe_window_s))
-    if not queued:
-        return answers
-    try:
-        celery.send_task(queue.PROCESS_EVENTS, args=[queued], argsrepr=queue.describe(queue.PROCESS_EVENTS, [queued]))
-    except OperationalError:
-        _release(store, held)
-        # A duplicate of an event of this flush is not accepted either: its first was never queued.
-        lost = {event_id for event_id, _ in queued}
-        return [
-            down if isinstance(answer, Accepted) and (not answer.duplicate or answer.id in lost) else answer
-            for answer in answers
-        ]
+    lost: set[str] = set()
+    for transactional in (True, False):  # the fast lane's first
+        pairs = queued[transactional]
+        if not pairs:
+            continue
+        if lost:  # Redis refused the other lane's task a moment ago: not this one's too, after another timeout
+            lost |= {event_id for event_id, _ in pairs}
+            continue
+        try:
+            celery.send_task(
+                queue.PROCESS_EVENTS,
+                args=[pairs],
+                argsrepr=queue.describe(queue.PROCESS_EVENTS, [pairs]),
+                queue=queue.queue_for(transactional=transactional),
+            )
+        except OperationalError:
+            lost |= {event_id for event_id, _ in pairs}
+    if lost:
+        _release(store, [claim for claim in held if claim[1] in lost])
+        held = [claim for claim in held if claim[1] not in lost]
+        # A duplicate of an event of this flush that was not queued is not accepted either.
+        answers = [down if isinstance(answer, Accepted) and answer.id in lost else answer for answer in answers]
     _hold_for_window(store, held)
     return answers
 

@@ -31,12 +31,14 @@ class Submitted:
 def _check(sessions: sessionmaker[Session], trigger: TriggerRequest, setup: SetupCache) -> Checked:
     """What the answer needs: the workspace's set-up from the cache, a named contact from the database."""
     if trigger.event is not None:
-        event_type, matching = setup.event(sessions, trigger.workspace_id, trigger.event)
+        event_type, matching, transactional = setup.event(sessions, trigger.workspace_id, trigger.event)
         if event_type is None and not trigger.create_event_type:
             raise UnknownEventType(f"Event with identifier {trigger.event} not found", field="event")
     else:
         with sessions() as session:
-            event_type, matching = None, len(automations_for(session, trigger))
+            started = automations_for(session, trigger)
+        event_type, matching = None, len(started)
+        transactional = any(automation.mails_transactional for automation in started)
     if trigger.audience.contact_id is not None:
         with sessions() as session:
             if find_contact(session, trigger.workspace_id, trigger.audience) is None:
@@ -49,7 +51,7 @@ def _check(sessions: sessionmaker[Session], trigger: TriggerRequest, setup: Setu
             trigger = trigger.model_copy(
                 update={"contact_update": trigger.contact_update.model_copy(update={"fields": typed})}
             )
-    return Checked(trigger, event_type, matching)
+    return Checked(trigger, event_type, matching, transactional)
 
 
 def _counted(request: Request, answers: list[Answer]) -> None:

@@ -2,12 +2,12 @@
 
 import time
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.audience import field_types
-from tripmail.automations import count_matching_automations
+from tripmail.automations import automations_on
 from tripmail.events import find_event_type
 from tripmail.ids import normalize_key
 from tripmail.models import EventType
@@ -48,8 +48,17 @@ class ExpiringCache(Generic[K, V]):
         return value
 
 
+class EventSetup(NamedTuple):
+    """What the api reads of an event key: its event type (None if it has none yet), how many active automations it
+    starts, and whether one of them sends transactional mail (its events then go to the fast lane)."""
+
+    event_type: EventType | None
+    matching: int
+    transactional: bool
+
+
 class SetupCache:
-    """Event types, matching-automation counts and contact field types per workspace, for `ttl_s` seconds.
+    """Event types, their matching automations and contact field types per workspace, for `ttl_s` seconds.
 
     Only the answer and the api's checks read these: a change made by `tripmail apply` shows in them within
     `ttl_s`, and the worker reads the database itself, so what is sent never depends on this cache. A session
@@ -57,17 +66,17 @@ class SetupCache:
     """
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._events: ExpiringCache[tuple[int, str], tuple[EventType | None, int]] = ExpiringCache(ttl_s, clock)
+        self._events: ExpiringCache[tuple[int, str], EventSetup] = ExpiringCache(ttl_s, clock)
         self._fields: ExpiringCache[int, dict[str, str]] = ExpiringCache(ttl_s, clock)
 
-    def event(self, sessions: sessionmaker[Session], workspace_id: int, event: str) -> tuple[EventType | None, int]:
-        """The event type of that key (None if it has none yet) and how many active automations it starts."""
-
-        def load() -> tuple[EventType | None, int]:
+    def event(self, sessions: sessionmaker[Session], workspace_id: int, event: str) -> EventSetup:
+        def load() -> EventSetup:
             with sessions() as session:
-                return (
+                started = automations_on(session, workspace_id, event)
+                return EventSetup(
                     find_event_type(session, workspace_id, event),
-                    count_matching_automations(session, workspace_id, event),
+                    len(started),
+                    any(automation.mails_transactional for automation in started),
                 )
 
         return self._events.cached((workspace_id, normalize_key(event)), load)

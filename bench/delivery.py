@@ -59,6 +59,7 @@ from bench.processes import (
 from bench.quickstart import APPLY_FILE, FIRST_NAME, REPOSITORY, batch_bodies, event_body, recipient, reset_link
 from tests.integration.conftest import free_port
 from tripmail.config import Settings
+from tripmail.queue import QUEUES
 
 RESULTS = REPOSITORY / "bench" / "results.md"
 WRK_SCRIPT = REPOSITORY / "bench" / "wrk_events.lua"
@@ -68,7 +69,6 @@ E2E_DOMAIN = "e2e.example.com"
 RAW_DOMAIN = "raw.example.com"
 RAW_BYTES_DOMAIN = "raw-bytes.example.com"
 NAIVE_DOMAIN = "naive.example.com"
-CELERY_QUEUE = "celery"
 
 T = TypeVar("T")
 
@@ -153,7 +153,7 @@ class Stack:
             deadline = time.monotonic() + timeout
             last, quiet_since = -1, time.monotonic()
             while time.monotonic() < deadline:
-                size = int(store.llen(CELERY_QUEUE)) + int(store.llen(BENCH_BASELINE_QUEUE))
+                size = sum(int(store.llen(queue)) for queue in [*QUEUES.values(), BENCH_BASELINE_QUEUE])
                 if size != last:
                     last, quiet_since = size, time.monotonic()
                 elif time.monotonic() - quiet_since >= quiet_for:
@@ -162,8 +162,9 @@ class Stack:
             store.flushall()
 
     def queue_length(self, db: int = 0) -> int:
+        """Tasks waiting, in every lane."""
         with contextlib.closing(Redis.from_url(self.redis_url.rsplit("/", 1)[0] + f"/{db}")) as store:
-            return int(store.llen(CELERY_QUEUE))
+            return sum(int(store.llen(queue)) for queue in QUEUES.values())
 
     def trees(self, **extra: Started | None) -> dict[str, Tree]:
         """Every process the bench runs now, so what the machine did outside them shows as `other`."""
@@ -633,14 +634,17 @@ async def paced_posts(stack: Stack, count: int, rate: float, domain: str) -> Pac
     return posts
 
 
-def measure_latency(stack: Stack, options: Options, events: int, rate: float) -> LatencyRun:
+def measure_latency(
+    stack: Stack, options: Options, events: int, rate: float, *, domain: str | None = None
+) -> LatencyRun:
+    """`domain`: the recipients' (and the events' keys), one of its own per measurement of a stack."""
     print(
         f"\n[4] latency: {events:,} events at {rate:g}/s via POST /v1/events, 202 -> SMTP-accepted at the sink",
         flush=True,
     )
     if stack.worker is None:
         start_worker(stack)
-    domain = f"latency-{rate:g}.example.com"
+    domain = domain or f"latency-{rate:g}.example.com"
     posts = asyncio.run(paced_posts(stack, events, rate, domain))
     accepted_at, round_trips = posts.accepted_at, posts.round_trips
     if posts.failures:

@@ -27,7 +27,7 @@ from tripmail.db import make_sessionmaker
 from tripmail.ids import new_id, utcnow
 from tripmail.migrations import upgrade
 from tripmail.models import Automation, AutomationStep, Contact, Event, Message, Workspace
-from tripmail.queue import make_celery
+from tripmail.queue import ByLane, make_celery
 from tripmail.schemas.trigger import Audience, TriggerRequest
 
 SIZES = ((20_000, 10_000), (100_000, 50_000))
@@ -72,10 +72,15 @@ def _enqueuer(settings: Settings) -> tuple[Any, list[int]]:
     celery = make_celery(settings)
     counter = [0]
 
-    def enqueue(message_ids: list[int]) -> None:
-        for start in range(0, len(message_ids), BATCH):
-            celery.send_task(queue.DELIVER_MESSAGES, args=[message_ids[start : start + BATCH]])
-            counter[0] += 1
+    def enqueue(planned: ByLane) -> None:
+        for transactional, message_ids in planned.lanes():
+            for start in range(0, len(message_ids), BATCH):
+                celery.send_task(
+                    queue.DELIVER_MESSAGES,
+                    args=[message_ids[start : start + BATCH]],
+                    queue=queue.queue_for(transactional=transactional),
+                )
+                counter[0] += 1
 
     return enqueue, counter
 
@@ -127,7 +132,7 @@ def measure_baseline(settings: Settings, workspace_id: int, matching: int, out: 
             for contact_id in contact_ids
         ]
         ids = list(session.scalars(insert(Message).returning(Message.id), rows))
-    enqueue(ids)
+    enqueue(ByLane(bulk=ids))
     out.put({"seconds": time.perf_counter() - started, "tasks": tasks[0], "rss_mb": _peak_rss_mb()})
 
 

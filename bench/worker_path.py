@@ -27,6 +27,7 @@ from tripmail.db import make_sessionmaker
 from tripmail.ids import new_id, utcnow
 from tripmail.migrations import upgrade
 from tripmail.models import Workspace
+from tripmail.queue import ByLane
 from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 from tripmail.smtp import SendingLoop, parse_relays
@@ -101,11 +102,12 @@ def main() -> None:
                 queued = [(event_id, trigger.model_dump(mode="json")) for event_id, trigger in pairs]
                 rest: list[int] = []
 
-                def enqueue(message_ids: list[int]) -> None:
-                    if len(message_ids) >= BATCH_SIZE:
-                        deliver(message_ids, new_id(), settled=False)
-                    else:
-                        rest.extend(message_ids)
+                def enqueue(planned: ByLane) -> None:
+                    for _transactional, message_ids in planned.lanes():
+                        if len(message_ids) >= BATCH_SIZE:
+                            deliver(message_ids, new_id(), settled=False)
+                        else:
+                            rest.extend(message_ids)
 
                 read_back = [(event_id, TriggerRequest.read_back(trigger)) for event_id, trigger in queued]
                 events.process_events(

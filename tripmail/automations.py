@@ -1,14 +1,15 @@
-"""Which automations an event starts."""
+"""Which automations an event starts, and which of their mail is transactional (so goes to the fast lane)."""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from tripmail.ids import normalize_key
-from tripmail.models import Automation, AutomationStep, table_of
+from tripmail.models import Automation, AutomationStep, Message, table_of
+from tripmail.queue import ByLane
 
 if TYPE_CHECKING:
     from tripmail.schemas.trigger import TriggerRequest
@@ -44,6 +45,11 @@ class Started:
     program: tuple[Step, ...] = ()
 
     @property
+    def mails_transactional(self) -> bool:
+        """Whether it sends transactional mail: it is transactional, or one of its send_email steps is."""
+        return self.transactional or any(step.transactional for step in self.send_steps)
+
+    @property
     def is_workflow(self) -> bool:
         """Whether it has steps other than send_email, and so a run of its own for each contact and event."""
         return bool(self.program)
@@ -71,7 +77,6 @@ def _started(where: ColumnElement[bool]) -> Select[Any]:
 
 _STARTED_ON_EVENT = _started(_ON_EVENT)
 _STARTED_BY_ID = _started(_AUTOMATIONS.c.id == bindparam("automation"))
-_COUNT_ACTIVE_ON_EVENT = select(func.count()).select_from(_AUTOMATIONS).where(_ACTIVE, _ON_EVENT)
 
 
 def _group(rows: Iterable[Sequence[Any]]) -> list[Started]:
@@ -95,18 +100,17 @@ def _started_from(automation_id: int, transactional: bool, program: list[Step]) 
     return Started(automation_id, transactional, sends, tuple(program) if workflow else ())
 
 
-def count_matching_automations(session: Session, workspace_id: int, event_key: str) -> int:
-    count = session.scalar(_COUNT_ACTIVE_ON_EVENT, {"ws": workspace_id, "key": normalize_key(event_key)})
-    return count or 0
+def automations_on(session: Session, workspace_id: int, event_key: str) -> list[Started]:
+    """The active automations whose trigger is the event key (case-insensitively)."""
+    return _group(session.execute(_STARTED_ON_EVENT, {"ws": workspace_id, "key": normalize_key(event_key)}))
 
 
 def automations_for(session: Session, trigger: "TriggerRequest") -> list[Started]:
-    """What the trigger starts: the active automations whose trigger is its event key (case-insensitively), or
-    the one automation it names if that is active."""
+    """What the trigger starts: the active automations whose trigger is its event key, or the one automation it
+    names if that is active."""
     if trigger.automation_id is None:
         assert trigger.event is not None
-        parameters = {"ws": trigger.workspace_id, "key": normalize_key(trigger.event)}
-        return _group(session.execute(_STARTED_ON_EVENT, parameters))
+        return automations_on(session, trigger.workspace_id, trigger.event)
     started = started_automation(session, trigger.workspace_id, trigger.automation_id)
     return [started] if started is not None else []
 
@@ -124,3 +128,37 @@ def find_automation(session: Session, workspace_id: int, automation_id: int) -> 
 
 def find_automation_by_link(session: Session, link: str) -> Automation | None:
     return session.scalars(select(Automation).where(Automation.link == link)).one_or_none()
+
+
+def transactional_steps(automations: Iterable[Started]) -> set[int]:
+    """The send_email steps (by id, unique across automations) whose mail is transactional: their automation is,
+    or the step itself."""
+    return {
+        step.id
+        for automation in automations
+        for step in automation.send_steps
+        if automation.transactional or step.transactional
+    }
+
+
+_MESSAGES = table_of(Message)
+
+
+def lanes_of_messages(where: ColumnElement[bool]) -> Select[Any]:
+    """The messages `where` selects as (id, its automation's flag, its step's config), for split_by_lane: the
+    statement that finds them reads their lanes too."""
+    return (
+        select(_MESSAGES.c.id, _AUTOMATIONS.c.transactional, _STEPS.c.config)
+        .join(_AUTOMATIONS, _AUTOMATIONS.c.id == _MESSAGES.c.automation_id)
+        .join(_STEPS, _STEPS.c.id == _MESSAGES.c.step_id)
+        .where(where)
+    )
+
+
+def split_by_lane(rows: Iterable[Sequence[Any]]) -> ByLane:
+    """Rows of lanes_of_messages, by lane: transactional when the automation or the step is."""
+    return ByLane.split((row[0], bool(row[1] or row[2].get("transactional", False))) for row in rows)
+
+
+def messages_by_lane(session: Session, where: ColumnElement[bool]) -> ByLane:
+    return split_by_lane(session.execute(lanes_of_messages(where)))

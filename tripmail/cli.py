@@ -212,8 +212,10 @@ def messages_resend(message_ids: tuple[int, ...], status: str | None, since: str
     """
 
     from tripmail import queue
+    from tripmail.automations import messages_by_lane
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
+    from tripmail.models import Message
     from tripmail.retries import resend_messages, resendable_ids
 
     if bool(message_ids) == (status is not None):
@@ -237,8 +239,9 @@ def messages_resend(message_ids: tuple[int, ...], status: str | None, since: str
     for start in range(0, len(message_ids), settings.send_batch_size):
         with sessions.begin() as session:
             resent = resend_messages(session, list(message_ids[start : start + settings.send_batch_size]), now=now)
-        if resent.queued:
-            publisher.send_task(queue.DELIVER_MESSAGES, args=[resent.queued])
+            lanes = messages_by_lane(session, Message.id.in_(resent.queued))
+        for transactional, ids in lanes.lanes():
+            publisher.send_task(queue.DELIVER_MESSAGES, args=[ids], queue=queue.queue_for(transactional=transactional))
         queued += resent.queued
         not_resendable += resent.not_resendable
         suppressed += resent.suppressed
@@ -379,6 +382,16 @@ def api(host: str, port: int, workers: int) -> None:
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
 
 
+def _lane_queues(context: click.Context, parameter: click.Parameter, value: str | None) -> list[str]:
+    """The Celery queues of the lanes named (all of them by default), fast lane first."""
+    from tripmail.queue import QUEUES
+
+    named = set(QUEUES) if value is None else {name.strip() for name in value.split(",")}
+    if not named or not named <= set(QUEUES):
+        raise click.BadParameter(f"{value!r}: the lanes are {', '.join(QUEUES)} (comma-separated)")
+    return [queue for lane, queue in QUEUES.items() if lane in named]
+
+
 @main.command()
 @click.option("--concurrency", default=2, show_default=True, type=int, help="Pool processes.")
 @click.option("--loglevel", default="info", show_default=True)
@@ -387,7 +400,13 @@ def api(host: str, port: int, workers: int) -> None:
     help="The worker's node name in Flower and in its logs (Celery's %h, %n, %d apply); unique per worker. "
     "[default: celery@HOST]",
 )
-def worker(concurrency: int, loglevel: str, hostname: str | None) -> None:
+@click.option(
+    "--queues",
+    callback=_lane_queues,
+    help="The lanes it takes tasks from, comma-separated: transactional (the fast lane), bulk; from both, it always "
+    "takes the fast lane's first. [default: transactional,bulk]",
+)
+def worker(concurrency: int, loglevel: str, hostname: str | None, queues: list[str]) -> None:
     """Run a Celery worker; start more of them, anywhere, against the same Redis to scale out."""
     from tripmail.smtp import parse_relays
 
@@ -397,6 +416,8 @@ def worker(concurrency: int, loglevel: str, hostname: str | None) -> None:
         raise click.ClickException(f"TRIPMAIL_SMTP_URL: {exc}") from exc
     argv = [sys.executable, "-m", "celery", "-A", "worker.app:celery", "worker"]
     argv += [
+        "--queues",
+        ",".join(queues),
         "--concurrency",
         str(concurrency),
         "--loglevel",

@@ -30,7 +30,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.attachments import DecodedAttachment, decode_attachment
-from tripmail.automations import Started
+from tripmail.automations import Started, messages_by_lane, transactional_steps
 from tripmail.contacts import normalize_email
 from tripmail.db import engine_of, insert_if_absent, insert_new
 from tripmail.fields import message_field_values
@@ -50,6 +50,7 @@ from tripmail.models import (
     Workspace,
     table_of,
 )
+from tripmail.queue import ByLane
 from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
 from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import ChannelFilter, TriggerContent
@@ -101,17 +102,17 @@ def plan_messages(
     *,
     now: datetime,
     suppressed: set[str] | None = None,
-) -> list[int]:
+) -> ByLane:
     """One pending message per send_email step of each automation that may mail each contact; their new ids.
 
-    One statement for all of them; a message that exists already (a chunk planned twice) is skipped by its key.
+    One statement per lane; a message that exists already (a chunk planned twice) is skipped by its key.
     `suppressed` may bring the workspace's suppressed addresses among these contacts, looked up already.
     """
     if suppressed is None:
         addresses = {recipient(contact, channel_filter) for contact in contacts}
         suppressed = suppressed_addresses(session, workspace_id, {address for address in addresses if address})
     rows = message_rows(workspace_id, event_id, contacts, automations, channel_filter, now=now, suppressed=suppressed)
-    return add_messages(session, rows)
+    return add_messages(session, rows, transactional_steps=transactional_steps(automations))
 
 
 def message_rows(
@@ -156,8 +157,15 @@ def message_rows(
     return rows
 
 
-def add_messages(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert message_rows in one statement, skipping those whose key exists; the ids of the new pending ones."""
+def add_messages(session: Session, rows: list[dict[str, Any]], *, transactional_steps: Collection[int]) -> ByLane:
+    """Insert message_rows, a statement per lane, skipping those whose key exists; the ids of the new pending ones,
+    by lane. `transactional_steps`: those of the rows' steps whose mail is transactional (see transactional_steps)."""
+    transactional = [row for row in rows if row["step_id"] in transactional_steps]
+    bulk = [row for row in rows if row["step_id"] not in transactional_steps]
+    return ByLane(_insert_messages(session, transactional), _insert_messages(session, bulk))
+
+
+def _insert_messages(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     inserted = insert_new(session, Message, rows, ["event_id", "automation_id", "step_id", "contact_id"], "id")
     if all(row["status"] is MessageStatus.PENDING for row in rows):
         return inserted
@@ -166,10 +174,8 @@ def add_messages(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     )
 
 
-def pending_message_ids(session: Session, event_id: str) -> list[int]:
-    return list(
-        session.scalars(select(Message.id).where(Message.event_id == event_id, Message.status == MessageStatus.PENDING))
-    )
+def pending_message_ids(session: Session, event_id: str) -> ByLane:
+    return messages_by_lane(session, (Message.event_id == event_id) & (Message.status == MessageStatus.PENDING))
 
 
 # The statements a delivery runs for every batch are built once: on SQLite, building an ORM statement took longer

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail import delivery, runs
 from tripmail.audience import CHUNK, compile_query, contacts_page, custom_field_query, field_types, recipients_page
-from tripmail.automations import Started, automations_for
+from tripmail.automations import Started, automations_for, transactional_steps
 from tripmail.contacts import find_contact, new_contact_values, update_contact, upsert_contact
 from tripmail.db import insert_if_absent, insert_new
 from tripmail.delivery import Recipient
@@ -21,6 +21,7 @@ from tripmail.errors import TripmailError
 from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
 from tripmail.models import AutomationRun, Contact, Event, EventStatus, EventType, table_of
+from tripmail.queue import ByLane
 from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,10 @@ class Lookups:
             self._automations[key] = automations_for(session, trigger)
         return self._automations[key]
 
+    def transactional_steps(self) -> set[int]:
+        """Of the steps of every automation looked up, those whose mail is transactional."""
+        return transactional_steps(automation for started in self._automations.values() for automation in started)
+
     def earlier_event(
         self, session: Session, event_type: EventType | None, key: str | None, *, now: datetime
     ) -> str | None:
@@ -225,8 +230,8 @@ class Lookups:
             self._earlier.setdefault((event["event_type_id"], event["key"]), event["id"])
 
 
-def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime) -> list[int]:
-    """Store the event once; plan the messages of a one-contact audience; return the ids still to send.
+def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime) -> ByLane:
+    """Store the event once; plan the messages of a one-contact audience; return the ids still to send, by lane.
 
     An audience of many is left `fanning_out` for fan_out_chunk. Running this again for the same event id (a
     redelivered task) plans nothing new.
@@ -234,19 +239,19 @@ def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, no
     return record_events(session, [(event_id, trigger)], now=now)
 
 
-def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]], *, now: datetime) -> list[int]:
+def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]], *, now: datetime) -> ByLane:
     """record_event for several events in one transaction, as if one after the other, sharing their lookups: the
     events in one statement, then their messages in one more (two statements per event cost more than deciding
     what to write)."""
     lookups = Lookups.load(session, events, now=now)
-    pending: list[int] = []
+    pending = ByLane()
     event_rows: list[dict[str, Any]] = []
     run_rows: list[dict[str, Any]] = []
     webhooks: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
     for event_id, trigger in events:
         if event_id in lookups.recorded:
-            pending += delivery.pending_message_ids(session, event_id)
+            pending.extend(delivery.pending_message_ids(session, event_id))
             continue
         planned = _event_and_messages(session, event_id, trigger, now=now, lookups=lookups)
         _log_event(planned)
@@ -261,7 +266,8 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
     if run_rows:
         session.execute(_ADD_RUN, run_rows)
     runs.add_webhooks(session, webhooks)
-    return pending + delivery.add_messages(session, messages)
+    pending.extend(delivery.add_messages(session, messages, transactional_steps=lookups.transactional_steps()))
+    return pending
 
 
 def _log_event(planned: "_Planned") -> None:
@@ -378,11 +384,11 @@ def _carry_out(
     return rows, planned, webhooks
 
 
-def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[list[int], bool]:
+def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[ByLane, bool]:
     """Plan the next chunk of a fanning-out event's audience; the new message ids, and whether it is done."""
     event = session.get(Event, event_id)
     if event is None or event.status != EventStatus.FANNING_OUT:
-        return [], True
+        return ByLane(), True
     trigger = TriggerRequest.read_back(event.request)
     condition = audience_condition(session, trigger)
     after = event.fanout_cursor or ""
@@ -418,7 +424,7 @@ def _fan_out_runs(
     automations: list[Started],
     *,
     now: datetime,
-) -> list[int]:
+) -> ByLane:
     """plan_messages for a chunk when automations have runs: each contact's runs choose its messages. A chunk
     planned again (a redelivered task) finds its runs and messages there and adds none."""
     seen = runs.EventSeen(event.id, event.name, event.key, event.received_at)
@@ -437,7 +443,7 @@ def _fan_out_runs(
         )
     insert_new(session, AutomationRun, run_rows, ["event_id", "automation_id", "contact_id"], "id")
     runs.add_webhooks(session, webhooks)
-    return delivery.add_messages(session, messages)
+    return delivery.add_messages(session, messages, transactional_steps=transactional_steps(automations))
 
 
 def _changes_contacts(trigger: TriggerRequest) -> bool:
@@ -460,7 +466,7 @@ def process_event(
     event_id: str,
     trigger: TriggerRequest,
     *,
-    enqueue: Callable[[list[int]], None],
+    enqueue: Callable[[ByLane], None],
     clock: Callable[[], datetime],
 ) -> None:
     """Record the event, then fan its audience out a chunk per transaction.
@@ -488,7 +494,7 @@ def process_events(
     sessions: sessionmaker[Session],
     events: Sequence[tuple[str, TriggerRequest]],
     *,
-    enqueue: Callable[[list[int]], None],
+    enqueue: Callable[[ByLane], None],
     batch_size: int,
     clock: Callable[[], datetime],
     run_id: str | None = None,
@@ -501,19 +507,21 @@ def process_events(
     The one-contact events are recorded RECORD_TOGETHER to a transaction that shares its lookups; if one of them
     is refused, each of that chunk is recorded on its own instead, and the refused one is stored as failed.
     Audiences of many fan out as in process_event. Messages of different events share delivery batches of
-    `batch_size`, so a burst of events costs one delivery task per batch rather than one per event. Ids held back
-    for a fuller batch were committed already: if the worker dies first, the redelivered task finds them pending
-    and enqueues them then.
+    `batch_size`, so a burst of events costs one delivery task per batch rather than one per event; a batch holds
+    the messages of one lane, so a marketing fan-out's never wait in the fast lane, nor a password reset behind
+    them. Ids held back for a fuller batch were committed already: if the worker dies first, the redelivered task
+    finds them pending and enqueues them then.
     """
     # Settled in the first chunk's transaction when there is one, which saves a transaction per task.
     settle_run = run_id
-    held: list[int] = []
+    held = ByLane()
 
-    def hold(message_ids: list[int]) -> None:
-        held.extend(message_ids)
-        while len(held) >= batch_size:
-            enqueue(held[:batch_size])
-            del held[:batch_size]
+    def hold(planned: ByLane) -> None:
+        held.extend(planned)
+        for transactional, lane in ((True, held.transactional), (False, held.bulk)):
+            while len(lane) >= batch_size:
+                enqueue(ByLane.of(lane[:batch_size], transactional=transactional))
+                del lane[:batch_size]
 
     single = [(event_id, trigger) for event_id, trigger in events if not trigger.audience.selects_many]
     for start in range(0, len(single), RECORD_TOGETHER):
@@ -532,7 +540,7 @@ def process_events(
     for event_id, trigger in events:
         if trigger.audience.selects_many:
             process_event(sessions, event_id, trigger, enqueue=hold, clock=clock)
-    if held:
+    if held.ids:
         enqueue(held)
 
 
@@ -547,7 +555,7 @@ def _record_together(
     *,
     now: datetime,
     settle_run: str | None = None,
-) -> list[int] | None:
+) -> ByLane | None:
     """Record one-contact events in one transaction; their message ids, or None when one of them was refused.
 
     `settle_run`: settle that run's open claims first, in the same transaction.
@@ -567,7 +575,7 @@ def _process_alone(
     event_id: str,
     trigger: TriggerRequest,
     *,
-    enqueue: Callable[[list[int]], None],
+    enqueue: Callable[[ByLane], None],
     clock: Callable[[], datetime],
 ) -> None:
     try:

@@ -6,17 +6,17 @@ unacknowledged: a worker killed between the two, or a connection that broke with
 under kill -9 and Redis restarts. Events live only in their task until a worker records them, so nothing else
 could bring them back.
 
-Every publish first writes the task's name and arguments here (the same Redis, the producer's own connection); a
-worker forgets it once the task succeeded or failed for good. `tripmail scheduler` publishes again, with the same
-task id, an entry older than `task_lost_after_s` that is neither waiting in the queue nor unacknowledged, when it
-finds it so twice in a row (a task between its BRPOP and its record is in neither for a moment). A task run
-twice is harmless: every handler is idempotent (event ids, message claims).
+Every publish first writes the task's name, arguments and queue here (the same Redis, the producer's own
+connection); a worker forgets it once the task succeeded or failed for good. `tripmail scheduler` publishes again,
+with the same task id and to the same queue, an entry older than `task_lost_after_s` that is neither waiting in any
+queue nor unacknowledged, when it finds it so twice in a row (a task between its BRPOP and its record is in neither
+for a moment). A task run twice is harmless: every handler is idempotent (event ids, message claims).
 """
 
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from celery.app.amqp import AMQP
@@ -28,16 +28,16 @@ log = logging.getLogger(__name__)
 
 TASKS = "tripmail:published"
 PUBLISHED_AT = "tripmail:published:at"
-# kombu's names for the default queue and its set of unacknowledged tasks (transport.redis defaults).
-QUEUE = "celery"
+# kombu's name for its set of unacknowledged tasks, of every queue (transport.redis default).
 UNACKED = "unacked"
 # Looked at per sweep, oldest first.
 SWEEP_LIMIT = 1000
 
 
-def record(store: Redis, task_id: str, name: str, args: Any, kwargs: Any, *, now: float) -> None:
+def record(store: Redis, task_id: str, name: str, args: Any, kwargs: Any, *, queue: str | None, now: float) -> None:
+    """`queue`: the Celery queue it is published to; None for the default one."""
     pipe = store.pipeline(transaction=False)
-    pipe.hset(TASKS, task_id, json.dumps({"task": name, "args": args, "kwargs": kwargs}))
+    pipe.hset(TASKS, task_id, json.dumps({"task": name, "args": args, "kwargs": kwargs, "queue": queue}))
     pipe.zadd(PUBLISHED_AT, {task_id: now})
     pipe.execute()
 
@@ -61,8 +61,10 @@ class LedgerAMQP(AMQP):  # type: ignore[misc]
             task_id = headers["id"]
             args, kwargs, _embed = body
             store = producer.channel.client
+            # Celery's router has made a queue name (a task's retry, a send_task) into kombu's Queue.
+            queue = options.get("queue")
             try:
-                record(store, task_id, name, args, kwargs, now=time.time())
+                record(store, task_id, name, args, kwargs, queue=getattr(queue, "name", queue), now=time.time())
             except RedisError as exc:
                 # As a publish that failed: callers answer 503 or retry, as they do for the broker's own errors.
                 raise OperationalError(f"could not record task {task_id} before publishing it: {exc}") from exc
@@ -88,9 +90,9 @@ def _task_id(message: Any) -> str | None:
         return None
 
 
-def _in_hand(store: Redis) -> set[str]:
-    """Ids of the tasks waiting in the queue, then of those a worker holds unacknowledged (a task moves that way)."""
-    waiting = {_task_id(raw) for raw in store.lrange(QUEUE, 0, -1)}
+def _in_hand(store: Redis, queues: Collection[str]) -> set[str]:
+    """Ids of the tasks waiting in the queues, then of those a worker holds unacknowledged (a task moves that way)."""
+    waiting = {_task_id(raw) for queue in queues for raw in store.lrange(queue, 0, -1)}
     held = set()
     for raw in store.hvals(UNACKED):
         # kombu keeps [message, exchange, routing key] per delivery tag.
@@ -103,11 +105,23 @@ def _in_hand(store: Redis) -> set[str]:
 
 
 class LostTaskSweep:
-    """Publishes again the tasks recorded but nowhere in Redis's hands: a task found so on two sweeps in a row."""
+    """Publishes again the tasks recorded but nowhere in Redis's hands: a task found so on two sweeps in a row.
 
-    def __init__(self, store: Redis, publish: Callable[[str, str, Any, Any], None], *, lost_after_s: float) -> None:
+    `queues`: every Celery queue a task may wait in (a task waiting in one the sweep does not look at would be
+    taken for lost). `publish` gets the task's id, name, args, kwargs and queue (None: the default one).
+    """
+
+    def __init__(
+        self,
+        store: Redis,
+        publish: Callable[[str, str, Any, Any, str | None], None],
+        *,
+        queues: Collection[str],
+        lost_after_s: float,
+    ) -> None:
         self._store = store
         self._publish = publish
+        self._queues = queues
         self._lost_after_s = lost_after_s
         self._suspects: set[str] = set()
 
@@ -122,7 +136,7 @@ class LostTaskSweep:
         if not old:
             self._suspects = set()
             return 0
-        missing = set(old) - _in_hand(self._store)
+        missing = set(old) - _in_hand(self._store, self._queues)
         lost, self._suspects = missing & self._suspects, missing - self._suspects
         for task_id in sorted(lost):
             entry = self._store.hget(TASKS, task_id)
@@ -131,5 +145,6 @@ class LostTaskSweep:
                 continue
             task = json.loads(entry)
             log.warning("task %s (%s) is nowhere in Redis: publishing it again", task_id, task["task"])
-            self._publish(task_id, task["task"], task["args"], task["kwargs"])
+            # An entry of a version without lanes names no queue: it was published to the default one.
+            self._publish(task_id, task["task"], task["args"], task["kwargs"], task.get("queue"))
         return len(lost)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.models import Message
-from tripmail.queue import PUBLISHED_AT
+from tripmail.queue import PUBLISHED_AT, QUEUES
 
 # prometheus-client's multiprocess mode: where it is set when a process makes its metrics, they count into files
 # in this directory.
@@ -43,9 +43,6 @@ def forget_process(pid: int) -> None:
     if MULTIPROCESS_DIR in os.environ:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
-
-# Celery's default queue: a Redis list of the tasks no worker has taken yet.
-CELERY_QUEUE = "celery"
 
 EVENTS = Counter(
     "tripmail_events",
@@ -104,18 +101,28 @@ class StateCollector(Collector):
         self._sessions = sessions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "tripmail_queue_depth", "Tasks waiting in each lane's Celery queue (a Redis list).", labels=["queue"]
+        )
+        oldest_age = GaugeMetricFamily(
+            "tripmail_queue_oldest_age_seconds",
+            "How long the task that has waited longest in each lane's Celery queue has waited (0 when it is empty).",
+            labels=["queue"],
+        )
         try:
-            depth = self._redis.llen(CELERY_QUEUE)
-            # Kombu pushes on the left and workers take from the right: the rightmost task has waited longest.
-            oldest = self._redis.lindex(CELERY_QUEUE, -1)
+            pipe = self._redis.pipeline(transaction=False)
+            for queue in QUEUES.values():
+                pipe.llen(queue)
+                # Kombu pushes on the left and workers take from the right: the rightmost task has waited longest.
+                pipe.lindex(queue, -1)
+            replies = pipe.execute()
         except RedisError:
             return
-        yield GaugeMetricFamily("tripmail_queue_depth", "Tasks waiting in the Celery queue.", value=depth)
-        yield GaugeMetricFamily(
-            "tripmail_queue_oldest_age_seconds",
-            "How long the task that has waited longest in the Celery queue has waited (0 when it is empty).",
-            value=_waited(oldest),
-        )
+        for lane, length, oldest in zip(QUEUES, replies[::2], replies[1::2], strict=True):
+            depth.add_metric([lane], length)
+            oldest_age.add_metric([lane], _waited(oldest))
+        yield depth
+        yield oldest_age
         try:
             with self._sessions() as session:
                 counts = session.execute(select(Message.status, func.count()).group_by(Message.status)).all()

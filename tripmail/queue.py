@@ -1,7 +1,9 @@
-"""The Celery app both processes build, and the task names that are the only link between them."""
+"""The Celery app both processes build, the task names that are the only link between them, and the lanes (Celery
+queues) tasks wait in."""
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +20,54 @@ DELIVER_MESSAGES = "tripmail.deliver_messages"
 CARRY_ON_RUNS = "tripmail.carry_on_runs"
 # Takes a list of webhook delivery ids that are due (from the scheduler).
 FIRE_WEBHOOKS = "tripmail.fire_webhooks"
+
+# Transactional mail (a password reset) waits in a lane of its own, so a marketing fan-out of 100,000 messages queued
+# before it never delays it; a worker can serve that lane alone (`tripmail worker --queues transactional`).
+TRANSACTIONAL = "transactional"
+BULK = "bulk"
+# Each lane's Celery queue (the Redis list its tasks wait in), fast lane first. Bulk is Celery's default queue: the
+# tasks a version without lanes left queued at an upgrade, or still publishes during a rolling one, run as bulk.
+QUEUES = {TRANSACTIONAL: "transactional", BULK: "celery"}
+
+
+def queue_for(*, transactional: bool) -> str:
+    """The Celery queue of the lane for work that sends transactional mail, or not."""
+    return QUEUES[TRANSACTIONAL if transactional else BULK]
+
+
+@dataclass
+class ByLane:
+    """Ids of work to hand to workers (messages, runs, webhook deliveries), by the lane each waits in."""
+
+    transactional: list[int] = field(default_factory=list)
+    bulk: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, ids: list[int], *, transactional: bool) -> "ByLane":
+        return cls(transactional=ids) if transactional else cls(bulk=ids)
+
+    @classmethod
+    def split(cls, rows: Iterable[tuple[int, bool]]) -> "ByLane":
+        """From (id, whether it is transactional) pairs, in their order."""
+        split = cls()
+        for item, transactional in rows:
+            (split.transactional if transactional else split.bulk).append(item)
+        return split
+
+    @property
+    def ids(self) -> list[int]:
+        return self.transactional + self.bulk
+
+    def extend(self, other: "ByLane") -> None:
+        self.transactional += other.transactional
+        self.bulk += other.bulk
+
+    def lanes(self) -> Iterator[tuple[bool, list[int]]]:
+        """(transactional, ids) of each lane with ids, fast lane first."""
+        yield from (
+            (transactional, ids) for transactional, ids in ((True, self.transactional), (False, self.bulk)) if ids
+        )
+
 
 # A run or webhook delivery the scheduler handed to a worker (or a worker claimed) that has no outcome after this
 # long is handed out again: its task was lost with the worker, or with Redis. Handing one out twice is harmless,
@@ -54,7 +104,11 @@ def make_celery(settings: Settings) -> Celery:
             # kombu's default 300 s, and no worker brought any task back until it lapsed (seen in a kill -9 test).
             # Two sweeps overlapping after 10 s at worst requeue a task twice, which the handlers absorb.
             "unacked_mutex_expire": 10,
+            # A worker on both lanes asks Redis for the fast lane's tasks first, every time, rather than taking from
+            # each lane in turn (kombu's default): a transactional task waits only for a free pool process.
+            "queue_order_strategy": "priority",
         },
+        task_default_queue=QUEUES[BULK],
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         # A late-ack task cannot be acked over a lost connection; it is redelivered, so stop running it here.

@@ -11,12 +11,13 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from tripmail.automations import lanes_of_messages, split_by_lane
 from tripmail.config import Settings
 from tripmail.models import Message, MessageStatus, Suppression, table_of
-from tripmail.queue import HAND_OUT_AGAIN_AFTER
+from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
 
 # Each wait is stretched by up to this share at random, so the messages one outage failed together come back
 # spread out rather than all in the same second.
@@ -55,11 +56,12 @@ class RetryPolicy:
 _MESSAGES = table_of(Message)
 
 _DUE = (
-    select(_MESSAGES.c.id)
-    .where(
-        _MESSAGES.c.status == MessageStatus.PENDING,
-        _MESSAGES.c.next_attempt_at <= bindparam("now"),
-        _MESSAGES.c.enqueued_at.is_(None) | (_MESSAGES.c.enqueued_at < bindparam("stale")),
+    lanes_of_messages(
+        and_(
+            _MESSAGES.c.status == MessageStatus.PENDING,
+            _MESSAGES.c.next_attempt_at <= bindparam("now"),
+            _MESSAGES.c.enqueued_at.is_(None) | (_MESSAGES.c.enqueued_at < bindparam("stale")),
+        )
     )
     .order_by(_MESSAGES.c.next_attempt_at)
     .limit(bindparam("limit"))
@@ -70,11 +72,11 @@ _HANDED_OUT = (
 )
 
 
-def due_messages(session: Session, *, now: datetime, limit: int) -> list[int]:
+def due_messages(session: Session, *, now: datetime, limit: int) -> ByLane:
     """Pending messages whose next try has come, not handed out lately (a hand-out whose task was lost with a
     worker or with Redis is made again after HAND_OUT_AGAIN_AFTER; a second one is harmless, as only one claim
-    takes a message)."""
-    return list(session.scalars(_DUE, {"now": now, "stale": now - HAND_OUT_AGAIN_AFTER, "limit": limit}))
+    takes a message), by lane."""
+    return split_by_lane(session.execute(_DUE, {"now": now, "stale": now - HAND_OUT_AGAIN_AFTER, "limit": limit}))
 
 
 def mark_handed_out(session: Session, message_ids: list[int], *, now: datetime) -> None:

@@ -39,7 +39,7 @@ from tripmail.models import (
     WebhookStatus,
     table_of,
 )
-from tripmail.queue import HAND_OUT_AGAIN_AFTER
+from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
 from tripmail.rendering import RenderError, render_part, template_context
 from tripmail.schemas.trigger import TriggerRequest
 
@@ -242,8 +242,10 @@ def _field_value(
 _RUNS = table_of(AutomationRun)
 _AUTOMATIONS = table_of(Automation)
 
+# With its automation's flag: a transactional automation's runs go to the fast lane (whether a step ahead of the
+# run mails transactionally would take reading its program).
 _DUE = (
-    select(_RUNS.c.id)
+    select(_RUNS.c.id, _AUTOMATIONS.c.transactional)
     .join(_AUTOMATIONS, _AUTOMATIONS.c.id == _RUNS.c.automation_id)
     .where(
         _RUNS.c.status == RunStatus.WAITING,
@@ -266,9 +268,9 @@ _TAKE = (
 )
 
 
-def due_runs(session: Session, *, now: datetime, limit: int) -> list[int]:
-    """Waiting runs of active automations whose time has come, not handed out lately."""
-    return list(session.scalars(_DUE, {"now": now, "stale": now - HAND_OUT_AGAIN_AFTER, "limit": limit}))
+def due_runs(session: Session, *, now: datetime, limit: int) -> ByLane:
+    """Waiting runs of active automations whose time has come, not handed out lately, by lane."""
+    return ByLane.split(session.execute(_DUE, {"now": now, "stale": now - HAND_OUT_AGAIN_AFTER, "limit": limit}))
 
 
 def mark_handed_out(session: Session, run_ids: list[int], *, now: datetime) -> None:
@@ -323,12 +325,10 @@ def _carry_on(session: Session, run: AutomationRun, automation: Started, *, now:
     run.trail = [*run.trail, *row["trail"]]
     run.enqueued_at = None
     run.updated_at = now
-    address = delivery.recipient(contact, trigger.channel_filter)
-    suppressed = delivery.suppressed_addresses(session, run.workspace_id, {address} if address else set())
-    rows = delivery.message_rows(
-        run.workspace_id, event.id, [contact], [carried.sends], trigger.channel_filter, now=now, suppressed=suppressed
+    # Its messages are read back by carry_on, with those an earlier try of it planned.
+    delivery.plan_messages(
+        session, run.workspace_id, event.id, [contact], [carried.sends], trigger.channel_filter, now=now
     )
-    delivery.add_messages(session, rows)
     add_webhooks(session, carried.webhooks)
 
 

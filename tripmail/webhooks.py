@@ -19,8 +19,8 @@ import httpx
 from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail.models import AutomationStep, WebhookDelivery, WebhookStatus, table_of
-from tripmail.queue import HAND_OUT_AGAIN_AFTER
+from tripmail.models import Automation, AutomationStep, WebhookDelivery, WebhookStatus, table_of
+from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
 
 # Posts of one delivery before it is failed; 2, 4, 8 ... s apart (capped at 5 minutes), with a second of jitter.
 MAX_ATTEMPTS = 8
@@ -39,8 +39,11 @@ def _takeable(*, handed_out_lately_too: bool) -> ColumnElement[bool]:
     return or_(due, stranded)
 
 
+_AUTOMATIONS = table_of(Automation)
+# With its automation's flag: a transactional automation's webhooks go to the fast lane.
 _DUE = (
-    select(_DELIVERIES.c.id)
+    select(_DELIVERIES.c.id, _AUTOMATIONS.c.transactional)
+    .join(_AUTOMATIONS, _AUTOMATIONS.c.id == _DELIVERIES.c.automation_id)
     .where(_takeable(handed_out_lately_too=False))
     .order_by(_DELIVERIES.c.next_attempt_at)
     .limit(bindparam("limit"))
@@ -58,8 +61,8 @@ _CLAIM = (
 )
 
 
-def due_webhooks(session: Session, *, now: datetime, limit: int) -> list[int]:
-    return list(session.scalars(_DUE, {"now": now, "stale": now - HAND_OUT_AGAIN_AFTER, "limit": limit}))
+def due_webhooks(session: Session, *, now: datetime, limit: int) -> ByLane:
+    return ByLane.split(session.execute(_DUE, {"now": now, "stale": now - HAND_OUT_AGAIN_AFTER, "limit": limit}))
 
 
 def mark_handed_out(session: Session, delivery_ids: list[int], *, now: datetime) -> None:

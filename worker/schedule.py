@@ -36,13 +36,13 @@ DUE_PER_TICK = 1000
 
 def hand_out(
     sessions: sessionmaker[Session],
-    publish: Callable[[str, list[int]], None],
+    publish: Callable[[str, list[int], str], None],
     *,
     now: datetime,
     batch_size: int,
 ) -> int:
-    """Publish the due runs, messages and webhook deliveries, a task per batch, then mark them handed out; the most
-    of one kind."""
+    """Publish the due runs, messages and webhook deliveries, a task per batch and lane to that lane's queue, then
+    mark them handed out; the most of one kind."""
     with sessions() as session:
         due_runs = runs.due_runs(session, now=now, limit=DUE_PER_TICK)
         due_messages = retries.due_messages(session, now=now, limit=DUE_PER_TICK)
@@ -52,14 +52,15 @@ def hand_out(
         (queue.DELIVER_MESSAGES, due_messages),
         (queue.FIRE_WEBHOOKS, due_webhooks),
     ):
-        for start in range(0, len(due), batch_size):
-            publish(task, due[start : start + batch_size])
+        for transactional, ids in due.lanes():
+            for start in range(0, len(ids), batch_size):
+                publish(task, ids[start : start + batch_size], queue.queue_for(transactional=transactional))
     # Marked after publishing: a scheduler that dies between the two hands them out again, never loses one.
     with sessions.begin() as session:
-        runs.mark_handed_out(session, due_runs, now=now)
-        retries.mark_handed_out(session, due_messages, now=now)
-        webhooks.mark_handed_out(session, due_webhooks, now=now)
-    return max(len(due_runs), len(due_messages), len(due_webhooks))
+        runs.mark_handed_out(session, due_runs.ids, now=now)
+        retries.mark_handed_out(session, due_messages.ids, now=now)
+        webhooks.mark_handed_out(session, due_webhooks.ids, now=now)
+    return max(len(due_runs.ids), len(due_messages.ids), len(due_webhooks.ids))
 
 
 def main() -> None:
@@ -69,14 +70,17 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
 
-    def publish(task: str, ids: list[int]) -> None:
-        celery.send_task(task, args=[ids])
+    def publish(task: str, ids: list[int], queue_name: str) -> None:
+        celery.send_task(task, args=[ids], queue=queue_name)
 
-    def publish_again(task_id: str, task: str, args: Any, kwargs: Any) -> None:
-        celery.send_task(task, args=args, kwargs=kwargs, task_id=task_id)
+    def publish_again(task_id: str, task: str, args: Any, kwargs: Any, queue_name: str | None) -> None:
+        celery.send_task(task, args=args, kwargs=kwargs, task_id=task_id, queue=queue_name)
 
     lost_tasks = LostTaskSweep(
-        Redis.from_url(settings.redis_url), publish_again, lost_after_s=settings.task_lost_after_s
+        Redis.from_url(settings.redis_url),
+        publish_again,
+        queues=list(queue.QUEUES.values()),
+        lost_after_s=settings.task_lost_after_s,
     )
     swept_at = 0.0
     log.info(

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from tripmail import delivery, events, queue, runs, webhooks
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
+from tripmail.queue import ByLane
 from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import TriggerRequest
 from worker.app import celery, sending, sessions, webhook_client
@@ -53,18 +54,20 @@ class RecordsFailedEvents(Task):  # type: ignore[misc]
 def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
     """Record accepted events and fan them out into messages; running it twice is harmless.
 
-    Full batches of messages go to delivery tasks, for other processes to send in parallel; the rest (all of
-    it, for a few one-contact events) is sent here, which saves a task and a wait in the queue per event.
+    Full batches of messages go to delivery tasks in their lane, for other processes to send in parallel; the
+    rest (all of it, for a few one-contact events) is sent here, which saves a task and a wait in the queue per
+    event.
     """
     started = time.monotonic()
     settings = get_settings()
     rest: list[int] = []
 
-    def enqueue(message_ids: list[int]) -> None:
-        if len(message_ids) >= settings.send_batch_size:
-            deliver_messages.delay(message_ids)
-        else:
-            rest.extend(message_ids)
+    def enqueue(planned: ByLane) -> None:
+        for transactional, message_ids in planned.lanes():
+            if len(message_ids) >= settings.send_batch_size:
+                deliver_messages.apply_async([message_ids], queue=queue.queue_for(transactional=transactional))
+            else:
+                rest.extend(message_ids)
 
     events.process_events(
         sessions(),

@@ -416,12 +416,15 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=10)
 
 
-def start_worker(settings: Settings, workdir: Path, name: str = "worker") -> subprocess.Popen[bytes]:
-    """`tripmail worker` named `name`@tests, in a process group of its own, so a test can kill the whole worker at
-    once."""
+def start_worker(
+    settings: Settings, workdir: Path, name: str = "worker", *, queues: str | None = None
+) -> subprocess.Popen[bytes]:
+    """`tripmail worker` named `name`@tests (on the lanes `queues` names, else on both), in a process group of its
+    own, so a test can kill the whole worker at once."""
     log = workdir / f"{name}.log"
+    lanes = ["--queues", queues] if queues is not None else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "tripmail", "worker", "--concurrency", "2", "--hostname", f"{name}@tests"],
+        [sys.executable, "-m", "tripmail", "worker", "--concurrency", "2", "--hostname", f"{name}@tests", *lanes],
         env=service_env(settings),
         cwd=workdir,
         stdout=log.open("wb"),
@@ -569,8 +572,8 @@ class OwnStack:
         """The port of the first relay."""
         return parse_relays(self.settings.smtp_url.get_secret_value())[0].target.port
 
-    def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
-        process = start_worker(self.settings, self.workdir, name)
+    def start_worker(self, name: str = "worker", *, queues: str | None = None) -> subprocess.Popen[bytes]:
+        process = start_worker(self.settings, self.workdir, name, queues=queues)
         self.workers.append(process)
         return process
 

@@ -1,6 +1,7 @@
 """The ingest path under concurrency and outages: requests share tasks, and nothing is lost or claimed for nothing."""
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,9 +18,10 @@ from api.enqueue import (
     enqueue_once,
 )
 from tests.integration.conftest import OwnStack, free_port, running_sink, wait_until
+from tripmail import ledger
 from tripmail.config import Settings
 from tripmail.errors import Unavailable
-from tripmail.queue import make_celery
+from tripmail.queue import BULK, QUEUES, TRANSACTIONAL, make_celery
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import Audience, TriggerRequest
 
@@ -48,19 +50,19 @@ def test_concurrent_requests_share_tasks_and_each_email_arrives_once(stack: OwnS
     assert (first["duplicate"], repeat["duplicate"], repeat["id"]) == (False, True, first["id"])
     assert len({answer.json()["id"] for answer in answers}) == len(emails)
     # No worker is running yet, so every task published is still in the queue.
-    tasks = queue.llen("celery")
+    tasks = queue.llen(QUEUES[TRANSACTIONAL])  # password resets: the fast lane
     assert 1 <= tasks < len(emails)
     with running_sink(stack.smtp_port) as sink:
         stack.start_worker()
         wait_until(lambda: sink.count_from(tenant.sender) >= len(emails), timeout=60, what="every email")
-        wait_until(lambda: queue.llen("celery") == 0, what="the queue to drain")
+        wait_until(lambda: queue.llen(QUEUES[TRANSACTIONAL]) == 0, what="the queue to drain")
         assert sink.recipients_from(tenant.sender) == dict.fromkeys(emails, 1)
 
 
 def test_a_failed_publish_answers_unavailable_and_gives_the_keys_back(own_settings: Settings) -> None:
     store = Redis.from_url(own_settings.redis_url, decode_responses=True)
     trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key="k-1", audience=Audience(email="a@example.com"))
-    checked = Checked(trigger, event_type=None, matching=1)
+    checked = Checked(trigger, event_type=None, matching=1, transactional=False)
 
     async def two_requests(broker_url: str) -> tuple[list[Answer], list[Answer]]:
         enqueuer = Enqueuer(store, make_celery(Settings(redis_url=broker_url)))
@@ -87,7 +89,7 @@ def test_a_claim_its_failed_enqueue_could_not_give_back_makes_no_duplicate_of_it
     store = Redis.from_url(own_settings.redis_url, decode_responses=True)
     store.delete("celery")
     trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key="k-left", audience=Audience(email="a@example.com"))
-    checked = Checked(trigger, event_type=None, matching=1)
+    checked = Checked(trigger, event_type=None, matching=1, transactional=False)
     [first] = _claim_keys(store, [checked.claim], ["never-queued"], [checked])  # claimed; publish and release failed
     assert first is None
 
@@ -108,7 +110,7 @@ def test_keys_of_one_flush_are_claimed_in_order_and_held_for_their_window_once_q
 
     def checked(key: str | None) -> Checked:
         trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key=key, audience=Audience(email="a@example.com"))
-        return Checked(trigger, event_type=None, matching=1)
+        return Checked(trigger, event_type=None, matching=1, transactional=False)
 
     flush = [checked(None), checked("k-held"), checked(None), checked("k-held")]
     answers = enqueue_once(store, make_celery(own_settings), flush)
@@ -127,7 +129,7 @@ def test_an_event_from_rest_waits_briefly_for_company_in_its_task(own_settings: 
 
     def checked(key: str) -> Checked:
         trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key=key, audience=Audience(email="a@example.com"))
-        return Checked(trigger, event_type=None, matching=1)
+        return Checked(trigger, event_type=None, matching=1, transactional=False)
 
     async def two_requests_apart(wait_s: float) -> None:
         enqueuer = Enqueuer(store, make_celery(own_settings), wait_s=wait_s)
@@ -157,3 +159,30 @@ def test_an_event_from_rest_waits_briefly_for_company_in_its_task(own_settings: 
     # The busy flush waited (nothing came before it); the first request after it did not, so it went alone.
     asyncio.run(two_requests_apart_after_a_busy_flush())
     assert store.llen("celery") == 3
+
+
+def test_a_flush_enqueues_a_task_per_lane_each_with_its_own_events_only(own_settings: Settings) -> None:
+    store = Redis.from_url(own_settings.redis_url, decode_responses=True)
+
+    def checked(key: str, *, transactional: bool) -> Checked:
+        trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key=key, audience=Audience(email="a@example.com"))
+        return Checked(trigger, event_type=None, matching=1, transactional=transactional)
+
+    flush = [
+        checked("news-1", transactional=False),
+        checked("reset-1", transactional=True),
+        checked("news-2", transactional=False),
+        checked("reset-2", transactional=True),
+    ]
+    answers = enqueue_once(store, make_celery(own_settings), flush)
+    ids = [answer.id for answer in answers if isinstance(answer, Accepted)]
+    assert len(ids) == 4
+
+    def waiting(lane: str) -> list[tuple[list[str], str | None]]:
+        """Each task waiting in the lane: its events' ids, and the queue the ledger recorded for it."""
+        tasks = [json.loads(raw) for raw in store.lrange(QUEUES[lane], 0, -1)]
+        entries = [json.loads(store.hget(ledger.TASKS, task["headers"]["id"]) or "{}") for task in tasks]
+        return [([pair[0] for pair in entry["args"][0]], entry["queue"]) for entry in entries]
+
+    assert waiting(TRANSACTIONAL) == [([ids[1], ids[3]], QUEUES[TRANSACTIONAL])]
+    assert waiting(BULK) == [([ids[0], ids[2]], QUEUES[BULK])]

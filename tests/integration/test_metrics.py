@@ -55,32 +55,42 @@ def test_counters_move_with_the_events_answered(api_url: str, tenant: Tenant, si
     assert events(after, "invalid-request") - events(before, "invalid-request") == 1
     unauthenticated = events(after, "unauthenticated", "cocomail") - events(before, "unauthenticated", "cocomail")
     assert unauthenticated == 1
-    assert ("tripmail_queue_depth", ()) in after
+    assert {labels for name, labels in after if name == "tripmail_queue_depth"} == {
+        (("queue", "transactional"),),
+        (("queue", "bulk"),),
+    }
     # The workers' metrics are theirs: the api, which never sends, does not show them at zero.
     assert not [
         name for name, _ in after if name.startswith(("tripmail_deliveries", "tripmail_retries", "tripmail_smtp"))
     ]
 
 
-def test_the_queue_shows_its_depth_and_how_long_its_oldest_task_has_waited(stack: OwnStack) -> None:
+FAST_LANE = (("queue", "transactional"),)
+BULK = (("queue", "bulk"),)
+
+
+def test_each_queue_shows_its_depth_and_how_long_its_oldest_task_has_waited(stack: OwnStack) -> None:
     tenant = stack.tenant("queue")
     headers = {"Authorization": f"Bearer {tenant.token}"}
     body = {"event": "FORGOT_PASSWORD", "contact": {"email": f"{tenant.key}@example.com"}}
     assert httpx.post(f"{stack.api_url}/v1/events", json=body, headers=headers, timeout=10).status_code == 202
 
-    # No worker yet: the task waits, and its wait grows.
+    # No worker yet: the password reset's task waits in the fast lane, and its wait grows; the bulk lane is empty.
     first = scrape(stack.api_url)
     time.sleep(1.2)
     second = scrape(stack.api_url)
-    assert first[("tripmail_queue_depth", ())] == second[("tripmail_queue_depth", ())] == 1
-    waited = second[("tripmail_queue_oldest_age_seconds", ())]
-    assert waited >= first[("tripmail_queue_oldest_age_seconds", ())] + 1.0
+    assert first[("tripmail_queue_depth", FAST_LANE)] == second[("tripmail_queue_depth", FAST_LANE)] == 1
+    assert second[("tripmail_queue_depth", BULK)] == 0
+    waited = second[("tripmail_queue_oldest_age_seconds", FAST_LANE)]
+    assert waited >= first[("tripmail_queue_oldest_age_seconds", FAST_LANE)] + 1.0
+    assert second[("tripmail_queue_oldest_age_seconds", BULK)] == 0
 
     stack.start_worker()
     drained = wait_until(
-        lambda: s if (s := scrape(stack.api_url))[("tripmail_queue_depth", ())] == 0 else None, what="queue drained"
+        lambda: s if (s := scrape(stack.api_url))[("tripmail_queue_depth", FAST_LANE)] == 0 else None,
+        what="queue drained",
     )
-    assert drained[("tripmail_queue_oldest_age_seconds", ())] == 0
+    assert drained[("tripmail_queue_oldest_age_seconds", FAST_LANE)] == 0
 
 
 def test_a_worker_serves_its_processes_metrics_summed(stack: OwnStack) -> None:

@@ -46,7 +46,7 @@ def three_messages(sessions: sessionmaker[Session]) -> list[int]:
                 new_id(),
                 TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=Audience(email=email)),
                 now=NOW,
-            )
+            ).ids
         ]
 
 
@@ -141,8 +141,8 @@ def test_a_transient_failure_waits_in_the_database_by_the_schedule_until_it_give
     # The first wait, stretched by up to a tenth so the messages of one outage come back spread out.
     assert NOW + timedelta(minutes=1) <= next_attempt(sessions, first) <= NOW + timedelta(minutes=1, seconds=6)
     with sessions() as session:
-        assert due_messages(session, now=NOW + timedelta(seconds=59), limit=10) == []
-        assert sorted(due_messages(session, now=NOW + timedelta(minutes=2), limit=10)) == [first, second]
+        assert due_messages(session, now=NOW + timedelta(seconds=59), limit=10).ids == []
+        assert sorted(due_messages(session, now=NOW + timedelta(minutes=2), limit=10).ids) == [first, second]
 
     later = NOW + timedelta(minutes=2)
     assert fail_transiently(sessions, [first], now=later) == [first]
@@ -172,15 +172,15 @@ def test_the_scheduler_hands_a_due_message_out_once_until_it_is_stale(sessions: 
     with sessions.begin() as session:
         mark_handed_out(session, [first], now=due_at)
     with sessions() as session:
-        assert due_messages(session, now=due_at, limit=10) == [second]
+        assert due_messages(session, now=due_at, limit=10).ids == [second]
         stale = due_at + HAND_OUT_AGAIN_AFTER + timedelta(seconds=1)
-        assert sorted(due_messages(session, now=stale, limit=10)) == [first, second]
+        assert sorted(due_messages(session, now=stale, limit=10).ids) == [first, second]
     # A claim takes it out of the due ones; a transient failure after it makes it due again, however recent the
     # hand-out was.
     assert fail_transiently(sessions, [first], now=due_at) == [first]
     with sessions() as session:
-        assert sorted(due_messages(session, now=due_at + timedelta(minutes=6), limit=10)) == [first, second]
-        assert len(due_messages(session, now=due_at + timedelta(minutes=6), limit=1)) == 1
+        assert sorted(due_messages(session, now=due_at + timedelta(minutes=6), limit=10).ids) == [first, second]
+        assert len(due_messages(session, now=due_at + timedelta(minutes=6), limit=1).ids) == 1
 
 
 def test_the_journal_writes_each_result_soon_and_all_of_them_at_flush(

@@ -22,6 +22,7 @@ from tornado.routing import URLSpec
 from api.app import create_app
 from tripmail.cli import main
 from tripmail.config import Settings
+from tripmail.queue import QUEUES as LANE_QUEUES
 from tripmail.smtp import parse_relays
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -34,6 +35,7 @@ SCHEMA_READERS = {"api", "worker", "scheduler"}
 # Where Python's tempfile writes in the image (the worker's prometheus-client multiprocess directory among others).
 IMAGE_TMP = "/tmp"  # noqa: S108 - a path inside the image, not one this test writes to
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+QUEUES = list(LANE_QUEUES.values())
 
 Manifest = dict[str, Any]
 
@@ -78,8 +80,24 @@ def role(container: Manifest) -> str:
     return name
 
 
+def deployments_running(command: str) -> list[Manifest]:
+    return [d for d in of_kind("Deployment") if any(role(c) == command for c in pod_spec(d)["containers"])]
+
+
 def deployment_running(command: str) -> Manifest:
-    (found,) = [d for d in of_kind("Deployment") if any(role(c) == command for c in pod_spec(d)["containers"])]
+    (found,) = deployments_running(command)
+    return found
+
+
+def lanes(argv: list[str]) -> list[str]:
+    """The Celery queues a `tripmail worker` command line takes tasks from."""
+    queues: list[str] = parse_command(argv).params["queues"]
+    return queues
+
+
+def autoscaled_worker() -> Manifest:
+    """The workers the HorizontalPodAutoscaler scales: those on every lane."""
+    (found,) = [d for d in deployments_running("worker") if lanes(pod_spec(d)["containers"][0]["args"]) == QUEUES]
     return found
 
 
@@ -161,7 +179,7 @@ def test_manifest_matches_the_kubernetes_schema(manifest: Manifest, version: str
 
 
 def test_strict_schema_rejects_a_misspelt_field() -> None:
-    worker = copy.deepcopy(deployment_running("worker"))
+    worker = copy.deepcopy(autoscaled_worker())
     pod_spec(worker)["terminationGracePeriod"] = 660
     with pytest.raises(kubernetes_validate.ValidationError, match="terminationGracePeriod"):
         kubernetes_validate.validate(worker, kubernetes_validate.latest_version(), strict=True)
@@ -186,8 +204,10 @@ def test_container_runs_a_real_tripmail_command(container: Manifest) -> None:
 def test_a_mistyped_command_or_option_is_caught() -> None:
     with pytest.raises(click.UsageError, match="no command"):
         parse_command(["beat"])
-    with pytest.raises(click.UsageError, match="--queues"):
-        parse_command(["worker", "--queues", "mail"])
+    with pytest.raises(click.UsageError, match="--queue"):
+        parse_command(["worker", "--queue", "transactional"])
+    with pytest.raises(click.UsageError, match="the lanes are transactional, bulk"):
+        parse_command(["worker", "--queues", "transactional,mail"])
     with pytest.raises(click.UsageError, match="not a valid integer"):
         parse_command(["api", "--port", "http"])
 
@@ -289,12 +309,18 @@ def test_flower_probes_ask_a_page_flower_serves_without_login() -> None:
         assert probe_port(container, probe) == served_on
 
 
-def test_worker_probes_ask_its_metrics_port() -> None:
-    (container,) = pod_spec(deployment_running("worker"))["containers"]
+@pytest.mark.parametrize("worker", deployments_running("worker"), ids=lambda d: d["metadata"]["name"])
+def test_worker_probes_ask_its_metrics_port(worker: Manifest) -> None:
+    (container,) = pod_spec(worker)["containers"]
     env = {variable["name"]: variable.get("value") for variable in container.get("env", [])}
     metrics_port = int(env["TRIPMAIL_WORKER_METRICS_PORT"])
     for name in ("livenessProbe", "readinessProbe"):
         assert probe_port(container, container[name]) == metrics_port
+
+
+def test_every_lane_has_workers_and_the_fast_lane_one_of_its_own() -> None:
+    served = [lanes(pod_spec(d)["containers"][0]["args"]) for d in deployments_running("worker")]
+    assert sorted(served) == sorted([QUEUES, [LANE_QUEUES["transactional"]]])
 
 
 def test_only_the_api_flower_and_worker_are_probed_over_http() -> None:
@@ -310,7 +336,7 @@ def test_exactly_one_scheduler_even_during_a_rollout() -> None:
 
 
 def test_the_autoscaler_scales_the_worker_and_nothing_fixes_its_replicas() -> None:
-    worker = deployment_running("worker")
+    worker = autoscaled_worker()
     (autoscaler,) = of_kind("HorizontalPodAutoscaler")
     target = autoscaler["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", worker["metadata"]["name"])
@@ -318,10 +344,10 @@ def test_the_autoscaler_scales_the_worker_and_nothing_fixes_its_replicas() -> No
     assert autoscaler["spec"]["minReplicas"] >= 1
 
 
-def test_worker_grace_period_outlasts_the_longest_task(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("worker", deployments_running("worker"), ids=lambda d: d["metadata"]["name"])
+def test_worker_grace_period_outlasts_the_longest_task(worker: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from(configured_variables(), monkeypatch)
-    grace = pod_spec(deployment_running("worker"))["terminationGracePeriodSeconds"]
-    assert grace > settings.task_time_limit_s
+    assert pod_spec(worker)["terminationGracePeriodSeconds"] > settings.task_time_limit_s
 
 
 # compose
@@ -368,16 +394,27 @@ def test_compose_service_runs_a_real_tripmail_command_with_real_settings(
 
 def test_compose_schema_readers_wait_for_migrate() -> None:
     readers = [name for name, service in tripmail_services().items() if service["command"][0] in SCHEMA_READERS]
-    assert sorted(readers) == sorted(SCHEMA_READERS)
+    assert {tripmail_services()[name]["command"][0] for name in readers} == SCHEMA_READERS
     for name in readers:
         migrate = tripmail_services()[name]["depends_on"].get("migrate", {})
         assert migrate.get("condition") == "service_completed_successfully", name
 
 
-def test_compose_worker_grace_period_outlasts_the_longest_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    (worker,) = [service for service in tripmail_services().values() if service["command"][0] == "worker"]
+def compose_workers() -> list[Manifest]:
+    return [service for service in tripmail_services().values() if service["command"][0] == "worker"]
+
+
+@pytest.mark.parametrize("worker", compose_workers(), ids=lambda service: " ".join(service["command"]))
+def test_compose_worker_grace_period_outlasts_the_longest_task(
+    worker: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = settings_from(worker["environment"], monkeypatch)
     assert seconds(worker["stop_grace_period"]) > settings.task_time_limit_s
+
+
+def test_compose_runs_workers_on_every_lane_and_one_on_the_fast_lane_alone() -> None:
+    served = [lanes(worker["command"]) for worker in compose_workers()]
+    assert sorted(served) == sorted([QUEUES, [LANE_QUEUES["transactional"]]])
 
 
 def test_compose_restarts_every_long_running_tripmail_service() -> None:

@@ -50,7 +50,7 @@ def test_event_key_matches_case_insensitively_and_plans_one_message(sessions: se
         message = session.scalars(select(Message)).one()
         event = session.get_one(Event, event_id)
         contact = session.scalars(select(Contact)).one()
-    assert planned == [message.id]
+    assert (planned.transactional, planned.bulk) == ([message.id], [])  # the password reset, in the fast lane
     assert (message.status, message.to_address) == (MessageStatus.PENDING, "ann@example.com")
     assert (event.status, event.matched_automations, event.contact_id) == ("processed", 1, contact.id)
     assert contact.fields == {"first_name": "Ann"}
@@ -60,9 +60,9 @@ def test_recording_the_same_event_again_plans_nothing_new(sessions: sessionmaker
     workspace_id = setup(sessions)
     event_id = new_id()
     with sessions.begin() as session:
-        first = record_event(session, event_id, trigger(workspace_id), now=NOW)
+        first = record_event(session, event_id, trigger(workspace_id), now=NOW).ids
     with sessions.begin() as session:
-        again = record_event(session, event_id, trigger(workspace_id), now=NOW)
+        again = record_event(session, event_id, trigger(workspace_id), now=NOW).ids
     with sessions() as session:
         assert len(session.scalars(select(Message)).all()) == 1
         assert len(session.scalars(select(Event)).all()) == 1
@@ -73,7 +73,7 @@ def test_unmatched_event_is_recorded_with_its_new_event_type(sessions: sessionma
     workspace_id = setup(sessions)
     event_id = new_id()
     with sessions.begin() as session:
-        assert record_event(session, event_id, trigger(workspace_id, event="signed_up"), now=NOW) == []
+        assert record_event(session, event_id, trigger(workspace_id, event="signed_up"), now=NOW).ids == []
     with sessions() as session:
         assert session.get_one(Event, event_id).matched_automations == 0
         assert sorted(session.scalars(select(EventType.key))) == ["FORGOT_PASSWORD", "signed_up"]
@@ -83,18 +83,18 @@ def test_unmatched_event_is_recorded_with_its_new_event_type(sessions: sessionma
 def test_paused_automation_does_not_run(sessions: sessionmaker[Session]) -> None:
     workspace_id = setup(sessions, status="paused")
     with sessions.begin() as session:
-        assert record_event(session, new_id(), trigger(workspace_id), now=NOW) == []
+        assert record_event(session, new_id(), trigger(workspace_id), now=NOW).ids == []
 
 
 def test_marketing_mail_respects_consent_transactional_does_not(sessions: sessionmaker[Session]) -> None:
     workspace_id = setup(sessions, transactional=False)
     no_consent = ContactUpdate(email_consent=False)
     with sessions.begin() as session:
-        assert record_event(session, new_id(), trigger(workspace_id, contact_update=no_consent), now=NOW) == []
+        assert record_event(session, new_id(), trigger(workspace_id, contact_update=no_consent), now=NOW).ids == []
     with sessions.begin() as session:
         apply_spec(session, password_reset_spec("acme", transactional=True))
     with sessions.begin() as session:
-        assert len(record_event(session, new_id(), trigger(workspace_id), now=NOW)) == 1
+        assert len(record_event(session, new_id(), trigger(workspace_id), now=NOW).ids) == 1
 
 
 def test_a_transactional_step_of_a_marketing_automation_mails_without_consent_or_unsubscribe(
@@ -111,14 +111,15 @@ def test_a_transactional_step_of_a_marketing_automation_mails_without_consent_or
             session, new_id(), trigger(workspace_id, audience=Audience(email="bob@example.com")), now=NOW
         )
     with sessions.begin() as session:
-        prepared = prepare_envelopes(session, refused + both, now=NOW, public_url="https://mail.example")
+        prepared = prepare_envelopes(session, refused.ids + both.ids, now=NOW, public_url="https://mail.example")
     unsubscribe = {
         envelope.key: message_from_bytes(envelope.content, policy=default)["List-Unsubscribe"]
         for envelope in prepared.envelopes
     }
-    marketing, obligatory = both
-    assert len(refused) == 1  # the obligatory step's message only: no consent to the marketing one
-    assert unsubscribe[refused[0]] is None
+    # The obligatory step's message goes to the fast lane, the marketing one's to bulk.
+    [obligatory], [marketing] = both.transactional, both.bulk
+    assert refused.bulk == []  # the obligatory step's message only: no consent to the marketing one
+    assert unsubscribe[refused.transactional[0]] is None
     assert unsubscribe[obligatory] is None
     assert unsubscribe[marketing] is not None
     assert str(unsubscribe[marketing]).strip().startswith("<https://mail.example/unsubscribe/")
@@ -163,8 +164,8 @@ def test_a_template_that_raises_fails_its_message_alone(sessions: sessionmaker[S
             | {"templates": [{"key": "reset", "subject": "s", "text": "{{ data.amount + 1 }}"}]},
         )
     with sessions.begin() as session:
-        bad = record_event(session, new_id(), trigger(workspace_id, data={"amount": "12"}), now=NOW)
-        good = record_event(session, new_id(), trigger(workspace_id, data={"amount": 12}), now=NOW)
+        bad = record_event(session, new_id(), trigger(workspace_id, data={"amount": "12"}), now=NOW).ids
+        good = record_event(session, new_id(), trigger(workspace_id, data={"amount": 12}), now=NOW).ids
     with sessions.begin() as session:
         claim_messages(session, bad + good, run_id="run-1", now=NOW)
     with sessions.begin() as session:
@@ -205,12 +206,12 @@ def test_a_duplicate_that_slipped_past_redis_sends_nothing(sessions: sessionmake
     workspace_id = setup(sessions)
     first_id, second_id, later_id = new_id(), new_id(), new_id()
     with sessions.begin() as session:
-        assert len(record_event(session, first_id, trigger(workspace_id, key="reset-1"), now=NOW)) == 1
+        assert len(record_event(session, first_id, trigger(workspace_id, key="reset-1"), now=NOW).ids) == 1
     with sessions.begin() as session:
-        assert record_event(session, second_id, trigger(workspace_id, key="reset-1"), now=NOW) == []
+        assert record_event(session, second_id, trigger(workspace_id, key="reset-1"), now=NOW).ids == []
     with sessions.begin() as session:
         after_window = NOW + timedelta(hours=24, seconds=1)
-        assert len(record_event(session, later_id, trigger(workspace_id, key="reset-1"), now=after_window)) == 1
+        assert len(record_event(session, later_id, trigger(workspace_id, key="reset-1"), now=after_window).ids) == 1
     with sessions() as session:
         second = session.get_one(Event, second_id)
     assert (second.status, second.error) == ("duplicate", f"duplicate of event {first_id}")
@@ -223,14 +224,28 @@ def test_a_task_run_again_first_releases_what_its_earlier_try_claimed(
     workspace_id = setup(sessions)
     pairs = [(new_id(), trigger(workspace_id))]
     first_try: list[int] = []
-    process_events(sessions, pairs, enqueue=first_try.extend, batch_size=10, clock=lambda: NOW, run_id="run-1")
+    process_events(
+        sessions,
+        pairs,
+        enqueue=lambda planned: first_try.extend(planned.ids),
+        batch_size=10,
+        clock=lambda: NOW,
+        run_id="run-1",
+    )
     with sessions.begin() as session:  # the earlier try claimed its message, then died before handing it over
         assert list(claim_messages(session, first_try, run_id="run-1", now=NOW)) == first_try
     if refused_on_retry:  # a contact id that names no one cannot create a contact: the chunk is split
         pairs.append((new_id(), trigger(workspace_id, audience=Audience(contact_id="no-such-contact"))))
 
     again: list[int] = []
-    process_events(sessions, pairs, enqueue=again.extend, batch_size=10, clock=lambda: NOW, run_id="run-1")
+    process_events(
+        sessions,
+        pairs,
+        enqueue=lambda planned: again.extend(planned.ids),
+        batch_size=10,
+        clock=lambda: NOW,
+        run_id="run-1",
+    )
     with sessions() as session:
         message = session.scalars(select(Message)).one()
         failed = session.scalars(select(Event.id).where(Event.status == "failed")).all()
@@ -245,7 +260,7 @@ def test_events_recorded_together_decide_as_if_one_after_the_other(sessions: ses
         suppress(session, workspace_id, "bounced@example.com", "550 no such mailbox", now=NOW)
     redelivered = new_id()
     with sessions.begin() as session:
-        [earlier_message] = record_events(session, [(redelivered, trigger(workspace_id, key="r-0"))], now=NOW)
+        [earlier_message] = record_events(session, [(redelivered, trigger(workspace_id, key="r-0"))], now=NOW).ids
     first, duplicate, bounced, other = new_id(), new_id(), new_id(), new_id()
     together = [
         (redelivered, trigger(workspace_id, key="r-0")),
@@ -269,4 +284,4 @@ def test_events_recorded_together_decide_as_if_one_after_the_other(sessions: ses
     assert set(messages) == {redelivered, first, bounced, other}
     assert messages[bounced].status == MessageStatus.SUPPRESSED
     # The redelivered event's message is still to send; the suppressed one is not.
-    assert sorted(planned) == sorted([earlier_message, messages[first].id, messages[other].id])
+    assert sorted(planned.ids) == sorted([earlier_message, messages[first].id, messages[other].id])

@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec, password_reset_spec
 from tripmail import events
 from tripmail.ids import new_id
-from tripmail.models import Contact, Event, Message, Workspace
+from tripmail.models import Automation, Contact, Event, Message, Workspace
+from tripmail.queue import ByLane
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -42,10 +43,10 @@ def test_fan_out_plans_each_chunk_then_enqueues_it(
     event_id = new_id()
     enqueued: list[list[int]] = []
 
-    def enqueue(message_ids: list[int]) -> None:
+    def enqueue(planned: ByLane) -> None:
         with sessions() as session:  # what was enqueued is already committed
-            assert session.scalar(select(func.count()).where(Message.id.in_(message_ids))) == len(message_ids)
-        enqueued.append(message_ids)
+            assert session.scalar(select(func.count()).where(Message.id.in_(planned.ids))) == len(planned.ids)
+        enqueued.append(planned.ids)
 
     events.process_event(sessions, event_id, audience_of_seven, enqueue=enqueue, clock=lambda: NOW)
 
@@ -61,9 +62,11 @@ def test_a_redelivered_task_plans_nothing_new(
     sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
 ) -> None:
     event_id = new_id()
-    events.process_event(sessions, event_id, audience_of_seven, enqueue=lambda ids: None, clock=lambda: NOW)
+    events.process_event(sessions, event_id, audience_of_seven, enqueue=lambda planned: None, clock=lambda: NOW)
     again: list[int] = []
-    events.process_event(sessions, event_id, audience_of_seven, enqueue=again.extend, clock=lambda: NOW)
+    events.process_event(
+        sessions, event_id, audience_of_seven, enqueue=lambda planned: again.extend(planned.ids), clock=lambda: NOW
+    )
     with sessions() as session:
         assert session.scalar(select(func.count(Message.id))) == 7
     assert len(again) == 7  # the pending ones are enqueued again; claiming keeps each sent once
@@ -77,9 +80,11 @@ def test_a_fan_out_cut_short_resumes_after_its_cursor(
         events.record_event(session, event_id, audience_of_seven, now=NOW)
     with sessions.begin() as session:
         first, done = events.fan_out_chunk(session, event_id, now=NOW)
-    assert (len(first), done) == (3, False)
+    assert (len(first.ids), done) == (3, False)
     rest: list[int] = []
-    events.process_event(sessions, event_id, audience_of_seven, enqueue=rest.extend, clock=lambda: NOW)
+    events.process_event(
+        sessions, event_id, audience_of_seven, enqueue=lambda planned: rest.extend(planned.ids), clock=lambda: NOW
+    )
     with sessions() as session:
         assert session.scalar(select(func.count(Message.id))) == 7
     assert sorted(rest) == sorted(set(rest))
@@ -97,13 +102,55 @@ def test_messages_of_many_events_share_delivery_batches(
     enqueued: list[list[int]] = []
 
     pairs = [*one_each, (new_id(), audience_of_seven)]
-    events.process_events(sessions, pairs, enqueue=enqueued.append, batch_size=4, clock=lambda: NOW)
+    events.process_events(
+        sessions, pairs, enqueue=lambda planned: enqueued.append(planned.ids), batch_size=4, clock=lambda: NOW
+    )
 
     # 3 one-contact events and an audience of 7 (planned 3 at a time): 10 messages in batches of 4, none twice.
     assert [len(batch) for batch in enqueued] == [4, 4, 2]
     with sessions() as session:
         planned = set(session.scalars(select(Message.id)))
     assert sorted(id_ for batch in enqueued for id_ in batch) == sorted(planned)
+
+
+def test_a_delivery_batch_holds_the_messages_of_one_lane(
+    sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
+) -> None:
+    workspace_id = audience_of_seven.workspace_id
+    spec = password_reset_spec("acme")
+    spec["automations"].append(
+        {
+            "name": "Newsletter",
+            "trigger": "NEWSLETTER",
+            "transactional": False,
+            "steps": spec["automations"][0]["steps"],
+        }
+    )
+    with sessions.begin() as session:
+        apply_spec(session, spec)
+    resets = [
+        (new_id(), TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=Audience(email=email)))
+        for email in ("a@example.com", "b@example.com", "c@example.com")
+    ]
+    campaign = audience_of_seven.model_copy(update={"event": "NEWSLETTER"})
+    enqueued: list[ByLane] = []
+
+    events.process_events(
+        sessions, [*resets, (new_id(), campaign)], enqueue=enqueued.append, batch_size=4, clock=lambda: NOW
+    )
+
+    # The campaign's 7 messages fill a bulk batch of 4; what is left of each lane is enqueued last, to be sent inline.
+    assert [(len(batch.transactional), len(batch.bulk)) for batch in enqueued] == [(0, 4), (3, 3)]
+    with sessions() as session:
+        by_automation = session.execute(
+            select(Automation.name, Message.id).join(Automation, Message.automation_id == Automation.id)
+        ).all()
+    assert sorted(i for batch in enqueued for i in batch.transactional) == sorted(
+        i for name, i in by_automation if name == "Password reset"
+    )
+    assert sorted(i for batch in enqueued for i in batch.bulk) == sorted(
+        i for name, i in by_automation if name == "Newsletter"
+    )
 
 
 def test_a_batch_recorded_together_merges_contacts_and_catches_its_own_duplicates(
@@ -124,7 +171,9 @@ def test_a_batch_recorded_together_merges_contacts_and_catches_its_own_duplicate
 
     batch = [reset("p3@example.com", "k1", plan="pro"), reset("new@example.com", "k2"), reset("new@example.com", "k2")]
     enqueued: list[list[int]] = []
-    events.process_events(sessions, batch, enqueue=enqueued.append, batch_size=10, clock=lambda: NOW)
+    events.process_events(
+        sessions, batch, enqueue=lambda planned: enqueued.append(planned.ids), batch_size=10, clock=lambda: NOW
+    )
 
     with sessions() as session:
         statuses = [session.get_one(Event, event_id).status for event_id, _ in batch]
@@ -150,7 +199,13 @@ def test_an_event_refused_in_a_batch_fails_alone(
     refused = (new_id(), TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=nobody))
     enqueued: list[list[int]] = []
 
-    events.process_events(sessions, [refused, good], enqueue=enqueued.append, batch_size=10, clock=lambda: NOW)
+    events.process_events(
+        sessions,
+        [refused, good],
+        enqueue=lambda planned: enqueued.append(planned.ids),
+        batch_size=10,
+        clock=lambda: NOW,
+    )
 
     with sessions() as session:
         failed = session.get_one(Event, refused[0])

@@ -115,7 +115,7 @@ def test_the_rendered_email_and_the_stored_contact_for_each_option(
         create_contact=False,
     )
     with sessions.begin() as session:
-        message_ids = record_event(session, new_id(), trigger, now=NOW)
+        message_ids = record_event(session, new_id(), trigger, now=NOW).ids
         claim_messages(session, message_ids, run_id="run-1", now=NOW)
     with sessions.begin() as session:
         [envelope] = prepare_envelopes(session, message_ids, now=NOW, public_url="https://mail.example").envelopes

@@ -144,7 +144,7 @@ def test_each_purchase_takes_the_branch_its_amount_chooses(sessions: sessionmake
         runs = {run.event_id: run for run in session.scalars(select(AutomationRun))}
         ann = session.scalars(select(Contact).where(Contact.email == "ann@example.com")).one()
     assert by_event == {big: "vip", small: "regular"}
-    assert len(planned) == 4  # a branch and the receipt for each
+    assert len(planned.ids) == 4  # a branch and the receipt for each
     assert [(step["kind"], step.get("branch")) for step in runs[big].trail] == [
         ("update_contact", None),
         ("condition", "then"),
@@ -167,7 +167,7 @@ def test_a_condition_that_cannot_be_decided_fails_the_run_and_sends_nothing_afte
         planned = record_event(session, event_id, purchase(workspace_id, "ann@example.com", None), now=NOW)
     with sessions() as session:
         run = session.scalars(select(AutomationRun)).one()
-    assert planned == []
+    assert planned.ids == []
     assert (run.status, run.position) == ("failed", 0)
     assert run.error == "step 0 (condition): condition 'data.amount > 100': data type mismatch"
 
@@ -201,13 +201,14 @@ def test_an_audience_of_many_runs_the_program_for_each_contact(sessions: session
         data={"amount": 500, "items": ["Team"]},
     )
     with sessions.begin() as session:
-        assert record_event(session, event_id, everyone, now=NOW) == []
+        assert record_event(session, event_id, everyone, now=NOW).ids == []
     with sessions.begin() as session:
         planned, done = fan_out_chunk(session, event_id, now=NOW)
     with sessions.begin() as session:
-        assert fan_out_chunk(session, event_id, now=NOW) == ([], True)
+        again, done_again = fan_out_chunk(session, event_id, now=NOW)
+    assert (again.ids, done_again) == ([], True)
     assert done
-    assert planned_templates(sessions, planned) == ["vip", "vip", "receipt", "receipt"]
+    assert planned_templates(sessions, planned.ids) == ["vip", "vip", "receipt", "receipt"]
     with sessions() as session:
         assert len(session.scalars(select(AutomationRun).where(AutomationRun.event_id == event_id)).all()) == 2
 
@@ -220,15 +221,15 @@ def waiting_spec(wait: Any, status: str = "active") -> dict[str, Any]:
 def test_a_wait_holds_the_run_until_its_time_then_it_goes_on_once(sessions: sessionmaker[Session]) -> None:
     workspace_id = setup(sessions, waiting_spec("2d"))
     with sessions.begin() as session:
-        first = record_event(session, new_id(), purchase(workspace_id, "ann@example.com", 10), now=NOW)
+        first = record_event(session, new_id(), purchase(workspace_id, "ann@example.com", 10), now=NOW).ids
     assert planned_templates(sessions, first) == ["thanks"]
     with sessions() as session:
         run = session.scalars(select(AutomationRun)).one()
         assert (run.status, run.position, run.wake_at) == ("waiting", 2, NOW + timedelta(days=2))
-        assert due_runs(session, now=NOW + timedelta(days=2) - timedelta(seconds=1), limit=10) == []
+        assert due_runs(session, now=NOW + timedelta(days=2) - timedelta(seconds=1), limit=10).ids == []
     later = NOW + timedelta(days=2)
     with sessions.begin() as session:
-        assert due_runs(session, now=later, limit=10) == [run.id]
+        assert due_runs(session, now=later, limit=10).ids == [run.id]
         # Not yet: nothing moves; what it answers is the run's message still to send, the one before the wait.
         assert carry_on(session, run.id, now=later - timedelta(seconds=1)) == first
         second = carry_on(session, run.id, now=later)
@@ -236,7 +237,7 @@ def test_a_wait_holds_the_run_until_its_time_then_it_goes_on_once(sessions: sess
         # A second hand-over of the same run plans nothing new; its message is still the one to send.
         assert carry_on(session, run.id, now=later) == second
         run = session.get_one(AutomationRun, run.id)
-        assert due_runs(session, now=later, limit=10) == []
+        assert due_runs(session, now=later, limit=10).ids == []
     assert planned_templates(sessions, second) == ["thanks", "receipt"]
     assert (run.status, run.position) == ("completed", None)
     assert [step["kind"] for step in run.trail] == ["send_email", "wait", "send_email"]
@@ -250,11 +251,11 @@ def test_a_run_handed_out_lately_is_not_handed_out_again_until_that_is_stale(
         record_event(session, new_id(), purchase(workspace_id, "ann@example.com", 10), now=NOW)
     due = NOW + timedelta(minutes=1)
     with sessions.begin() as session:
-        [run_id] = due_runs(session, now=due, limit=10)
+        [run_id] = due_runs(session, now=due, limit=10).ids
         mark_handed_out(session, [run_id], now=due)
     with sessions() as session:
-        assert due_runs(session, now=due + HAND_OUT_AGAIN_AFTER - timedelta(seconds=1), limit=10) == []
-        assert due_runs(session, now=due + HAND_OUT_AGAIN_AFTER + timedelta(seconds=1), limit=10) == [run_id]
+        assert due_runs(session, now=due + HAND_OUT_AGAIN_AFTER - timedelta(seconds=1), limit=10).ids == []
+        assert due_runs(session, now=due + HAND_OUT_AGAIN_AFTER + timedelta(seconds=1), limit=10).ids == [run_id]
 
 
 def test_a_paused_automation_holds_its_waiting_runs_until_it_is_active_again(
@@ -267,12 +268,12 @@ def test_a_paused_automation_holds_its_waiting_runs_until_it_is_active_again(
     setup(sessions, waiting_spec("1h", status="paused"))
     later = NOW + timedelta(hours=2)
     with sessions.begin() as session:
-        assert due_runs(session, now=later, limit=10) == []
+        assert due_runs(session, now=later, limit=10).ids == []
         carry_on(session, run_id, now=later)  # handed out just before the pause
         assert session.get_one(AutomationRun, run_id).status == "waiting"
     setup(sessions, waiting_spec("1h"))
     with sessions.begin() as session:
-        assert due_runs(session, now=later, limit=10) == [run_id]
+        assert due_runs(session, now=later, limit=10).ids == [run_id]
         resumed = carry_on(session, run_id, now=later)
     assert planned_templates(sessions, resumed) == ["thanks", "receipt"]
     with sessions() as session:
@@ -305,7 +306,7 @@ def test_a_wait_until_a_time_already_past_goes_straight_on_and_one_missing_fails
     past = purchase(workspace_id, "ann@example.com", 10)
     past = past.model_copy(update={"data": {**past.data, "delivery_at": "2020-01-01T00:00:00Z"}})
     with sessions.begin() as session:
-        planned = record_event(session, new_id(), past, now=NOW)
+        planned = record_event(session, new_id(), past, now=NOW).ids
         record_event(session, new_id(), purchase(workspace_id, "bob@example.com", 10), now=NOW)
     with sessions() as session:
         runs = {run.status: run for run in session.scalars(select(AutomationRun))}

@@ -62,15 +62,15 @@ def test_a_webhook_is_retried_after_a_500_and_signed(sessions: sessionmaker[Sess
 def retried_and_signed(sessions: sessionmaker[Session], receiver: Receiver) -> None:
     delivery_id = hooked(sessions, receiver.url)
     with sessions.begin() as session:
-        assert due_webhooks(session, now=NOW, limit=10) == [delivery_id]
+        assert due_webhooks(session, now=NOW, limit=10).ids == [delivery_id]
         mark_handed_out(session, [delivery_id], now=NOW)  # as the scheduler does, before a worker claims it
-        assert due_webhooks(session, now=NOW, limit=10) == []
+        assert due_webhooks(session, now=NOW, limit=10).ids == []
 
     first = fire(sessions, delivery_id, NOW)
     assert (first.status, first.attempts, first.last_code) == ("pending", 1, 500)
     assert NOW + timedelta(seconds=2) <= first.next_attempt_at <= NOW + timedelta(seconds=3)
     with sessions() as session:
-        assert due_webhooks(session, now=NOW + timedelta(seconds=1), limit=10) == []
+        assert due_webhooks(session, now=NOW + timedelta(seconds=1), limit=10).ids == []
     assert fire(sessions, delivery_id, NOW + timedelta(seconds=1)).attempts == 1  # not due: not posted
 
     later = first.next_attempt_at
