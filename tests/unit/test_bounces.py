@@ -129,7 +129,7 @@ def sent_message(
     event_id = new_id()
     with sessions.begin() as session:
         trigger = TriggerRequest(workspace_id=workspace_id, event="FORGOT_PASSWORD", audience=Audience(email=email))
-        [message_id] = record_event(session, event_id, trigger, now=NOW)
+        [message_id] = record_event(session, event_id, trigger, now=NOW).ids
         header = message_id_header(event_id, message_id, "noreply@acme.example.com")
         session.execute(update(Message).where(Message.id == message_id).values(status=status, message_id_header=header))
         secret = session.get_one(Workspace, workspace_id).unsubscribe_secret
@@ -325,7 +325,7 @@ def test_with_a_bounce_domain_the_envelope_sender_is_the_messages_return_path_an
         trigger = TriggerRequest(
             workspace_id=workspace_id, event="FORGOT_PASSWORD", audience=Audience(email="ann@example.com")
         )
-        message_ids = record_event(session, new_id(), trigger, now=NOW)
+        message_ids = record_event(session, new_id(), trigger, now=NOW).ids
     with sessions() as session:
         secret = session.scalars(select(Workspace.unsubscribe_secret)).one()
         [plain] = prepare_envelopes(session, message_ids, now=NOW, public_url="https://x").envelopes
