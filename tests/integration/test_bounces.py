@@ -18,8 +18,9 @@ from tests.bounce_samples import COMPLAINT, DELAYED, POSTFIX, SENDMAIL
 from tests.builders import unique_workspace_key
 from tests.integration.conftest import OwnStack, Sink, Tenant, free_port, running_sink, service_env, wait_until
 from tests.integration.test_delivery import post, settled
+from tests.unit.test_bounces import state
 from tripmail.config import Settings
-from tripmail.models import Message, MessageAttempt, Suppression, Workspace
+from tripmail.models import Message, Workspace
 from tripmail.verp import verp_address
 
 BOUNCE_DOMAIN = "bounces.tripmail.test"
@@ -55,17 +56,8 @@ def mailed(stack: OwnStack, sink: Sink, tenant: Tenant, email: str) -> Message:
 
 def message_state(db: sessionmaker[Session], message_id: int) -> tuple[str, list[str], list[tuple[str, str]]]:
     """The message's status, its attempts' outcomes and its workspace's suppressions (address, source)."""
-    with db() as session:
-        message = session.get_one(Message, message_id)
-        attempts = session.scalars(
-            select(MessageAttempt.outcome).where(MessageAttempt.message_id == message_id).order_by(MessageAttempt.id)
-        )
-        suppressions = session.execute(
-            select(Suppression.email, Suppression.source)
-            .where(Suppression.workspace_id == message.workspace_id)
-            .order_by(Suppression.id)
-        )
-        return message.status, list(attempts), [(email, source) for email, source in suppressions]
+    found = state(db, message_id)
+    return found.status, found.attempts, found.suppressions
 
 
 def next_event_is_suppressed(stack: OwnStack, sink: Sink, tenant: Tenant, email: str) -> None:
