@@ -54,6 +54,8 @@ _MESSAGE_ID_LINE = re.compile(r"^message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re
 _STATUS_LINE = re.compile(r"(?<![\d.])(?:[45]\d\d[ -]|[45]\.\d{1,3}\.\d{1,3}\b)")
 _SMTP_CODE = re.compile(r"\s*([45]\d\d)\b")
 _LONGEST_DIAGNOSTIC = 500
+# Ids past the database's integer column name no message; looked up, they would overflow the driver's integer.
+_LARGEST_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,8 @@ def _matching_message(session: Session, report: Report, workspace_id: int | None
     """The message by the report's return path, else by the original's Message-ID; else why there is none."""
     return_paths = [(address, verp) for address in report.return_paths if (verp := parse_verp_address(address))]
     for _, verp in return_paths:
+        if verp.message_id > _LARGEST_ID:
+            continue
         query = (
             select(Message, Workspace.unsubscribe_secret)
             .join(Workspace, Workspace.id == Message.workspace_id)
@@ -254,7 +258,7 @@ def _matching_message(session: Session, report: Report, workspace_id: int | None
         return None, f"return path {names} names no message, or its signature does not verify"
     for header in report.original_message_ids:
         found = _TRIPMAIL_MESSAGE_ID.fullmatch(header)
-        message = session.get(Message, int(found.group(1))) if found else None
+        message = session.get(Message, int(found.group(1))) if found and int(found.group(1)) <= _LARGEST_ID else None
         if message is None or workspace_id not in (None, message.workspace_id):
             continue
         if message.message_id_header == header:

@@ -54,7 +54,7 @@ def test_a_permanent_ses_bounce_fails_its_recipient_for_good_and_names_the_origi
     report = ses_report(payload(SES_BOUNCE.path))
 
     assert report is not None and not report.complaint
-    assert (report.permanent, report.temporary) == ({"jane@example.com"}, frozenset())
+    assert (report.permanent, report.temporary) == (frozenset({"jane@example.com"}), frozenset())
     assert report.original_message_ids == ("<custom-message-ID>",)
     assert report.return_paths == ("john@example.com",)
     assert report.diagnostic("jane@example.com") == "550 5.1.1 <jane@example.com>... User"
@@ -63,7 +63,7 @@ def test_a_permanent_ses_bounce_fails_its_recipient_for_good_and_names_the_origi
 def test_a_transient_ses_bounce_fails_its_recipient_for_now() -> None:
     report = ses_report(payload(SES_TRANSIENT.path))
 
-    assert report is not None and (report.permanent, report.temporary) == (frozenset(), {"jane@example.com"})
+    assert report is not None and (report.permanent, report.temporary) == (frozenset(), frozenset({"jane@example.com"}))
 
 
 def test_an_ses_complaint_complains_and_not_spam_does_not() -> None:
@@ -121,8 +121,8 @@ def test_a_postmark_soft_bounce_fails_for_now_unless_postmark_made_the_address_i
     report = postmark_report(soft)
     final = postmark_report(soft | {"Inactive": True})
 
-    assert report is not None and (report.permanent, report.temporary) == (frozenset(), {ANN})
-    assert final is not None and (final.permanent, final.temporary) == ({ANN}, frozenset())
+    assert report is not None and (report.permanent, report.temporary) == (frozenset(), frozenset({ANN}))
+    assert final is not None and (final.permanent, final.temporary) == (frozenset({ANN}), frozenset())
 
 
 def test_a_postmark_spam_complaint_complains_and_a_delivery_has_nothing_to_record() -> None:
@@ -153,11 +153,11 @@ def test_mailgun_failures_by_severity_and_complaints() -> None:
     temporary = mailgun_report(MAILGUN_TEMPORARY.adapted(recipient=ANN, message_id=MESSAGE_ID))
     complained = mailgun_report(MAILGUN_COMPLAINED.adapted(recipient=ANN, message_id=MESSAGE_ID))
 
-    assert permanent is not None and (permanent.permanent, permanent.temporary) == ({ANN}, frozenset())
+    assert permanent is not None and (permanent.permanent, permanent.temporary) == (frozenset({ANN}), frozenset())
     # Mailgun echoes the Message-ID without its angle brackets.
     assert permanent.original_message_ids == (MESSAGE_ID,)
     assert permanent.diagnostic(ANN) == "605 Not delivering to previously bounced address"
-    assert temporary is not None and (temporary.permanent, temporary.temporary) == (frozenset(), {ANN})
+    assert temporary is not None and (temporary.permanent, temporary.temporary) == (frozenset(), frozenset({ANN}))
     assert temporary.diagnostic(ANN).startswith("452 4.2.2 The email account that you tried to reach is over quota.")
     assert complained is not None and complained.complaint
     assert mailgun_report(payload(MAILGUN_DELIVERED.path)) is None
