@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -71,6 +71,9 @@ class TokenCache(ExpiringCache[str, Principal]):
 _bearer = HTTPBearer(auto_error=False, description="An API token from `tripmail token create`.")
 _authorization = APIKeyHeader(name="Authorization", auto_error=False, scheme_name="AuthorizationToken")
 _x_authorization = APIKeyHeader(name="X-Authorization", auto_error=False)
+_token_query = APIKeyQuery(
+    name="token", auto_error=False, description="An API token, for callers that can set no header (provider webhooks)."
+)
 
 
 def find_principal(sessions: sessionmaker[Session], secret: str) -> Principal | None:
@@ -162,20 +165,42 @@ def x_authorization(scope: str) -> Dependency:
     return dependency
 
 
+def _basic_or_bearer_secret(header: str | None) -> str | None:
+    """The token of `Authorization: Bearer <token>`, or the password of `Authorization: Basic ...`."""
+    scheme, _, value = (header or "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return None
+
+
 def basic_or_bearer(scope: str) -> Dependency:
     """HTTP Basic with the token as password (any user name), or `Authorization: Bearer <token>` (esputnik)."""
 
     async def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
-        scheme, _, value = (header or "").strip().partition(" ")
-        secret: str | None = None
-        if scheme.lower() == "bearer":
-            secret = value.strip()
-        elif scheme.lower() == "basic":
-            try:
-                secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
-            except (binascii.Error, UnicodeDecodeError):
-                secret = None
+        secret = _basic_or_bearer_secret(header)
         return await authenticate(request, secret, scope=scope, how="HTTP Basic (the token as password) or Bearer")
+
+    return dependency
+
+
+def basic_bearer_or_query(scope: str) -> Dependency:
+    """What a provider's webhook can send: HTTP Basic with the token as password (the credentials written into the
+    webhook URL), Bearer, or the `token` query parameter."""
+
+    async def dependency(
+        request: Request,
+        header: Annotated[str | None, Depends(_authorization)],
+        query: Annotated[str | None, Depends(_token_query)],
+    ) -> Principal:
+        secret = _basic_or_bearer_secret(header) or query
+        return await authenticate(
+            request, secret, scope=scope, how="HTTP Basic (the token as password), Bearer, or ?token=<token>"
+        )
 
     return dependency
 

@@ -10,6 +10,7 @@ the second time; a report that names no message is counted, never an error.
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,6 +54,8 @@ _MESSAGE_ID_LINE = re.compile(r"^message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re
 _STATUS_LINE = re.compile(r"(?<![\d.])(?:[45]\d\d[ -]|[45]\.\d{1,3}\.\d{1,3}\b)")
 _SMTP_CODE = re.compile(r"\s*([45]\d\d)\b")
 _LONGEST_DIAGNOSTIC = 500
+# Ids past the database's integer column name no message; looked up, they would overflow the driver's integer.
+_LARGEST_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -211,9 +214,13 @@ class Recorded:
     message_id: int | None = None
 
 
-def record_report(session: Session, report: Report, *, now: datetime) -> Recorded:
-    """Find the message a report is about and record what it says there; flushes, never commits."""
-    message, unmatched = _matching_message(session, report)
+def record_report(session: Session, report: Report, *, now: datetime, workspace_id: int | None = None) -> Recorded:
+    """Find the message a report is about and record what it says there; flushes, never commits.
+
+    With `workspace_id`, only that workspace's messages match: a report posted with a workspace's token never
+    touches another's.
+    """
+    message, unmatched = _matching_message(session, report, workspace_id)
     if message is None:
         log.info("report from %s unmatched: %s", report.reporter, unmatched, extra={"outcome": "unmatched"})
         return Recorded(ReportOutcome.UNMATCHED, unmatched)
@@ -229,15 +236,20 @@ def record_report(session: Session, report: Report, *, now: datetime) -> Recorde
     return recorded
 
 
-def _matching_message(session: Session, report: Report) -> tuple[Message | None, str]:
+def _matching_message(session: Session, report: Report, workspace_id: int | None) -> tuple[Message | None, str]:
     """The message by the report's return path, else by the original's Message-ID; else why there is none."""
     return_paths = [(address, verp) for address in report.return_paths if (verp := parse_verp_address(address))]
     for _, verp in return_paths:
-        row = session.execute(
+        if verp.message_id > _LARGEST_ID:
+            continue
+        query = (
             select(Message, Workspace.unsubscribe_secret)
             .join(Workspace, Workspace.id == Message.workspace_id)
             .where(Message.id == verp.message_id)
-        ).one_or_none()
+        )
+        if workspace_id is not None:
+            query = query.where(Message.workspace_id == workspace_id)
+        row = session.execute(query).one_or_none()
         if row is not None and verp.signed_by(row.unsubscribe_secret):
             return row.Message, ""
     if return_paths:
@@ -246,12 +258,32 @@ def _matching_message(session: Session, report: Report) -> tuple[Message | None,
         return None, f"return path {names} names no message, or its signature does not verify"
     for header in report.original_message_ids:
         found = _TRIPMAIL_MESSAGE_ID.fullmatch(header)
-        message = session.get(Message, int(found.group(1))) if found else None
-        if message is not None and message.message_id_header == header:
+        message = session.get(Message, int(found.group(1))) if found and int(found.group(1)) <= _LARGEST_ID else None
+        if message is None or workspace_id not in (None, message.workspace_id):
+            continue
+        if message.message_id_header == header:
             return message, ""
     if report.original_message_ids:
         return None, f"Message-ID {', '.join(report.original_message_ids)} is none of Tripmail's messages"
     return None, "it names no return path of Tripmail's and quotes no Message-ID"
+
+
+def record_reports(
+    session: Session, reports: Iterable[Report | None], *, now: datetime, workspace_id: int
+) -> Counter[ReportOutcome]:
+    """Record a provider's batch of reports about the workspace's messages; None stands for an event with nothing
+    to record (a delivery, an open), counted as ignored. Flushes, never commits."""
+    outcomes: Counter[ReportOutcome] = Counter()
+    for report in reports:
+        recorded = record_report(session, report, now=now, workspace_id=workspace_id) if report else None
+        outcomes[recorded.outcome if recorded else ReportOutcome.IGNORED] += 1
+    return outcomes
+
+
+def bracketed_message_id(value: str) -> str:
+    """A Message-ID as its header writes it, `<id@domain>`: some providers echo it without the brackets."""
+    bare = value.strip().strip("<>").strip()
+    return f"<{bare}>"
 
 
 def _record(session: Session, report: Report, message: Message, *, now: datetime) -> Recorded:

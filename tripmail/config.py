@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tripmail.durations import parse_duration
+from tripmail.providers.signatures import load_sendgrid_key
 from tripmail.rates import parse_domain_rates
 
 
@@ -70,6 +71,12 @@ class Settings(BaseSettings):
     # Unset: each message's envelope sender (MAIL FROM) is the workspace's sender. Set: it is a signed VERP address
     # at this domain (tripmail/verp.py), whose MX leads to `tripmail bounces`, so late bounces find their message.
     bounce_domain: str | None = None
+    # Mailgun's webhook signing key: set, POST /v1/bounce-webhooks/mailgun refuses an event whose signature does not
+    # verify with it (on top of the Tripmail token every provider webhook needs).
+    mailgun_signing_key: SecretStr | None = None
+    # The Signed Event Webhook's verification key as SendGrid shows it (or PEM): set, POST
+    # /v1/bounce-webhooks/sendgrid refuses a batch whose signature does not verify with it.
+    sendgrid_verification_key: str | None = None
     # `json` for one JSON object per log line (with the ids of the event or message as keys).
     log_format: Literal["text", "json"] = "text"
     # Where `tripmail worker` serves its processes' metrics (prometheus-client multiprocess mode); unset: nowhere.
@@ -122,6 +129,21 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+", domain):
             raise ValueError(f"TRIPMAIL_BOUNCE_DOMAIN must be a domain name such as bounces.example.com, got {value!r}")
         return domain
+
+    @field_validator("mailgun_signing_key", "sendgrid_verification_key", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sendgrid_verification_key")
+    @classmethod
+    def _verification_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                load_sendgrid_key(value)
+            except ValueError as exc:
+                raise ValueError(f"TRIPMAIL_SENDGRID_VERIFICATION_KEY: {exc}") from exc
+        return value
 
     @field_validator("flower_auth")
     @classmethod

@@ -373,6 +373,10 @@ def service_env(settings: Settings) -> dict[str, str]:
         "TRIPMAIL_WORKER_METRICS_PORT": settings.worker_metrics_port,
         "TRIPMAIL_RATE_LIMIT_BURST": settings.rate_limit_burst,
         "TRIPMAIL_BOUNCE_DOMAIN": settings.bounce_domain,
+        "TRIPMAIL_MAILGUN_SIGNING_KEY": (
+            settings.mailgun_signing_key.get_secret_value() if settings.mailgun_signing_key else None
+        ),
+        "TRIPMAIL_SENDGRID_VERIFICATION_KEY": settings.sendgrid_verification_key,
     }
     return (
         os.environ
