@@ -15,7 +15,17 @@ from tripmail.errors import InvalidRequest, NotFound
 from tripmail.models import ApiToken, Workspace
 
 SECRET_PREFIX = "tm_live_"  # noqa: S105 - a public marker, not a secret
-KNOWN_SCOPES = frozenset({"events:write", "events:read", "contacts:write", "contacts:read", "templates:read"})
+KNOWN_SCOPES = frozenset(
+    {
+        "events:write",
+        "events:read",
+        "contacts:write",
+        "contacts:read",
+        "templates:read",
+        "webhooks:write",
+        "webhooks:read",
+    }
+)
 
 
 def hash_secret(secret: str) -> str:
