@@ -5,6 +5,7 @@ Webhooks and checked with that library's verifier."""
 import subprocess
 import sys
 import time
+from functools import partial
 from typing import Any
 
 import httpx
@@ -65,7 +66,7 @@ def test_sent_failed_and_suppressed_arrive_signed_once_each(
         assert endpoint["secret"].startswith("whsec_")
         first = [post(api_url, tenant, email).json()["id"] for email in (good, rejected)]
         for event_id in first:
-            wait_until(lambda event_id=event_id: settled(db, event_id), what="the first two messages settled")
+            wait_until(partial(settled, db, event_id), what="the first two messages settled")
         again = post(api_url, tenant, rejected).json()["id"]
         suppressed = wait_until(lambda: settled(db, again), what="the message to the suppressed address")
         rows = wait_until(lambda: all_posted(db, endpoint["id"], 3), what="three delivery events posted")
