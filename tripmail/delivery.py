@@ -370,17 +370,13 @@ def settle_unfinished(session: Session, *, run_id: str, now: datetime) -> list[i
         return []
     # The claim counted an attempt that never reached the server: it is given back with the claim.
     released = sorted(message_id for message_id, handed_over_at, _ in left if handed_over_at is None)
-    unknown = sorted(message_id for message_id, handed_over_at, _ in left if handed_over_at is not None)
+    handed_over = sorted((message_id, workspace) for message_id, at, workspace in left if at is not None)
+    unknown = [message_id for message_id, _ in handed_over]
     if released:
         session.execute(_RELEASE, {"ids": released, "now": now})
     if unknown:
         session.execute(_MARK_UNKNOWN, {"ids": unknown, "now": now})
-        announce_by_workspace(
-            session,
-            [(message_id, workspace_id) for message_id, handed_over_at, workspace_id in left if handed_over_at],
-            event_type_of(MessageStatus.UNKNOWN),
-            now=now,
-        )
+        announce_by_workspace(session, handed_over, event_type_of(MessageStatus.UNKNOWN), now=now)
         session.execute(
             _ADD_ATTEMPT,
             [
