@@ -50,9 +50,11 @@ _DUE = (
     .order_by(_DELIVERIES.c.next_attempt_at)
     .limit(bindparam("limit"))
 )
+# Only those still takeable: a worker may have claimed, posted and recorded one before this runs (the scheduler's
+# transaction waited for the write lock), and marking it then held its next attempt back by HAND_OUT_AGAIN_AFTER.
 _HANDED_OUT = (
     update(_DELIVERIES)
-    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)), _takeable(handed_out_lately_too=True))
     .values(enqueued_at=bindparam("now"))
 )
 _CLAIM = (
@@ -69,7 +71,7 @@ def due_webhooks(session: Session, *, now: datetime, limit: int) -> list[int]:
 
 def mark_handed_out(session: Session, delivery_ids: list[int], *, now: datetime) -> None:
     if delivery_ids:
-        session.execute(_HANDED_OUT, {"ids": delivery_ids, "now": now})
+        session.execute(_HANDED_OUT, {"ids": delivery_ids, "now": now, "stale": now - HAND_OUT_AGAIN_AFTER})
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ def test_a_receiver_failing_twice_gets_the_same_webhook_id_three_times(
 ) -> None:
     with Receiver.running([500, 500, 200]) as receiver:
         endpoint = register(api_url, webhook_headers(db, tenant), receiver.url, ["message.sent"])
-        post(api_url, tenant, f"ann-{tenant.key}@example.com")
+        assert post(api_url, tenant, f"ann-{tenant.key}@example.com").status_code == 202
         [row] = wait_until(lambda: all_posted(db, endpoint["id"], 1), what="the delivery event posted at last")
         events = verified(receiver, endpoint["secret"])
 
