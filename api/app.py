@@ -13,7 +13,7 @@ from redis import Redis
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import bounce_webhooks, history, native, ops, suppressions, templates, unsubscribe
+from api import bounce_webhooks, history, native, ops, suppressions, templates, unsubscribe, webhook_endpoints
 from api.auth import TokenCache
 from api.dialects import DIALECTS
 from api.enqueue import Enqueuer
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(history.router)
     app.include_router(suppressions.router)
     app.include_router(bounce_webhooks.router)
+    app.include_router(webhook_endpoints.router)
     for dialect in DIALECTS:
         app.include_router(dialect.router)
     return app

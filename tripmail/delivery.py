@@ -33,6 +33,7 @@ from tripmail.attachments import DecodedAttachment, decode_attachment
 from tripmail.automations import Started, messages_by_lane, transactional_steps
 from tripmail.contacts import normalize_email
 from tripmail.db import engine_of, insert_if_absent, insert_new
+from tripmail.delivery_events import announce, announce_by_workspace, event_type_of
 from tripmail.fields import message_field_values
 from tripmail.metrics import delivery_metrics
 from tripmail.models import (
@@ -166,12 +167,19 @@ def add_messages(session: Session, rows: list[dict[str, Any]], *, transactional_
 
 
 def _insert_messages(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert rows in one statement, skipping those whose key exists; the ids of the new pending ones. The new
+    suppressed ones are announced (delivery_events) as of their creation."""
     inserted = insert_new(session, Message, rows, ["event_id", "automation_id", "step_id", "contact_id"], "id")
     if all(row["status"] is MessageStatus.PENDING for row in rows):
         return inserted
-    return list(
-        session.scalars(select(Message.id).where(Message.id.in_(inserted), Message.status == MessageStatus.PENDING))
-    )
+    added = session.execute(
+        select(Message.id, Message.workspace_id, Message.status, Message.created_at).where(Message.id.in_(inserted))
+    ).all()
+    suppressed = [(key, workspace_id) for key, workspace_id, status, _ in added if status == MessageStatus.SUPPRESSED]
+    if suppressed:
+        now = added[0].created_at
+        announce_by_workspace(session, suppressed, event_type_of(MessageStatus.SUPPRESSED), now=now)
+    return [key for key, _, status, _ in added if status == MessageStatus.PENDING]
 
 
 def pending_message_ids(session: Session, event_id: str) -> ByLane:
@@ -203,7 +211,7 @@ _CLAIM = (
     )
 )
 
-_LEFT_CLAIMED = select(_MESSAGES.c.id, _MESSAGES.c.handed_over_at).where(
+_LEFT_CLAIMED = select(_MESSAGES.c.id, _MESSAGES.c.handed_over_at, _MESSAGES.c.workspace_id).where(
     _MESSAGES.c.claimed_by == bindparam("run"), _MESSAGES.c.status == MessageStatus.SENDING
 )
 
@@ -273,6 +281,7 @@ _SUPPRESS_PENDING = (
         .exists(),
     )
     .values(status=MessageStatus.SUPPRESSED, next_attempt_at=None, updated_at=bindparam("now"))
+    .returning(_MESSAGES.c.id, _MESSAGES.c.workspace_id)
 )
 
 
@@ -367,12 +376,14 @@ def settle_unfinished(session: Session, *, run_id: str, now: datetime) -> list[i
     if not left:
         return []
     # The claim counted an attempt that never reached the server: it is given back with the claim.
-    released = sorted(message_id for message_id, handed_over_at in left if handed_over_at is None)
-    unknown = sorted(message_id for message_id, handed_over_at in left if handed_over_at is not None)
+    released = sorted(message_id for message_id, handed_over_at, _ in left if handed_over_at is None)
+    handed_over = sorted((message_id, workspace) for message_id, at, workspace in left if at is not None)
+    unknown = [message_id for message_id, _ in handed_over]
     if released:
         session.execute(_RELEASE, {"ids": released, "now": now})
     if unknown:
         session.execute(_MARK_UNKNOWN, {"ids": unknown, "now": now})
+        announce_by_workspace(session, handed_over, event_type_of(MessageStatus.UNKNOWN), now=now)
         session.execute(
             _ADD_ATTEMPT,
             [
@@ -688,12 +699,14 @@ def record_results(
     now: datetime,
     retries: RetryPolicy,
 ) -> list[int]:
-    """Mark each claimed message by its outcome; return the ids that failed transiently and wait for their next
-    try (the scheduler hands them out when it is due)."""
+    """Mark each claimed message by its outcome, announcing the sent, failed and unknown ones (delivery_events);
+    return the ids that failed transiently and wait for their next try (the scheduler hands them out when it is
+    due)."""
     if not results:
         return []
     retry = []
     outcomes = []
+    ended: dict[tuple[int, MessageStatus], list[int]] = {}
     for result in results:
         claim = claims[result.key]
         reply = result.reply
@@ -718,6 +731,8 @@ def record_results(
             status = MessageStatus.FAILED
             if result.refuses_recipient:
                 suppress(connection, claim.workspace_id, claim.to_address, f"{result.stage}: {result.reply}", now=now)
+        if status is not MessageStatus.PENDING:
+            ended.setdefault((claim.workspace_id, status), []).append(result.key)
         outcomes.append(
             {
                 "message": result.key,
@@ -732,6 +747,8 @@ def record_results(
             }
         )
     connection.execute(_SET_OUTCOME, outcomes)
+    for (workspace_id, status), message_ids in ended.items():
+        announce(connection, workspace_id, message_ids, event_type_of(status), now=now)
     connection.execute(
         _ADD_ATTEMPT,
         [
@@ -969,7 +986,12 @@ def deliver_messages(
         if not settled:
             settle_unfinished(session, run_id=run_id, now=clock())
             # A settled run's messages were planned by it just now, against the suppressions of now.
-            session.execute(_SUPPRESS_PENDING, {"ids": message_ids, "now": clock()})
+            now = clock()
+            suppressed = [
+                (key, workspace)
+                for key, workspace in session.execute(_SUPPRESS_PENDING, {"ids": message_ids, "now": now})
+            ]
+            announce_by_workspace(session, suppressed, event_type_of(MessageStatus.SUPPRESSED), now=now)
         claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
         prepared = rendered.claimed(claimed)
         if prepared.message_id_headers:

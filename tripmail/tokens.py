@@ -16,7 +16,16 @@ from tripmail.models import ApiToken, Workspace
 
 SECRET_PREFIX = "tm_live_"  # noqa: S105 - a public marker, not a secret
 KNOWN_SCOPES = frozenset(
-    {"events:write", "events:read", "contacts:write", "contacts:read", "templates:read", "bounces:write"}
+    {
+        "events:write",
+        "events:read",
+        "contacts:write",
+        "contacts:read",
+        "templates:read",
+        "bounces:write",
+        "webhooks:write",
+        "webhooks:read",
+    }
 )
 
 

@@ -1,11 +1,15 @@
-"""Webhook steps: each delivery POSTed, signed, retried with backoff on 5xx, timeouts and connection errors.
+"""Webhooks: automations' webhook steps and delivery events (tripmail/delivery_events.py), each delivery POSTed,
+signed, retried with backoff on 5xx, 408, 429, timeouts and connection errors.
 
 The scheduler hands due deliveries to a worker (as it hands waiting runs), which claims each before posting it,
 so two workers do not post it at once. A worker that dies mid-POST leaves it claimed; it is handed out again once
-that claim is stale, so a receiver may see a delivery twice and should keep its `X-Tripmail-Delivery` id.
+that claim is stale, so a receiver may see a delivery twice and should keep its id (`X-Tripmail-Delivery` of a
+step, `webhook-id` of a delivery event).
 
-Signature: `X-Tripmail-Signature: v1=<hex HMAC-SHA256(secret, "<X-Tripmail-Timestamp>.<body>")>`, when the step
-has a secret; the receiver recomputes it and refuses an old timestamp.
+A step's signature: `X-Tripmail-Signature: v1=<hex HMAC-SHA256(secret, "<X-Tripmail-Timestamp>.<body>")>`, when the
+step has a secret; the receiver recomputes it and refuses an old timestamp. A delivery event is signed as Standard
+Webhooks are: `webhook-signature: v1,<base64 HMAC-SHA256(key, "<webhook-id>.<webhook-timestamp>.<body>")>`, with
+the endpoint's `whsec_` secret as the key.
 """
 
 import hashlib
@@ -13,13 +17,14 @@ import hmac
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
 
-from tripmail.models import Automation, AutomationStep, WebhookDelivery, WebhookStatus, table_of
+from tripmail.models import Automation, AutomationStep, WebhookDelivery, WebhookEndpoint, WebhookStatus, table_of
 from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
 
 # Posts of one delivery before it is failed; 2, 4, 8 ... s apart (capped at 5 minutes), with a second of jitter.
@@ -48,9 +53,11 @@ _DUE = (
     .order_by(_DELIVERIES.c.next_attempt_at)
     .limit(bindparam("limit"))
 )
+# Only those still takeable: a worker may have claimed, posted and recorded one before this runs (the scheduler's
+# transaction waited for the write lock), and marking it then held its next attempt back by HAND_OUT_AGAIN_AFTER.
 _HANDED_OUT = (
     update(_DELIVERIES)
-    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+    .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)), _takeable(handed_out_lately_too=True))
     .values(enqueued_at=bindparam("now"))
 )
 _CLAIM = (
@@ -67,7 +74,7 @@ def due_webhooks(session: Session, *, now: datetime, limit: int) -> ByLane:
 
 def mark_handed_out(session: Session, delivery_ids: list[int], *, now: datetime) -> None:
     if delivery_ids:
-        session.execute(_HANDED_OUT, {"ids": delivery_ids, "now": now})
+        session.execute(_HANDED_OUT, {"ids": delivery_ids, "now": now, "stale": now - HAND_OUT_AGAIN_AFTER})
 
 
 @dataclass(frozen=True)
@@ -77,20 +84,32 @@ class Claimed:
     body: str
     secret: str | None
     attempts: int
+    # Set for a delivery event, which is signed as Standard Webhooks are.
+    webhook_id: str | None = None
 
 
 def claim(session: Session, delivery_id: int, *, now: datetime) -> Claimed | None:
     """Take a due delivery for this worker to post; None when it is not due or another worker has it."""
     if session.scalars(_CLAIM, {"delivery": delivery_id, "now": now, "stale": now - HAND_OUT_AGAIN_AFTER}).first():
         delivery = session.get_one(WebhookDelivery, delivery_id)
-        step = session.get_one(AutomationStep, delivery.step_id)
-        return Claimed(delivery.id, delivery.url, delivery.body, step.config.get("secret"), delivery.attempts)
+        secret: str | None
+        if delivery.endpoint_id is not None:
+            secret = session.get_one(WebhookEndpoint, delivery.endpoint_id).secret
+        else:
+            secret = session.get_one(AutomationStep, delivery.step_id).config.get("secret")
+        return Claimed(delivery.id, delivery.url, delivery.body, secret, delivery.attempts, delivery.webhook_id)
     return None
 
 
 def signature(secret: str, timestamp: int, body: str) -> str:
     digest = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
     return f"v1={digest}"
+
+
+def standard_headers(secret: str, webhook_id: str, timestamp: int, body: str) -> dict[str, str]:
+    """The Standard Webhooks headers of one attempt: its id stays, its timestamp and signature are the attempt's."""
+    signed = Webhook(secret).sign(webhook_id, datetime.fromtimestamp(timestamp, UTC), body)
+    return {"webhook-id": webhook_id, "webhook-timestamp": str(timestamp), "webhook-signature": signed}
 
 
 @dataclass(frozen=True)
@@ -105,14 +124,13 @@ class Posted:
 
 def post(client: httpx.Client, delivery: Claimed, *, now: datetime) -> Posted:
     timestamp = int(now.timestamp())
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "Tripmail-Webhook/1",
-        "X-Tripmail-Delivery": str(delivery.id),
-        "X-Tripmail-Timestamp": str(timestamp),
-    }
-    if delivery.secret:
-        headers["X-Tripmail-Signature"] = signature(delivery.secret, timestamp, delivery.body)
+    headers = {"Content-Type": "application/json", "User-Agent": "Tripmail-Webhook/1"}
+    if delivery.webhook_id is not None and delivery.secret:
+        headers |= standard_headers(delivery.secret, delivery.webhook_id, timestamp, delivery.body)
+    else:
+        headers |= {"X-Tripmail-Delivery": str(delivery.id), "X-Tripmail-Timestamp": str(timestamp)}
+        if delivery.secret:
+            headers["X-Tripmail-Signature"] = signature(delivery.secret, timestamp, delivery.body)
     try:
         response = client.post(delivery.url, content=delivery.body.encode(), headers=headers, timeout=POST_TIMEOUT_S)
     except httpx.HTTPError as exc:

@@ -37,6 +37,7 @@ ALL_SCOPES = sorted(KNOWN_SCOPES)
 B_EVENT = "ONLY_OTHER"
 B_TEMPLATE = "b_only"
 B_SUPPRESSED = "on-the-list@example.com"
+B_ENDPOINT = "https://b-only.example/hooks"
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,11 @@ class World:
     b_event_type_uuid: str
     b_automation_id: int
     b_automation_name: str
+    b_endpoint_id: int
 
     def b_markers(self) -> list[str]:
         """What of B an answer to A must never carry (the id A itself sent may be echoed)."""
-        return [self.b_key, self.b_email, self.b_automation_name, f"{self.b_key}.example.com"]
+        return [self.b_key, self.b_email, self.b_automation_name, f"{self.b_key}.example.com", B_ENDPOINT]
 
 
 def _headers(token: str) -> dict[str, str]:
@@ -104,6 +106,10 @@ def world(api_url: str, workers: list[str], db: sessionmaker[Session]) -> World:
         f"{api_url}/v1/suppressions", json={"email": B_SUPPRESSED}, headers=_headers(b_token), timeout=10
     )
     assert suppressed.status_code == 201, suppressed.text
+    endpoint = httpx.post(
+        f"{api_url}/v1/webhook-endpoints", json={"url": B_ENDPOINT}, headers=_headers(b_token), timeout=10
+    )
+    assert endpoint.status_code == 201, endpoint.text
     return World(
         a_key=a_key,
         a_token=a_token,
@@ -115,6 +121,7 @@ def world(api_url: str, workers: list[str], db: sessionmaker[Session]) -> World:
         b_event_type_uuid=b_type_uuid,
         b_automation_id=b_automation_id,
         b_automation_name=b_automation_name,
+        b_endpoint_id=endpoint.json()["id"],
     )
 
 
@@ -226,6 +233,19 @@ def _bounce_webhook(provider: str) -> Callable[[str, str, World, str], httpx.Res
     return call
 
 
+def _endpoints_list(url: str, token: str, w: World, _: str) -> httpx.Response:
+    return httpx.get(f"{url}/v1/webhook-endpoints", headers=_headers(token), timeout=10)
+
+
+def _endpoints_post(url: str, token: str, w: World, _: str) -> httpx.Response:
+    body = {"url": "https://a.example/hooks"}
+    return httpx.post(f"{url}/v1/webhook-endpoints", json=body, headers=_headers(token), timeout=10)
+
+
+def _endpoints_delete(url: str, token: str, w: World, endpoint_id: str) -> httpx.Response:
+    return httpx.delete(f"{url}/v1/webhook-endpoints/{endpoint_id}", headers=_headers(token), timeout=10)
+
+
 MISSING_UUID = str(uuid.UUID(int=1))
 CASES = [
     Case("GET", "/v1/events/{event_id}", "events:read", _events_get, lambda w: w.b_event_id, MISSING_UUID,
@@ -248,6 +268,11 @@ CASES = [
     # only: one about B's message is unmatched for A's token (test_provider_webhooks checks it).
     *(Case("POST", f"/v1/bounce-webhooks/{provider}", "bounces:write", _bounce_webhook(provider), None, "")
       for provider in ("ses", "postmark", "mailgun", "sendgrid")),
+    # Listing and registering reach the token's own workspace's endpoints only.
+    Case("GET", "/v1/webhook-endpoints", "webhooks:read", _endpoints_list, None, ""),
+    Case("POST", "/v1/webhook-endpoints", "webhooks:write", _endpoints_post, None, ""),
+    Case("DELETE", "/v1/webhook-endpoints/{endpoint_id}", "webhooks:write", _endpoints_delete,
+         lambda w: str(w.b_endpoint_id), "999999999", envelope=_problem),
     Case("POST", "/compat/cocomail/events/trigger", "events:write", _cocomail, lambda w: B_EVENT, "NO_SUCH_EVENT",
          envelope=lambda r: r.json()["data"] is None and isinstance(r.json()["error"], str)),
     Case("POST", "/compat/altcraft/api/v1.1/campaigns/triggers/start/", "events:write", _altcraft,
@@ -290,9 +315,10 @@ def test_every_route_is_covered(api_url: str) -> None:
 def test_a_token_of_a_gets_404_for_bs_ids(api_url: str, world: World, case: Case) -> None:
     assert case.b_id is not None
     b_id = case.b_id(world)
-    # B's own token reaches it (so the id is real), A's answer is the answer for an id that exists nowhere.
-    assert case.call(api_url, world.b_token, world, b_id).status_code != case.not_found
+    # A's answer is the answer for an id that exists nowhere, and B's own token reaches it (so the id is real); A
+    # asks first, so a route that deletes finds it there.
     answer = case.call(api_url, world.a_token, world, b_id)
+    assert case.call(api_url, world.b_token, world, b_id).status_code != case.not_found
     nowhere = case.call(api_url, world.a_token, world, case.missing)
     assert answer.status_code == case.not_found, answer.text
     assert case.envelope(answer), answer.text

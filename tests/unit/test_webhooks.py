@@ -89,6 +89,22 @@ def retried_and_signed(sessions: sessionmaker[Session], receiver: Receiver) -> N
     assert receiver.received[0][1] == body  # every attempt posts the same document
 
 
+def test_a_hand_out_marked_after_the_worker_recorded_the_attempt_does_not_hold_the_next_one_back(
+    sessions: sessionmaker[Session],
+) -> None:
+    with Receiver.running([500, 200]) as receiver:
+        delivery_id = hooked(sessions, receiver.url)
+        with sessions() as session:
+            assert due_webhooks(session, now=NOW, limit=10).ids == [delivery_id]
+        # Published; the worker claims, posts and records before the scheduler's transaction marks it handed out.
+        first = fire(sessions, delivery_id, NOW)
+        with sessions.begin() as session:
+            mark_handed_out(session, [delivery_id], now=NOW)
+        with sessions() as session:
+            assert due_webhooks(session, now=first.next_attempt_at, limit=10).ids == [delivery_id]
+        assert fire(sessions, delivery_id, first.next_attempt_at).status == "sent"
+
+
 def test_a_refusal_fails_the_delivery_at_once(sessions: sessionmaker[Session]) -> None:
     with Receiver.running([404]) as receiver:
         delivery = fire(sessions, hooked(sessions, receiver.url), NOW)

@@ -3,6 +3,7 @@
 from tripmail.models.automation import Automation, AutomationStep, Template
 from tripmail.models.base import Base, table_of
 from tripmail.models.contact import Contact
+from tripmail.models.endpoint import WebhookEndpoint
 from tripmail.models.event import Event, EventStatus, EventType
 from tripmail.models.message import Message, MessageAttempt, MessageStatus, Suppression, SuppressionSource
 from tripmail.models.run import AutomationRun, RunStatus, WebhookDelivery, WebhookStatus
@@ -27,6 +28,7 @@ __all__ = [
     "SuppressionSource",
     "Template",
     "WebhookDelivery",
+    "WebhookEndpoint",
     "WebhookStatus",
     "Workspace",
     "table_of",

@@ -58,7 +58,9 @@ class WebhookStatus(StrEnum):
 
 
 class WebhookDelivery(Base):
-    """One POST of a run's webhook step, retried with backoff until the receiver answers 2xx or refuses it."""
+    """One POST, retried with backoff until the receiver answers 2xx or refuses it: of a run's webhook step (event,
+    automation, step and contact set), or of a delivery event to a workspace's endpoint (endpoint and webhook_id set).
+    """
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
@@ -68,10 +70,14 @@ class WebhookDelivery(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
-    automation_id: Mapped[int] = mapped_column(ForeignKey("automations.id", ondelete="CASCADE"))
-    step_id: Mapped[int] = mapped_column(ForeignKey("automation_steps.id", ondelete="CASCADE"))
-    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    event_id: Mapped[str | None] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    automation_id: Mapped[int | None] = mapped_column(ForeignKey("automations.id", ondelete="CASCADE"))
+    step_id: Mapped[int | None] = mapped_column(ForeignKey("automation_steps.id", ondelete="CASCADE"))
+    contact_id: Mapped[str | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    # Removing an endpoint drops what it had still to receive.
+    endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    # A delivery event's `webhook-id` header: the same on every attempt, so a receiver can drop a repeat.
+    webhook_id: Mapped[str | None] = mapped_column(String(40))
     url: Mapped[str] = mapped_column(Text)
     # The JSON body, exactly as posted (and signed) on every attempt.
     body: Mapped[str] = mapped_column(Text)
