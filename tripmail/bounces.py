@@ -24,6 +24,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from tripmail.delivery import suppress
+from tripmail.delivery_events import announce, event_type_of
 from tripmail.models import Message, MessageAttempt, MessageStatus, SuppressionSource, Workspace
 from tripmail.verp import parse_verp_address
 
@@ -331,6 +332,7 @@ def _settle(
         MessageAttempt(message_id=message.id, attempted_at=now, outcome=outcome, smtp_code=smtp_code, smtp_reply=reply)
     )
     suppress(session, message.workspace_id, message.to_address, reply, now=now, source=source)
+    announce(session, message.workspace_id, [message.id], event_type_of(status), now=now)
     return Recorded(outcome, f"{message.to_address}: {reply}", message.id)
 
 

@@ -67,8 +67,16 @@ _DUE = (
     .limit(bindparam("limit"))
 )
 
+# Only the messages still due and unclaimed: one a worker took, and perhaps failed again with a new due time, before
+# this mark landed must not be held back by it.
 _HANDED_OUT = (
-    update(_MESSAGES).where(_MESSAGES.c.id.in_(bindparam("ids", expanding=True))).values(enqueued_at=bindparam("now"))
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id.in_(bindparam("ids", expanding=True)),
+        _MESSAGES.c.status == MessageStatus.PENDING,
+        _MESSAGES.c.next_attempt_at <= bindparam("now"),
+    )
+    .values(enqueued_at=bindparam("now"))
 )
 
 

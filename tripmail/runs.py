@@ -257,7 +257,16 @@ _DUE = (
     .limit(bindparam("limit"))
 )
 
-_HANDED_OUT = update(_RUNS).where(_RUNS.c.id.in_(bindparam("ids", expanding=True))).values(enqueued_at=bindparam("now"))
+# Only the runs still due: one a worker carried on to its next wait before this mark landed must not be held back.
+_HANDED_OUT = (
+    update(_RUNS)
+    .where(
+        _RUNS.c.id.in_(bindparam("ids", expanding=True)),
+        _RUNS.c.status == RunStatus.WAITING,
+        _RUNS.c.wake_at <= bindparam("now"),
+    )
+    .values(enqueued_at=bindparam("now"))
+)
 
 # Moves a due run out of `waiting`: the one transaction that does so carries it on.
 _TAKE = (

@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default
@@ -13,9 +14,10 @@ from tests.builders import apply_spec, password_reset_spec
 from tripmail.bounces import Recorded, ReportOutcome, read_report, record_report
 from tripmail.config import Settings
 from tripmail.delivery import message_id_header, prepare_envelopes
+from tripmail.delivery_events import Subscriptions, add_endpoint
 from tripmail.events import record_event
 from tripmail.ids import new_id
-from tripmail.models import Message, MessageAttempt, MessageStatus, Suppression, Workspace
+from tripmail.models import Message, MessageAttempt, MessageStatus, Suppression, WebhookDelivery, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.verp import parse_verp_address, verp_address
 
@@ -336,3 +338,26 @@ def test_with_a_bounce_domain_the_envelope_sender_is_the_messages_return_path_an
     assert plain.sender == "noreply@acme.example.com"
     assert verp.sender == verp_address(message_ids[0], secret, DOMAIN)
     assert message_from_bytes(verp.content, policy=default)["From"] == "Acme <noreply@acme.example.com>"
+
+
+def test_a_bounce_and_a_complaint_are_announced_to_the_workspaces_endpoints(
+    sessions: sessionmaker[Session], workspace_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tripmail.delivery_events.SUBSCRIPTIONS", Subscriptions(fresh_s=0))
+    with sessions.begin() as session:
+        add_endpoint(session, workspace_id, "https://hooks.example/in", event_types=None, now=LATER)
+    bounced = sent_message(sessions, workspace_id, "ann@example.com")
+    complained = sent_message(sessions, workspace_id, "bob@example.com")
+
+    record(sessions, POSTFIX.adapted(return_path=bounced.return_path, recipient="ann@example.com"))
+    record(sessions, COMPLAINT.adapted(return_path=complained.return_path, recipient="bob@example.com"))
+    record(sessions, POSTFIX.adapted(return_path=bounced.return_path, recipient="ann@example.com"))  # no news
+
+    with sessions() as session:
+        bodies = [
+            json.loads(body) for body in session.scalars(select(WebhookDelivery.body).order_by(WebhookDelivery.id))
+        ]
+    assert [(body["type"], body["data"]["message_id"], body["data"]["status"]) for body in bodies] == [
+        ("message.bounced", bounced.id, "bounced"),
+        ("message.complained", complained.id, "complained"),
+    ]

@@ -117,7 +117,9 @@ def next_attempt(sessions: sessionmaker[Session], message_id: int) -> datetime:
     return due
 
 
-def fail_transiently(sessions: sessionmaker[Session], message_ids: list[int], *, now: datetime) -> list[int]:
+def fail_transiently(
+    sessions: sessionmaker[Session], message_ids: list[int], *, now: datetime, retries: RetryPolicy = RETRIES
+) -> list[int]:
     with sessions.begin() as session:
         claims = claim_messages(session, message_ids, run_id="run-1", now=now)
         return record_progress(
@@ -127,7 +129,7 @@ def fail_transiently(sessions: sessionmaker[Session], message_ids: list[int], *,
             withdrawn=[],
             results=[SendResult(key, Outcome.TRANSIENT, 451, "451 4.3.0 later") for key in claims],
             now=now,
-            retries=RETRIES,
+            retries=retries,
         )
 
 
@@ -246,3 +248,18 @@ def test_the_journal_keeps_results_the_database_cannot_take_until_it_can(
     other.close()
     assert states(sessions, ids) == [("sent", 1, "run-1"), ("sent", 1, "run-1"), ("pending", 0, None)]
     impatient.kw["bind"].dispose()
+
+
+def test_a_hand_out_marked_after_a_worker_tried_the_message_again_does_not_hold_its_next_try_back(
+    sessions: sessionmaker[Session],
+) -> None:
+    first, _, _ = three_messages(sessions)
+    seconds_apart = RetryPolicy(waits=(timedelta(seconds=2),), give_up_after=timedelta(hours=1))
+    fail_transiently(sessions, [first], now=NOW, retries=seconds_apart)
+    due_at = next_attempt(sessions, first)
+    # Published; a worker claims it and fails it again before the scheduler's transaction marks it handed out.
+    fail_transiently(sessions, [first], now=due_at, retries=seconds_apart)
+    with sessions.begin() as session:
+        mark_handed_out(session, [first], now=due_at)
+    with sessions() as session:
+        assert due_messages(session, now=next_attempt(sessions, first), limit=10).ids == [first]
