@@ -46,9 +46,10 @@ def _takeable(*, handed_out_lately_too: bool) -> ColumnElement[bool]:
 
 _AUTOMATIONS = table_of(Automation)
 # With its automation's flag: a transactional automation's webhooks go to the fast lane.
+# A delivery event to an endpoint has no automation: it waits in the bulk lane.
 _DUE = (
     select(_DELIVERIES.c.id, _AUTOMATIONS.c.transactional)
-    .join(_AUTOMATIONS, _AUTOMATIONS.c.id == _DELIVERIES.c.automation_id)
+    .join(_AUTOMATIONS, _AUTOMATIONS.c.id == _DELIVERIES.c.automation_id, isouter=True)
     .where(_takeable(handed_out_lately_too=False))
     .order_by(_DELIVERIES.c.next_attempt_at)
     .limit(bindparam("limit"))

@@ -276,6 +276,9 @@ def smtp_sink() -> Iterator[tuple[Sink, int]]:
 
 
 BACKENDS = ["sqlite", "postgresql"]
+# Fixed campaign ids below this are the tests' (altcraft's seed ids 84 and 96): an automation of this id, made first,
+# starts the shared stacks' own automation ids above them, whichever test file runs first.
+RESERVED_AUTOMATION_IDS = 999
 # A message that failed transiently is tried again after a second, every second, rather than after a minute.
 QUICK_RETRIES = "1s"
 # Two pytest processes and their stacks share CI's two cores, where a starved redis-server may answer later than
@@ -323,6 +326,8 @@ class SharedStacks:
             )
             upgrade(settings.database_url)
             self._settings[backend] = settings
+            with self.sessions(backend).begin() as session:
+                apply_spec(session, password_reset_spec("reserved-ids", id=RESERVED_AUTOMATION_IDS, status="draft"))
         return self._settings[backend]
 
     def sessions(self, backend: str) -> sessionmaker[Session]:

@@ -36,7 +36,7 @@ from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.smtp import Outcome, SendResult, Stage
 from tripmail.suppressions import add_suppressions
-from tripmail.webhooks import standard_headers
+from tripmail.webhooks import due_webhooks, standard_headers
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RETRIES = RetryPolicy(waits=(timedelta(minutes=1),), give_up_after=timedelta(hours=1))
@@ -186,6 +186,10 @@ def test_each_delivery_has_its_own_webhook_id_and_waits_for_the_scheduler(sessio
     assert len({row.webhook_id for row in rows}) == 4
     assert all(row.webhook_id and row.webhook_id.startswith("msg_") for row in rows)
     assert {(row.status, row.attempts, row.next_attempt_at) for row in rows} == {("pending", 0, NOW)}
+    # Due for the scheduler to hand out, in the bulk lane: a delivery event belongs to no automation.
+    with sessions() as session:
+        due = due_webhooks(session, now=NOW, limit=10)
+    assert (sorted(due.bulk), due.transactional) == (sorted(row.id for row in rows), [])
 
 
 def test_an_endpoint_receives_only_its_types_and_only_its_workspaces(sessions: sessionmaker[Session]) -> None:
