@@ -40,7 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.delivery
 	$(BIN)/python -m bench.fast_lane
 
-# Fault scenarios at scale (issue 9): 5 x 20,000 emails on fresh stacks, about 15 minutes; writes bench/reliability.md.
+# Fault scenarios at scale: 6 x 20,000 emails on fresh stacks (relay-down waits out a 5-minute SMTP outage), about
+# 12 minutes; writes bench/reliability.md.
 # A quick look: make reliability ARGS="--emails 2000".
 reliability: $(STAMP)
 	@scripts/ensure-program.sh redis-server
