@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.apply import ApplyFile, apply_file
 from tripmail.contacts import email_md5, email_xxh
+from tripmail.events import record_event
 from tripmail.ids import new_id, utcnow
 from tripmail.models import Workspace
+from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.tokens import create_token
 
 
@@ -104,3 +106,23 @@ def write_yaml(directory: Path, text: str) -> Path:
     path = directory / "apply.yaml"
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
+
+
+def workspace_with_messages(
+    sessions: sessionmaker[Session], key: str, emails: list[str], *, now: datetime
+) -> tuple[int, list[int]]:
+    """A workspace with the password-reset automation and a pending message to each address."""
+    with sessions.begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
+        messages = [
+            message_id
+            for email in emails
+            for message_id in record_event(
+                session,
+                new_id(),
+                TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=Audience(email=email)),
+                now=now,
+            ).ids
+        ]
+    return workspace_id, messages

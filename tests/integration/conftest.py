@@ -409,6 +409,18 @@ def service_env(settings: Settings) -> dict[str, str]:
     )
 
 
+def run_tripmail(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """A `tripmail` command against these settings' database and Redis, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "tripmail", *args],
+        env=service_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
@@ -593,14 +605,7 @@ class OwnStack:
 
     def tripmail(self, *args: str) -> str:
         """Run a `tripmail` command against this stack; its output."""
-        done = subprocess.run(
-            [sys.executable, "-m", "tripmail", *args],
-            env=service_env(self.settings),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_tripmail(self.settings, *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 

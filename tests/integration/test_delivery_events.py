@@ -2,8 +2,6 @@
 to the SMTP sink, the events posted by the scheduler's hand-outs to a receiver on loopback, signed as Standard
 Webhooks and checked with that library's verifier."""
 
-import subprocess
-import sys
 import time
 from functools import partial
 from typing import Any
@@ -14,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
 from tests.builders import make_token
-from tests.integration.conftest import Sink, Tenant, service_env, wait_until
+from tests.integration.conftest import Sink, Tenant, run_tripmail, wait_until
 from tests.integration.test_delivery import post, settled
 from tests.webhook_receiver import Receiver
 from tripmail.config import Settings
@@ -162,19 +160,8 @@ def test_endpoints_over_http_show_the_secret_once_and_refuse_what_is_wrong(
     assert httpx.get(url, headers=headers, timeout=10).json() == {"items": []}
 
 
-def tripmail(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tripmail", *args],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_webhooks_add_list_and_remove_from_the_cli(stack_settings: Settings, tenant: Tenant) -> None:
-    added = tripmail(
+    added = run_tripmail(
         stack_settings,
         "webhooks",
         "add",
@@ -190,20 +177,20 @@ def test_webhooks_add_list_and_remove_from_the_cli(stack_settings: Settings, ten
     assert secret.startswith("whsec_")
     endpoint_id = said[0].split()[2]
 
-    listed = tripmail(stack_settings, "webhooks", "list", "--workspace", tenant.key)
+    listed = run_tripmail(stack_settings, "webhooks", "list", "--workspace", tenant.key)
     lines = listed.stdout.strip().splitlines()
     assert lines[0].startswith(f"{endpoint_id}  https://h.example/x  message.failed  enabled  created ")
     assert lines[-1] == f"1 webhook endpoint(s) of workspace {tenant.key}"
     assert secret not in listed.stdout
 
-    unknown = tripmail(stack_settings, "webhooks", "remove", "--workspace", tenant.key, endpoint_id, "999999")
+    unknown = run_tripmail(stack_settings, "webhooks", "remove", "--workspace", tenant.key, endpoint_id, "999999")
     assert unknown.returncode == 1 and "no webhook endpoint 999999" in unknown.stderr
-    refused = tripmail(
+    refused = run_tripmail(
         stack_settings, "webhooks", "add", "--workspace", tenant.key, "--events", "opened", "https://x.y"
     )
     assert refused.returncode == 1 and "unknown event type(s) opened" in refused.stderr
 
-    removed = tripmail(stack_settings, "webhooks", "remove", "--workspace", tenant.key, endpoint_id)
+    removed = run_tripmail(stack_settings, "webhooks", "remove", "--workspace", tenant.key, endpoint_id)
     assert removed.stdout.strip() == f"removed webhook endpoint {endpoint_id} of workspace {tenant.key}"
-    after = tripmail(stack_settings, "webhooks", "list", "--workspace", tenant.key)
+    after = run_tripmail(stack_settings, "webhooks", "list", "--workspace", tenant.key)
     assert after.stdout.strip() == f"0 webhook endpoint(s) of workspace {tenant.key}"

@@ -1,7 +1,5 @@
 """The suppression list through the whole stack: HTTP with its scopes, the CLI, and what it does to the mail."""
 
-import subprocess
-import sys
 from typing import Any
 
 import httpx
@@ -9,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import make_token, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, service_env, wait_until
+from tests.integration.conftest import Sink, Tenant, run_tripmail, wait_until
 from tests.integration.test_delivery import post, settled
 from tripmail.config import Settings
 from tripmail.models import Suppression, Workspace
@@ -166,18 +164,6 @@ def test_a_hard_bounce_is_listed_with_source_smtp_and_the_servers_reply(
     ]
 
 
-def tripmail(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """A `tripmail` command against the shared stack's database, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "tripmail", *args],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_the_cli_adds_lists_and_removes_and_the_address_is_mailed_again(
     api_url: str, tenant: Tenant, sink: Sink, db: sessionmaker[Session], stack_settings: Settings
 ) -> None:
@@ -185,8 +171,10 @@ def test_the_cli_adds_lists_and_removes_and_the_address_is_mailed_again(
     nobody = f"nobody-{tenant.key}@example.com"
     key = tenant.key
 
-    added = tripmail(stack_settings, "suppressions", "add", "--workspace", key, ann.upper(), bob, "--reason", "asked")
-    again = tripmail(stack_settings, "suppressions", "add", "--workspace", key, ann)
+    added = run_tripmail(
+        stack_settings, "suppressions", "add", "--workspace", key, ann.upper(), bob, "--reason", "asked"
+    )
+    again = run_tripmail(stack_settings, "suppressions", "add", "--workspace", key, ann)
     assert added.returncode == 0, added.stderr
     assert added.stdout.splitlines() == [f"suppressed {ann} in workspace {key}", f"suppressed {bob} in workspace {key}"]
     assert again.returncode == 0 and again.stdout.startswith(f"{ann} was already suppressed (manual, 20")
@@ -198,15 +186,15 @@ def test_the_cli_adds_lists_and_removes_and_the_address_is_mailed_again(
         (bob, "manual", "asked"),
     ]
 
-    listed = tripmail(stack_settings, "suppressions", "list", "--workspace", key).stdout.splitlines()
+    listed = run_tripmail(stack_settings, "suppressions", "list", "--workspace", key).stdout.splitlines()
     assert [line.split("  ")[:2] for line in listed[:-1]] == [[bob, "manual"], [ann, "manual"]]
     assert listed[0].endswith("  asked") and listed[-1] == f"2 suppression(s) of workspace {key}"
-    newest = tripmail(stack_settings, "suppressions", "list", "--limit", "1").stdout.splitlines()
+    newest = run_tripmail(stack_settings, "suppressions", "list", "--limit", "1").stdout.splitlines()
     assert newest[0].startswith(f"{key}  {bob}  manual  20") and newest[-1] == "1 suppression(s)"
 
     held_id = post(api_url, tenant, ann).json()["id"]
     assert wait_until(lambda: settled(db, held_id), what="the held message").status == "suppressed"
-    removed = tripmail(stack_settings, "suppressions", "remove", "--workspace", key, ann, nobody)
+    removed = run_tripmail(stack_settings, "suppressions", "remove", "--workspace", key, ann, nobody)
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.splitlines() == [
         f"removed {ann} from the suppressions of workspace {key}",
@@ -224,15 +212,15 @@ def test_the_cli_names_an_unknown_workspace_and_an_invalid_address(
     nope = unique_workspace_key("nope")
     good = f"good-{tenant.key}@example.com"
     refusals = [
-        (tripmail(stack_settings, "suppressions", "list", "--workspace", nope), f"no workspace {nope!r}"),
-        (tripmail(stack_settings, "suppressions", "add", "--workspace", nope, good), f"no workspace {nope!r}"),
-        (tripmail(stack_settings, "suppressions", "remove", "--workspace", nope, good), f"no workspace {nope!r}"),
+        (run_tripmail(stack_settings, "suppressions", "list", "--workspace", nope), f"no workspace {nope!r}"),
+        (run_tripmail(stack_settings, "suppressions", "add", "--workspace", nope, good), f"no workspace {nope!r}"),
+        (run_tripmail(stack_settings, "suppressions", "remove", "--workspace", nope, good), f"no workspace {nope!r}"),
         (
-            tripmail(stack_settings, "suppressions", "add", "--workspace", tenant.key, good, "not-an-address"),
+            run_tripmail(stack_settings, "suppressions", "add", "--workspace", tenant.key, good, "not-an-address"),
             "'not-an-address' is not a valid email address",
         ),
         (
-            tripmail(stack_settings, "suppressions", "remove", "--workspace", tenant.key, "x@localhost"),
+            run_tripmail(stack_settings, "suppressions", "remove", "--workspace", tenant.key, "x@localhost"),
             "'x@localhost' is not a valid email address",
         ),
     ]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.builders import workspace_with_messages
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.delivery import (
@@ -20,12 +20,9 @@ from tripmail.delivery import (
     record_progress,
     settle_unfinished,
 )
-from tripmail.events import record_event
-from tripmail.ids import new_id
-from tripmail.models import Message, MessageAttempt, Workspace
+from tripmail.models import Message, MessageAttempt
 from tripmail.queue import HAND_OUT_AGAIN_AFTER
 from tripmail.retries import RetryPolicy, due_messages, mark_handed_out
-from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.smtp import Outcome, SendResult
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -35,19 +32,7 @@ RETRIES = RetryPolicy(
 
 
 def three_messages(sessions: sessionmaker[Session]) -> list[int]:
-    with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme"))
-        workspace_id = session.scalars(select(Workspace.id)).one()
-        return [
-            message_id
-            for email in ("a@example.com", "b@example.com", "c@example.com")
-            for message_id in record_event(
-                session,
-                new_id(),
-                TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=Audience(email=email)),
-                now=NOW,
-            ).ids
-        ]
+    return workspace_with_messages(sessions, "acme", ["a@example.com", "b@example.com", "c@example.com"], now=NOW)[1]
 
 
 def states(sessions: sessionmaker[Session], ids: list[int]) -> list[tuple[str, int, str | None]]:

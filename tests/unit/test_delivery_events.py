@@ -16,7 +16,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.builders import workspace_with_messages
 from tripmail.db import engine_of
 from tripmail.delivery import claim_messages, record_results, settle_unfinished
 from tripmail.delivery_events import (
@@ -31,7 +31,7 @@ from tripmail.delivery_events import (
 from tripmail.errors import InvalidRequest, NotFound
 from tripmail.events import record_event
 from tripmail.ids import new_id
-from tripmail.models import Message, WebhookDelivery, WebhookEndpoint, Workspace
+from tripmail.models import Message, WebhookDelivery, WebhookEndpoint
 from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.smtp import Outcome, SendResult, Stage
@@ -70,24 +70,6 @@ def test_a_signature_is_the_specs_hmac_of_id_timestamp_and_body() -> None:
     assert secret.startswith("whsec_") and len(key) == 32
 
 
-def workspace_with_messages(sessions: sessionmaker[Session], key: str, emails: list[str]) -> tuple[int, list[int]]:
-    """A workspace with the password-reset automation and a pending message to each address."""
-    with sessions.begin() as session:
-        apply_spec(session, password_reset_spec(key))
-        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
-        messages = [
-            message_id
-            for email in emails
-            for message_id in record_event(
-                session,
-                new_id(),
-                TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=Audience(email=email)),
-                now=NOW,
-            ).ids
-        ]
-    return workspace_id, messages
-
-
 def endpoint(sessions: sessionmaker[Session], workspace_id: int, event_types: list[str] | None = None) -> int:
     with sessions.begin() as session:
         return add_endpoint(session, workspace_id, "https://hooks.example/in", event_types=event_types, now=NOW).id
@@ -118,7 +100,9 @@ def fresh_subscriptions(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_recorded_results_write_their_events_in_the_same_transaction(sessions: sessionmaker[Session]) -> None:
-    workspace_id, (sent, refused) = workspace_with_messages(sessions, "acme", ["ann@example.com", "bob@example.com"])
+    workspace_id, (sent, refused) = workspace_with_messages(
+        sessions, "acme", ["ann@example.com", "bob@example.com"], now=NOW
+    )
     everything = endpoint(sessions, workspace_id)
     outcomes = {
         sent: SendResult(sent, Outcome.SENT, 250, "250 2.0.0 queued", relay="relay-a"),
@@ -176,7 +160,7 @@ def test_recorded_results_write_their_events_in_the_same_transaction(sessions: s
 
 
 def test_each_delivery_has_its_own_webhook_id_and_waits_for_the_scheduler(sessions: sessionmaker[Session]) -> None:
-    workspace_id, ids = workspace_with_messages(sessions, "acme", ["ann@example.com", "bob@example.com"])
+    workspace_id, ids = workspace_with_messages(sessions, "acme", ["ann@example.com", "bob@example.com"], now=NOW)
     endpoint(sessions, workspace_id)
     endpoint(sessions, workspace_id, ["message.sent"])
     results(sessions, {key: SendResult(key, Outcome.SENT, 250, "250 ok") for key in ids}, commit=True)
@@ -193,8 +177,10 @@ def test_each_delivery_has_its_own_webhook_id_and_waits_for_the_scheduler(sessio
 
 
 def test_an_endpoint_receives_only_its_types_and_only_its_workspaces(sessions: sessionmaker[Session]) -> None:
-    acme, (acme_sent, acme_failed) = workspace_with_messages(sessions, "acme", ["a@example.com", "b@example.com"])
-    other, (other_failed,) = workspace_with_messages(sessions, "other", ["c@example.com"])
+    acme, (acme_sent, acme_failed) = workspace_with_messages(
+        sessions, "acme", ["a@example.com", "b@example.com"], now=NOW
+    )
+    other, (other_failed,) = workspace_with_messages(sessions, "other", ["c@example.com"], now=NOW)
     failures_only = endpoint(sessions, acme, ["message.failed"])
     others = endpoint(sessions, other, ["message.sent"])
 
@@ -215,7 +201,9 @@ def test_an_endpoint_receives_only_its_types_and_only_its_workspaces(sessions: s
 
 
 def test_a_disabled_or_removed_endpoint_is_sent_nothing(sessions: sessionmaker[Session]) -> None:
-    workspace_id, (first, second) = workspace_with_messages(sessions, "acme", ["a@example.com", "b@example.com"])
+    workspace_id, (first, second) = workspace_with_messages(
+        sessions, "acme", ["a@example.com", "b@example.com"], now=NOW
+    )
     with sessions.begin() as session:
         add_endpoint(session, workspace_id, "https://hooks.example/off", enabled=False, now=NOW)
     removed = endpoint(sessions, workspace_id)
@@ -246,8 +234,8 @@ def counted_statements(sessions: sessionmaker[Session]) -> Iterator[list[str]]:
 def test_a_workspace_without_endpoints_costs_no_statement_while_what_was_read_is_fresh(
     sessions: sessionmaker[Session],
 ) -> None:
-    workspace_id, ids = workspace_with_messages(sessions, "acme", ["a@example.com"])
-    other, _ = workspace_with_messages(sessions, "other", ["b@example.com"])
+    workspace_id, ids = workspace_with_messages(sessions, "acme", ["a@example.com"], now=NOW)
+    other, _ = workspace_with_messages(sessions, "other", ["b@example.com"], now=NOW)
     endpoint(sessions, other)
     subscriptions = Subscriptions(fresh_s=3600)
     with sessions.begin() as session, counted_statements(sessions) as statements:
@@ -257,7 +245,7 @@ def test_a_workspace_without_endpoints_costs_no_statement_while_what_was_read_is
 
 
 def test_suppressed_at_planning_and_unknown_at_settling_are_announced(sessions: sessionmaker[Session]) -> None:
-    workspace_id, (handed_over,) = workspace_with_messages(sessions, "acme", ["a@example.com"])
+    workspace_id, (handed_over,) = workspace_with_messages(sessions, "acme", ["a@example.com"], now=NOW)
     endpoint(sessions, workspace_id)
     with sessions.begin() as session:
         claim_messages(session, [handed_over], run_id="run-1", now=NOW)
@@ -278,8 +266,8 @@ def test_suppressed_at_planning_and_unknown_at_settling_are_announced(sessions: 
 
 
 def test_endpoints_are_checked_listed_and_removed_within_their_workspace(sessions: sessionmaker[Session]) -> None:
-    acme, _ = workspace_with_messages(sessions, "acme", [])
-    other, _ = workspace_with_messages(sessions, "other", [])
+    acme, _ = workspace_with_messages(sessions, "acme", [], now=NOW)
+    other, _ = workspace_with_messages(sessions, "other", [], now=NOW)
     with sessions.begin() as session:
         created = add_endpoint(
             session, acme, " https://hooks.example/in ", event_types=["message.failed", "message.sent"], now=NOW
