@@ -56,6 +56,7 @@ from tripmail.rendering import RenderedEmail, RenderError, render_email, templat
 from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import ChannelFilter, TriggerContent
 from tripmail.smtp import Envelope, JournalUnavailable, Outcome, SendingLoop, SendResult
+from tripmail.suppressions import ADDRESS_SUPPRESSED
 from tripmail.unsubscribe import ONE_CLICK, unsubscribe_token, unsubscribe_url
 from tripmail.verp import verp_address
 
@@ -274,11 +275,7 @@ _SUPPRESS_PENDING = (
     .where(
         _MESSAGES.c.id.in_(bindparam("ids", expanding=True)),
         _MESSAGES.c.status == MessageStatus.PENDING,
-        select(_SUPPRESSIONS.c.id)
-        .where(
-            _SUPPRESSIONS.c.workspace_id == _MESSAGES.c.workspace_id, _SUPPRESSIONS.c.email == _MESSAGES.c.to_address
-        )
-        .exists(),
+        ADDRESS_SUPPRESSED,
     )
     .values(status=MessageStatus.SUPPRESSED, next_attempt_at=None, updated_at=bindparam("now"))
     .returning(_MESSAGES.c.id, _MESSAGES.c.workspace_id)

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from tripmail.automations import lanes_of_messages, split_by_lane
 from tripmail.config import Settings
-from tripmail.models import Message, MessageStatus, Suppression, table_of
+from tripmail.models import Message, MessageStatus, table_of
 from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
+from tripmail.suppressions import ADDRESS_SUPPRESSED
 
 # Each wait is stretched by up to this share at random, so the messages one outage failed together come back
 # spread out rather than all in the same second.
@@ -127,16 +128,7 @@ def resend_messages(session: Session, message_ids: list[int], *, now: datetime) 
     resendable = set(
         session.scalars(select(Message.id).where(Message.id.in_(message_ids), Message.status.in_(RESENDABLE)))
     )
-    suppressed = set(
-        session.scalars(
-            select(Message.id)
-            .join(
-                Suppression,
-                (Suppression.workspace_id == Message.workspace_id) & (Suppression.email == Message.to_address),
-            )
-            .where(Message.id.in_(resendable))
-        )
-    )
+    suppressed = set(session.scalars(select(Message.id).where(Message.id.in_(resendable), ADDRESS_SUPPRESSED)))
     queued = sorted(
         session.scalars(
             update(Message)

@@ -10,14 +10,24 @@ from datetime import datetime
 
 from pydantic.networks import validate_email
 from pydantic_core import PydanticCustomError
-from sqlalchemy import delete, select
+from sqlalchemy import Exists, delete, select
 from sqlalchemy.orm import Session
 
 from tripmail.contacts import normalize_email
 from tripmail.db import insert_new
 from tripmail.errors import FieldError, InvalidRequest, NotFound
-from tripmail.models import Suppression, SuppressionSource, Workspace
+from tripmail.models import Message, Suppression, SuppressionSource, Workspace, table_of
 from tripmail.schemas.suppressions import SuppressionPage, SuppressionView
+
+_MESSAGES = table_of(Message)
+_SUPPRESSIONS = table_of(Suppression)
+
+# In a statement over messages: the message's address is on its workspace's suppression list.
+ADDRESS_SUPPRESSED: Exists = (
+    select(_SUPPRESSIONS.c.id)
+    .where(_SUPPRESSIONS.c.workspace_id == _MESSAGES.c.workspace_id, _SUPPRESSIONS.c.email == _MESSAGES.c.to_address)
+    .exists()
+)
 
 
 def suppression_address(email: str) -> str:
