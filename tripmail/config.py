@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tripmail.durations import parse_duration
+from tripmail.egress import Network, parse_networks
 from tripmail.providers.signatures import load_sendgrid_key
 from tripmail.rates import parse_domain_rates
 
@@ -88,6 +89,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=6000, ge=0)
     # How many of them may come at once after a quiet spell; unset: a minute's worth.
     rate_limit_burst: int | None = Field(default=None, ge=1)
+    # Networks webhooks may be posted to although they are not public (loopback, private, link-local, ...), as
+    # CIDRs separated by commas or spaces: `10.20.0.0/16, fd00:1::/64`. Empty: public addresses only.
+    webhook_allow_networks: str = ""
     # `make bench` only: serves POST /bench/baseline/events, the ingest floor Tripmail's own path is measured against.
     bench_baseline: bool = False
 
@@ -110,6 +114,16 @@ class Settings(BaseSettings):
     def _domain_rates(cls, value: str) -> str:
         parse_domain_rates(value)
         return value
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def webhook_allowed_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.webhook_allow_networks)
 
     @field_validator("send_give_up_after", mode="before")
     @classmethod

@@ -1,5 +1,6 @@
 """Webhooks: automations' webhook steps and delivery events (tripmail/delivery_events.py), each delivery POSTed,
-signed, retried with backoff on 5xx, 408, 429, timeouts and connection errors.
+signed, retried with backoff on 5xx, 408, 429, timeouts and connection errors. Only public addresses, and networks
+the operator allows, are posted to (tripmail/egress.py); of the answer only its status is kept.
 
 The scheduler hands due deliveries to a worker (as it hands waiting runs), which claims each before posting it,
 so two workers do not post it at once. A worker that dies mid-POST leaves it claimed; it is handed out again once
@@ -24,12 +25,14 @@ from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
+from tripmail.egress import NonPublicAddress
 from tripmail.models import Automation, AutomationStep, WebhookDelivery, WebhookEndpoint, WebhookStatus, table_of
 from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
 
 # Posts of one delivery before it is failed; 2, 4, 8 ... s apart (capped at 5 minutes), with a second of jitter.
 MAX_ATTEMPTS = 8
 POST_TIMEOUT_S = 10.0
+DRAINED_BYTES = 64 * 1024
 
 _DELIVERIES = table_of(WebhookDelivery)
 
@@ -117,13 +120,17 @@ def standard_headers(secret: str, webhook_id: str, timestamp: int, body: str) ->
 class Posted:
     code: int | None
     error: str | None
+    # Set when posting again cannot help: the URL's host is not one webhooks may reach.
+    final: bool = False
 
     @property
     def retryable(self) -> bool:
-        return self.code is None or self.code >= 500 or self.code in (408, 429)
+        return not self.final and (self.code is None or self.code >= 500 or self.code in (408, 429))
 
 
 def post(client: httpx.Client, delivery: Claimed, *, now: datetime) -> Posted:
+    """POST the delivery once; what is kept of the answer is its status, never its body or headers, which the event
+    history would otherwise show the workspace (of a server it may not reach itself)."""
     timestamp = int(now.timestamp())
     headers = {"Content-Type": "application/json", "User-Agent": "Tripmail-Webhook/1"}
     if delivery.webhook_id is not None and delivery.secret:
@@ -133,12 +140,36 @@ def post(client: httpx.Client, delivery: Claimed, *, now: datetime) -> Posted:
         if delivery.secret:
             headers["X-Tripmail-Signature"] = signature(delivery.secret, timestamp, delivery.body)
     try:
-        response = client.post(delivery.url, content=delivery.body.encode(), headers=headers, timeout=POST_TIMEOUT_S)
+        with client.stream(
+            "POST", delivery.url, content=delivery.body.encode(), headers=headers, timeout=POST_TIMEOUT_S
+        ) as response:
+            _drain(response)
+    except NonPublicAddress as exc:
+        return Posted(None, str(exc), final=True)
     except httpx.HTTPError as exc:
-        return Posted(None, f"{type(exc).__name__}: {exc}")
+        return Posted(None, _failure(exc))
     if response.is_success:
         return Posted(response.status_code, None)
-    return Posted(response.status_code, f"{response.status_code} {response.text[:500]}")
+    # The standard phrase, not the one the receiver sent.
+    return Posted(response.status_code, f"{response.status_code} {httpx.codes.get_reason_phrase(response.status_code)}")
+
+
+def _drain(response: httpx.Response) -> None:
+    """Read and drop a short answer, so its connection carries the next post; a longer one is cut off (its
+    connection closed) rather than held in memory."""
+    read = 0
+    for chunk in response.iter_raw():
+        read += len(chunk)
+        if read > DRAINED_BYTES:
+            return
+
+
+def _failure(exc: httpx.HTTPError) -> str:
+    """The attempt's error: a connection or timeout error's own words, which are the operating system's; of any
+    other only its kind, as a protocol error quotes what the receiver sent (h11 shows a bad status line)."""
+    if isinstance(exc, httpx.NetworkError | httpx.TimeoutException):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} (its details are not kept: they may quote the receiver's answer)"
 
 
 def record(session: Session, delivery: Claimed, posted: Posted, *, now: datetime) -> None:

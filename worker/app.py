@@ -12,7 +12,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail import ledger
+from tripmail import egress, ledger
 from tripmail.config import get_settings
 from tripmail.db import make_sessionmaker
 from tripmail.logs import configure
@@ -41,7 +41,7 @@ def sending() -> SendingLoop:
 @lru_cache
 def webhook_client() -> httpx.Client:
     """Built on first use, like sessions(); keeps connections to webhook receivers from one task to the next."""
-    return httpx.Client(follow_redirects=False)
+    return egress.webhook_client(get_settings().webhook_allowed_networks)
 
 
 @lru_cache

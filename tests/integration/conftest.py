@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
 from tests.conftest import new_database
+from tests.webhook_receiver import ALLOWED_HOST
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.migrations import upgrade
@@ -323,6 +324,7 @@ class SharedStacks:
                 mail_dir=self._workdir / "mail",
                 api_redis_timeout_s=LOADED_MACHINE_REDIS_TIMEOUT_S,
                 send_retry_schedule=QUICK_RETRIES,
+                webhook_allow_networks=ALLOWED_HOST,
             )
             upgrade(settings.database_url)
             self._settings[backend] = settings
@@ -405,6 +407,7 @@ def service_env(settings: Settings) -> dict[str, str]:
             "TRIPMAIL_SEND_RETRY_SCHEDULE": settings.send_retry_schedule,
             "TRIPMAIL_SEND_GIVE_UP_AFTER": str(settings.send_give_up_after),
             "TRIPMAIL_SEND_DOMAIN_RATES": settings.send_domain_rates,
+            "TRIPMAIL_WEBHOOK_ALLOW_NETWORKS": settings.webhook_allow_networks,
         }
     )
 
@@ -573,6 +576,7 @@ def own_settings(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str)
         scheduler_interval_s=0.2,
         api_redis_timeout_s=LOADED_MACHINE_REDIS_TIMEOUT_S,
         send_retry_schedule=QUICK_RETRIES,
+        webhook_allow_networks=ALLOWED_HOST,
     )
     upgrade(settings.database_url)
     return settings

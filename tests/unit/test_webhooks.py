@@ -1,14 +1,17 @@
 """Webhook steps: a delivery per run step, POSTed signed to a receiver on loopback, retried on 5xx."""
 
 import json
+import socket
+import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec
 from tests.webhook_receiver import Receiver
+from tripmail.egress import Network, parse_networks, webhook_client
 from tripmail.events import record_event
 from tripmail.ids import new_id
 from tripmail.models import WebhookDelivery, Workspace
@@ -17,6 +20,7 @@ from tripmail.webhooks import MAX_ATTEMPTS, due_webhooks, fire_webhooks, mark_ha
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SECRET = "s3cret-for-the-hook-receiver"
+LOOPBACK = parse_networks("127.0.0.0/8")
 
 
 def hooked(sessions: sessionmaker[Session], url: str) -> int:
@@ -47,8 +51,10 @@ def hooked(sessions: sessionmaker[Session], url: str) -> int:
         return session.scalars(select(WebhookDelivery.id)).one()
 
 
-def fire(sessions: sessionmaker[Session], delivery_id: int, now: datetime) -> WebhookDelivery:
-    with httpx.Client() as client:
+def fire(
+    sessions: sessionmaker[Session], delivery_id: int, now: datetime, allowed: Sequence[Network] = LOOPBACK
+) -> WebhookDelivery:
+    with webhook_client(allowed) as client:
         fire_webhooks(sessions, [delivery_id], client=client, clock=lambda: now)
     with sessions() as session:
         return session.get_one(WebhookDelivery, delivery_id)
@@ -105,11 +111,42 @@ def test_a_hand_out_marked_after_the_worker_recorded_the_attempt_does_not_hold_t
         assert fire(sessions, delivery_id, first.next_attempt_at).status == "sent"
 
 
-def test_a_refusal_fails_the_delivery_at_once(sessions: sessionmaker[Session]) -> None:
-    with Receiver.running([404]) as receiver:
+def test_a_refusal_fails_the_delivery_at_once_keeping_its_status_not_its_body(sessions: sessionmaker[Session]) -> None:
+    with Receiver.running([404], answer=b"internal: db=10.0.0.5 user=admin") as receiver:
         delivery = fire(sessions, hooked(sessions, receiver.url), NOW)
     assert (delivery.status, delivery.attempts, delivery.last_code) == ("failed", 1, 404)
-    assert delivery.last_error == "404 no"
+    assert delivery.last_error == "404 Not Found"
+
+
+def test_a_non_public_address_fails_at_once_and_is_never_posted(sessions: sessionmaker[Session]) -> None:
+    with Receiver.running([200], host="127.0.0.1") as receiver:
+        delivery = fire(sessions, hooked(sessions, receiver.url), NOW, allowed=())
+    assert (delivery.status, delivery.attempts, delivery.last_code) == ("failed", 1, None)
+    assert delivery.last_error == (
+        "webhook address 127.0.0.1 is not public (loopback); see TRIPMAIL_WEBHOOK_ALLOW_NETWORKS"
+    )
+    assert receiver.received == []
+
+
+def test_an_answer_that_is_not_http_is_not_kept(sessions: sessionmaker[Session]) -> None:
+    banner = b"-ERR internal service banner 7f3a\r\n"
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def answer_once() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(banner)
+
+        thread = threading.Thread(target=answer_once, daemon=True)
+        thread.start()
+        delivery = fire(sessions, hooked(sessions, f"http://127.0.0.1:{port}/hook"), NOW)
+        thread.join(timeout=10)
+    assert (delivery.status, delivery.attempts, delivery.last_code) == ("pending", 1, None)
+    assert delivery.last_error is not None
+    assert delivery.last_error.startswith("RemoteProtocolError")
+    assert "banner" not in delivery.last_error and "7f3a" not in delivery.last_error
 
 
 def test_an_unreachable_receiver_is_retried_until_the_attempts_run_out(sessions: sessionmaker[Session]) -> None:
