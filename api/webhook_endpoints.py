@@ -11,6 +11,7 @@ from api.auth import Principal, bearer
 from api.bodies import BoundedRoute
 from api.problems import problem_responses
 from tripmail.delivery_events import MAX_URL_LENGTH, DeliveryEventType, add_endpoint, list_endpoints, remove_endpoint
+from tripmail.egress import check_webhook_url
 from tripmail.ids import utcnow
 from tripmail.schemas.webhook_endpoints import CreatedEndpoint, EndpointList
 
@@ -28,7 +29,11 @@ MAX_ID = 2**31 - 1
 class NewEndpoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(max_length=MAX_URL_LENGTH, description="An http or https URL, POSTed each event.")
+    url: str = Field(
+        max_length=MAX_URL_LENGTH,
+        description="An http or https URL, POSTed each event; its host must be public (not loopback, private, "
+        "link-local, ...), unless the operator allows its network.",
+    )
     event_types: list[DeliveryEventType] | None = Field(
         default=None, min_length=1, description="The event types it receives; every one when left out."
     )
@@ -50,6 +55,8 @@ async def get_webhook_endpoints(principal: WebhookReader, request: Request) -> E
 async def post_webhook_endpoint(body: NewEndpoint, principal: WebhookWriter, request: Request) -> CreatedEndpoint:
     """Register an endpoint for delivery events, signed as Standard Webhooks with the `secret` of this answer (the
     only answer that shows it). It receives the events of messages whose status changes from a few seconds on."""
+
+    check_webhook_url(body.url, request.app.state.settings.webhook_allowed_networks)
 
     def add() -> CreatedEndpoint:
         with request.app.state.sessions.begin() as session:
