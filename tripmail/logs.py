@@ -28,3 +28,6 @@ def configure(level: int | str, *, log_format: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level if isinstance(level, int) else level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # At INFO they log each request's URL, and a webhook URL may carry the receiver's secret in its query.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
