@@ -129,7 +129,8 @@ def test_a_non_public_address_fails_at_once_and_is_never_posted(sessions: sessio
 
 
 def test_an_answer_that_is_not_http_is_not_kept(sessions: sessionmaker[Session]) -> None:
-    banner = b"-ERR internal service banner 7f3a\r\n"
+    # A whole head (up to the blank line), which h11 refuses quoting its status line.
+    banner = b"-ERR internal service banner 7f3a\r\n\r\n"
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
 
