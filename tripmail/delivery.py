@@ -25,7 +25,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -395,6 +395,36 @@ def settle_unfinished(session: Session, *, run_id: str, now: datetime) -> list[i
             ],
         )
     return released
+
+
+def give_up_run(
+    session: Session,
+    *,
+    run_id: str,
+    reason: str,
+    now: datetime,
+    message_ids: Collection[int] = (),
+    event_ids: Collection[str] = (),
+) -> None:
+    """Fail, with `reason`, the messages a task run would have sent that no other run holds: those it claimed and did
+    not hand over, and the pending ones among `message_ids` or of `event_ids`. Those it handed over become unknown,
+    as settle_unfinished leaves them. For a task that is not run again (its process died under it too often)."""
+    released = settle_unfinished(session, run_id=run_id, now=now)
+    ids = [*released, *message_ids]
+    whose = [_MESSAGES.c.id.in_(ids)] if ids else []
+    if event_ids:
+        whose.append(_MESSAGES.c.event_id.in_(list(event_ids)))
+    if not whose:
+        return
+    failed = session.execute(
+        update(_MESSAGES)
+        .where(_MESSAGES.c.status == MessageStatus.PENDING, or_(*whose))
+        .values(status=MessageStatus.FAILED, smtp_code=None, smtp_reply=reason, next_attempt_at=None, updated_at=now)
+        .returning(_MESSAGES.c.id, _MESSAGES.c.workspace_id)
+    )
+    announce_by_workspace(
+        session, [(key, workspace) for key, workspace in failed], event_type_of(MessageStatus.FAILED), now=now
+    )
 
 
 class _WirePolicy(Compat32):

@@ -438,6 +438,18 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=10)
 
 
+def pool_processes(worker: subprocess.Popen[bytes]) -> list[int]:
+    """The pids of a worker's pool processes (the children of its main process)."""
+    return [int(pid) for pid in Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()]
+
+
+def kill_pool(worker: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to a worker's pool processes, as the kernel's OOM killer sends to the one that grew: the main process
+    sees its task's process lost, and starts new ones."""
+    for pid in pool_processes(worker):
+        os.kill(pid, signal.SIGKILL)
+
+
 def start_worker(
     settings: Settings,
     workdir: Path,
@@ -457,8 +469,8 @@ def start_worker(
     lanes = ["--queues", queues] if queues is not None else []
 
     def limit_data() -> None:
-        if max_data_bytes is not None:
-            resource.setrlimit(resource.RLIMIT_DATA, (max_data_bytes, max_data_bytes))
+        assert max_data_bytes is not None
+        resource.setrlimit(resource.RLIMIT_DATA, (max_data_bytes, max_data_bytes))
 
     process = subprocess.Popen(
         [sys.executable, "-m", "tripmail", "worker", "--concurrency", "2", "--hostname", f"{name}@tests", *lanes],

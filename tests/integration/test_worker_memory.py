@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.builders import sender_of
-from tests.integration.conftest import OwnStack, wait_until
+from tests.integration.conftest import OwnStack, pool_processes, wait_until
 from tests.integration.hashing_sink import running_hashing_sink
 from tests.integration.test_crashes import CAMPAIGN, campaign_audience, settled
 from tripmail import queue
@@ -39,10 +39,6 @@ def peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmHWM for process {pid}")
-
-
-def pool_processes(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def publish_event(settings: Settings, workspace_id: int, attachment: bytes) -> None:
@@ -82,7 +78,7 @@ def test_a_10_mib_attachment_to_500_recipients_from_a_worker_held_to_1_gib(stack
         worker = stack.start_worker(max_data_bytes=WORKER_MEMORY)
         publish_event(stack.settings, workspace_id, attachment)
         final = wait_until(lambda: settled(stack.db, key, RECIPIENTS), timeout=240, what="every message settled")
-        peaks = {pid: peak_rss(pid) for pid in pool_processes(worker.pid)}
+        peaks = {pid: peak_rss(pid) for pid in pool_processes(worker)}
         arrivals = sink.from_sender(sender)
     log = (stack.workdir / "worker.log").read_text()
     print(f"peak RSS of the pool processes: {', '.join(f'{peak / MiB:.0f} MiB' for peak in peaks.values())}")
