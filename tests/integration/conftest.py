@@ -462,8 +462,8 @@ def start_worker(
     own, so a test can kill the whole worker at once.
 
     `max_data_bytes` limits each of its processes' data (RLIMIT_DATA, which the pool processes inherit): past it an
-    allocation fails, as it would for a container at its memory limit. Not RLIMIT_AS, which counts address space
-    reserved and never used (each thread's malloc arena reserves 64 MiB), so it fails long before memory runs out.
+    allocation fails, as it would for a container at its memory limit. Not RLIMIT_AS, which also counts address
+    space reserved and never used (8 MiB per thread's stack, 64 MiB per malloc arena): reservations, not memory.
     """
     log = workdir / f"{name}.log"
     lanes = ["--queues", queues] if queues is not None else []
