@@ -62,7 +62,7 @@ def build_messages(count: int, domain: str, prebuilt: str) -> list[Outgoing]:
             message_id=message_id,
             now=now,
         )
-        messages.append((email.envelope_sender, address, content))
+        messages.append((email.envelope_sender, address, b"".join(content)))
     return messages
 
 

@@ -16,10 +16,16 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
-class DecodedAttachment:
+class EncodedAttachment:
+    """An attachment with its MIME body as it goes over SMTP: base64 in lines of 76, each ended by a CRLF.
+
+    Encoded once per delivery batch and shared by every message that carries it, so a batch holds one copy of it
+    rather than one per recipient (250 of a 10 MiB attachment are 3.4 GiB).
+    """
+
     name: str
     content_type: str
-    content: bytes
+    body: bytes
 
 
 def parse_attachments(items: list[tuple[str, str]], *, max_total_bytes: int, where: str) -> list[Attachment]:
@@ -64,5 +70,9 @@ def file_name(name: str) -> str:
     return re.split(r"[\\/]", name)[-1].strip().lstrip(".")
 
 
-def decode_attachment(attachment: Attachment) -> DecodedAttachment:
-    return DecodedAttachment(attachment.name, attachment.content_type, base64.b64decode(attachment.content_base64))
+def encode_attachment(attachment: Attachment) -> EncodedAttachment:
+    """What the email package writes for the attachment's content (encoders.encode_base64, with CRLF line ends),
+    made without it: the package takes 1.3 s to encode and write 10 MiB, this 0.1 s."""
+    content = base64.b64decode(attachment.content_base64)
+    body = base64.encodebytes(content).replace(b"\n", b"\r\n")
+    return EncodedAttachment(attachment.name, attachment.content_type, body)

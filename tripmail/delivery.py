@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import base64mime, encoders
+from email import base64mime
 from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
@@ -25,11 +25,11 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail.attachments import DecodedAttachment, decode_attachment
+from tripmail.attachments import EncodedAttachment, encode_attachment
 from tripmail.automations import Started, messages_by_lane, transactional_steps
 from tripmail.contacts import normalize_email
 from tripmail.db import engine_of, insert_if_absent, insert_new
@@ -55,7 +55,7 @@ from tripmail.queue import ByLane
 from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
 from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import ChannelFilter, TriggerContent
-from tripmail.smtp import Envelope, JournalUnavailable, Outcome, SendingLoop, SendResult
+from tripmail.smtp import Envelope, JournalUnavailable, Outcome, SendingLoop, SendResult, wire_form
 from tripmail.suppressions import ADDRESS_SUPPRESSED
 from tripmail.unsubscribe import ONE_CLICK, unsubscribe_token, unsubscribe_url
 from tripmail.verp import verp_address
@@ -397,6 +397,36 @@ def settle_unfinished(session: Session, *, run_id: str, now: datetime) -> list[i
     return released
 
 
+def give_up_run(
+    session: Session,
+    *,
+    run_id: str,
+    reason: str,
+    now: datetime,
+    message_ids: Collection[int] = (),
+    event_ids: Collection[str] = (),
+) -> None:
+    """Fail, with `reason`, the messages a task run would have sent that no other run holds: those it claimed and did
+    not hand over, and the pending ones among `message_ids` or of `event_ids`. Those it handed over become unknown,
+    as settle_unfinished leaves them. For a task that is not run again (its process died under it too often)."""
+    released = settle_unfinished(session, run_id=run_id, now=now)
+    ids = [*released, *message_ids]
+    whose = [_MESSAGES.c.id.in_(ids)] if ids else []
+    if event_ids:
+        whose.append(_MESSAGES.c.event_id.in_(list(event_ids)))
+    if not whose:
+        return
+    failed = session.execute(
+        update(_MESSAGES)
+        .where(_MESSAGES.c.status == MessageStatus.PENDING, or_(*whose))
+        .values(status=MessageStatus.FAILED, smtp_code=None, smtp_reply=reason, next_attempt_at=None, updated_at=now)
+        .returning(_MESSAGES.c.id, _MESSAGES.c.workspace_id)
+    )
+    announce_by_workspace(
+        session, [(key, workspace) for key, workspace in failed], event_type_of(MessageStatus.FAILED), now=now
+    )
+
+
 class _WirePolicy(Compat32):
     """compat32 with CRLF, writing a short ASCII header as it is instead of through email.header.Header.
 
@@ -455,10 +485,11 @@ def build_email(
     rendered: RenderedEmail,
     message_id: str,
     now: datetime,
-    attachments: tuple[DecodedAttachment, ...] = (),
+    attachments: tuple[EncodedAttachment, ...] = (),
     unsubscribe: str | None = None,
-) -> bytes:
-    """The message as it goes over SMTP; `unsubscribe` (marketing mail only) adds RFC 8058 one-click headers."""
+) -> tuple[bytes, ...]:
+    """The message as it goes over SMTP, in pieces (an Envelope's content): each attachment's body is its shared
+    bytes, not a copy. `unsubscribe` (marketing mail only) adds RFC 8058 one-click headers."""
     parts: list[MIMEBase] = [
         _text_part(body, subtype)
         for body, subtype in ((rendered.text, "plain"), (rendered.html, "html"))
@@ -477,7 +508,14 @@ def build_email(
     if unsubscribe is not None:
         body["List-Unsubscribe"] = _header(f"<{unsubscribe}>")  # type: ignore[assignment]
         body["List-Unsubscribe-Post"] = ONE_CLICK
-    return body.as_bytes(policy=_WIRE)
+    around = body.as_bytes(policy=_WIRE).split(_ATTACHMENT_BODY.encode("ascii"))
+    if len(around) != len(attachments) + 1:
+        raise ValueError("a header value contains the attachments' placeholder")
+    pieces = [wire_form(around[0])]
+    for attachment, after in zip(attachments, around[1:], strict=True):
+        # Base64 in CRLF lines: in wire form already, and too large to look through per message.
+        pieces += [attachment.body, wire_form(after)]
+    return tuple(pieces)
 
 
 # Random per process and counted, so nested multiparts differ: a uuid4 per boundary read the kernel's random source
@@ -504,11 +542,16 @@ def _boundary() -> str:
     return f"{_BOUNDARY_PREFIX}{next(_boundary_numbers)}"
 
 
-def _attachment_part(attachment: DecodedAttachment) -> MIMEBase:
+# Stands for an attachment's body while the email package writes the message around it (it would take seconds to
+# write 10 MiB of base64 itself): random per process and never sent, so no header can know it.
+_ATTACHMENT_BODY = f"attachment-body-{uuid.uuid4().hex}"
+
+
+def _attachment_part(attachment: EncodedAttachment) -> MIMEBase:
     maintype, _, subtype = attachment.content_type.partition("/")
     part = MIMEBase(maintype, subtype)
-    part.set_payload(attachment.content)
-    encoders.encode_base64(part)
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(_ATTACHMENT_BODY)
     name = attachment.name
     # RFC 2231 for a name that is not ASCII (seed 001 sends unicode file names).
     part.add_header("Content-Disposition", "attachment", filename=name if name.isascii() else ("utf-8", "", name))
@@ -571,16 +614,18 @@ def event_context(event: EventColumns) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _EventParts:
-    """What every message of one event shares, decoded once per batch rather than once per message."""
+    """What every message of one event shares, decoded and encoded once per batch rather than once per message."""
 
     content: TriggerContent
-    attachments: tuple[DecodedAttachment, ...]
+    attachments: tuple[EncodedAttachment, ...]
 
     @classmethod
     def of(cls, request: dict[str, Any]) -> "_EventParts":
         # The rest of the request (the audience's email and phone among it) was validated when it was accepted.
         content = TriggerContent.model_validate(request)
-        return cls(content, tuple(decode_attachment(attachment) for attachment in content.attachments))
+        attachments = tuple(encode_attachment(attachment) for attachment in content.attachments)
+        # Their base64 text is not needed again: kept, it would be a second copy for the whole batch.
+        return cls(content.model_copy(update={"attachments": []}), attachments)
 
 
 @dataclass

@@ -106,7 +106,19 @@ class Envelope:
     key: int
     sender: str
     recipient: str
-    content: bytes
+    # The message as DATA sends it, in pieces written one after the other: CRLF line ends and no line that starts
+    # with "." (see wire_form). A piece may be shared by many envelopes: an attachment's body, encoded once per batch.
+    content: tuple[bytes, ...]
+
+
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def wire_form(piece: bytes) -> bytes:
+    """`piece` as DATA sends it (RFC 5321 4.5.2): every line end a CRLF and a "." that starts a line doubled, as
+    aiosmtplib's data() does to a whole message. `piece` starts at a line's start or at a CRLF."""
+    return _LEADING_DOT.sub(b"..", _LINE_ENDS.sub(b"\r\n", piece))
 
 
 class Stage(StrEnum):
@@ -384,7 +396,7 @@ class _Sending:
             await _reset(client)
             return SendResult(envelope.key, Outcome.TRANSIENT, None, f"recording the hand-over failed: {exc}")
         try:
-            reply = await client.data(envelope.content)
+            reply = await _data(client, envelope.content)
         except aiosmtplib.SMTPResponseException as exc:
             await _reset(client)
             return _failure(envelope.key, Stage.DATA, exc)
@@ -409,6 +421,33 @@ async def _connect(target: SmtpTarget, timeout: float) -> aiosmtplib.SMTP:
     )
     await client.connect()
     return client
+
+
+async def _data(client: aiosmtplib.SMTP, content: Sequence[bytes]) -> aiosmtplib.SMTPResponse:
+    """DATA, with the message's pieces written as they are.
+
+    aiosmtplib's data() takes the message in one bytes and copies it twice to put it in wire form: for a message
+    with a 10 MiB attachment that was 0.23 s of CPU and 28 MB more per message in flight, where the pieces are in
+    wire form already and share their attachment's bytes.
+    """
+    start = await client.execute_command(b"DATA")
+    if start.code != aiosmtplib.SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        for piece in content:
+            protocol.write(piece)
+        protocol.write(b".\r\n" if content and content[-1].endswith(b"\r\n") else b"\r\n.\r\n")
+        reply = await protocol.read_response(timeout=client.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        # As data() does: the session's state is unknown, so no one reuses it.
+        client.close()
+        raise
+    if reply.code != aiosmtplib.SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    return reply
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:

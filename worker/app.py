@@ -3,18 +3,20 @@
 import logging
 import os
 from functools import lru_cache
+from typing import Any
 
 import httpx
-from celery import states
+from celery import Task, states
 from celery.signals import setup_logging, task_postrun, worker_init, worker_process_shutdown
 from prometheus_client import start_http_server
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail import egress, ledger
+from tripmail import delivery, egress, ledger
 from tripmail.config import get_settings
 from tripmail.db import make_sessionmaker
+from tripmail.ids import utcnow
 from tripmail.logs import configure
 from tripmail.metrics import MULTIPROCESS_DIR, counted, forget_process
 from tripmail.queue import make_celery
@@ -50,6 +52,57 @@ def ledger_store() -> Redis:
     return Redis.from_url(get_settings().redis_url)
 
 
+# How many times a task's process may die under it (killed for its memory, say) before the task is given up on.
+LOST_RUNS_ALLOWED = 2
+# How long a task's count of runs is kept: past any redelivery (visibility timeout, lost-task sweep) of it.
+RUNS_KEPT_S = 24 * 3600
+
+
+def _runs_key(task_id: str) -> str:
+    return f"tripmail:runs:{task_id}"
+
+
+def lost_runs(task_id: str) -> int:
+    """Count a run of the task starting; how many runs of it started before and never finished: their process died
+    under them. Redis keeps no delivery count, and task_reject_on_worker_lost requeues a task each time."""
+    key = _runs_key(task_id)
+    try:
+        pipe = ledger_store().pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, RUNS_KEPT_S)
+        started, _ = pipe.execute()
+    except RedisError:
+        log.warning("could not count the runs of task %s", task_id)
+        return 0
+    return int(started) - 1
+
+
+class LostTooOften(Exception):
+    """The task's process died under it LOST_RUNS_ALLOWED times: it is not run again."""
+
+
+class GivesUpWhenLost(Task):  # type: ignore[misc]
+    """A task that fails, with a reason, rather than run a third time after its process died under it twice.
+
+    A task that kills its process (a batch too large for its memory) is put back in the queue by
+    task_reject_on_worker_lost and kills the next process too, forever. What it would have sent is failed
+    instead (give_up), so the reason shows on its messages.
+    """
+
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        lost = lost_runs(task_id)
+        if lost >= LOST_RUNS_ALLOWED:
+            reason = f"the worker was lost {lost} times while sending this (out of memory?); it is not tried again"
+            log.error("task %s (%s): %s", task_id, self.name, reason)
+            with sessions().begin() as session:
+                self.give_up(session, reason, *args)
+            raise LostTooOften(reason)
+
+    def give_up(self, session: Session, reason: str, *args: Any) -> None:
+        """Fail what the task would have sent; here, the messages its runs claimed."""
+        delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow())
+
+
 def _forget_finished(task_id: str | None = None, state: str | None = None, **_: object) -> None:
     # A task that will retry was published again under the same id, which keeps its entry.
     if task_id is None or state not in (states.SUCCESS, states.FAILURE):
@@ -59,6 +112,16 @@ def _forget_finished(task_id: str | None = None, state: str | None = None, **_: 
     except RedisError:
         # Kept, the entry makes the scheduler publish the finished task again: a harmless second run.
         log.warning("could not forget finished task %s", task_id)
+
+
+def _forget_runs(task_id: str | None = None, **_: object) -> None:
+    # Finished, retrying or failed: this run did not die under the task. A retry starts the count again.
+    if task_id is None:
+        return
+    try:
+        ledger_store().delete(_runs_key(task_id))
+    except RedisError:
+        log.warning("could not forget the runs of task %s", task_id)
 
 
 def _serve_metrics(**_: object) -> None:
@@ -82,3 +145,4 @@ setup_logging.connect(_configure_logging)
 worker_init.connect(_serve_metrics)
 worker_process_shutdown.connect(_forget_process)
 task_postrun.connect(_forget_finished)
+task_postrun.connect(_forget_runs)

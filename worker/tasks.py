@@ -7,6 +7,7 @@ from typing import Any
 from celery import Task
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from tripmail import delivery, events, queue, runs, webhooks
 from tripmail.config import get_settings
@@ -14,7 +15,7 @@ from tripmail.ids import utcnow
 from tripmail.queue import ByLane
 from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import TriggerRequest
-from worker.app import celery, sending, sessions, webhook_client
+from worker.app import GivesUpWhenLost, celery, sending, sessions, webhook_client
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,14 @@ RETRY_TRANSIENT: dict[str, Any] = {
 }
 
 
-class RecordsFailedEvents(Task):  # type: ignore[misc]
+class RecordsFailedEvents(GivesUpWhenLost):
     """When processing events gives up for good, the events not recorded yet are stored as failed with the reason."""
+
+    def give_up(self, session: Session, reason: str, *args: Any) -> None:
+        # A redelivered run takes every pending message of its events for its own (events.process_events).
+        [pairs] = args
+        event_ids = [event_id for event_id, _ in pairs]
+        delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), event_ids=event_ids)
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
@@ -81,7 +88,7 @@ def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
         _deliver(self.request.id, rest, elapsed_s=time.monotonic() - started, settled=True)
 
 
-@celery.task(name=queue.CARRY_ON_RUNS, bind=True, **RETRY_TRANSIENT)
+@celery.task(name=queue.CARRY_ON_RUNS, bind=True, base=GivesUpWhenLost, **RETRY_TRANSIENT)
 def carry_on_runs(self: Task, run_ids: list[int]) -> None:
     """Carry on runs whose wait is over and send what they plan; running it twice is harmless (a run is carried
     on by one transaction only, and its messages are claimed before they are sent)."""
@@ -91,7 +98,7 @@ def carry_on_runs(self: Task, run_ids: list[int]) -> None:
         _deliver(self.request.id, message_ids, elapsed_s=time.monotonic() - started)
 
 
-@celery.task(name=queue.FIRE_WEBHOOKS, bind=True, **RETRY_TRANSIENT)
+@celery.task(name=queue.FIRE_WEBHOOKS, bind=True, base=GivesUpWhenLost, **RETRY_TRANSIENT)
 def fire_webhooks(self: Task, delivery_ids: list[int]) -> None:
     """POST due webhook deliveries; each is claimed first, and retried later by the scheduler when it failed."""
     webhooks.fire_webhooks(sessions(), delivery_ids, client=webhook_client(), clock=utcnow)
@@ -123,7 +130,13 @@ def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0, set
     )
 
 
-@celery.task(name=queue.DELIVER_MESSAGES, bind=True, **RETRY_TRANSIENT)
+class DeliversMessages(GivesUpWhenLost):
+    def give_up(self, session: Session, reason: str, *args: Any) -> None:
+        [message_ids] = args
+        delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), message_ids=message_ids)
+
+
+@celery.task(name=queue.DELIVER_MESSAGES, bind=True, base=DeliversMessages, **RETRY_TRANSIENT)
 def deliver_messages(self: Task, message_ids: list[int]) -> None:
     """Send a batch of planned messages; the transient failures wait in the database for the scheduler."""
     _deliver(self.request.id, message_ids)

@@ -10,6 +10,7 @@ the test parametrizes `own_settings` indirectly).
 import asyncio
 import itertools
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -440,13 +441,40 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=10)
 
 
+def pool_processes(worker: subprocess.Popen[bytes]) -> list[int]:
+    """The pids of a worker's pool processes (the children of its main process)."""
+    return [int(pid) for pid in Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()]
+
+
+def kill_pool(worker: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to a worker's pool processes, as the kernel's OOM killer sends to the one that grew: the main process
+    sees its task's process lost, and starts new ones."""
+    for pid in pool_processes(worker):
+        os.kill(pid, signal.SIGKILL)
+
+
 def start_worker(
-    settings: Settings, workdir: Path, name: str = "worker", *, queues: str | None = None
+    settings: Settings,
+    workdir: Path,
+    name: str = "worker",
+    *,
+    queues: str | None = None,
+    max_data_bytes: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """`tripmail worker` named `name`@tests (on the lanes `queues` names, else on both), in a process group of its
-    own, so a test can kill the whole worker at once."""
+    own, so a test can kill the whole worker at once.
+
+    `max_data_bytes` limits each of its processes' data (RLIMIT_DATA, which the pool processes inherit): past it an
+    allocation fails, as it would for a container at its memory limit. Not RLIMIT_AS, which also counts address
+    space reserved and never used (8 MiB per thread's stack, 64 MiB per malloc arena): reservations, not memory.
+    """
     log = workdir / f"{name}.log"
     lanes = ["--queues", queues] if queues is not None else []
+
+    def limit_data() -> None:
+        assert max_data_bytes is not None
+        resource.setrlimit(resource.RLIMIT_DATA, (max_data_bytes, max_data_bytes))
+
     process = subprocess.Popen(
         [sys.executable, "-m", "tripmail", "worker", "--concurrency", "2", "--hostname", f"{name}@tests", *lanes],
         env=service_env(settings),
@@ -454,6 +482,7 @@ def start_worker(
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=limit_data if max_data_bytes is not None else None,
     )
     wait_until(lambda: b" ready." in log.read_bytes() or process.poll() is not None, timeout=60, what="worker ready")
     assert process.poll() is None, log.read_text()
@@ -597,8 +626,10 @@ class OwnStack:
         """The port of the first relay."""
         return parse_relays(self.settings.smtp_url.get_secret_value())[0].target.port
 
-    def start_worker(self, name: str = "worker", *, queues: str | None = None) -> subprocess.Popen[bytes]:
-        process = start_worker(self.settings, self.workdir, name, queues=queues)
+    def start_worker(
+        self, name: str = "worker", *, queues: str | None = None, max_data_bytes: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        process = start_worker(self.settings, self.workdir, name, queues=queues, max_data_bytes=max_data_bytes)
         self.workers.append(process)
         return process
 

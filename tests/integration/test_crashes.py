@@ -14,6 +14,7 @@ from tests.integration.conftest import (
     OwnStack,
     Sink,
     kill_group,
+    kill_pool,
     running_sink,
     wait_until,
 )
@@ -182,3 +183,34 @@ def test_mail_held_while_the_smtp_server_is_down_goes_out_once_it_is_up(stack: O
     assert received == dict.fromkeys(emails, 1)
     assert first_attempts.outcome == "transient"
     assert "connecting" in (first_attempts.smtp_reply or "")
+
+
+@pytest.mark.timeout(300)
+def test_a_task_whose_worker_process_is_killed_twice_fails_its_messages_with_the_reason(stack: OwnStack) -> None:
+    tenant = stack.tenant("lost")
+    email, later = f"{tenant.key}@example.com", f"{tenant.key}-later@example.com"
+    with running_sink(stack.smtp_port) as sink:
+        worker = stack.start_worker()
+        sink.hold_rcpt.set()
+        post_reset(stack.api_url, tenant.token, email)
+        # As the OOM killer would: the task's process dies mid-send, and the task is back in the queue, twice.
+        for tries in (1, 2):
+            wait_until(lambda: sink.held == 1, what=f"try {tries} of the task held at RCPT")
+            kill_pool(worker)
+            wait_until(lambda: sink.held == 0, what=f"the session of try {tries} gone with its process")
+        final = wait_until(lambda: settled(stack.db, tenant.key, 1), timeout=120, what="the message given up on")
+        sink.hold_rcpt.clear()
+        # The worker carries on with other work.
+        post_reset(stack.api_url, tenant.token, later)
+        wait_until(lambda: sink.to(later, sender=tenant.sender), what="the next email")
+        with stack.db() as session:
+            message = session.scalars(select(Message).where(Message.to_address == email)).one()
+            event = session.get_one(Event, message.event_id)
+
+    assert final == {"failed": 1}
+    assert message.smtp_reply == (
+        "the worker was lost 2 times while sending this (out of memory?); it is not tried again"
+    )
+    assert event.status == "processed"
+    assert sink.to(email) == []
+    assert worker.poll() is None

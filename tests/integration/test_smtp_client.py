@@ -17,7 +17,7 @@ MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\n\r\nbody\r
 
 
 def envelopes(*recipients: str) -> list[Envelope]:
-    return [Envelope(index, "a@example.com", recipient, MESSAGE) for index, recipient in enumerate(recipients)]
+    return [Envelope(index, "a@example.com", recipient, (MESSAGE,)) for index, recipient in enumerate(recipients)]
 
 
 def target(port: int) -> SmtpTarget:
@@ -90,9 +90,9 @@ def test_outcomes_by_reply(relay: int) -> None:
 
 def test_a_refusal_names_the_command_it_answered(relay: int) -> None:
     refused = [
-        Envelope(0, "refused@example.com", "b@example.com", MESSAGE),
-        Envelope(1, "a@example.com", "gone@example.com", MESSAGE),
-        Envelope(2, "a@example.com", "toobig@example.com", MESSAGE),
+        Envelope(0, "refused@example.com", "b@example.com", (MESSAGE,)),
+        Envelope(1, "a@example.com", "gone@example.com", (MESSAGE,)),
+        Envelope(2, "a@example.com", "toobig@example.com", (MESSAGE,)),
     ]
     results = asyncio.run(send_all(target(relay), refused, connections=1, timeout=5, deadline=30))
     assert sorted((result.key, result.stage, result.reply) for result in results) == [

@@ -337,7 +337,7 @@ def test_with_a_bounce_domain_the_envelope_sender_is_the_messages_return_path_an
 
     assert plain.sender == "noreply@acme.example.com"
     assert verp.sender == verp_address(message_ids[0], secret, DOMAIN)
-    assert message_from_bytes(verp.content, policy=default)["From"] == "Acme <noreply@acme.example.com>"
+    assert message_from_bytes(b"".join(verp.content), policy=default)["From"] == "Acme <noreply@acme.example.com>"
 
 
 def test_a_bounce_and_a_complaint_are_announced_to_the_workspaces_endpoints(

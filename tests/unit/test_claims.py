@@ -17,6 +17,7 @@ from tripmail.delivery import (
     STOPPED_AFTER_HAND_OVER,
     DatabaseJournal,
     claim_messages,
+    give_up_run,
     record_progress,
     settle_unfinished,
 )
@@ -248,3 +249,42 @@ def test_a_hand_out_marked_after_a_worker_tried_the_message_again_does_not_hold_
         mark_handed_out(session, [first], now=due_at)
     with sessions() as session:
         assert due_messages(session, now=next_attempt(sessions, first), limit=10).ids == [first]
+
+
+def test_a_run_given_up_fails_its_messages_and_leaves_the_others(sessions: sessionmaker[Session]) -> None:
+    ids = workspace_with_messages(sessions, "acme", [f"{name}@example.com" for name in "abcdef"], now=NOW)[1]
+    sent, handed_over, claimed, pending, others, _not_in_the_batch = ids
+    with sessions.begin() as session:
+        claims = claim_messages(session, [sent, handed_over, claimed], run_id="run-1", now=NOW)
+        claim_messages(session, [others], run_id="run-2", now=NOW)
+        record_progress(
+            session.connection(),
+            handed_over=[sent, handed_over],
+            withdrawn=[],
+            results=[SendResult(sent, Outcome.SENT, 250, "250 queued")],
+            claims=claims,
+            now=NOW,
+            retries=RETRIES,
+        )
+    # Its process died twice: the task's next run gives up on the batch it was given.
+    with sessions.begin() as session:
+        give_up_run(
+            session,
+            run_id="run-1",
+            reason="lost twice",
+            now=NOW,
+            message_ids=[sent, handed_over, claimed, pending, others],
+        )
+
+    with sessions() as session:
+        rows = session.execute(
+            select(Message.status, Message.smtp_reply).where(Message.id.in_(ids)).order_by(Message.id)
+        )
+    assert [tuple(row) for row in rows] == [
+        ("sent", "250 queued"),
+        ("unknown", STOPPED_AFTER_HAND_OVER),
+        ("failed", "lost twice"),
+        ("failed", "lost twice"),
+        ("sending", None),  # another run's
+        ("pending", None),  # not in the batch
+    ]

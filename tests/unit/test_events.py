@@ -113,7 +113,7 @@ def test_a_transactional_step_of_a_marketing_automation_mails_without_consent_or
     with sessions.begin() as session:
         prepared = prepare_envelopes(session, refused.ids + both.ids, now=NOW, public_url="https://mail.example")
     unsubscribe = {
-        envelope.key: message_from_bytes(envelope.content, policy=default)["List-Unsubscribe"]
+        envelope.key: message_from_bytes(b"".join(envelope.content), policy=default)["List-Unsubscribe"]
         for envelope in prepared.envelopes
     }
     # The obligatory step's message goes to the fast lane, the marketing one's to bulk.

@@ -120,7 +120,7 @@ def test_the_rendered_email_and_the_stored_contact_for_each_option(
     with sessions.begin() as session:
         [envelope] = prepare_envelopes(session, message_ids, now=NOW, public_url="https://mail.example").envelopes
         stored_after = session.get_one(Contact, "c1").fields
-    email = message_from_bytes(envelope.content, policy=default)
+    email = message_from_bytes(b"".join(envelope.content), policy=default)
     body = email.get_body(("plain",))
     assert body is not None
     assert (email["Subject"], body.get_content().strip()) == (f"Hi {shown}", f"{shown}/{shown}")

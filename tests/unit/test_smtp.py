@@ -1,14 +1,19 @@
+import base64
 from collections import Counter
 from datetime import UTC, datetime
-from email import message_from_bytes
+from email import encoders, message_from_bytes
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32, default
 
 import pytest
 
+from tripmail.attachments import encode_attachment
 from tripmail.delivery import build_email
 from tripmail.rates import parse_domain_rates
 from tripmail.rendering import RenderedEmail
+from tripmail.schemas.trigger import Attachment
 from tripmail.smtp import (
     Outcome,
     Relay,
@@ -87,12 +92,14 @@ def test_relay_order_by_weight_with_unreachable_ones_last() -> None:
 
 
 def test_built_message_has_both_parts_and_the_headers() -> None:
-    raw = build_email(
-        sender="Acme <noreply@acme.test>",
-        recipient="ann@acme.test",
-        rendered=RenderedEmail(subject="Réinitialiser", html="<p>Hi</p>", text="Hi"),
-        message_id="<e1.1@acme.test>",
-        now=datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+    raw = b"".join(
+        build_email(
+            sender="Acme <noreply@acme.test>",
+            recipient="ann@acme.test",
+            rendered=RenderedEmail(subject="Réinitialiser", html="<p>Hi</p>", text="Hi"),
+            message_id="<e1.1@acme.test>",
+            now=datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+        )
     )
     assert b"\r\n" in raw
     parsed = message_from_bytes(raw, policy=default)
@@ -120,12 +127,14 @@ def test_header_values_cannot_carry_line_breaks() -> None:
 )
 def test_a_one_part_message_is_what_mimetext_makes(text: str) -> None:
     now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    raw = build_email(
-        sender="Acme <noreply@acme.test>",
-        recipient="ann@acme.test",
-        rendered=RenderedEmail(subject="Hi", html=None, text=text),
-        message_id="<e1.1@acme.test>",
-        now=now,
+    raw = b"".join(
+        build_email(
+            sender="Acme <noreply@acme.test>",
+            recipient="ann@acme.test",
+            rendered=RenderedEmail(subject="Hi", html=None, text=text),
+            message_id="<e1.1@acme.test>",
+            now=now,
+        )
     )
     expected = MIMEText(text, "plain", "utf-8")
     for name, value in (
@@ -192,3 +201,49 @@ def test_a_results_reply_is_classified_after_its_code() -> None:
     # Refusals outside a message's transaction name no stage: a template that failed, a greeting the relay refused.
     assert not SendResult(1, Outcome.PERMANENT, None, "template reset: bad").refuses_recipient
     assert not SendResult(1, Outcome.TRANSIENT, 550, "greeting: 550 5.1.1 go away").refuses_recipient
+
+
+def test_attachments_are_spliced_in_as_the_email_package_writes_them_and_shared() -> None:
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    files = [
+        ("report.pdf", "application/pdf", bytes(range(256)) * 1000),
+        ("日本.txt", "text/plain", "今日は\n".encode()),
+    ]
+    encoded = tuple(
+        encode_attachment(Attachment(name=name, content_type=kind, content_base64=base64.b64encode(data).decode()))
+        for name, kind, data in files
+    )
+    pieces = build_email(
+        sender="Acme <noreply@acme.test>",
+        recipient="ann@acme.test",
+        rendered=RenderedEmail(subject="Hi", html="<p>Hi</p>", text="Hi"),
+        message_id="<e1.1@acme.test>",
+        now=now,
+        attachments=encoded,
+    )
+    raw = b"".join(pieces)
+    parsed = message_from_bytes(raw, policy=default)
+    attached = [
+        (part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+        for part in parsed.iter_attachments()
+    ]
+    assert attached == files
+    # What the email package writes when it encodes the attachments itself, with the same boundaries.
+    alternative = MIMEMultipart(
+        "alternative", _subparts=[MIMEText("Hi", "plain", "utf-8"), MIMEText("<p>Hi</p>", "html", "utf-8")]
+    )
+    alternative.set_boundary(str(next(parsed.iter_parts()).get_boundary()))
+    parts = []
+    for name, kind, data in files:
+        part = MIMEBase(*kind.split("/"))
+        part.set_payload(data)
+        encoders.encode_base64(part)
+        part.add_header("Content-Disposition", "attachment", filename=name if name.isascii() else ("utf-8", "", name))
+        parts.append(part)
+    expected = MIMEMultipart("mixed", str(parsed.get_boundary()), _subparts=[alternative, *parts])
+    for name in ("From", "To", "Subject", "Date", "Message-ID"):
+        expected[name] = str(parsed[name])
+    assert raw == expected.as_bytes(policy=compat32.clone(linesep="\r\n"))
+    # Each message of a batch carries the batch's one encoding of an attachment, not a copy of its own.
+    assert [piece for piece in pieces if len(piece) > 100_000] == [encoded[0].body]
+    assert any(piece is encoded[0].body for piece in pieces)

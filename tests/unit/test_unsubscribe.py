@@ -75,6 +75,6 @@ def test_marketing_mail_carries_one_click_unsubscribe_headers() -> None:
         now=NOW,
         unsubscribe=url,
     )
-    message = message_from_bytes(content, policy=default)
+    message = message_from_bytes(b"".join(content), policy=default)
     assert message["List-Unsubscribe"] == "<https://mail.example/unsubscribe/1.c-1.abc>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
