@@ -1,6 +1,6 @@
 """Operational endpoints."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -11,6 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from api.problems import PROBLEM_SCHEMA
+from tripmail.errors import FieldError, Unavailable
 from tripmail.metrics import counted
 
 router = APIRouter(tags=["ops"])
@@ -22,13 +24,12 @@ class Health(BaseModel):
     database: str = Field(description='"ok", or "error: " and the kind of error')
 
 
-@router.get(
-    "/healthz",
-    response_model=Health,
-    responses={503: {"model": Health, "description": "Redis or the database does not answer: it says which"}},
-)
-def healthz(request: Request) -> JSONResponse:
-    """200 when Redis and the database both answer; 503 naming the one that does not."""
+class Live(BaseModel):
+    status: Literal["ok"]
+
+
+def _check_dependencies(request: Request) -> dict[str, str]:
+    """Redis and the database, each "ok" or "error: " and what went wrong."""
     checks = {"redis": "ok", "database": "ok"}
     try:
         request.app.state.redis.ping()
@@ -39,8 +40,48 @@ def healthz(request: Request) -> JSONResponse:
             session.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         checks["database"] = f"error: {type(exc).__name__}"
+    return checks
+
+
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Redis or the database does not answer: it says which"}},
+)
+def healthz(request: Request) -> JSONResponse:
+    """200 when Redis and the database both answer; 503 naming the one that does not."""
+    checks = _check_dependencies(request)
     healthy = all(value == "ok" for value in checks.values())
     return JSONResponse({"status": "ok" if healthy else "unavailable", **checks}, status_code=200 if healthy else 503)
+
+
+@router.get("/livez", response_model=Live)
+async def livez() -> Live:
+    """200 while the process serves requests; it reads neither Redis nor the database, so an outage of either
+    does not get every api process restarted (that is /readyz's to report). On the event loop, so a loop that
+    stopped answering fails it."""
+    return Live(status="ok")
+
+
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "Redis or the database does not answer: `errors` names each one, with what went wrong",
+        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+    }
+}
+
+
+@router.get("/readyz", response_model=Health, responses=NOT_READY)
+def readyz(request: Request) -> Health:
+    """200 when Redis and the database both answer, so the api can accept events; 503 problem+json naming each
+    one that does not."""
+    checks = _check_dependencies(request)
+    down = [FieldError(field=name, message=state) for name, state in checks.items() if state != "ok"]
+    if down:
+        names = " and ".join("Redis" if error["field"] == "redis" else "the database" for error in down)
+        verb = "do" if len(down) > 1 else "does"
+        raise Unavailable(f"not ready: {names} {verb} not answer", field=down[0]["field"], errors=down)
+    return Health(status="ok", **checks)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -172,3 +172,17 @@ def test_the_api_answers_503_while_its_database_is_unreachable(redis_url: str) -
         response = client.post("/v1/events", json=body, headers={"Authorization": "Bearer tm_live_unknown"})
     assert (response.status_code, response.headers["content-type"]) == (503, "application/problem+json")
     assert (response.json()["type"], response.headers["Retry-After"]) == ("/problems/unavailable", "5")
+
+
+def test_livez_answers_while_the_database_is_unreachable_and_readyz_names_it(redis_url: str) -> None:
+    settings = Settings(
+        database_url=f"postgresql+psycopg://tripmail@127.0.0.1:{free_port()}/tripmail", redis_url=redis_url
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        live = client.get("/livez")
+        not_ready = client.get("/readyz")
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    assert (not_ready.status_code, not_ready.headers["content-type"]) == (503, "application/problem+json")
+    problem = not_ready.json()
+    assert (problem["detail"], problem["field"]) == ("not ready: the database does not answer", "database")
+    assert problem["errors"] == [{"field": "database", "message": "error: OperationalError"}]

@@ -208,3 +208,42 @@ def test_a_task_redis_lost_between_its_pop_and_its_unacked_record_is_published_a
 
     assert received == {f"{tenant_key}@example.com": 1, f"held-{tenant_key}@example.com": 1}
     assert (tmp_path / "scheduler.log").read_text().count("is nowhere in Redis: publishing it again") == 1
+
+
+def test_livez_answers_while_redis_is_down_and_readyz_names_redis(own_settings: Settings, tmp_path: Path) -> None:
+    redis_port = free_port()
+    settings = own_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis_port}/0"})
+    redis = start_redis(redis_port, tmp_path / "redis.log")
+    api, api_url = start_api(settings, tmp_path)
+    try:
+        ready = httpx.get(f"{api_url}/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "ok", "redis": "ok", "database": "ok"}
+
+        redis.terminate()
+        redis.wait(timeout=10)
+        live = httpx.get(f"{api_url}/livez", timeout=30)
+        not_ready = httpx.get(f"{api_url}/readyz", timeout=30)
+        health = httpx.get(f"{api_url}/healthz", timeout=30)
+
+        redis = start_redis(redis_port, tmp_path / "redis.log")
+        ready_again = httpx.get(f"{api_url}/readyz", timeout=30)
+    finally:
+        for process in (api, redis):
+            if process.poll() is None:
+                stop(process)
+
+    assert (live.status_code, live.json()) == (200, {"status": "ok"})
+    assert not_ready.status_code == 503
+    assert not_ready.headers["content-type"] == "application/problem+json"
+    problem = not_ready.json()
+    assert (problem["type"], problem["detail"], problem["field"]) == (
+        "/problems/unavailable",
+        "not ready: Redis does not answer",
+        "redis",
+    )
+    [down] = problem["errors"]
+    assert down["field"] == "redis" and down["message"].startswith("error: ")
+    # /healthz answers as it always has.
+    assert (health.status_code, health.json()["redis"][:7], health.json()["database"]) == (503, "error: ", "ok")
+    assert ready_again.status_code == 200, ready_again.text

@@ -281,14 +281,18 @@ def probe_port(container: Manifest, probe: Manifest) -> int:
     return number
 
 
-def test_api_probes_ask_healthz_on_the_port_it_serves() -> None:
+# The api's probe paths: readiness follows Redis and the database, liveness only the process.
+API_PROBE_PATHS = {"livenessProbe": "/livez", "readinessProbe": "/readyz"}
+
+
+def test_api_probes_ask_livez_and_readyz_on_the_port_it_serves() -> None:
     (container,) = pod_spec(deployment_running("api"))["containers"]
     app = create_app(Settings(_env_file=None))
     served_on = parse_command(container["args"]).params["port"]
-    for name in ("livenessProbe", "readinessProbe"):
+    for name, expected in API_PROBE_PATHS.items():
         probe = container[name]
         path = probe["httpGet"]["path"]
-        assert path == "/healthz"
+        assert path == expected, name
         # A probe is a GET: some route must take it whole (a POST-only route matches it only in part).
         get = {"type": "http", "method": "GET", "path": path, "root_path": ""}
         assert any(route.matches(get)[0] is Match.FULL for route in app.routes), f"the api serves no GET {path}"
