@@ -24,9 +24,18 @@ def _fail(exc: TripmailError) -> NoReturn:
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
 def main(log_level: str) -> None:
     """Tripmail: application events in, email out."""
+    from pydantic import ValidationError
+
+    from tripmail.config import describe_refusal
     from tripmail.logs import configure
 
-    configure(log_level, log_format=get_settings().log_format)
+    # Every command checks the settings here, before it starts anything: the api, worker and scheduler refuse
+    # to start on a setting they would refuse later.
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid settings:\n{describe_refusal(exc)}") from None
+    configure(log_level, log_format=settings.log_format)
 
 
 def _count_in_files(env: MutableMapping[str, str], role: str) -> None:

@@ -6,13 +6,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tripmail.durations import parse_duration
 from tripmail.egress import Network, parse_networks
 from tripmail.providers.signatures import load_sendgrid_key
 from tripmail.rates import parse_domain_rates
+
+# What deploy/k8s/secret.yaml ships in place of each password and key: a process that finds it left in any setting
+# refuses to start, rather than run with a password everyone who read the repository knows.
+PLACEHOLDER = "CHANGE-ME"
 
 
 class Settings(BaseSettings):
@@ -193,6 +197,32 @@ class Settings(BaseSettings):
                 f"base64 ({as_base64} bytes): a trigger carrying attachments within their limit would be refused"
             )
         return self
+
+    @model_validator(mode="after")
+    def _no_placeholders(self) -> Self:
+        left = [f"TRIPMAIL_{name.upper()}" for name, value in self if PLACEHOLDER.casefold() in _text(value).casefold()]
+        if left:
+            raise ValueError(
+                f"{', '.join(left)} still {'holds' if len(left) == 1 else 'hold'} the placeholder {PLACEHOLDER}: put "
+                "the real password or key in its place (deploy/k8s/secret.yaml, the environment or .env)"
+            )
+        return self
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def describe_refusal(exc: ValidationError) -> str:
+    """What is wrong with the settings, a line per setting, without the values: pydantic's own text quotes them,
+    and a value refused may be a password."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"TRIPMAIL_{str(error['loc'][0]).upper()}: {message}" if error["loc"] else message)
+    return "\n".join(lines)
 
 
 @lru_cache

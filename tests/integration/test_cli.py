@@ -67,6 +67,20 @@ def test_cli_errors_are_one_clear_line(env: dict[str, str], tmp_path: Path) -> N
     assert "Traceback" not in missing.stderr + bad_scope.stderr + bad_file.stderr
 
 
+@pytest.mark.parametrize("command", ["api", "worker", "scheduler"])
+def test_a_placeholder_password_stops_each_process_at_start_naming_the_setting(
+    env: dict[str, str], command: str
+) -> None:
+    # As deploy/k8s/secret.yaml ships it, applied without being filled in.
+    env = env | {"TRIPMAIL_SMTP_URL": "smtp://tripmail:CHANGE-ME@smtp.example.com:587?starttls=1"}
+    refused = tripmail(env, command)
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "Error: invalid settings:\nTRIPMAIL_SMTP_URL still holds the placeholder CHANGE-ME: put the real password or "
+        "key in its place (deploy/k8s/secret.yaml, the environment or .env)\n"
+    )
+
+
 def test_mailcatcher_stores_and_lists_what_it_receives(env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(

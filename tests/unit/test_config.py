@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from tripmail.config import Settings
+from tripmail.config import Settings, describe_refusal
 
 
 def test_defaults_run_locally_without_setup(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,3 +68,44 @@ def test_flower_auth_stays_out_of_reprs(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.flower_auth is not None
     assert settings.flower_auth.get_secret_value() == "ops:hunter2"
     assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRIPMAIL_DATABASE_URL", "postgresql+psycopg://tripmail:CHANGE-ME@db.internal:5432/tripmail"),
+        ("TRIPMAIL_REDIS_URL", "redis://:change-me@redis.internal:6379/0"),
+        ("TRIPMAIL_SMTP_URL", "smtp://tripmail:CHANGE-ME@smtp.example.com:587?starttls=1"),
+        ("TRIPMAIL_FLOWER_AUTH", "admin:CHANGE-ME"),
+        ("TRIPMAIL_MAILGUN_SIGNING_KEY", "CHANGE-ME"),
+    ],
+)
+def test_a_placeholder_password_is_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None)
+    assert describe_refusal(refused.value) == (
+        f"{variable} still holds the placeholder CHANGE-ME: put the real password or key in its place "
+        "(deploy/k8s/secret.yaml, the environment or .env)"
+    )
+
+
+def test_a_refusal_names_each_setting_and_quotes_no_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIPMAIL_SMTP_URL", "smtp://tripmail:CHANGE-ME-hunter2@smtp.example.com:587")
+    monkeypatch.setenv("TRIPMAIL_FLOWER_AUTH", "admin:CHANGE-ME-hunter2")
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None)
+    described = describe_refusal(refused.value)
+    assert described.startswith("TRIPMAIL_SMTP_URL, TRIPMAIL_FLOWER_AUTH still hold the placeholder CHANGE-ME")
+    # pydantic's own text quotes the input, passwords included.
+    assert "hunter2" in str(refused.value)
+    assert "hunter2" not in described
+
+
+def test_a_refused_field_is_named_by_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIPMAIL_SMTP_CONNECTIONS", "0")
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None)
+    assert describe_refusal(refused.value) == "TRIPMAIL_SMTP_CONNECTIONS: Input should be greater than or equal to 1"

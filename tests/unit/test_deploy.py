@@ -16,12 +16,13 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 from flower.urls import handlers as flower_handlers
+from pydantic import ValidationError
 from starlette.routing import Match
 from tornado.routing import URLSpec
 
 from api.app import create_app
 from tripmail.cli import main
-from tripmail.config import Settings
+from tripmail.config import PLACEHOLDER, Settings, describe_refusal
 from tripmail.queue import QUEUES as LANE_QUEUES
 from tripmail.smtp import parse_relays
 
@@ -212,9 +213,23 @@ def test_a_mistyped_command_or_option_is_caught() -> None:
         parse_command(["api", "--port", "http"])
 
 
-def test_configmap_and_secrets_hold_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = settings_from(configured_variables(), monkeypatch)  # raises on a value Settings refuses
+def filled_in(variables: dict[str, str]) -> dict[str, str]:
+    """The variables with each placeholder replaced, as whoever deploys does before applying."""
+    return {name: value.replace(PLACEHOLDER, "s3cret") for name, value in variables.items()}
+
+
+def test_configmap_and_secrets_hold_valid_settings_once_filled_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_from(filled_in(configured_variables()), monkeypatch)  # raises on a value Settings refuses
     parse_relays(settings.smtp_url.get_secret_value())
+
+
+def test_secrets_applied_as_shipped_are_refused_naming_each_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = configured_variables()
+    with_placeholder = [name for name, value in shipped.items() if PLACEHOLDER in value]
+    assert with_placeholder, "secret.yaml ships placeholders, not passwords"
+    with pytest.raises(ValidationError) as refused:
+        settings_from(shipped, monkeypatch)
+    assert describe_refusal(refused.value).startswith(f"{', '.join(with_placeholder)} still hold the placeholder")
 
 
 def test_container_environment_names_settings_and_existing_sources() -> None:
@@ -350,7 +365,7 @@ def test_the_autoscaler_scales_the_worker_and_nothing_fixes_its_replicas() -> No
 
 @pytest.mark.parametrize("worker", deployments_running("worker"), ids=lambda d: d["metadata"]["name"])
 def test_worker_grace_period_outlasts_the_longest_task(worker: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = settings_from(configured_variables(), monkeypatch)
+    settings = settings_from(filled_in(configured_variables()), monkeypatch)
     assert pod_spec(worker)["terminationGracePeriodSeconds"] > settings.task_time_limit_s
 
 
@@ -394,6 +409,14 @@ def test_compose_service_runs_a_real_tripmail_command_with_real_settings(
     assert [variable for variable in environment if setting_name(variable) is None] == []
     # ${...} is compose's interpolation, filled in from the shell that starts it.
     settings_from({v: value for v, value in environment.items() if "${" not in value}, monkeypatch)
+
+
+def test_compose_publishes_only_the_api_beyond_the_hosts_loopback() -> None:
+    for name, service in COMPOSE_FILE["services"].items():
+        for port in service.get("ports", []):
+            assert isinstance(port, str), f"{name}: write ports as HOST_IP:HOST_PORT:CONTAINER_PORT"
+            if name != "api":
+                assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every address of the host"
 
 
 def test_compose_schema_readers_wait_for_migrate() -> None:
