@@ -21,11 +21,13 @@ SQLITE_LOCK_WAIT_S = 30.0
 
 def make_engine(database_url: str, *, sqlite_lock_wait_s: float = SQLITE_LOCK_WAIT_S) -> Engine:
     url = make_url(database_url)
+    # A statement's parameters are contacts' addresses and fields: hidden, an error's text (logged, stored as an
+    # event's error, shown by Flower) names the statement and the cause without them.
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": sqlite_lock_wait_s})
+    engine = create_engine(url, connect_args={"timeout": sqlite_lock_wait_s}, hide_parameters=True)
     event.listen(engine, "connect", _tune_sqlite)
 
     def execute(cursor: Any, statement: str, parameters: Any, _context: Any) -> bool:
