@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import re
 from datetime import datetime
 from typing import Protocol
 from urllib.parse import quote
@@ -38,22 +39,34 @@ def workspace_signature(secret: str, payload: str) -> str:
     return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+# The form unsubscribe_token makes: a workspace id that fits a 64-bit integer, a contact id (a UUID, within its
+# column's 36 characters) and a signature of 32 hex digits. Anything else is refused before it reaches the database,
+# which would fail on an id out of range or a NUL rather than find nothing.
+_TOKEN = re.compile(r"([1-9][0-9]{0,18})\.([0-9A-Za-z-]{1,36})\.([0-9a-f]{32})")
+_MAX_ID = 2**63 - 1
+
+
+def token_parts(token: str) -> tuple[int, str, str] | None:
+    """The workspace id, contact id and signature of a link of unsubscribe_token's form; None for anything else."""
+    matched = _TOKEN.fullmatch(token)
+    if matched is None or int(matched[1]) > _MAX_ID:
+        return None
+    return int(matched[1]), matched[2], matched[3]
+
+
 def contact_of_token(session: Session, token: str) -> Contact:
     """The contact an unsubscribe link names; a link that was not made by Tripmail names nobody."""
-    workspace_part, _, rest = token.partition(".")
-    contact_id, _, signature = rest.rpartition(".")
-    workspace = session.get(Workspace, int(workspace_part)) if workspace_part.isdigit() else None
-    contact = session.get(Contact, contact_id) if contact_id else None
-    if (
-        workspace is None
-        or contact is None
-        or contact.workspace_id != workspace.id
-        or not hmac.compare_digest(
+    parts = token_parts(token)
+    if parts is not None:
+        workspace_id, contact_id, signature = parts
+        workspace = session.get(Workspace, workspace_id)
+        if workspace is not None and hmac.compare_digest(
             signature, workspace_signature(workspace.unsubscribe_secret, f"{workspace.id}.{contact_id}")
-        )
-    ):
-        raise NotFound("this unsubscribe link is not valid", field="token")
-    return contact
+        ):
+            contact = session.get(Contact, contact_id)
+            if contact is not None and contact.workspace_id == workspace.id:
+                return contact
+    raise NotFound("this unsubscribe link is not valid", field="token")
 
 
 def unsubscribe(session: Session, token: str, *, now: datetime) -> Contact:

@@ -1,15 +1,19 @@
 """Delivery outcomes through the whole stack: retries, bounces and suppression, attempts, concurrent duplicates."""
 
 import asyncio
-from urllib.parse import urlsplit
+from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
+from tests.builders import apply_spec, contact_row, make_token, password_reset_spec, sender_of, unique_workspace_key
 from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.unit.test_unsubscribe import mangled
+from tripmail.ids import new_id
 from tripmail.models import Contact, Event, Message, MessageAttempt, Suppression, Workspace
+from tripmail.unsubscribe import unsubscribe_token
 
 
 def post(
@@ -206,3 +210,23 @@ def processed(db: sessionmaker[Session], event_id: str) -> bool:
     with db() as session:
         event = session.get(Event, event_id)
         return event is not None and event.processed_at is not None
+
+
+def test_unsubscribe_links_with_oversized_or_malformed_parts_answer_404(
+    api_url: str, tenant: Tenant, db: sessionmaker[Session]
+) -> None:
+    with db.begin() as session:
+        workspace = session.scalars(select(Workspace).where(Workspace.key == tenant.key)).one()
+        contact_id = new_id()
+        row = contact_row(workspace.id, contact_id, f"{tenant.key}@example.com", {}, datetime.now(UTC))
+        session.execute(insert(Contact).values(row))
+        genuine = unsubscribe_token(workspace, contact_id)
+    assert httpx.get(f"{api_url}/unsubscribe/{quote(genuine, safe='')}", timeout=10).status_code == 200
+    # httpx sends no URL over 64 KiB: the longest links are the unit tests' alone.
+    sendable = {what: path for what, token in mangled(genuine).items() if len(path := quote(token, safe="")) < 60_000}
+    answers = {}
+    for what, path in sendable.items():
+        page = httpx.get(f"{api_url}/unsubscribe/{path}", timeout=10)
+        one_click = httpx.post(f"{api_url}/unsubscribe/{path}", timeout=10)
+        answers[what] = (page.status_code, page.headers["content-type"], one_click.status_code)
+    assert answers == dict.fromkeys(sendable, (404, "application/problem+json", 404))

@@ -1,8 +1,13 @@
+import re
+import uuid
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import default
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -13,7 +18,7 @@ from tripmail.errors import NotFound
 from tripmail.models import Contact, Workspace
 from tripmail.rendering import RenderedEmail
 from tripmail.schemas.trigger import Audience, ContactUpdate
-from tripmail.unsubscribe import contact_of_token, unsubscribe, unsubscribe_token, unsubscribe_url
+from tripmail.unsubscribe import contact_of_token, token_parts, unsubscribe, unsubscribe_token, unsubscribe_url
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -78,3 +83,58 @@ def test_marketing_mail_carries_one_click_unsubscribe_headers() -> None:
     message = message_from_bytes(b"".join(content), policy=default)
     assert message["List-Unsubscribe"] == "<https://mail.example/unsubscribe/1.c-1.abc>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def mangled(genuine: str) -> dict[str, str]:
+    """Links with a part oversized or malformed, by what is wrong with them."""
+    workspace_id, contact_id, signature = genuine.split(".")
+    return {
+        "workspace id past 64 bits": f"{'9' * 30}.{contact_id}.{signature}",
+        "workspace id past int()'s digits": f"{'9' * 5000}.{contact_id}.{signature}",
+        "workspace id a digit only to isdigit": f"\u00b2.{contact_id}.{signature}",
+        "workspace id negative": f"-{workspace_id}.{contact_id}.{signature}",
+        "contact id past its column": f"{workspace_id}.{'c' * 10_000}.{signature}",
+        "contact id with a NUL": f"{workspace_id}.{contact_id}\x00.{signature}",
+        "signature not ASCII": f"{workspace_id}.{contact_id}.{chr(0xE9) * 32}",
+        "signature not hex": f"{workspace_id}.{contact_id}.{'!' * 32}",
+        "signature oversized": f"{workspace_id}.{contact_id}.{signature * 1000}",
+        "only dots": "." * 10_000,
+        "very long": "x" * 100_000,
+    }
+
+
+def test_oversized_or_malformed_parts_name_nobody(sessions: sessionmaker[Session]) -> None:
+    ann_id, _ = two_workspaces(sessions)
+    with sessions() as session:
+        genuine = unsubscribe_token(workspace(session, "acme"), ann_id)
+    outcomes = {}
+    for what, token in mangled(genuine).items():
+        # A session each: on PostgreSQL a statement that failed would fail the rest of its transaction.
+        with sessions() as session:
+            try:
+                contact_of_token(session, token)
+                outcomes[what] = "a contact"
+            except NotFound:
+                outcomes[what] = "NotFound"
+            except Exception as exc:  # what would have been a 500
+                outcomes[what] = type(exc).__name__
+    assert outcomes == dict.fromkeys(mangled(genuine), "NotFound")
+
+
+@given(st.text(max_size=200))
+@example("1.0190a8c4-7f6e-7000-8000-000000000000.0123456789abcdef0123456789abcdef")
+@example(f"{2**63}.c.0123456789abcdef0123456789abcdef")
+def test_a_token_is_read_in_bounds_or_not_at_all(token: str) -> None:
+    parts = token_parts(token)
+    if parts is not None:
+        workspace_id, contact_id, signature = parts
+        assert 0 < workspace_id < 2**63
+        assert contact_id.isascii() and 0 < len(contact_id) <= 36 and "\x00" not in contact_id
+        assert re.fullmatch(r"[0-9a-f]{32}", signature)
+        assert f"{workspace_id}.{contact_id}.{signature}" == token
+
+
+@given(st.integers(min_value=1, max_value=2**63 - 1), st.uuids())
+def test_every_link_made_is_read_back(workspace_id: int, contact_id: uuid.UUID) -> None:
+    made = unsubscribe_token(SimpleNamespace(id=workspace_id, unsubscribe_secret="s"), str(contact_id))
+    assert token_parts(made) == (workspace_id, str(contact_id), made.rpartition(".")[2])
