@@ -91,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(OperationalError, on_database_error)
     app.include_router(native.router)
     app.include_router(ops.router)
+    if settings.metrics_port is None:
+        app.include_router(ops.metrics_router)
     if settings.bench_baseline:
         app.include_router(ops.bench_router)
     app.include_router(unsubscribe.router)

@@ -84,7 +84,11 @@ def readyz(request: Request) -> Health:
     return Health(status="ok", **checks)
 
 
-@router.get("/metrics", include_in_schema=False)
+# Mounted unless TRIPMAIL_METRICS_PORT moves the metrics to a port of their own (tripmail.metrics.serve_api_metrics).
+metrics_router = APIRouter(include_in_schema=False)
+
+
+@metrics_router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus text format: the api's counters (of every process, with --workers), then the queue and messages
     as they are now."""

@@ -8,6 +8,8 @@ redis_url=${TRIPMAIL_REDIS_URL:-redis://127.0.0.1:6379/0}
 api_port=${TRIPMAIL_API_PORT:-8000}
 flower_port=${TRIPMAIL_FLOWER_PORT:-5555}
 worker_metrics_port=${TRIPMAIL_WORKER_METRICS_PORT:-9100}
+# The api serves its metrics on its own port unless TRIPMAIL_METRICS_PORT gives them one.
+api_metrics_port=${TRIPMAIL_METRICS_PORT:-$api_port}
 mkdir -p var
 
 redis_answers() { "$bin/python" -c 'import sys, redis; redis.Redis.from_url(sys.argv[1], socket_timeout=2).ping()' "$redis_url" 2>/dev/null; }
@@ -59,7 +61,7 @@ cat <<MSG
 
 Tripmail is running: api http://127.0.0.1:$api_port (docs at /docs), mail catcher on 127.0.0.1:1025,
 Flower (workers and tasks) at http://127.0.0.1:$flower_port, Prometheus metrics at
-http://127.0.0.1:$api_port/metrics (api) and http://127.0.0.1:$worker_metrics_port/metrics (worker).
+http://127.0.0.1:$api_metrics_port/metrics (api) and http://127.0.0.1:$worker_metrics_port/metrics (worker).
 Send the quickstart's password-reset email:
 
 curl -X POST http://127.0.0.1:$api_port/v1/events \\

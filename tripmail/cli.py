@@ -466,6 +466,11 @@ def api(host: str, port: int, workers: int) -> None:
     if workers > 1:
         # Each process counts the events it answers; /metrics, whichever process answers it, serves their sum.
         _count_in_files(os.environ, "api")
+    settings = get_settings()
+    if settings.metrics_port is not None:
+        from tripmail.metrics import serve_api_metrics
+
+        serve_api_metrics(settings, settings.metrics_port)
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
 
 

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     sendgrid_verification_key: str | None = None
     # `json` for one JSON object per log line (with the ids of the event or message as keys).
     log_format: Literal["text", "json"] = "text"
+    # Unset: the api serves GET /metrics on its own port. Set: `tripmail api` serves them on this port alone (on every
+    # address, summed over its --workers), one that can stay inside the cluster while the api's own is public, and
+    # the api's port answers 404 for /metrics.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # Where `tripmail worker` serves its processes' metrics (prometheus-client multiprocess mode); unset: nowhere.
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # `user:pass` that `tripmail flower` asks for; without it Flower serves loopback only.

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import NamedTuple
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
@@ -21,6 +21,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
 from tripmail.models import Message
 from tripmail.queue import PUBLISHED_AT, QUEUES
 
@@ -132,3 +134,28 @@ class StateCollector(Collector):
         for status, count in counts:
             messages.add_metric([status], count)
         yield messages
+
+
+class _Counted(Collector):
+    """counted(), read afresh at each scrape: in multiprocess mode it sums the files as they are then."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from counted().collect()
+
+
+def serve_api_metrics(settings: Settings, port: int) -> None:
+    """What the api's GET /metrics shows, served on `port` (TRIPMAIL_METRICS_PORT) by a thread of this process.
+
+    `tripmail api` calls it before it starts uvicorn, in the process that is the api itself with one worker and,
+    with several, the supervisor of processes that count into files: served once, not raced for by each process.
+    """
+    registry = CollectorRegistry()
+    registry.register(_Counted())
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.api_redis_timeout_s,
+        socket_connect_timeout=settings.api_redis_timeout_s,
+        decode_responses=True,
+    )
+    registry.register(StateCollector(redis, make_sessionmaker(settings)))
+    start_http_server(port, registry=registry)

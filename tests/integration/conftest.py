@@ -379,6 +379,7 @@ def stack_settings(backend: str, shared_stacks: SharedStacks) -> Settings:
 def service_env(settings: Settings) -> dict[str, str]:
     optional = {
         "TRIPMAIL_WORKER_METRICS_PORT": settings.worker_metrics_port,
+        "TRIPMAIL_METRICS_PORT": settings.metrics_port,
         "TRIPMAIL_RATE_LIMIT_BURST": settings.rate_limit_burst,
         "TRIPMAIL_BOUNCE_DOMAIN": settings.bounce_domain,
         "TRIPMAIL_MAILGUN_SIGNING_KEY": (

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
 from tests.integration.conftest import (
@@ -144,3 +145,34 @@ def test_an_api_of_several_processes_counts_every_event_whichever_process_is_scr
         assert {events(scrape(api_url), "accepted") for _ in range(6)} == {40}
     finally:
         stop(api)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_with_a_metrics_port_the_api_serves_its_metrics_there_and_not_on_its_own_port(
+    own_settings: Settings, tmp_path: Path, workers: str
+) -> None:
+    metrics_url = f"http://127.0.0.1:{(metrics_port := free_port())}"
+    settings = own_settings.model_copy(update={"metrics_port": metrics_port})
+    key = unique_workspace_key("metrics-port")
+    with make_sessionmaker(settings).begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        token = make_token(session, key)
+    api, api_url = start_server(
+        ["api", "--workers", workers], service_env(settings), tmp_path / "api.log", probe="/healthz", status=200
+    )
+    try:
+        for index in range(6):
+            body = {"event": "FORGOT_PASSWORD", "contact": {"email": f"{key}-{index}@example.com"}}
+            # A connection each: with two processes, either may answer each.
+            answer = httpx.post(f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 202, answer.text
+        on_api_port = httpx.get(f"{api_url}/metrics", timeout=10)
+        scraped = scrape(metrics_url)
+    finally:
+        stop(api)
+    assert on_api_port.status_code == 404
+    assert on_api_port.headers["content-type"] == "application/problem+json"
+    # The same metrics the api's port serves without the setting: the events counted (by every process) and the
+    # queue read when scraped; no worker runs, so the six events' tasks wait in the fast lane.
+    assert events(scraped, "accepted") == 6
+    assert scraped[("tripmail_queue_depth", FAST_LANE)] >= 1

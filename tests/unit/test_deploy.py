@@ -314,6 +314,24 @@ def test_api_probes_ask_livez_and_readyz_on_the_port_it_serves() -> None:
         assert probe_port(container, probe) == served_on
 
 
+def test_api_metrics_are_scraped_on_a_port_of_their_own_that_its_service_does_not_carry() -> None:
+    api = deployment_running("api")
+    (container,) = pod_spec(api)["containers"]
+    env = {variable["name"]: variable.get("value") for variable in container.get("env", [])}
+    metrics_port = int(env["TRIPMAIL_METRICS_PORT"])
+    annotations = api["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == metrics_port
+    assert metrics_port in {port["containerPort"] for port in container["ports"]}
+    served_on = parse_command(container["args"]).params["port"]
+    assert metrics_port != served_on
+    (service,) = [s for s in of_kind("Service") if s["metadata"]["name"] == api["metadata"]["name"]]
+    assert {port["targetPort"] for port in service["spec"]["ports"]} <= {"http", served_on}
+    # With the setting, the api's own port serves no /metrics.
+    app = create_app(Settings(_env_file=None, metrics_port=metrics_port))
+    get = {"type": "http", "method": "GET", "path": annotations["prometheus.io/path"], "root_path": ""}
+    assert not any(route.matches(get)[0] is Match.FULL for route in app.routes)
+
+
 def test_flower_probes_ask_a_page_flower_serves_without_login() -> None:
     (container,) = pod_spec(deployment_running("flower"))["containers"]
     served_on = parse_command(container["args"]).params["port"]
