@@ -58,7 +58,7 @@ FUZZ = settings(
 REFUSED = (401, 403)
 Case = schemathesis.Case[APIOperation[Any, Any, Any, Any]]
 # Operations that take no credential; altcraft's v1.0 link is one, in the path (a junk link is 404).
-OPEN = ("GET /healthz", "GET /unsubscribe/", "POST /unsubscribe/")
+OPEN = ("GET /healthz", "GET /livez", "GET /readyz", "GET /unsubscribe/", "POST /unsubscribe/")
 
 
 @dataclass(frozen=True)
