@@ -45,8 +45,8 @@ class TokenCache(ExpiringCache[str, Principal]):
     request in flight misses it, and at 64 connections their reads were an eighth of the api's CPU.
     """
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(ttl_s, clock)
+    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(ttl_s, max_entries, clock)
         self._reads: dict[str, asyncio.Task[Principal | None]] = {}
 
     async def read(self, digest: str, load: Callable[[], Awaitable[Principal | None]]) -> Principal | None:
