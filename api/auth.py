@@ -1,4 +1,5 @@
-"""Token → workspace, one dependency per header style the dialects use.
+"""Token → workspace, one dependency per header style the dialects use, each checked before the body is read
+(see `RouteToken` and api/bodies.py).
 
 The dependencies are async, so a request whose token was seen in the last `setup_cache_s` seconds is
 authenticated on the event loop without a thread hop or a database read; the one Redis round trip that charges
