@@ -34,6 +34,8 @@ from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
 router = APIRouter(tags=["native"], route_class=BoundedRoute)
 
+T = TypeVar("T")
+
 # Lower-case ASCII letters, digits and . _ + - before the @ (a dot-atom), and a domain of dot-separated labels of
 # at most 63 letters, digits and inner hyphens that ends in a label of letters.
 _PLAIN_EMAIL = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
@@ -150,9 +152,6 @@ class NativeEventRoute(APIRoute):
             return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
 
         return bounded(handler, token=EVENT_WRITER)
-
-
-T = TypeVar("T")
 
 
 async def validate_off_the_loop(request: Request, validate: Callable[[Any], T], raw: Any) -> T:
