@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
@@ -123,7 +124,7 @@ async def authenticate(
 _PRINCIPALS = "tripmail.principals"
 
 
-class RouteToken:
+class RouteToken(ABC):
     """How a route's callers send its API token, in a header or the query string: read before the body.
 
     An instance is the route's FastAPI dependency (the signature of its `__call__` declares the header, for
@@ -138,9 +139,9 @@ class RouteToken:
     def __init__(self, scope: str) -> None:
         self.scope = scope
 
+    @abstractmethod
     async def secret(self, request: Request) -> str | None:
         """The token where this route's callers send it; None when they sent none."""
-        raise NotImplementedError
 
     async def principal(self, request: Request) -> Principal:
         """The principal of the request's token, authenticated (and charged) once per request."""
