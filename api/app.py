@@ -44,8 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             decode_responses=True,
         )
         app.state.celery = make_publisher(settings)
-        app.state.setup = SetupCache(ttl_s=settings.setup_cache_s)
-        app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s)
+        app.state.setup = SetupCache(ttl_s=settings.setup_cache_s, max_entries=settings.lookup_cache_entries)
+        app.state.tokens = TokenCache(ttl_s=settings.setup_cache_s, max_entries=settings.lookup_cache_entries)
         app.state.redis_pause = RedisPause()
         app.state.revocations = RevocationMarkers(app.state.redis, app.state.redis_pause)
         app.state.limiter = (

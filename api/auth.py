@@ -1,4 +1,5 @@
-"""Token → workspace, one dependency per header style the dialects use.
+"""Token → workspace, one dependency per header style the dialects use, each checked before the body is read
+(see `RouteToken` and api/bodies.py).
 
 The dependencies are async, so a request whose token was seen in the last `setup_cache_s` seconds is
 authenticated on the event loop without a thread hop or a database read; the one Redis round trip that charges
@@ -9,11 +10,13 @@ import asyncio
 import base64
 import binascii
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -45,8 +48,8 @@ class TokenCache(ExpiringCache[str, Principal]):
     request in flight misses it, and at 64 connections their reads were an eighth of the api's CPU.
     """
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(ttl_s, clock)
+    def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(ttl_s, max_entries, clock)
         self._reads: dict[str, asyncio.Task[Principal | None]] = {}
 
     async def read(self, digest: str, load: Callable[[], Awaitable[Principal | None]]) -> Principal | None:
@@ -117,52 +120,80 @@ async def authenticate(
     return principal
 
 
-Dependency = Callable[..., Awaitable[Principal]]
+# Where a request keeps the principals its route tokens found (in the ASGI scope, which every Request of it shares).
+_PRINCIPALS = "tripmail.principals"
 
 
-async def _bearer_principal(
-    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str
-) -> Principal:
-    secret = credentials.credentials if credentials else None
-    return await authenticate(request, secret, scope=scope, how="'Authorization: Bearer <token>'")
+class RouteToken(ABC):
+    """How a route's callers send its API token, in a header or the query string: read before the body.
+
+    An instance is the route's FastAPI dependency (the signature of its `__call__` declares the header, for
+    /openapi.json), and `bounded` awaits its `principal` before it reads a byte of the body: a request without a
+    valid token is refused at the cost of its headers. The principal is kept on the request, so FastAPI's own call
+    of the dependency, once the body is read, neither reads nor charges the token again.
+    """
+
+    how: ClassVar[str]
+    field: ClassVar[str] = "Authorization"
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    @abstractmethod
+    async def secret(self, request: Request) -> str | None:
+        """The token where this route's callers send it; None when they sent none."""
+
+    async def principal(self, request: Request) -> Principal:
+        """The principal of the request's token, authenticated (and charged) once per request."""
+        known: dict[RouteToken, Principal] = request.scope.setdefault(_PRINCIPALS, {})
+        principal = known.get(self)
+        if principal is None:
+            secret = await self.secret(request)
+            principal = await authenticate(request, secret, scope=self.scope, how=self.how, field=self.field)
+            known[self] = principal
+        return principal
 
 
-def bearer(scope: str) -> Dependency:
+class Bearer(RouteToken):
     """`Authorization: Bearer <token>`."""
 
-    async def dependency(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    how = "'Authorization: Bearer <token>'"
+
+    async def secret(self, request: Request) -> str | None:
+        credentials = await _bearer(request)
+        return credentials.credentials if credentials else None
+
+    async def __call__(
+        self, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Principal:
-        return await _bearer_principal(request, credentials, scope)
-
-    return dependency
+        return await self.principal(request)
 
 
-async def bearer_principal(request: Request, scope: str) -> Principal:
-    """What `bearer(scope)` answers, for a route that authenticates without FastAPI's dependency machinery."""
-    return await _bearer_principal(request, await _bearer(request), scope)
-
-
-def raw_authorization(scope: str) -> Dependency:
+class RawAuthorization(RouteToken):
     """`Authorization: <token>` with no scheme (cocomail); a `Bearer ` prefix is tolerated."""
 
-    async def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
-        secret = header.removeprefix("Bearer ").strip() if header else None
-        return await authenticate(request, secret, scope=scope, how="'Authorization: <token>'")
+    how = "'Authorization: <token>'"
 
-    return dependency
+    async def secret(self, request: Request) -> str | None:
+        header = await _authorization(request)
+        return header.removeprefix("Bearer ").strip() if header else None
+
+    async def __call__(self, request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
+        return await self.principal(request)
 
 
-def x_authorization(scope: str) -> Dependency:
+class XAuthorization(RouteToken):
     """`X-Authorization: <token>` (bunce)."""
 
-    async def dependency(request: Request, header: Annotated[str | None, Depends(_x_authorization)]) -> Principal:
-        secret = header.strip() if header else None
-        return await authenticate(
-            request, secret, scope=scope, how="'X-Authorization: <token>'", field="X-Authorization"
-        )
+    how = "'X-Authorization: <token>'"
+    field = "X-Authorization"
 
-    return dependency
+    async def secret(self, request: Request) -> str | None:
+        header = await _x_authorization(request)
+        return header.strip() if header else None
+
+    async def __call__(self, request: Request, header: Annotated[str | None, Depends(_x_authorization)]) -> Principal:
+        return await self.principal(request)
 
 
 def _basic_or_bearer_secret(header: str | None) -> str | None:
@@ -178,32 +209,67 @@ def _basic_or_bearer_secret(header: str | None) -> str | None:
     return None
 
 
-def basic_or_bearer(scope: str) -> Dependency:
+class BasicOrBearer(RouteToken):
     """HTTP Basic with the token as password (any user name), or `Authorization: Bearer <token>` (esputnik)."""
 
-    async def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
-        secret = _basic_or_bearer_secret(header)
-        return await authenticate(request, secret, scope=scope, how="HTTP Basic (the token as password) or Bearer")
+    how = "HTTP Basic (the token as password) or Bearer"
 
-    return dependency
+    async def secret(self, request: Request) -> str | None:
+        return _basic_or_bearer_secret(await _authorization(request))
+
+    async def __call__(self, request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
+        return await self.principal(request)
 
 
-def basic_bearer_or_query(scope: str) -> Dependency:
+class BasicBearerOrQuery(RouteToken):
     """What a provider's webhook can send: HTTP Basic with the token as password (the credentials written into the
     webhook URL), Bearer, or the `token` query parameter."""
 
-    async def dependency(
+    how = "HTTP Basic (the token as password), Bearer, or ?token=<token>"
+
+    async def secret(self, request: Request) -> str | None:
+        return _basic_or_bearer_secret(await _authorization(request)) or await _token_query(request)
+
+    async def __call__(
+        self,
         request: Request,
         header: Annotated[str | None, Depends(_authorization)],
         query: Annotated[str | None, Depends(_token_query)],
     ) -> Principal:
-        secret = _basic_or_bearer_secret(header) or query
-        return await authenticate(
-            request, secret, scope=scope, how="HTTP Basic (the token as password), Bearer, or ?token=<token>"
-        )
+        return await self.principal(request)
 
-    return dependency
+
+def bearer(scope: str) -> Bearer:
+    return Bearer(scope)
+
+
+def raw_authorization(scope: str) -> RawAuthorization:
+    return RawAuthorization(scope)
+
+
+def x_authorization(scope: str) -> XAuthorization:
+    return XAuthorization(scope)
+
+
+def basic_or_bearer(scope: str) -> BasicOrBearer:
+    return BasicOrBearer(scope)
+
+
+def basic_bearer_or_query(scope: str) -> BasicBearerOrQuery:
+    return BasicBearerOrQuery(scope)
+
+
+def route_token(dependant: Dependant) -> RouteToken | None:
+    """The token the route whose dependencies these are authenticates with, if it takes one outside its body."""
+    for dependency in dependant.dependencies:
+        if isinstance(dependency.call, RouteToken):
+            return dependency.call
+        found = route_token(dependency)
+        if found is not None:
+            return found
+    return None
 
 
 EVENTS_WRITE = "events:write"
-EventWriter = Annotated[Principal, Depends(bearer(EVENTS_WRITE))]
+EVENT_WRITER = bearer(EVENTS_WRITE)
+EventWriter = Annotated[Principal, Depends(EVENT_WRITER)]

@@ -55,9 +55,20 @@ class Settings(BaseSettings):
     # arrive as base64 (4/3 of their size): the 10 MiB default is 13.4 MiB of body, and the rest of a trigger
     # or a batch of 1,000 events fits in what is left of 16 MiB.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    # The most the api reads of a body before its sender is known, on a route whose credential is not in a header
+    # or the query string (the unsubscribe link's token is in its path): a route with a header token checks it
+    # before it reads a byte of the body. Larger is refused (413) unread.
+    preauth_max_body_bytes: int = Field(default=64 * 1024, ge=1)
+    # The same for altcraft, whose v1.1 token is in the JSON body and whose v1.0 link is checked once the body is
+    # read: everyone may make the api read and parse this much. Its bodies carry `attach` as base64, so this also
+    # bounds altcraft's attachments (64 KiB of body: about 47 KiB of files); raise it to send larger ones.
+    altcraft_max_body_bytes: int = Field(default=64 * 1024, ge=1)
     # How long the api reuses what it read of a workspace's event types, automations and fields (apply shows
     # in its answers after at most this long; the worker always reads the database).
     setup_cache_s: float = Field(default=2.0, ge=0)
+    # How many entries each of the api's lookups keeps (event keys, workspaces' field types, live tokens): past
+    # it, the least recently used is dropped, so a stream of new event names cannot grow the process.
+    lookup_cache_entries: int = Field(default=4096, ge=1)
     # How long the api holds an accepted event for others to join its task, when none is being enqueued already.
     # A task's fixed cost (its transactions, its SMTP hand-over commits) is then shared by the events of those
     # milliseconds: at 100 one-event requests a second, tasks of one event were more than two worker processes did.

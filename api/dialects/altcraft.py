@@ -20,6 +20,7 @@ from api.ratelimit import charge_budget, link_key
 from tripmail.attachments import parse_attachments
 from tripmail.audience import compile_query, field_types
 from tripmail.automations import find_automation, find_automation_by_link
+from tripmail.config import Settings
 from tripmail.contacts import find_contact
 from tripmail.errors import Inactive, InvalidRequest, NotFound, TripmailError
 from tripmail.fields import check_overrides
@@ -133,8 +134,18 @@ class AltcraftError(BaseModel):
     error_text: str
 
 
+def body_limit(settings: Settings) -> int:
+    """v1.1's token is in its body and v1.0's link is looked up once its body is read: anyone can make the api read
+    this much, so it is kept small."""
+    return settings.altcraft_max_body_bytes
+
+
 router = dialect_router(
-    "altcraft", render_error, error_model=AltcraftError, statuses=(400, 401, 403, 404, 409, 413, 429, 503)
+    "altcraft",
+    render_error,
+    error_model=AltcraftError,
+    statuses=(400, 401, 403, 404, 409, 413, 429, 503),
+    limit_before_auth=body_limit,
 )
 
 

@@ -2,11 +2,16 @@
 
 import asyncio
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
+import pytest
+from fastapi.testclient import TestClient
 from redis import Redis
 
+from api.app import create_app
 from api.enqueue import (
     BUSY_FLUSH_EVENTS,
     CLAIM_UNTIL_QUEUED_S,
@@ -17,9 +22,11 @@ from api.enqueue import (
     dedupe_key,
     enqueue_once,
 )
+from tests.builders import apply_spec, make_token, password_reset_spec
 from tests.integration.conftest import OwnStack, free_port, running_sink, wait_until
 from tripmail import ledger
 from tripmail.config import Settings
+from tripmail.db import make_sessionmaker
 from tripmail.errors import Unavailable
 from tripmail.queue import BULK, QUEUES, TRANSACTIONAL, make_celery
 from tripmail.schemas.accepted import Accepted
@@ -186,3 +193,38 @@ def test_a_flush_enqueues_a_task_per_lane_each_with_its_own_events_only(own_sett
 
     assert waiting(TRANSACTIONAL) == [([ids[1], ids[3]], QUEUES[TRANSACTIONAL])]
     assert waiting(BULK) == [([ids[0], ids[2]], QUEUES[BULK])]
+
+
+def test_healthz_is_answered_while_a_large_authenticated_body_is_parsed(
+    own_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sessions = make_sessionmaker(own_settings)
+    with sessions.begin() as session:
+        apply_spec(session, password_reset_spec("big"))
+        token = make_token(session, "big")
+    sessions.kw["bind"].dispose()
+    big = json.dumps({"event": "FORGOT_PASSWORD", "contact": {"email": "a@example.com"}, "data": {"x": "y" * 2**20}})
+    order: list[str] = []
+    parsing, parsed = threading.Event(), threading.Event()
+    loads = json.loads
+
+    def loads_held_until_healthz_answers(document: str | bytes, **options: Any) -> Any:
+        """json.loads, which holds the big body's parse until the test lets it go on."""
+        if len(document) >= len(big):
+            order.append("parse started")
+            parsing.set()
+            parsed.wait(timeout=20)  # a parse on the event loop holds /healthz this long, then the order says so
+            order.append("parse ended")
+        return loads(document, **options)
+
+    monkeypatch.setattr(json, "loads", loads_held_until_healthz_answers)
+    with TestClient(create_app(own_settings)) as client, ThreadPoolExecutor(1) as poster:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        posted = poster.submit(client.post, "/v1/events", content=big, headers=headers)
+        assert parsing.wait(timeout=30), "the big body's parse never started"
+        healthz = client.get("/healthz")
+        order.append("healthz answered")
+        parsed.set()
+        assert posted.result().status_code == 202
+    assert healthz.status_code == 200
+    assert order == ["parse started", "healthz answered", "parse ended"]

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+from fastapi.testclient import TestClient
 
+from api.app import create_app
 from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
 from tests.integration.conftest import scrape, service_env, start_server, stop
 from tests.integration.test_metrics import events
@@ -99,3 +101,25 @@ def test_a_token_over_its_limit_gets_429_from_every_process_and_dialect_while_an
         assert (events(scraped, "rate-limited"), events(scraped, "rate-limited", "cocomail")) == (3, 1)
     finally:
         stop(api)
+
+
+def test_a_token_checked_before_the_body_is_charged_once_per_request(own_settings: Settings) -> None:
+    # The token is authenticated before the body is read and FastAPI's dependency finds it done: a second charge
+    # would take the second request over a burst of 2.
+    settings = own_settings.model_copy(update={"rate_limit_per_minute": 1, "rate_limit_burst": 2})
+    key = unique_workspace_key("once")
+    with make_sessionmaker(settings).begin() as session:
+        apply_spec(session, password_reset_spec(key))
+        tokens = [make_token(session, key) for _ in range(2)]
+    cocomail = {"email": f"{key}@example.com", "identifier": "FORGOT_PASSWORD"}
+    batch = {"events": [{"event": "FORGOT_PASSWORD", "contact": {"email": f"{key}@example.com"}}]}
+    with TestClient(create_app(settings)) as client:
+        for path, body, token in [
+            ("/compat/cocomail/events/trigger", cocomail, tokens[0]),
+            ("/v1/events/batch", batch, tokens[1]),
+        ]:
+            statuses = [
+                client.post(path, json=body, headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(3)
+            ]
+            assert statuses[:2] == [200 if "cocomail" in path else 202] * 2, (path, statuses)
+            assert statuses[2] == 429

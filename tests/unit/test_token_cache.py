@@ -39,7 +39,7 @@ def test_a_revoked_token_is_refused_once_its_time_is_up(sessions: sessionmaker[S
     with sessions.begin() as session:
         secret = create_token(session, session.get_one(Workspace, workspace_id), ["events:write"], now=NOW)
     now = [100.0]
-    tokens = TokenCache(ttl_s=2.0, clock=lambda: now[0])
+    tokens = TokenCache(ttl_s=2.0, max_entries=100, clock=lambda: now[0])
     expected = Principal(workspace_id, frozenset({"events:write"}), token_id=only_token_id(sessions))
     assert asyncio.run(live_principal(tokens, sessions, secret)) == expected
 
@@ -54,7 +54,7 @@ def test_a_revoked_token_is_refused_once_its_time_is_up(sessions: sessionmaker[S
 def test_a_token_unknown_a_moment_ago_works_as_soon_as_it_exists(sessions: sessionmaker[Session]) -> None:
     workspace_id = acme(sessions)
     secret = SECRET_PREFIX + "made-up-for-this-test"
-    tokens = TokenCache(ttl_s=2.0, clock=lambda: 100.0)
+    tokens = TokenCache(ttl_s=2.0, max_entries=100, clock=lambda: 100.0)
     assert asyncio.run(live_principal(tokens, sessions, secret)) is None
 
     with sessions.begin() as session:
@@ -72,7 +72,7 @@ def test_a_token_unknown_a_moment_ago_works_as_soon_as_it_exists(sessions: sessi
 
 
 def test_requests_that_miss_a_token_together_share_one_read() -> None:
-    tokens = TokenCache(ttl_s=2.0, clock=lambda: 100.0)
+    tokens = TokenCache(ttl_s=2.0, max_entries=100, clock=lambda: 100.0)
     principal = Principal(7, frozenset({"events:write"}), token_id=1)
     reads: list[str] = []
 
@@ -124,7 +124,7 @@ def test_a_cached_token_revoked_with_its_marker_is_refused_on_its_next_request(
 ) -> None:
     secret = new_token(sessions)
     store = fakeredis.FakeRedis()
-    tokens = TokenCache(ttl_s=2.0, clock=lambda: 100.0)  # the entry never runs out in this test
+    tokens = TokenCache(ttl_s=2.0, max_entries=100, clock=lambda: 100.0)  # the entry never runs out in this test
     clock = [0.0]
     request = request_to(tokens, sessions, store, limited, clock=lambda: clock[0])
     principal = asyncio.run(authenticate(request, secret, scope="events:write", how="test"))
@@ -153,7 +153,7 @@ def test_with_redis_down_a_cached_revoked_token_works_until_its_entry_lapses(
     server = fakeredis.FakeServer()
     store = fakeredis.FakeRedis(server=server)
     now = [100.0]
-    tokens = TokenCache(ttl_s=2.0, clock=lambda: now[0])
+    tokens = TokenCache(ttl_s=2.0, max_entries=100, clock=lambda: now[0])
     request = request_to(tokens, sessions, store, limited)
     principal = asyncio.run(authenticate(request, secret, scope="events:write", how="test"))
     with sessions.begin() as session:

@@ -1,6 +1,9 @@
+import base64
+
 import pytest
 
 from api.dialects.altcraft import AltcraftStart, link_audience, start_audience
+from tripmail.attachments import parse_attachments
 from tripmail.errors import InvalidRequest
 
 
@@ -54,3 +57,13 @@ def test_link_values_are_email_md5_or_xxhash(value: str, audience: dict[str, str
 def test_other_link_values_are_refused(value: str) -> None:
     with pytest.raises(InvalidRequest):
         link_audience(value)
+
+
+def test_the_attachment_that_takes_the_total_over_the_limit_is_named() -> None:
+    # Through the api a body this large is over altcraft's own limit unless TRIPMAIL_ALTCRAFT_MAX_BODY_BYTES is raised.
+    files = [("a.bin", "data:;base64," + base64.b64encode(bytes(90)).decode())] * 2
+    with pytest.raises(InvalidRequest) as refused:
+        parse_attachments(files, max_total_bytes=100, where="attach")
+    assert refused.value.errors == [
+        {"field": "attach[1].data", "message": "attachments reach 180 bytes here; the limit is 100 in all"}
+    ]
