@@ -97,11 +97,14 @@ async def live_principal(tokens: TokenCache, sessions: sessionmaker[Session], se
     return principal
 
 
+Scopes = str | tuple[str, ...]
+
+
 async def authenticate(
-    request: Request, secret: str | None, *, scope: str, how: str, field: str = "Authorization"
+    request: Request, secret: str | None, *, scope: Scopes, how: str, field: str = "Authorization"
 ) -> Principal:
-    """The workspace of a live token that carries `scope`, charged one request; `how` and `field` tell the caller
-    where the token goes."""
+    """The workspace of a live token that carries `scope` (each of them, when several), charged one request; `how`
+    and `field` tell the caller where the token goes."""
     if not secret:
         raise Unauthenticated(f"send the API token as {how}", field=field)
     principal = await live_principal(request.app.state.tokens, request.app.state.sessions, secret)
@@ -112,8 +115,10 @@ async def authenticate(
         principal = None
     if principal is None:
         raise Unauthenticated("the token is not valid (unknown or revoked)", field=field)
-    if scope not in principal.scopes:
-        raise Forbidden(f"the token lacks the {scope!r} scope", field=field)
+    lacking = [name for name in ((scope,) if isinstance(scope, str) else scope) if name not in principal.scopes]
+    if lacking:
+        plural = "s" if len(lacking) > 1 else ""
+        raise Forbidden(f"the token lacks the {' and '.join(map(repr, lacking))} scope{plural}", field=field)
     return principal
 
 
@@ -121,13 +126,13 @@ Dependency = Callable[..., Awaitable[Principal]]
 
 
 async def _bearer_principal(
-    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str
+    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: Scopes
 ) -> Principal:
     secret = credentials.credentials if credentials else None
     return await authenticate(request, secret, scope=scope, how="'Authorization: Bearer <token>'")
 
 
-def bearer(scope: str) -> Dependency:
+def bearer(scope: Scopes) -> Dependency:
     """`Authorization: Bearer <token>`."""
 
     async def dependency(
@@ -138,12 +143,12 @@ def bearer(scope: str) -> Dependency:
     return dependency
 
 
-async def bearer_principal(request: Request, scope: str) -> Principal:
+async def bearer_principal(request: Request, scope: Scopes) -> Principal:
     """What `bearer(scope)` answers, for a route that authenticates without FastAPI's dependency machinery."""
     return await _bearer_principal(request, await _bearer(request), scope)
 
 
-def raw_authorization(scope: str) -> Dependency:
+def raw_authorization(scope: Scopes) -> Dependency:
     """`Authorization: <token>` with no scheme (cocomail); a `Bearer ` prefix is tolerated."""
 
     async def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
@@ -153,7 +158,7 @@ def raw_authorization(scope: str) -> Dependency:
     return dependency
 
 
-def x_authorization(scope: str) -> Dependency:
+def x_authorization(scope: Scopes) -> Dependency:
     """`X-Authorization: <token>` (bunce)."""
 
     async def dependency(request: Request, header: Annotated[str | None, Depends(_x_authorization)]) -> Principal:
@@ -178,7 +183,7 @@ def _basic_or_bearer_secret(header: str | None) -> str | None:
     return None
 
 
-def basic_or_bearer(scope: str) -> Dependency:
+def basic_or_bearer(scope: Scopes) -> Dependency:
     """HTTP Basic with the token as password (any user name), or `Authorization: Bearer <token>` (esputnik)."""
 
     async def dependency(request: Request, header: Annotated[str | None, Depends(_authorization)]) -> Principal:
@@ -188,7 +193,7 @@ def basic_or_bearer(scope: str) -> Dependency:
     return dependency
 
 
-def basic_bearer_or_query(scope: str) -> Dependency:
+def basic_bearer_or_query(scope: Scopes) -> Dependency:
     """What a provider's webhook can send: HTTP Basic with the token as password (the credentials written into the
     webhook URL), Bearer, or the `token` query parameter."""
 
@@ -206,4 +211,8 @@ def basic_bearer_or_query(scope: str) -> Dependency:
 
 
 EVENTS_WRITE = "events:write"
+EVENTS_READ = "events:read"
+# Any answer that shows a contact's stored email or fields needs it, next to the route's own scope.
+CONTACTS_READ = "contacts:read"
+CONTACTS_WRITE = "contacts:write"
 EventWriter = Annotated[Principal, Depends(bearer(EVENTS_WRITE))]
