@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # arrive as base64 (4/3 of their size): the 10 MiB default is 13.4 MiB of body, and the rest of a trigger
     # or a batch of 1,000 events fits in what is left of 16 MiB.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    # How long rendering one part of a message (or a preview) may take; a template that loops longer fails with a
+    # reason rather than hold a worker.
+    render_timeout_s: float = Field(default=2.0, gt=0)
     # How long the api reuses what it read of a workspace's event types, automations and fields (apply shows
     # in its answers after at most this long; the worker always reads the database).
     setup_cache_s: float = Field(default=2.0, ge=0)

@@ -1,0 +1,103 @@
+"""What a template may build, output and spend (tripmail/sandbox.py), through render_part as a message renders."""
+
+import pytest
+
+from tripmail.rendering import RenderError, render_part, template_context
+
+BUILDS = "a template may build at most 1,000,000"
+NUMBERS = "a template's numbers have at most 4,096"
+OUTPUT = "the rendered text passes 16,777,216 characters"
+
+
+def context(**data: object) -> dict[str, object]:
+    return template_context({"email": "ann@acme.test", "first_name": "Ann"}, dict(data), {"name": "ORDER"})
+
+
+@pytest.mark.parametrize(
+    ("source", "rule"),
+    [
+        ("{{ 'a' * 10**9 }}", f"'*' would build 1,000,000,000 characters; {BUILDS}"),
+        ("{{ 10 ** 10 ** 10 ** 10 ** 10 }}", f"'**' would give a number of about 33,220 bits; {NUMBERS}"),
+        ("{{ 10 ** (10 ** 10) }}", NUMBERS),
+        ("{{ [1] * 10**9 }}", f"'*' would build 1,000,000,000 items; {BUILDS}"),
+        ("{{ 'a'|string * 10**9 }}", f"'*' would build 1,000,000,000 characters; {BUILDS}"),
+        ("{{ 10**9 * 'a' }}", BUILDS),
+        ("{{ '%999999999s' % 'a' }}", f"'%' would build 1,000,000,011 characters; {BUILDS}"),
+        ("{{ '%*d' % (10**9, 1) }}", f"'%' would build 1,000,000,016 characters; {BUILDS}"),
+        ("{{ '%s%s' % ('a' * 600000, 'b') }}", BUILDS),
+        ("{{ '%999999999s'|format('a') }}", f"format would build 1,000,000,011 characters; {BUILDS}"),
+        ("{{ '{:>999999999}'.format(1) }}", f"format would build 1,000,000,014 characters; {BUILDS}"),
+        ("{{ 'a'.ljust(10**9) }}", f"ljust would build 1,000,000,000 characters; {BUILDS}"),
+        ("{{ 'a'|center(10**9) }}", f"center would build 1,000,000,000 characters; {BUILDS}"),
+        ("{{ ('a' * 1000000).replace('a', 'bb') }}", f"replace would build 2,000,000 characters; {BUILDS}"),
+        ("{{ (['a' * 1000000] * 1000)|join }}", f"join would build 1,000,000,000 characters; {BUILDS}"),
+        ("{{ ''.join(['a' * 1000000] * 1000) }}", f"join would build 1,000,000,000 characters; {BUILDS}"),
+        ("{{ ('a' * 1000000) ~ 'b' }}", f"'~' would build 1,000,001 characters; {BUILDS}"),
+        ("{{ ('a' * 1000000) + 'b' }}", f"'+' would build 1,000,001 characters; {BUILDS}"),
+        ("{{ ('&' * 300000)|forceescape }}", f"forceescape would build 1,500,000 characters; {BUILDS}"),
+        ("{{ [1]|batch(10**9, 0)|list }}", f"batch would build 1,000,000,000 items; {BUILDS}"),
+        ("{{ [[1]]|tojson(indent=10**8) }}", "tojson's indent is 100,000,000; it may be at most 16"),
+        ("{{ lipsum(100000) }}", f"lipsum would build 120,000,000 characters; {BUILDS}"),
+        # Doubling in a loop is refused at the step that passes the bound, not after it.
+        (
+            "{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+            f"'~' would build 1,048,576 characters; {BUILDS}",
+        ),
+        (
+            "{% set ns = namespace(n=3) %}{% for i in range(64) %}{% set ns.n = ns.n * ns.n %}{% endfor %}",
+            f"'*' would give a number of about 6,494 bits; {NUMBERS}",
+        ),
+        # Small values, many times: the output is counted.
+        ("{% for i in range(100000) %}{{ 'a' * 1000 }}{% endfor %}", OUTPUT),
+        ("{% for i in range(100000) %}{% for j in range(1000) %}" + "literal " * 10 + "{% endfor %}{% endfor %}", OUTPUT),
+        ("{{ ['a' * 1000000] * 100 }}", OUTPUT),
+    ],
+)
+def test_growth_past_a_bound_is_refused_naming_the_rule(source: str, rule: str) -> None:
+    with pytest.raises(RenderError) as refused:
+        # Time enough that only the bound under test can stop the render.
+        render_part(source, context(), html=False, timeout_s=600)
+    assert rule in str(refused.value)
+    assert refused.value.line == 1
+
+
+def test_the_sandbox_already_bounds_range() -> None:
+    with pytest.raises(RenderError, match=r"MAX_RANGE \(100000\)"):
+        render_part("{{ range(10**9)|list|length }}", context(), html=False)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+        # Recursion with no loop: each macro call checks the deadline too.
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+    ],
+    ids=["loop", "macro"],
+)
+def test_a_render_that_cannot_finish_fails_at_the_time_bound(source: str) -> None:
+    with pytest.raises(RenderError) as refused:
+        render_part(source, context(), html=False, timeout_s=0.05)
+    assert "rendering took longer than 0.05 s (TRIPMAIL_RENDER_TIMEOUT_S): a loop or macro runs too long" in str(
+        refused.value
+    )
+
+
+def test_a_template_cannot_change_the_data_the_events_other_messages_render() -> None:
+    shared = context(items=["a"])
+    with pytest.raises(RenderError, match="unsafe"):
+        render_part("{{ data['items'].append('b') }}", shared, html=False)
+    assert shared["data"] == {"items": ["a"]}
+
+
+def test_typical_templates_render_as_before() -> None:
+    source = (
+        "Hi {{ contact.first_name }}: {% for item in data['items'] %}{{ item.name ~ ' x' ~ item.qty }}, {% endfor %}"
+        "{{ data.total * 2 }} {{ 2 ** 10 }} {{ '%05.1f' % data.total }} {{ '{:>6}'.format(data.code) }} "
+        "{{ data.tags|join('/') }} {{ '-' * 3 }} {{ data.code|center(8)|trim }} {{ data.none }}."
+    )
+    data = {"items": [{"name": "Pro", "qty": 1}, {"name": "Seat", "qty": 3}], "total": 49.5, "tags": ["a", "b"]}
+    rendered = render_part(source, context(**data, code="X1", none=None), html=True)
+    assert rendered == "Hi Ann: Pro x1, Seat x3, 99.0 1024 049.5     X1 a/b --- X1 ."
+    # At the bounds, not past them.
+    assert len(render_part("{{ 'a' * 1000000 }}{{ 2 ** 4095 }}", context(), html=False)) == 1_000_000 + 1233
