@@ -49,9 +49,12 @@ def context(**data: object) -> dict[str, object]:
         ),
         # Small values, many times: the output is counted.
         ("{% for i in range(100000) %}{{ 'a' * 1000 }}{% endfor %}", OUTPUT),
-        ("{% for i in range(100000) %}{% for j in range(1000) %}" + "literal " * 10 + "{% endfor %}{% endfor %}", OUTPUT),
+        (
+            "{% for i in range(100000) %}{% for j in range(1000) %}" + "literal " * 10 + "{% endfor %}{% endfor %}",
+            OUTPUT,
+        ),
         ("{{ ['a' * 1000000] * 100 }}", OUTPUT),
-    ],
+    ],  # fmt: skip
 )
 def test_growth_past_a_bound_is_refused_naming_the_rule(source: str, rule: str) -> None:
     with pytest.raises(RenderError) as refused:
