@@ -54,7 +54,7 @@ def context(**data: object) -> dict[str, object]:
             OUTPUT,
         ),
         ("{{ ['a' * 1000000] * 100 }}", OUTPUT),
-    ],  # fmt: skip
+    ],
 )
 def test_growth_past_a_bound_is_refused_naming_the_rule(source: str, rule: str) -> None:
     with pytest.raises(RenderError) as refused:
