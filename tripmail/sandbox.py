@@ -96,11 +96,15 @@ def _refuse_built(what: str, size: int, unit: str = "characters") -> None:
         raise TemplateLimitExceeded(f"{what} would build {size:,} {unit}; a template may build at most {MAX_BUILT:,}")
 
 
-def _check_result(what: str, value: Any) -> Any:
-    if isinstance(value, str):
-        _refuse_built(what, len(value))
-    elif isinstance(value, list | tuple | dict):
-        _refuse_built(what, len(value), "items")
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple | dict) else 0
+
+
+def _check_result(what: str, value: Any, given: Any = None) -> Any:
+    """`value`, unless the step built it past the bound: data that came in larger may pass through unchanged."""
+    length = _length(value)
+    if length > MAX_BUILT and length > _length(given):
+        _refuse_built(what, length, "characters" if isinstance(value, str) else "items")
     return value
 
 
@@ -202,6 +206,12 @@ def _width(what: str, text: Any, width: Any) -> None:
         _refuse_built(what, max(size_of(text), width))
 
 
+def _indented(text: Any, width: Any) -> None:
+    prefix = width if _is_int(width) else size_of(width)
+    lines = text.count("\n") + 1 if isinstance(text, str) else 1
+    _refuse_built("indent", size_of(text) + lines * prefix)
+
+
 def _count(what: str, count: Any) -> None:
     if _is_int(count):
         _refuse_built(what, count, "items")
@@ -215,10 +225,7 @@ def _json_indent(indent: Any) -> None:
 # Before a call: each check takes the arguments as the filter or method has them bound.
 _FILTER_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "center": lambda a: _width("center", a["value"], a.get("width", 80)),
-    "indent": lambda a: _refuse_built(
-        "indent",
-        size_of(a["s"]) * (1 + (a.get("width", 4) if _is_int(a.get("width", 4)) else size_of(a.get("width")))),
-    ),
+    "indent": lambda a: _indented(a["s"], a.get("width", 4)),
     "wordwrap": lambda a: _refuse_built("wordwrap", size_of(a["s"]) * (1 + size_of(a.get("wrapstring") or "\n"))),
     "replace": lambda a: _replaced("replace", a["s"], a["old"], a["new"], a.get("count")),
     "format": lambda a: _refuse_built("format", _percent_size(str(a["value"]), a.get("args") or a.get("kwargs"))),
@@ -240,15 +247,19 @@ def _bounded_filter(name: str, filter_function: Callable[..., Any], *, reads_tex
     signature = inspect.signature(filter_function)
     check = _FILTER_CHECKS.get(name)
     value_index = 1 if hasattr(filter_function, "jinja_pass_arg") else 0
+    # Jinja's filters with an async variant take the pass argument without declaring it.
+    declares_pass_arg = next(iter(signature.parameters), "") in ("context", "eval_ctx", "environment")
+    bind_from = 0 if declares_pass_arg else value_index
 
     @functools.wraps(filter_function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         if reads_text and len(args) > value_index:
             _stringified(name, args[value_index])
         if check is not None:
-            bound = signature.bind(*args, **kwargs)
+            bound = signature.bind(*args[bind_from:], **kwargs)
             check(bound.arguments)
-        return _check_result(name, filter_function(*args, **kwargs))
+        given = args[value_index] if len(args) > value_index else None
+        return _check_result(name, filter_function(*args, **kwargs), given)
 
     return bounded
 
@@ -391,4 +402,5 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's names
         args = _method_check(__obj, args, kwargs)
-        return _check_result("a call", super().call(__context, __obj, *args, **kwargs))
+        owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+        return _check_result("a call", super().call(__context, __obj, *args, **kwargs), owner)

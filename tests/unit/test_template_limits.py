@@ -36,6 +36,10 @@ def context(**data: object) -> dict[str, object]:
         ("{{ ('a' * 1000000) + 'b' }}", f"'+' would build 1,000,001 characters; {BUILDS}"),
         ("{{ ('&' * 300000)|forceescape }}", f"forceescape would build 1,500,000 characters; {BUILDS}"),
         ("{{ [1]|batch(10**9, 0)|list }}", f"batch would build 1,000,000,000 items; {BUILDS}"),
+        ("{{ [1, 2, 3]|slice(10**9)|list }}", f"slice would build 1,000,000,000 items; {BUILDS}"),
+        ("{{ ('a' * 1000000)|replace('a', 'bb') }}", f"replace would build 2,000,000 characters; {BUILDS}"),
+        ("{{ data.text|indent(10**6) }}", f"indent would build 1,001,005,000 characters; {BUILDS}"),
+        ("{{ 'a b c'|wordwrap(1, wrapstring='x' * 500000) }}", f"wordwrap would build 2,500,005 characters; {BUILDS}"),
         ("{{ [[1]]|tojson(indent=10**8) }}", "tojson's indent is 100,000,000; it may be at most 16"),
         ("{{ lipsum(100000) }}", f"lipsum would build 120,000,000 characters; {BUILDS}"),
         # Doubling in a loop is refused at the step that passes the bound, not after it.
@@ -59,7 +63,7 @@ def context(**data: object) -> dict[str, object]:
 def test_growth_past_a_bound_is_refused_naming_the_rule(source: str, rule: str) -> None:
     with pytest.raises(RenderError) as refused:
         # Time enough that only the bound under test can stop the render.
-        render_part(source, context(), html=False, timeout_s=600)
+        render_part(source, context(text="line\n" * 1000), html=False, timeout_s=600)
     assert rule in str(refused.value)
     assert refused.value.line == 1
 
@@ -102,5 +106,10 @@ def test_typical_templates_render_as_before() -> None:
     data = {"items": [{"name": "Pro", "qty": 1}, {"name": "Seat", "qty": 3}], "total": 49.5, "tags": ["a", "b"]}
     rendered = render_part(source, context(**data, code="X1", none=None), html=True)
     assert rendered == "Hi Ann: Pro x1, Seat x3, 99.0 1024 049.5     X1 a/b --- X1 ."
+    # Data larger than the bound passes through unchanged; a step that grows it past the bound is refused.
+    large = "x" * 1_500_000
+    assert render_part("{{ data.large|e|default('')|trim|upper }}", context(large=large), html=False) == "X" * 1_500_000
+    with pytest.raises(RenderError, match="forceescape would build"):
+        render_part("{{ data.large|forceescape }}", context(large=large + "&"), html=False)
     # At the bounds, not past them.
     assert len(render_part("{{ 'a' * 1000000 }}{{ 2 ** 4095 }}", context(), html=False)) == 1_000_000 + 1233
