@@ -76,7 +76,7 @@ def render_within(template: Template, context: dict[str, Any], *, timeout_s: flo
 
 def size_of(value: Any) -> int:
     """About how many characters `value` is as text: exact for strings, close for JSON-like data."""
-    if isinstance(value, str):
+    if isinstance(value, str | bytes):
         return len(value)
     if isinstance(value, bool) or value is None:
         return 5
@@ -96,15 +96,23 @@ def _refuse_built(what: str, size: int, unit: str = "characters") -> None:
         raise TemplateLimitExceeded(f"{what} would build {size:,} {unit}; a template may build at most {MAX_BUILT:,}")
 
 
+# What a template can repeat or concatenate: strings, their bytes (`'a'.encode()`), lists.
+_SEQUENCES = (str, bytes, list, tuple)
+
+
 def _length(value: Any) -> int:
-    return len(value) if isinstance(value, str | list | tuple | dict) else 0
+    return len(value) if isinstance(value, (*_SEQUENCES, dict)) else 0
+
+
+def _unit(value: Any) -> str:
+    return "characters" if isinstance(value, str | bytes) else "items"
 
 
 def _check_result(what: str, value: Any, given: Any = None) -> Any:
     """`value`, unless the step built it past the bound: data that came in larger may pass through unchanged."""
     length = _length(value)
     if length > MAX_BUILT and length > _length(given):
-        _refuse_built(what, length, "characters" if isinstance(value, str) else "items")
+        _refuse_built(what, length, _unit(value))
     return value
 
 
@@ -122,9 +130,8 @@ def _is_int(value: Any) -> bool:
 def _repeat(operator: str, left: Any, right: Any) -> None:
     """`*`: a sequence repeated, or a product of integers."""
     for sequence, times in ((left, right), (right, left)):
-        if isinstance(sequence, str | list | tuple) and isinstance(times, int):
-            unit = "characters" if isinstance(sequence, str) else "items"
-            _refuse_built(f"{operator!r}", len(sequence) * max(times, 0), unit)
+        if isinstance(sequence, _SEQUENCES) and isinstance(times, int):
+            _refuse_built(f"{operator!r}", len(sequence) * max(times, 0), _unit(sequence))
             return
     if _is_int(left) and _is_int(right):
         _refuse_bits(f"{operator!r}", left.bit_length() + right.bit_length())
@@ -177,10 +184,10 @@ def _binop(operator: str, left: Any, right: Any) -> None:
         _repeat(operator, left, right)
     elif operator == "**":
         _power(left, right)
-    elif operator == "%" and isinstance(left, str):
-        _refuse_built("'%'", _percent_size(left, right))
-    elif operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
-        _refuse_built("'+'", len(left) + len(right), "characters" if isinstance(left, str) else "items")
+    elif operator == "%" and isinstance(left, str | bytes):
+        _refuse_built("'%'", _percent_size(left.decode("latin-1") if isinstance(left, bytes) else left, right))
+    elif operator == "+" and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
+        _refuse_built("'+'", len(left) + len(right), _unit(left))
 
 
 def _stringified(what: str, value: Any) -> None:
@@ -194,7 +201,9 @@ def _joined(what: str, items: list[Any], separator: Any) -> None:
 
 
 def _replaced(what: str, text: Any, old: Any, new: Any, count: Any = -1) -> None:
-    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+    if all(isinstance(part, str) for part in (text, old, new)) or all(
+        isinstance(part, bytes) for part in (text, old, new)
+    ):
         found = text.count(old) if old else len(text) + 1
         if _is_int(count) and count >= 0:
             found = min(found, count)
@@ -210,6 +219,12 @@ def _indented(text: Any, width: Any) -> None:
     prefix = width if _is_int(width) else size_of(width)
     lines = text.count("\n") + 1 if isinstance(text, str) else 1
     _refuse_built("indent", size_of(text) + lines * prefix)
+
+
+def _urlized(text: Any, target: Any, rel: Any) -> None:
+    # Each word may become a link that carries the target and rel.
+    words = len(text.split()) if isinstance(text, str) else 1
+    _refuse_built("urlize", 2 * size_of(text) + words * (size_of(target) + size_of(rel)))
 
 
 def _count(what: str, count: Any) -> None:
@@ -229,6 +244,7 @@ _FILTER_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "wordwrap": lambda a: _refuse_built("wordwrap", size_of(a["s"]) * (1 + size_of(a.get("wrapstring") or "\n"))),
     "replace": lambda a: _replaced("replace", a["s"], a["old"], a["new"], a.get("count")),
     "format": lambda a: _refuse_built("format", _percent_size(str(a["value"]), a.get("args") or a.get("kwargs"))),
+    "urlize": lambda a: _urlized(a["value"], a.get("target"), a.get("rel")),
     "batch": lambda a: _count("batch", a["linecount"]),
     "slice": lambda a: _count("slice", a["slices"]),
     "tojson": lambda a: _json_indent(a.get("indent")),
@@ -275,6 +291,17 @@ def _join(context: Context, value: Iterable[Any], d: str = "", attribute: str | 
     return joined
 
 
+@pass_context
+def _sum(context: Context, iterable: Iterable[Any], attribute: str | int | None = None, start: Any = 0) -> Any:
+    items = list(iterable)
+    if attribute is not None:
+        getter = make_attrgetter(context.environment, attribute)
+        items = [getter(item) for item in items]
+    if isinstance(start, _SEQUENCES):
+        _refuse_built("sum", len(start) + sum(_length(item) for item in items), _unit(start))
+    return sum(items, start)
+
+
 def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
     if _is_int(n) and _is_int(max):
         _refuse_built("lipsum", n * max * 12)
@@ -286,14 +313,18 @@ def _method_check(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     (what `join` joins is read once, to count it)."""
     wrapped = getattr(method, "__wrapped__", method)  # the sandbox's wrapper of str.format
     owner = getattr(wrapped, "__self__", None)
+    if isinstance(owner, bytes):
+        owner = owner.decode("latin-1")  # the same length, for the estimates
     if not isinstance(owner, str):
         return args
     name = wrapped.__name__
-    given = [*args, *kwargs.values()]
+    given: list[Any] = [
+        value.decode("latin-1") if isinstance(value, bytes) else value for value in (*args, *kwargs.values())
+    ]
     if name in ("center", "ljust", "rjust", "zfill") and given:
         _width(name, owner, given[0])
     elif name == "expandtabs":
-        size = given[0] if given and _is_int(given[0]) else 8
+        size: int = given[0] if given and _is_int(given[0]) else 8
         _refuse_built(name, len(owner) + owner.count("\t") * size)
     elif name == "replace" and len(given) >= 2:
         _replaced(name, owner, *given[:3])
@@ -383,6 +414,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         for name, filter_function in list(self.filters.items()):
             self.add_filter(name, filter_function, reads_text=name in _TEXT_FILTERS)
         self.filters["join"] = _join
+        self.filters["sum"] = _sum
         self.filters[_TICK] = _tick
         self.filters[_CONCAT] = _concat
         self.globals["lipsum"] = _lipsum

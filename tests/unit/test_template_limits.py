@@ -35,6 +35,14 @@ def context(**data: object) -> dict[str, object]:
         ("{{ ('a' * 1000000) ~ 'b' }}", f"'~' would build 1,000,001 characters; {BUILDS}"),
         ("{{ ('a' * 1000000) + 'b' }}", f"'+' would build 1,000,001 characters; {BUILDS}"),
         ("{{ ('&' * 300000)|forceescape }}", f"forceescape would build 1,500,000 characters; {BUILDS}"),
+        ("{{ 'a'.encode() * 10**9 }}", f"'*' would build 1,000,000,000 characters; {BUILDS}"),
+        (
+            "{{ ('a' * 1000000).encode().replace('a'.encode(), 'bb'.encode()) }}",
+            f"replace would build 2,000,000 characters; {BUILDS}",
+        ),
+        ("{{ 'a'.encode().ljust(10**9) }}", f"ljust would build 1,000,000,000 characters; {BUILDS}"),
+        ("{{ ([[1] * 1000000] * 1000)|sum(start=[]) }}", f"sum would build 1,000,000,000 items; {BUILDS}"),
+        ("{{ ('a ' * 1000)|urlize(target='x' * 1000000) }}", f"urlize would build 1,000,009,000 characters; {BUILDS}"),
         ("{{ [1]|batch(10**9, 0)|list }}", f"batch would build 1,000,000,000 items; {BUILDS}"),
         ("{{ [1, 2, 3]|slice(10**9)|list }}", f"slice would build 1,000,000,000 items; {BUILDS}"),
         ("{{ ('a' * 1000000)|replace('a', 'bb') }}", f"replace would build 2,000,000 characters; {BUILDS}"),
@@ -101,11 +109,15 @@ def test_typical_templates_render_as_before() -> None:
     source = (
         "Hi {{ contact.first_name }}: {% for item in data['items'] %}{{ item.name ~ ' x' ~ item.qty }}, {% endfor %}"
         "{{ data.total * 2 }} {{ 2 ** 10 }} {{ '%05.1f' % data.total }} {{ '{:>6}'.format(data.code) }} "
-        "{{ data.tags|join('/') }} {{ '-' * 3 }} {{ data.code|center(8)|trim }} {{ data.none }}."
+        "{{ data.tags|join('/') }} {{ '-' * 3 }} {{ data.code|center(8)|trim }} {{ data.none }} "
+        "{{ data['items']|sum(attribute='qty') }} {{ 'see https://x.example'|urlize(target='_blank') }}."
     )
     data = {"items": [{"name": "Pro", "qty": 1}, {"name": "Seat", "qty": 3}], "total": 49.5, "tags": ["a", "b"]}
     rendered = render_part(source, context(**data, code="X1", none=None), html=True)
-    assert rendered == "Hi Ann: Pro x1, Seat x3, 99.0 1024 049.5     X1 a/b --- X1 ."
+    assert rendered == (
+        "Hi Ann: Pro x1, Seat x3, 99.0 1024 049.5     X1 a/b --- X1  4 "
+        'see <a href="https://x.example" rel="noopener" target="_blank">https://x.example</a>.'
+    )
     # Data larger than the bound passes through unchanged; a step that grows it past the bound is refused.
     large = "x" * 1_500_000
     assert render_part("{{ data.large|e|default('')|trim|upper }}", context(large=large), html=False) == "X" * 1_500_000
