@@ -22,7 +22,7 @@ from typing import Any
 from jinja2 import Template, nodes, pass_context
 from jinja2.exceptions import SecurityError
 from jinja2.filters import FILTERS, make_attrgetter
-from jinja2.runtime import Context, markup_join, str_join
+from jinja2.runtime import Context, Macro, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 from jinja2.visitor import NodeTransformer
@@ -222,6 +222,11 @@ def _indented(text: Any, width: Any) -> None:
     _refuse_built("indent", size_of(text) + lines * prefix)
 
 
+def _wrapped(text: Any, wrapstring: Any) -> None:
+    # A line holds one word at least: at most one break for every two characters.
+    _refuse_built("wordwrap", size_of(text) + (size_of(text) // 2 + 1) * size_of(wrapstring or "\n"))
+
+
 def _urlized(text: Any, target: Any, rel: Any) -> None:
     # Each word may become a link that carries the target and rel.
     words = len(text.split()) if isinstance(text, str) else 1
@@ -242,7 +247,7 @@ def _json_indent(indent: Any) -> None:
 _FILTER_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "center": lambda a: _width("center", a["value"], a.get("width", 80)),
     "indent": lambda a: _indented(a["s"], a.get("width", 4)),
-    "wordwrap": lambda a: _refuse_built("wordwrap", size_of(a["s"]) * (1 + size_of(a.get("wrapstring") or "\n"))),
+    "wordwrap": lambda a: _wrapped(a["s"], a.get("wrapstring")),
     "replace": lambda a: _replaced("replace", a["s"], a["old"], a["new"], a.get("count")),
     "format": lambda a: _refuse_built("format", _percent_size(str(a["value"]), a.get("args") or a.get("kwargs"))),
     "urlize": lambda a: _urlized(a["value"], a.get("target"), a.get("rel")),
@@ -446,5 +451,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - Jinja's names
         args = _method_check(__obj, args, kwargs)
-        owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
-        return _check_result("a call", super().call(__context, __obj, *args, **kwargs), owner)
+        called = getattr(__obj, "__wrapped__", __obj)
+        result = super().call(__context, __obj, *args, **kwargs)
+        what = f"macro {called.name}" if isinstance(called, Macro) else getattr(called, "__name__", "a call")
+        return _check_result(what, result, getattr(called, "__self__", None))
