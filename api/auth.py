@@ -100,11 +100,14 @@ async def live_principal(tokens: TokenCache, sessions: sessionmaker[Session], se
     return principal
 
 
+Scopes = str | tuple[str, ...]
+
+
 async def authenticate(
-    request: Request, secret: str | None, *, scope: str, how: str, field: str = "Authorization"
+    request: Request, secret: str | None, *, scope: Scopes, how: str, field: str = "Authorization"
 ) -> Principal:
-    """The workspace of a live token that carries `scope`, charged one request; `how` and `field` tell the caller
-    where the token goes."""
+    """The workspace of a live token that carries `scope` (each of them, when several), charged one request; `how`
+    and `field` tell the caller where the token goes."""
     if not secret:
         raise Unauthenticated(f"send the API token as {how}", field=field)
     principal = await live_principal(request.app.state.tokens, request.app.state.sessions, secret)
@@ -115,8 +118,10 @@ async def authenticate(
         principal = None
     if principal is None:
         raise Unauthenticated("the token is not valid (unknown or revoked)", field=field)
-    if scope not in principal.scopes:
-        raise Forbidden(f"the token lacks the {scope!r} scope", field=field)
+    lacking = [name for name in ((scope,) if isinstance(scope, str) else scope) if name not in principal.scopes]
+    if lacking:
+        plural = "s" if len(lacking) > 1 else ""
+        raise Forbidden(f"the token lacks the {' and '.join(map(repr, lacking))} scope{plural}", field=field)
     return principal
 
 
@@ -136,7 +141,7 @@ class RouteToken(ABC):
     how: ClassVar[str]
     field: ClassVar[str] = "Authorization"
 
-    def __init__(self, scope: str) -> None:
+    def __init__(self, scope: Scopes) -> None:
         self.scope = scope
 
     @abstractmethod
@@ -239,23 +244,23 @@ class BasicBearerOrQuery(RouteToken):
         return await self.principal(request)
 
 
-def bearer(scope: str) -> Bearer:
+def bearer(scope: Scopes) -> Bearer:
     return Bearer(scope)
 
 
-def raw_authorization(scope: str) -> RawAuthorization:
+def raw_authorization(scope: Scopes) -> RawAuthorization:
     return RawAuthorization(scope)
 
 
-def x_authorization(scope: str) -> XAuthorization:
+def x_authorization(scope: Scopes) -> XAuthorization:
     return XAuthorization(scope)
 
 
-def basic_or_bearer(scope: str) -> BasicOrBearer:
+def basic_or_bearer(scope: Scopes) -> BasicOrBearer:
     return BasicOrBearer(scope)
 
 
-def basic_bearer_or_query(scope: str) -> BasicBearerOrQuery:
+def basic_bearer_or_query(scope: Scopes) -> BasicBearerOrQuery:
     return BasicBearerOrQuery(scope)
 
 
@@ -271,5 +276,9 @@ def route_token(dependant: Dependant) -> RouteToken | None:
 
 
 EVENTS_WRITE = "events:write"
+EVENTS_READ = "events:read"
+# Any answer that shows a contact's stored email or fields needs it, next to the route's own scope.
+CONTACTS_READ = "contacts:read"
+CONTACTS_WRITE = "contacts:write"
 EVENT_WRITER = bearer(EVENTS_WRITE)
 EventWriter = Annotated[Principal, Depends(EVENT_WRITER)]

@@ -6,14 +6,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import Principal, bearer
+from api.auth import CONTACTS_READ, EVENTS_READ, Principal, bearer
 from api.problems import problem_responses
 from tripmail.history import event_detail, list_events
 from tripmail.schemas.history import EventDetail, EventPage
 
 router = APIRouter(tags=["history"])
 
-EventReader = Annotated[Principal, Depends(bearer("events:read"))]
+EventReader = Annotated[Principal, Depends(bearer(EVENTS_READ))]
+# One event shows its body and its messages' recipients: the contacts' addresses and fields.
+ContactEventReader = Annotated[Principal, Depends(bearer((EVENTS_READ, CONTACTS_READ)))]
 
 
 @router.get("/v1/events", responses=problem_responses(401, 403, 422, 429))
@@ -50,7 +52,7 @@ async def get_events(
 
 
 @router.get("/v1/events/{event_id}", responses=problem_responses(401, 403, 404, 422, 429))
-async def get_event(event_id: str, principal: EventReader, request: Request) -> EventDetail:
+async def get_event(event_id: str, principal: ContactEventReader, request: Request) -> EventDetail:
     """One event: its body, the automations it matched, each run's steps, each message's status and attempts."""
 
     def read() -> EventDetail:

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # read: everyone may make the api read and parse this much. Its bodies carry `attach` as base64, so this also
     # bounds altcraft's attachments (64 KiB of body: about 47 KiB of files); raise it to send larger ones.
     altcraft_max_body_bytes: int = Field(default=64 * 1024, ge=1)
+    # How long rendering one part of a message (or a preview) may take; a template that loops longer fails with a
+    # reason rather than hold a worker.
+    render_timeout_s: float = Field(default=2.0, gt=0)
     # How long the api reuses what it read of a workspace's event types, automations and fields (apply shows
     # in its answers after at most this long; the worker always reads the database).
     setup_cache_s: float = Field(default=2.0, ge=0)

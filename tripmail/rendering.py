@@ -1,5 +1,8 @@
 """Templates: Jinja2 in a sandbox; request data goes in as values, never as template source.
 
+The sandbox bounds what a template builds and how long it renders (sandbox.py): past a bound, the render fails
+with a RenderError that names the bound, as a template that meets data it cannot handle does.
+
 A template may declare `syntax: apicontent` (altcraft, seed 001): its `{apicontent.name}` placeholders become
 Jinja, and list values render one item per line; or `syntax: velocity` (esputnik, seed 002): see velocity.py.
 Either is translated when the template is applied (to check it) and once per process when first compiled.
@@ -14,11 +17,12 @@ from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError, Undefined
 from jinja2 import Template as JinjaTemplate
-from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from tripmail import velocity
+from tripmail.config import get_settings
 from tripmail.errors import InvalidConfig
+from tripmail.sandbox import BoundedSandbox, render_within
 
 _APICONTENT = re.compile(r"(?<!\{)\{apicontent\.([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 
@@ -41,7 +45,7 @@ def _or_written(value: Any, written: str) -> Any:
     return written if value is None or isinstance(value, Undefined) else value
 
 
-class _KeysFirst(SandboxedEnvironment):
+class _KeysFirst(BoundedSandbox):
     """`data.items` is the event's `items` (seed 004 sends one), not the dict method Jinja would find first."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -66,15 +70,12 @@ class _DataOnly(_KeysFirst):
         return self.undefined(obj=obj, name=str(argument))
 
 
-def _environment(*, html: bool, velocity: bool) -> SandboxedEnvironment:
-    # HTML parts escape what they insert; subject and text parts are plain text and must not. A JSON null shows
-    # as nothing, never as "None".
-    environment = (_DataOnly if velocity else _KeysFirst)(
-        autoescape=html, undefined=ChainableUndefined, finalize=lambda value: "" if value is None else value
-    )
-    environment.filters["lines"] = _lines_html if html else _lines_text
-    environment.filters["or_written"] = _or_written
-    environment.filters["value_of"] = _value_of
+def _environment(*, html: bool, velocity: bool) -> BoundedSandbox:
+    # HTML parts escape what they insert; subject and text parts are plain text and must not.
+    environment = (_DataOnly if velocity else _KeysFirst)(autoescape=html, undefined=ChainableUndefined)
+    environment.add_filter("lines", _lines_html if html else _lines_text, reads_text=True)
+    environment.add_filter("or_written", _or_written)
+    environment.add_filter("value_of", _value_of)
     if velocity:
         # A Velocity name is the data's or nobody's, never Jinja's range, dict or lipsum.
         environment.globals.clear()
@@ -149,9 +150,15 @@ def template_context(
     return {**data, **named}
 
 
-def render_part(source: str, context: dict[str, Any], *, html: bool, syntax: str = "jinja") -> str:
+def render_part(
+    source: str, context: dict[str, Any], *, html: bool, syntax: str = "jinja", timeout_s: float | None = None
+) -> str:
+    """The part rendered for this context, within `timeout_s` (TRIPMAIL_RENDER_TIMEOUT_S unless given)."""
     try:
-        return _compile(source, html=html, syntax=syntax).render(context)
+        template = _compile(source, html=html, syntax=syntax)
+        return render_within(
+            template, context, timeout_s=get_settings().render_timeout_s if timeout_s is None else timeout_s
+        )
     except TemplateError as exc:
         raise RenderError(str(exc), line=_template_line(exc)) from exc
     except Exception as exc:

@@ -1,4 +1,5 @@
-"""emailsendx (seed 004): contact upsert and named events for a contact, Bearer token with contacts:write."""
+"""emailsendx (seed 004): contact upsert (Bearer token with contacts:write and contacts:read) and named events for
+a contact (events:write)."""
 
 import json
 from typing import Annotated, Any
@@ -7,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_validator
 
-from api.auth import Principal, bearer
+from api.auth import CONTACTS_READ, CONTACTS_WRITE, EVENTS_WRITE, Principal, bearer
 from api.dialects.routing import dialect_router
 from api.intake import submit
 from tripmail.audience import field_types
@@ -20,7 +21,9 @@ from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
 MAX_DATA_BYTES = 16 * 1024
 
-ContactWriter = Annotated[Principal, Depends(bearer("contacts:write"))]
+# The upsert's answer shows the stored contact, metadata that other callers set included.
+ContactUpserter = Annotated[Principal, Depends(bearer((CONTACTS_WRITE, CONTACTS_READ)))]
+EventWriter = Annotated[Principal, Depends(bearer(EVENTS_WRITE))]
 
 
 class EmailsendxContact(BaseModel):
@@ -95,7 +98,7 @@ router = dialect_router(
 
 
 @router.post("/api/v1/contacts")
-def upsert(body: EmailsendxContact, principal: ContactWriter, request: Request) -> dict[str, Any]:
+def upsert(body: EmailsendxContact, principal: ContactUpserter, request: Request) -> dict[str, Any]:
     """Create the contact or update it by email; metadata keys are merged (seed 004's first step)."""
     with request.app.state.sessions.begin() as session:
         fields = typed_contact_fields(field_types(session, principal.workspace_id), contact_fields(body), "metadata")
@@ -106,7 +109,7 @@ def upsert(body: EmailsendxContact, principal: ContactWriter, request: Request) 
 
 
 @router.post("/api/v1/contacts/{contact_id}/events")
-def fire_event(contact_id: str, body: EmailsendxEvent, principal: ContactWriter, request: Request) -> dict[str, Any]:
+def fire_event(contact_id: str, body: EmailsendxEvent, principal: EventWriter, request: Request) -> dict[str, Any]:
     """Fire a named event for a contact; every active automation whose trigger matches it runs (seed 004)."""
     submitted = submit(request, to_trigger(body, principal.workspace_id, contact_id))
     return {

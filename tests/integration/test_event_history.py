@@ -39,7 +39,7 @@ def shop(db: sessionmaker[Session]) -> Tenant:
     }
     with db.begin() as session:
         apply_spec(session, spec)
-        return Tenant(key, make_token(session, key, ["events:write", "events:read"]))
+        return Tenant(key, make_token(session, key, ["events:write", "events:read", "contacts:read"]))
 
 
 def get(api_url: str, token: str, path: str, **params: Any) -> httpx.Response:
@@ -97,7 +97,7 @@ def test_history_is_the_workspace_s_own_and_needs_events_read(
     wait_until(lambda: get(api_url, shop.token, f"/v1/events/{event_id}").status_code == 200 or None, what="recorded")
     assert get(api_url, tenant.token, f"/v1/events/{event_id}").status_code == 403  # a token that only writes
     with db.begin() as session:
-        other_reader = make_token(session, tenant.key, ["events:read"])
+        other_reader = make_token(session, tenant.key, ["events:read", "contacts:read"])
     assert get(api_url, other_reader, f"/v1/events/{event_id}").status_code == 404
     assert get(api_url, other_reader, "/v1/events").json()["events"] == []
     unknown = get(api_url, shop.token, "/v1/events/01890000-0000-7000-8000-000000000000")

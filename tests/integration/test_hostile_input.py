@@ -24,7 +24,7 @@ from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
 from tripmail.config import Settings
 from tripmail.contacts import email_md5, email_xxh
 from tripmail.ids import new_id
-from tripmail.models import Contact, Event, Message, Workspace
+from tripmail.models import Contact, Event, Message, Template, Workspace
 from tripmail.tokens import KNOWN_SCOPES
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")
@@ -247,6 +247,68 @@ def test_line_breaks_for_the_subject_and_template_syntax_in_data_reach_no_header
     failure = wait_until(escape_settled, what="the escaping template's message settled")
     assert failure.startswith("failed: template escape:") and "unsafe" in failure
     assert len(sink.to(address)) == 1
+
+
+@pytest.fixture
+def templates_past_bounds(db: sessionmaker[Session]) -> Tenant:
+    """A workspace whose GROW event sends three emails: one builds past the sandbox's bound, one renders past its
+    time bound, one is plain."""
+    key = unique_workspace_key("bounds")
+    spec = {
+        "workspace": key,
+        "from": f"Acme <{sender_of(key)}>",
+        "event_types": [{"key": "GROW"}],
+        "templates": [
+            {"key": "grow", "subject": "Grow", "text": "{{ 'a' * 10**9 }}"},
+            {
+                "key": "spin",
+                "subject": "Spin",
+                "text": "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+            },
+            {"key": "plain", "subject": "Plain for {{ contact.email }}", "text": "Hello"},
+        ],
+        "automations": [
+            {"name": t, "trigger": "GROW", "transactional": True, "steps": [{"send_email": {"template": t}}]}
+            for t in ("grow", "spin", "plain")
+        ],
+    }
+    with db.begin() as session:
+        apply_spec(session, spec)
+        return Tenant(key, make_token(session, key))
+
+
+def test_a_template_past_a_bound_fails_its_message_with_the_rule_and_the_others_go_out(
+    api_url: str, templates_past_bounds: Tenant, sink: Sink, db: sessionmaker[Session]
+) -> None:
+    address = f"{unique_workspace_key('grow')}@example.com"
+    body = {"event": "GROW", "contact": {"email": address}}
+    headers = {"Authorization": f"Bearer {templates_past_bounds.token}"}
+    response = httpx.post(f"{api_url}/v1/events", json=body, headers=headers, timeout=10)
+    assert response.status_code == 202, response.text
+
+    def settled() -> dict[str, str] | None:
+        with db() as session:
+            query = (
+                select(Template.key, Message.status, Message.smtp_reply)
+                .join(Template, Template.id == Message.template_id)
+                .join(Contact)
+                .where(Contact.email == address)
+            )
+            rows = session.execute(query).all()
+        done = {key: f"{status}: {reply}" for key, status, reply in rows if status in ("sent", "failed")}
+        return done if len(done) == 3 else None
+
+    outcomes = wait_until(settled, what="the three messages settled")
+    assert outcomes["grow"] == (
+        "failed: template grow: '*' would build 1,000,000,000 characters; a template may build at most 1,000,000"
+    )
+    assert outcomes["spin"] == (
+        "failed: template spin: rendering took longer than 2 s (TRIPMAIL_RENDER_TIMEOUT_S): a loop or macro "
+        "runs too long"
+    )
+    assert outcomes["plain"].startswith("sent: ")
+    [mail] = sink.to(address)
+    assert mail.message["Subject"] == f"Plain for {address}"
 
 
 AUTOMATION_ID = 904_091

@@ -29,6 +29,12 @@ def editor(db: sessionmaker[Session]) -> tuple[str, str]:
                 "text": "#foreach($!item in $!data.get('array'))$!item.get('name'): $!item.get('price')\n#end",
             },
             {"key": "total", "subject": "Total", "text": "Hello\nYour total: {{ data.amount + 1 }}"},
+            {"key": "huge", "subject": "Huge", "text": "Hello\n{{ data.pad * data.times }}"},
+            {
+                "key": "spin",
+                "subject": "Spin",
+                "html": "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+            },
         ],
     }
     with db.begin() as session:
@@ -67,6 +73,25 @@ def test_a_failing_template_names_the_part_and_the_line(api_url: str, editor: tu
     problem = response.json()
     assert problem["field"] == "text"
     assert problem["detail"].startswith("text: line 2: TypeError: ")
+
+
+def test_a_template_past_a_bound_is_422_naming_the_part_the_line_and_the_rule(
+    api_url: str, editor: tuple[str, str]
+) -> None:
+    response = preview(api_url, editor[0], "huge", {"data": {"pad": "a", "times": 10**9}})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "text"
+    assert response.json()["detail"] == (
+        "text: line 2: '*' would build 1,000,000,000 characters; a template may build at most 1,000,000"
+    )
+    response = preview(api_url, editor[0], "spin", {})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "html"
+    assert response.json()["detail"] == (
+        "html: line 1: rendering took longer than 2 s (TRIPMAIL_RENDER_TIMEOUT_S): a loop or macro runs too long"
+    )
+    # The api goes on answering: the render stopped.
+    assert preview(api_url, editor[0], "huge", {"data": {"pad": "a", "times": 3}}).json()["text"] == "Hello\naaa"
 
 
 def test_an_unknown_template_or_a_token_without_the_scope_is_refused(api_url: str, editor: tuple[str, str]) -> None:

@@ -3,9 +3,11 @@
 from collections.abc import Mapping
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests.builders import make_token
 from tests.integration.conftest import Sink, Tenant, wait_until
 from tripmail.models import Contact, EventType, Workspace
 
@@ -24,6 +26,13 @@ SEED_EXAMPLE = """{
 CURL_D = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+@pytest.fixture
+def token(tenant: Tenant, db: sessionmaker[Session]) -> str:
+    """A token of the tenant's workspace that triggers, and reads the stored contact that the answer shows."""
+    with db.begin() as session:
+        return make_token(session, tenant.key, ["events:write", "contacts:read"])
+
+
 def trigger(api_url: str, token: str, body: str | Mapping[str, object]) -> httpx.Response:
     url = f"{api_url}/compat/cocomail/events/trigger"
     if isinstance(body, str):
@@ -32,9 +41,9 @@ def trigger(api_url: str, token: str, body: str | Mapping[str, object]) -> httpx
 
 
 def test_seed_example_answers_as_documented_and_sends_the_email(
-    api_url: str, tenant: Tenant, sink: Sink, db: sessionmaker[Session]
+    api_url: str, token: str, tenant: Tenant, sink: Sink, db: sessionmaker[Session]
 ) -> None:
-    response = trigger(api_url, tenant.token, SEED_EXAMPLE)
+    response = trigger(api_url, token, SEED_EXAMPLE)
 
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -64,34 +73,34 @@ def test_seed_example_answers_as_documented_and_sends_the_email(
     assert "https://app-url.com/forgot-password/unique-password-reset-page" in text.get_content()
 
 
-def test_contact_metadata_updates_existing_keys_and_keeps_others(api_url: str, tenant: Tenant) -> None:
+def test_contact_metadata_updates_existing_keys_and_keeps_others(api_url: str, token: str) -> None:
     first = {"email": "meta@example.com", "identifier": "FORGOT_PASSWORD", "contactMetadata": {"a": 1, "b": 1}}
     second = {"email": "META@example.com", "identifier": "forgot_password", "contactMetadata": {"b": 2}}
-    trigger(api_url, tenant.token, first)
-    answer = trigger(api_url, tenant.token, second).json()
+    trigger(api_url, token, first)
+    answer = trigger(api_url, token, second).json()
     assert answer["data"]["contact"]["metadata"] == {"a": 1, "b": 2}
 
 
-def test_consent_string_false_is_stored(api_url: str, tenant: Tenant, db: sessionmaker[Session]) -> None:
+def test_consent_string_false_is_stored(api_url: str, token: str, db: sessionmaker[Session]) -> None:
     body = {"email": "noconsent@example.com", "identifier": "FORGOT_PASSWORD", "consentsToEmails": "false"}
-    contact_id = trigger(api_url, tenant.token, body).json()["data"]["contact"]["id"]
+    contact_id = trigger(api_url, token, body).json()["data"]["contact"]["id"]
     with db() as session:
         assert session.get_one(Contact, contact_id).consents == {"email": False}
 
 
 def test_unknown_identifier_is_the_documented_error_and_creates_nothing(
-    api_url: str, tenant: Tenant, db: sessionmaker[Session]
+    api_url: str, token: str, db: sessionmaker[Session]
 ) -> None:
     body = {"email": "user@example.com", "identifier": "INVALID_EVENT_IDENTIFIER"}
-    response = trigger(api_url, tenant.token, body)
+    response = trigger(api_url, token, body)
     assert response.status_code == 404
     assert response.json() == {"data": None, "error": "Event with identifier INVALID_EVENT_IDENTIFIER not found"}
     with db() as session:
         assert session.scalars(select(EventType).where(EventType.key == "INVALID_EVENT_IDENTIFIER")).all() == []
 
 
-def test_event_of_another_workspace_is_not_found(api_url: str, tenant: Tenant, other_tenant: Tenant) -> None:
-    response = trigger(api_url, tenant.token, {"email": "user@example.com", "identifier": "ONLY_OTHER"})
+def test_event_of_another_workspace_is_not_found(api_url: str, token: str, other_tenant: Tenant) -> None:
+    response = trigger(api_url, token, {"email": "user@example.com", "identifier": "ONLY_OTHER"})
     assert response.json() == {"data": None, "error": "Event with identifier ONLY_OTHER not found"}
 
 
@@ -105,23 +114,23 @@ def test_bad_or_missing_token_is_401_in_cocomail_shape(api_url: str) -> None:
         assert "token" in response.json()["error"]
 
 
-def test_invalid_body_names_the_field(api_url: str, tenant: Tenant) -> None:
-    response = trigger(api_url, tenant.token, {"identifier": "FORGOT_PASSWORD", "email": "nope"})
+def test_invalid_body_names_the_field(api_url: str, token: str) -> None:
+    response = trigger(api_url, token, {"identifier": "FORGOT_PASSWORD", "email": "nope"})
     assert response.status_code == 422
     assert response.json()["data"] is None
     assert response.json()["error"].startswith("email: ")
 
 
-def test_consent_applies_to_a_created_contact_only(api_url: str, tenant: Tenant, db: sessionmaker[Session]) -> None:
+def test_consent_applies_to_a_created_contact_only(api_url: str, token: str, db: sessionmaker[Session]) -> None:
     body: dict[str, object] = {
         "email": "optout@example.com",
         "identifier": "FORGOT_PASSWORD",
         "consentsToEmails": False,
     }
-    contact_id = trigger(api_url, tenant.token, body)
+    contact_id = trigger(api_url, token, body)
     for consents in (None, "true"):
         again = {"email": "optout@example.com", "identifier": "FORGOT_PASSWORD"}
-        trigger(api_url, tenant.token, again if consents is None else again | {"consentsToEmails": consents})
+        trigger(api_url, token, again if consents is None else again | {"consentsToEmails": consents})
     with db() as session:
         stored = session.get_one(Contact, contact_id.json()["data"]["contact"]["id"])
     assert stored.consents == {"email": False}

@@ -52,7 +52,7 @@ def shop(db: sessionmaker[Session]) -> Tenant:
     }
     with db.begin() as session:
         apply_spec(session, spec)
-        token = make_token(session, key, ["contacts:write"])
+        token = make_token(session, key, ["contacts:write", "contacts:read", "events:write"])
     return Tenant(key=key, token=token)
 
 
@@ -126,7 +126,7 @@ def test_unknown_or_foreign_contact_is_404(
     api_url: str, shop: Tenant, tenant: Tenant, db: sessionmaker[Session]
 ) -> None:
     with db.begin() as session:
-        other_token = make_token(session, tenant.key, ["contacts:write"])
+        other_token = make_token(session, tenant.key, ["events:write"])
     contact_id = upsert(api_url, shop.token, f"{unique_workspace_key('mine')}@example.com")
     for token, path_id in ((shop.token, "clx1a2b3c4d5e6f7g8h9i0j"), (other_token, contact_id)):
         response = call(api_url, token, f"/contacts/{path_id}/events", {"name": "purchase_completed"})
@@ -181,7 +181,7 @@ def test_seed_branch_on_purchase_value_sends_the_email_the_amount_chooses(
     }
     with db.begin() as session:
         apply_spec(session, spec)
-        token = make_token(session, key, ["contacts:write"])
+        token = make_token(session, key, ["contacts:write", "contacts:read", "events:write"])
     small, big = (f"{unique_workspace_key(name)}@example.com" for name in ("small", "big"))
     for email, body in ((small, SEED_EVENT_BODY), (big, SEED_EVENT_BODY.replace("99.00", "150.00"))):
         contact_id = upsert(api_url, token, email)
