@@ -323,6 +323,8 @@ CASES = [
 # Routes with no API token: each is authorised by a secret of its own, not a workspace's token.
 NO_TOKEN = {
     ("GET", "/healthz"): "no data",
+    ("GET", "/livez"): "no data",
+    ("GET", "/readyz"): "no data",
     ("GET", "/unsubscribe/{token}"): "a signed per-message token",
     ("POST", "/unsubscribe/{token}"): "a signed per-message token",
     ("GET", "/compat/altcraft/trg/{link}/{value}"): "the automation's link secret (test_altcraft_link_secret_*)",
