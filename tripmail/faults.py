@@ -14,13 +14,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 # SQLite's primary result codes (the low byte of an extended one) for a database that is busy, locked by another
-# connection, or that the file system failed to read, write or open for a moment.
+# connection, or that the file system failed to read, write or open for a moment, or that ran out of disk or memory
+# (as PostgreSQL's class 53 below).
 _SQLITE_TRANSIENT = {
     sqlite3.SQLITE_BUSY,
     sqlite3.SQLITE_LOCKED,
     sqlite3.SQLITE_IOERR,
     sqlite3.SQLITE_CANTOPEN,
     sqlite3.SQLITE_PROTOCOL,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_NOMEM,
 }
 # PostgreSQL's SQLSTATEs: connection exceptions (class 08) and insufficient resources (53: too many connections,
 # disk full, out of memory) by class; serialization failure, deadlock, lock not available (lock_timeout), and the
