@@ -63,9 +63,10 @@ MAX_NESTING = 32
 MAX_CONDITIONS = 500
 # Each list item is a variable bound to the page query, and SQLite binds at most 32,766 to one statement (250,000
 # as Debian builds it; PostgreSQL's protocol 65,535): past them the query failed in the database, as often as it was
-# tried. With the few that each of at most MAX_CONDITIONS keys binds (its path, its type test, its value), 20,000
-# conditions and list items stay within SQLite's limit. Settings.query_max_terms chooses a budget up to this.
-MAX_TERMS = 20_000
+# tried. With the few that each of at most MAX_CONDITIONS keys binds (its path, its type test, its value: about 20
+# for a short list of four types), 25,000 conditions and list items stay within SQLite's limit. The api refuses a
+# query past Settings.query_max_terms, at most this.
+MAX_TERMS = 25_000
 
 
 class QueryError(InvalidRequest):

@@ -113,7 +113,7 @@ def test_a_refused_field_is_named_by_its_variable(monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_query_budget_stays_within_what_the_worker_compiles() -> None:
-    assert Settings(_env_file=None).query_max_terms == 10_000
+    assert Settings(_env_file=None).query_max_terms == 25_000
     Settings(_env_file=None, query_max_terms=MAX_TERMS)
     with pytest.raises(ValidationError, match="query_max_terms"):
         Settings(_env_file=None, query_max_terms=MAX_TERMS + 1)
