@@ -13,6 +13,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from tripmail.errors import TripmailError
+
 # SQLite's primary result codes (the low byte of an extended one) for a database that is busy, locked by another
 # connection, or that the file system failed to read, write or open for a moment, or that ran out of disk or memory
 # (as PostgreSQL's class 53 below).
@@ -53,10 +55,6 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def reason(exc: BaseException) -> str:
-    """The failure as a user may read it: the driver's message of a database error, without the statement and the
-    values SQLAlchemy adds to it (contact data)."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        first_line = str(exc.orig).strip().partition("\n")[0]  # PostgreSQL's next lines quote the statement
-        return f"{type(exc).__name__}: {first_line}"
-    detail = getattr(exc, "detail", None)
-    return f"{type(exc).__name__}: {detail if isinstance(detail, str) else exc}"
+    """The failure as its event stores it: a refusal's own text, else the error's type and message (a database
+    error's names the statement, whose parameters the engine hides)."""
+    return f"{type(exc).__name__}: {exc.detail if isinstance(exc, TripmailError) else exc}"
