@@ -3,18 +3,38 @@
 Operators: $eq $ne $in $nin $gt $gte $lt $lte $exists $and $or $not, implicit equality and dotted paths.
 `email`, `phone`, `external_id` and `_id` (also `id`, `profile_id`) are the contact's own columns; every
 other path is a custom field. On a `tags` field, equality means "carries this tag", as in MongoDB arrays.
-A field holding JSON null counts as missing (SQL cannot tell the two apart portably).
+A field holding JSON null counts as missing (SQL cannot tell the two apart portably). As in MongoDB, a comparison
+with a number (or true/false) matches only a field holding a number (or true/false): a field holding "abc" is
+neither equal to nor greater than 5, on both databases.
 """
 
 import re
 from collections.abc import Callable
 from contextlib import suppress
+from decimal import Decimal
 from typing import Any
 
 from pydantic import JsonValue
-from sqlalchemy import ColumnElement, Row, Select, and_, cast, exists, false, func, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Numeric,
+    Row,
+    Select,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.types import TypeDecorator
 
 from tripmail.contacts import normalize_phone
 from tripmail.errors import InvalidRequest
@@ -41,21 +61,39 @@ CHUNK = 1000
 MAX_NESTING = 32
 # SQLite parses `a OR b OR ...` into a tree as deep as its terms and refuses one deeper than 1000.
 MAX_CONDITIONS = 500
+# Each list item is a variable bound to the page query, and SQLite binds at most 32,766 to one statement (250,000
+# as Debian builds it; PostgreSQL's protocol 65,535): past them the query failed in the database, as often as it was
+# tried. With the few that each of at most MAX_CONDITIONS keys binds (its path, its type test, its value: about 20
+# for a short list of four types), 25,000 conditions and list items stay within SQLite's limit. The api refuses a
+# query past Settings.query_max_terms, at most this.
+MAX_TERMS = 25_000
 
 
 class QueryError(InvalidRequest):
     code = "invalid-query"
 
 
+class _ExactNumber(TypeDecorator[Decimal]):
+    """NUMERIC for a stored number and for every operand compared with it: compared as double precision, a stored
+    JSON number past its range (1e400) raised DataError on PostgreSQL."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def bind_expression(self, bindvalue: BindParameter[Decimal]) -> ColumnElement[Decimal]:
+        return cast(bindvalue, Numeric)
+
+
 class QueryCompiler:
     """Compiles one query for one workspace's field types and one SQL dialect."""
 
-    def __init__(self, field_types: dict[str, str], dialect: str) -> None:
+    def __init__(self, field_types: dict[str, str], dialect: str, *, max_terms: int = MAX_TERMS) -> None:
         self.field_types = field_types
         self.dialect = dialect
+        self.max_terms = max_terms
 
     def compile(self, query: JsonValue, where: str = "custom_request") -> ColumnElement[bool]:
-        _check_document(query, where)
+        _check_document(query, where, max_terms=self.max_terms)
         return self._query(query, where)
 
     def _query(self, query: JsonValue, where: str) -> ColumnElement[bool]:
@@ -92,8 +130,8 @@ class QueryCompiler:
         if op in COMPARISONS:
             if isinstance(operand, bool) or not isinstance(operand, int | float | str):
                 raise QueryError(f"{where}: {op} expects a number or text, got {operand!r}", field=where)
-            compared: ColumnElement[bool] = COMPARISONS[op](*self._compared(path, operand, where))
-            return compared
+            stored, typed = self._compared(path, operand, where)
+            return self._where_typed(path, typed, COMPARISONS[op](stored, typed), where)
         if op == "$exists":
             if not isinstance(operand, bool):
                 raise QueryError(f"{where}: $exists expects true or false, got {operand!r}", field=where)
@@ -114,8 +152,7 @@ class QueryCompiler:
                 raise QueryError(f"{where}: {path} is a tags field; compare it with text", field=where)
             return self._has_tag(_field_path(path, where), [operand])
         stored, typed = self._compared(path, operand, where)
-        equal: ColumnElement[bool] = stored == typed
-        return equal
+        return self._where_typed(path, typed, stored == typed, where)
 
     def _one_of(self, path: str, items: list[JsonValue], where: str) -> ColumnElement[bool]:
         """SQL IN per value type, not a chain of ORs: a list of thousands stays one shallow expression."""
@@ -133,7 +170,10 @@ class QueryCompiler:
                 raise QueryError(f"{where}: compare {path} with text, a number or true/false", field=where)
             stored, typed = self._compared(path, item, where)
             groups.setdefault(type(typed), (stored, []))[1].append(typed)
-        return or_(false(), *(stored.in_(values) for stored, values in groups.values()))
+        return or_(
+            false(),
+            *(self._where_typed(path, values[0], stored.in_(values), where) for stored, values in groups.values()),
+        )
 
     def _compared(self, path: str, operand: JsonValue, where: str) -> tuple[Any, JsonValue]:
         """The stored value at `path` and the operand, both of the field's declared type (else the operand's).
@@ -158,8 +198,28 @@ class QueryCompiler:
         if isinstance(operand, int | float):
             if isinstance(operand, int) and not -(2**63) <= operand < 2**63:
                 raise QueryError(f"{where}: {operand} is beyond the 64-bit integers a database compares", field=where)
+            if self.dialect == "postgresql":
+                return cast(value.as_string(), _ExactNumber), operand
             return value.as_float(), operand
         return value.as_string(), operand
+
+    def _where_typed(
+        self, path: str, operand: JsonValue, condition: ColumnElement[bool], where: str
+    ) -> ColumnElement[bool]:
+        """`condition` on a custom field compared with a number or true/false, false where the field holds another
+        JSON type. A CASE, not an AND: PostgreSQL may evaluate either side of an AND first, and CAST('abc' AS FLOAT)
+        raises DataError, which failed the whole query."""
+        if path in COLUMNS or not isinstance(operand, bool | int | float):
+            return condition
+        names = _field_path(path, where)
+        if self.dialect == "postgresql":
+            kind = func.json_typeof(Contact.fields[names])
+            kinds = ["boolean"] if isinstance(operand, bool) else ["number"]
+        else:
+            kind = func.json_type(Contact.fields, _sqlite_path(names))
+            kinds = ["true", "false"] if isinstance(operand, bool) else ["integer", "real"]
+        typed: ColumnElement[bool] = case((kind.in_(kinds), condition), else_=false())
+        return typed
 
     def _missing(self, path: str, where: str) -> ColumnElement[bool]:
         missing: ColumnElement[bool] = (
@@ -174,15 +234,17 @@ class QueryCompiler:
         if self.dialect == "postgresql":
             has_tag: ColumnElement[bool] = cast(Contact.fields, JSONB)[path].has_any(array(tags))
             return has_tag
-        members = func.json_each(Contact.fields, "$." + ".".join(f'"{part}"' for part in path)).table_valued("value")
+        members = func.json_each(Contact.fields, _sqlite_path(path)).table_valued("value")
         return exists(select(1).select_from(members).where(members.c.value.in_(tags)))
 
 
-def _check_document(query: JsonValue, where: str) -> None:
-    """Refuse a query nested past MAX_NESTING objects and lists, with more than MAX_CONDITIONS keys in all, or holding
-    a NUL character (PostgreSQL text cannot); a loop, so the check cannot itself recurse too deep."""
+def _check_document(query: JsonValue, where: str, *, max_terms: int) -> None:
+    """Refuse a query nested past MAX_NESTING objects and lists, with more than MAX_CONDITIONS keys in all, more than
+    `max_terms` keys and list items in all, or holding a NUL character (PostgreSQL text cannot); a loop, so the check
+    cannot itself recurse too deep."""
     pending: list[tuple[JsonValue, str, int]] = [(query, where, 1)]
     conditions = 0
+    terms = 0
     while pending:
         value, place, depth = pending.pop()
         if depth > MAX_NESTING:
@@ -194,6 +256,14 @@ def _check_document(query: JsonValue, where: str) -> None:
                     f"{where}: a query holds at most {MAX_CONDITIONS} conditions (keys of its objects); "
                     "many values of one field go in one $in",
                     field=where,
+                )
+        if isinstance(value, dict | list):
+            terms += len(value)
+            if terms > max_terms:
+                raise QueryError(
+                    f"{place}: a query holds at most {max_terms} conditions and list items in all; with the "
+                    f"{len(value)} here it holds {terms}",
+                    field=place,
                 )
         items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
         for key, item in items:
@@ -207,6 +277,10 @@ def _check_document(query: JsonValue, where: str) -> None:
 
 # Each name of a dotted path goes unquoted into a JSON path: SQLite's '$."a"."b"', PostgreSQL's text array '{a, b}'.
 _UNSAFE_IN_PATH = re.compile(r'["\\,{}\x00-\x1f]|^\s|\s$')
+
+
+def _sqlite_path(names: tuple[str, ...]) -> str:
+    return "$." + ".".join(f'"{name}"' for name in names)
 
 
 def _field_path(path: str, where: str) -> tuple[str, ...]:
@@ -228,10 +302,21 @@ def field_types(session: Session, workspace_id: int) -> dict[str, str]:
     return {row.name: row.type for row in rows}
 
 
-def compile_query(session: Session, workspace_id: int, query: JsonValue) -> ColumnElement[bool]:
-    """The query as a SQL condition; QueryError names the operator and path of any mistake."""
+def compile_query(
+    session: Session,
+    workspace_id: int,
+    query: JsonValue,
+    *,
+    max_terms: int = MAX_TERMS,
+    where: str = "custom_request",
+) -> ColumnElement[bool]:
+    """The query as a SQL condition; QueryError names the operator and path of any mistake, `where` first.
+
+    The api passes the budget of its settings; the worker compiles what the api accepted, within what the database
+    binds.
+    """
     dialect = session.get_bind().dialect.name
-    return QueryCompiler(field_types(session, workspace_id), dialect).compile(query)
+    return QueryCompiler(field_types(session, workspace_id), dialect, max_terms=max_terms).compile(query, where)
 
 
 def custom_field_query(field_types: dict[str, str], name: str, value: JsonValue) -> dict[str, JsonValue]:

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # How long rendering one part of a message (or a preview) may take; a template that loops longer fails with a
     # reason rather than hold a worker.
     render_timeout_s: float = Field(default=2.0, gt=0)
+    # The most conditions and list items in all (each value of an $in counts one) an audience query may hold
+    # (altcraft's custom_request); a larger one is refused at the api (400). At most tripmail.audience.MAX_TERMS,
+    # what the databases bind to one statement.
+    query_max_terms: int = Field(default=25_000, ge=1, le=25_000)
     # How long the api reuses what it read of a workspace's event types, automations and fields (apply shows
     # in its answers after at most this long; the worker always reads the database).
     setup_cache_s: float = Field(default=2.0, ge=0)

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, bindparam, insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail import delivery, runs
@@ -18,6 +17,7 @@ from tripmail.contacts import find_contact, new_contact_values, update_contact, 
 from tripmail.db import insert_if_absent, insert_new
 from tripmail.delivery import Recipient
 from tripmail.errors import TripmailError
+from tripmail.faults import is_transient, reason
 from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
 from tripmail.models import AutomationRun, Contact, Event, EventStatus, EventType, table_of
@@ -505,12 +505,15 @@ def process_events(
     settled first, so those messages count as pending again.
 
     The one-contact events are recorded RECORD_TOGETHER to a transaction that shares its lookups; if one of them
-    is refused, each of that chunk is recorded on its own instead, and the refused one is stored as failed.
-    Audiences of many fan out as in process_event. Messages of different events share delivery batches of
-    `batch_size`, so a burst of events costs one delivery task per batch rather than one per event; a batch holds
-    the messages of one lane, so a marketing fan-out's never wait in the fast lane, nor a password reset behind
-    them. Ids held back for a fuller batch were committed already: if the worker dies first, the redelivered task
-    finds them pending and enqueues them then.
+    is refused, each of that chunk is recorded on its own instead. Audiences of many fan out as in process_event,
+    each on its own. An event that fails for a reason that would come back on every try (refused, or a database
+    error that is not transient) is stored as failed with it, and the others go on: the events of one task come
+    from many workspaces. A transient failure (tripmail.faults) stops the task, to be tried again whole.
+
+    Messages of different events share delivery batches of `batch_size`, so a burst of events costs one delivery
+    task per batch rather than one per event; a batch holds the messages of one lane, so a marketing fan-out's never
+    wait in the fast lane, nor a password reset behind them. Ids held back for a fuller batch were committed
+    already: if the worker dies first, the redelivered task finds them pending and enqueues them then.
     """
     # Settled in the first chunk's transaction when there is one, which saves a transaction per task.
     settle_run = run_id
@@ -539,7 +542,7 @@ def process_events(
         _settle(sessions, settle_run, now=clock())
     for event_id, trigger in events:
         if trigger.audience.selects_many:
-            process_event(sessions, event_id, trigger, enqueue=hold, clock=clock)
+            _process_alone(sessions, event_id, trigger, enqueue=hold, clock=clock)
     if held.ids:
         enqueue(held)
 
@@ -565,8 +568,10 @@ def _record_together(
             if settle_run is not None:
                 delivery.settle_unfinished(session, run_id=settle_run, now=now)
             return record_events(session, events, now=now)
-    except (TripmailError, IntegrityError) as exc:
-        log.info("recording %d events together failed (%s); recording each on its own", len(events), exc)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.info("recording %d events together failed (%s); recording each on its own", len(events), reason(exc))
         return None
 
 
@@ -580,14 +585,43 @@ def _process_alone(
 ) -> None:
     try:
         process_event(sessions, event_id, trigger, enqueue=enqueue, clock=clock)
-    except TripmailError as exc:
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        if isinstance(exc, TripmailError):
+            log.info("event %s refused: %s", event_id, reason(exc))
+        else:  # not the request's doing: worth its traceback
+            log.exception("event %s failed: %s", event_id, reason(exc))
+        fail_event(sessions, event_id, trigger, reason(exc), now=clock())
+
+
+def fail_event(
+    sessions: sessionmaker[Session], event_id: str, trigger: TriggerRequest, error: str, *, now: datetime
+) -> None:
+    """record_failed_event in a transaction of its own; when even that is refused (the event's workspace is gone),
+    the failure is logged and the caller goes on with its other events."""
+    try:
         with sessions.begin() as session:
-            record_failed_event(session, event_id, trigger, f"{type(exc).__name__}: {exc.detail}", now=clock())
+            record_failed_event(session, event_id, trigger, error, now=now)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        log.error("event %s failed (%s) and could not be stored as failed: %s", event_id, error, reason(exc))
 
 
 def record_failed_event(session: Session, event_id: str, trigger: TriggerRequest, error: str, *, now: datetime) -> None:
-    """Keep an accepted event whose processing gave up for good, with the reason, so it is visible, not lost."""
-    if session.get(Event, event_id) is not None:
+    """Keep an accepted event whose processing gave up for good, with the reason, so it is visible, not lost.
+
+    One recorded already is left as it is, unless it was still fanning out: then it is failed, and the messages of
+    the chunks it planned before go out.
+    """
+    recorded = session.get(Event, event_id)
+    if recorded is not None:
+        if recorded.status == EventStatus.FANNING_OUT:
+            recorded.status = EventStatus.FAILED
+            recorded.error = error[:2000]
+            recorded.processed_at = now
+            session.flush()
         return
     event_type = find_event_type(session, trigger.workspace_id, trigger.event) if trigger.event else None
     session.add(

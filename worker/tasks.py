@@ -1,15 +1,16 @@
 """Tasks: signature in, one unit of work, one domain call. No logic here."""
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
-from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy.exc import OperationalError
+from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session
 
-from tripmail import delivery, events, queue, runs, webhooks
+from tripmail import delivery, events, faults, queue, runs, webhooks
 from tripmail.config import get_settings
 from tripmail.ids import utcnow
 from tripmail.queue import ByLane
@@ -19,18 +20,32 @@ from worker.app import GivesUpWhenLost, celery, sending, sessions, webhook_clien
 
 log = logging.getLogger(__name__)
 
-# The database or Redis was unreachable for a moment. Both tasks may run again: process_events finds its events
-# recorded and re-enqueues what is still pending; deliver_messages claims nothing twice.
-# Tried again for as long as it lasts: with a limit (it was 8 tries, about two minutes with the backoff) an outage
-# longer than that, such as a PostgreSQL restart or failover, stored the task's events as failed, or lost them when
-# the database was still away for that write too (the task is acked either way).
-RETRY_TRANSIENT: dict[str, Any] = {
-    "autoretry_for": (OperationalError, BrokerError),
-    "retry_backoff": True,
-    "retry_backoff_max": get_settings().retry_wait_max_s,
-    "retry_jitter": True,
-    "max_retries": None,
-}
+
+def retried_while_transient(run: Callable[..., None]) -> Callable[..., None]:
+    """Try the task again, with backoff, when the database or Redis was unreachable or locked (tripmail.faults); let
+    it fail at once on anything else, which would come back on every try.
+
+    Every task may run again: process_events finds its events recorded and re-enqueues what is still pending;
+    deliver_messages claims nothing twice. Tried again for as long as it lasts: with a limit (it was 8 tries, about
+    two minutes with the backoff) an outage longer than that, such as a PostgreSQL restart or failover, stored the
+    task's events as failed, or lost them when the database was still away for that write too. Retrying any
+    OperationalError, as Celery's autoretry_for did, also retried SQLite's "too many SQL variables" forever, and the
+    events of other workspaces in the task waited with it.
+    """
+
+    @functools.wraps(run)
+    def attempt(self: Task, *args: Any, **kwargs: Any) -> None:
+        try:
+            run(self, *args, **kwargs)
+        except Exception as exc:
+            if not faults.is_transient(exc):
+                raise
+            wait = get_exponential_backoff_interval(
+                factor=1, retries=self.request.retries, maximum=get_settings().retry_wait_max_s, full_jitter=True
+            )
+            raise self.retry(exc=exc, countdown=wait, max_retries=None) from exc
+
+    return attempt
 
 
 class RecordsFailedEvents(GivesUpWhenLost):
@@ -46,18 +61,12 @@ class RecordsFailedEvents(GivesUpWhenLost):
         self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
     ) -> None:
         [pairs] = args
-        with sessions().begin() as session:
-            for event_id, trigger in pairs:
-                events.record_failed_event(
-                    session,
-                    event_id,
-                    TriggerRequest.read_back(trigger),
-                    f"{type(exc).__name__}: {exc}",
-                    now=utcnow(),
-                )
+        for event_id, trigger in pairs:
+            events.fail_event(sessions(), event_id, TriggerRequest.read_back(trigger), faults.reason(exc), now=utcnow())
 
 
-@celery.task(name=queue.PROCESS_EVENTS, base=RecordsFailedEvents, bind=True, **RETRY_TRANSIENT)
+@celery.task(name=queue.PROCESS_EVENTS, base=RecordsFailedEvents, bind=True, max_retries=None)
+@retried_while_transient
 def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
     """Record accepted events and fan them out into messages; running it twice is harmless.
 
@@ -88,7 +97,8 @@ def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
         _deliver(self.request.id, rest, elapsed_s=time.monotonic() - started, settled=True)
 
 
-@celery.task(name=queue.CARRY_ON_RUNS, bind=True, base=GivesUpWhenLost, **RETRY_TRANSIENT)
+@celery.task(name=queue.CARRY_ON_RUNS, bind=True, base=GivesUpWhenLost, max_retries=None)
+@retried_while_transient
 def carry_on_runs(self: Task, run_ids: list[int]) -> None:
     """Carry on runs whose wait is over and send what they plan; running it twice is harmless (a run is carried
     on by one transaction only, and its messages are claimed before they are sent)."""
@@ -98,7 +108,8 @@ def carry_on_runs(self: Task, run_ids: list[int]) -> None:
         _deliver(self.request.id, message_ids, elapsed_s=time.monotonic() - started)
 
 
-@celery.task(name=queue.FIRE_WEBHOOKS, bind=True, base=GivesUpWhenLost, **RETRY_TRANSIENT)
+@celery.task(name=queue.FIRE_WEBHOOKS, bind=True, base=GivesUpWhenLost, max_retries=None)
+@retried_while_transient
 def fire_webhooks(self: Task, delivery_ids: list[int]) -> None:
     """POST due webhook deliveries; each is claimed first, and retried later by the scheduler when it failed."""
     webhooks.fire_webhooks(sessions(), delivery_ids, client=webhook_client(), clock=utcnow)
@@ -136,7 +147,8 @@ class DeliversMessages(GivesUpWhenLost):
         delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), message_ids=message_ids)
 
 
-@celery.task(name=queue.DELIVER_MESSAGES, bind=True, base=DeliversMessages, **RETRY_TRANSIENT)
+@celery.task(name=queue.DELIVER_MESSAGES, bind=True, base=DeliversMessages, max_retries=None)
+@retried_while_transient
 def deliver_messages(self: Task, message_ids: list[int]) -> None:
     """Send a batch of planned messages; the transient failures wait in the database for the scheduler."""
     _deliver(self.request.id, message_ids)

@@ -18,7 +18,7 @@ from api.dialects.routing import dialect_router
 from api.intake import submit
 from api.ratelimit import charge_budget, link_key
 from tripmail.attachments import parse_attachments
-from tripmail.audience import compile_query, field_types
+from tripmail.audience import compile_query, custom_field_query, field_types
 from tripmail.automations import find_automation, find_automation_by_link
 from tripmail.config import Settings
 from tripmail.contacts import find_contact
@@ -155,10 +155,15 @@ def _check_and_submit(
     """Refuse what would fail later (inactive campaign, nobody to match, bad query, fields or files), then submit."""
     if automation.status != "active":
         raise Inactive(f"trigger campaign {automation.id} is {automation.status}", field="id")
+    max_terms = request.app.state.settings.query_max_terms
     with request.app.state.sessions() as session:
         types = field_types(session, automation.workspace_id)
         if audience.query is not None:
-            compile_query(session, automation.workspace_id, audience.query)
+            compile_query(session, automation.workspace_id, audience.query, max_terms=max_terms)
+        elif audience.custom_field is not None:
+            # "tag-1, tag-2, ..." on a tags field is a condition per tag.
+            match = custom_field_query(types, audience.custom_field.name, audience.custom_field.value)
+            compile_query(session, automation.workspace_id, match, max_terms=max_terms, where="field_value")
         elif audience.names_someone and find_contact(session, automation.workspace_id, audience) is None:
             raise NotFound("no profile matches the request", field="matching")
     fields = check_overrides(types, [FieldOverride(**f.model_dump()) for f in extras.fields], "fields")

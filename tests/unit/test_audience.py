@@ -1,8 +1,10 @@
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import JsonValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -134,3 +136,82 @@ def test_pages_follow_the_key(people: tuple[Session, int]) -> None:
         "id-bob",
         "id-cy",
     ]
+
+
+def test_list_items_count_against_the_query_budget(people: tuple[Session, int]) -> None:
+    session, workspace_id = people
+    # One key, its operator and two items: four terms.
+    query: JsonValue = {"Custom_ID": {"$in": ["IpHicQquekzYkufl", "xzFKLXeaJkCYHuMb"]}}
+    compile_query(session, workspace_id, query, max_terms=4)
+    with pytest.raises(QueryError) as refused:
+        compile_query(session, workspace_id, query, max_terms=3)
+    assert refused.value.field == "custom_request.Custom_ID.$in"
+    assert refused.value.detail == (
+        "custom_request.Custom_ID.$in: a query holds at most 3 conditions and list items in all; "
+        "with the 2 here it holds 4"
+    )
+    probe: JsonValue = {"Custom_ID": {"$in": [str(n) for n in range(250_001)]}}  # answered 200, then failed in SQL
+    with pytest.raises(
+        QueryError, match=rf"^custom_request\.Custom_ID\.\$in: a query holds at most {audience.MAX_TERMS} "
+    ):
+        compile_query(session, workspace_id, probe)
+
+
+def test_the_largest_query_allowed_runs_on_the_database(people: tuple[Session, int]) -> None:
+    # The conditions that bind the most variables (short lists of every type, each type tested apart), as many as
+    # allowed, then list items up to the budget: SQLite allows 32,766 variables to a statement.
+    conditions: list[Any] = [
+        {f"f{n}": {"$nin": [None, n, n + 0.5, "text", True]}} for n in range(audience.MAX_CONDITIONS // 2 - 2)
+    ]
+    query: dict[str, Any] = {"$and": [*conditions, {"age": {"$in": []}}]}
+    terms = 1 + len(query["$and"]) + 2 * len(conditions) + 5 * len(conditions) + 2
+    query["$and"][-1]["age"]["$in"] = [n + 0.5 for n in range(audience.MAX_TERMS - terms)]
+    session = people[0]
+    driver = session.connection().connection.driver_connection
+    if isinstance(driver, sqlite3.Connection):  # SQLite's own default, not the 250,000 of Debian's build
+        driver.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32_766)
+    assert names(people, query) == []
+    query["$and"][-1]["age"]["$in"].append(25)
+    with pytest.raises(QueryError, match=f"holds at most {audience.MAX_TERMS} "):
+        names(people, query)
+
+
+# Stored by other clients, or before the field was declared a number: text, true, a number past double precision.
+ODD_VALUES: dict[str, Any] = {"seven": 7, "text": "abc", "numeric-text": "31", "yes": True, "huge": 10**400}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"score": {"$gt": 5}}, ["huge", "seven"]),
+        ({"score": {"$lt": 10**18}}, ["seven"]),
+        ({"score": 7}, ["seven"]),
+        ({"score": {"$ne": 7}}, ["huge", "numeric-text", "text", "yes"]),
+        ({"score": {"$in": [7, "abc", True]}}, ["seven", "text", "yes"]),
+        ({"score": {"$nin": [7, 31]}}, ["huge", "numeric-text", "text", "yes"]),
+        ({"score": {"$not": {"$gte": 7}}}, ["numeric-text", "text", "yes"]),
+        ({"score": True}, ["yes"]),
+        ({"score": "31"}, ["numeric-text"]),
+    ],
+)
+def test_a_comparison_matches_only_values_of_its_type(
+    sessions: sessionmaker[Session], query: dict[str, Any], expected: list[str]
+) -> None:
+    # PostgreSQL's CAST('abc' AS FLOAT) and CAST('1e400' AS FLOAT) raised DataError, failing the event whatever it held.
+    with sessions.begin() as session:
+        apply_spec(session, password_reset_spec("acme"))
+        workspace_id = session.scalars(select(Workspace.id)).one()
+        for name, value in ODD_VALUES.items():
+            session.add(
+                Contact(
+                    id=f"id-{name}",
+                    workspace_id=workspace_id,
+                    email=f"{name}@example.com",
+                    fields={"score": value},
+                    consents={},
+                    created_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+    with sessions() as session:
+        assert names((session, workspace_id), query) == expected

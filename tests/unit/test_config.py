@@ -1,6 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
+from tripmail.audience import MAX_TERMS
 from tripmail.config import Settings, describe_refusal
 
 
@@ -109,3 +110,10 @@ def test_a_refused_field_is_named_by_its_variable(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ValidationError) as refused:
         Settings(_env_file=None)
     assert describe_refusal(refused.value) == "TRIPMAIL_SMTP_CONNECTIONS: Input should be greater than or equal to 1"
+
+
+def test_the_query_budget_stays_within_what_the_worker_compiles() -> None:
+    assert Settings(_env_file=None).query_max_terms == 25_000
+    Settings(_env_file=None, query_max_terms=MAX_TERMS)
+    with pytest.raises(ValidationError, match="query_max_terms"):
+        Settings(_env_file=None, query_max_terms=MAX_TERMS + 1)

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
 from tripmail import events
+from tripmail.audience import MAX_TERMS
 from tripmail.ids import new_id
 from tripmail.models import Automation, Contact, Event, Message, Workspace
 from tripmail.queue import ByLane
@@ -213,3 +214,41 @@ def test_an_event_refused_in_a_batch_fails_alone(
     assert (failed.status, processed.status) == ("failed", "processed")
     assert "no contact matches the audience" in (failed.error or "")
     assert [len(ids) for ids in enqueued] == [1]
+
+
+def test_an_event_that_fails_for_good_fails_alone_and_the_others_go_on(
+    sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
+) -> None:
+    workspace_id = audience_of_seven.workspace_id
+    over_budget = Audience(query={"score": {"$in": list(range(MAX_TERMS))}})
+    poisons = [
+        # Refused by the audience's compiler once recorded as fanning out.
+        (new_id(), TriggerRequest(workspace_id=workspace_id, event="FORGOT_PASSWORD", audience=over_budget)),
+        # Refused by the database, every time: the workspace was deleted after the api accepted its events.
+        (new_id(), TriggerRequest(workspace_id=workspace_id + 1000, event="FORGOT_PASSWORD", audience=Audience())),
+        (new_id(), TriggerRequest(workspace_id=workspace_id + 1000, event="x", audience=Audience(email="a@b.example"))),
+    ]
+    single = (
+        new_id(),
+        TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=Audience(email="a@example.com")),
+    )
+    many = (new_id(), audience_of_seven)
+    enqueued: list[list[int]] = []
+
+    events.process_events(
+        sessions,
+        [*poisons, single, many],
+        enqueue=lambda planned: enqueued.append(planned.ids),
+        batch_size=100,
+        clock=lambda: NOW,
+    )
+
+    with sessions() as session:
+        statuses = [getattr(session.get(Event, event_id), "status", None) for event_id, _ in [*poisons, single, many]]
+        reason = session.get_one(Event, poisons[0][0]).error
+    assert statuses == ["failed", None, None, "processed", "processed"]
+    assert reason == (
+        f"QueryError: custom_request.score.$in: a query holds at most {MAX_TERMS} conditions and list items in all; "
+        f"with the {MAX_TERMS} here it holds {MAX_TERMS + 2}"
+    )
+    assert [len(ids) for ids in enqueued] == [1 + 7]

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
 from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
+from tripmail.audience import MAX_CONDITIONS
+from tripmail.config import Settings
 from tripmail.contacts import email_md5, email_xxh
 from tripmail.ids import new_id
 from tripmail.models import Contact, Workspace
@@ -275,6 +277,26 @@ def test_v11_failures_carry_a_non_zero_error_and_clear_text(
     assert answer["data"] is None
     assert answer["error"] != 0
     assert text in answer["error_text"]
+
+
+def test_v11_an_audience_past_its_budget_is_refused_naming_where(
+    api_url: str, stack_settings: Settings, altcraft: Altcraft
+) -> None:
+    # A 250,001-item $in was answered 200, then failed in the database on every try of its task.
+    budget = stack_settings.query_max_terms
+    over = start(api_url, {"id": 84, "custom_request": {"Visits": {"$in": [0] * budget}}}, altcraft.tenant.token)
+    tags = ", ".join(f"tag-{n}" for n in range(MAX_CONDITIONS))  # a condition each
+    too_many_tags = {"id": 84, "matching": "custom", "field_name": "tags", "field_value": tags}
+    tagged = start(api_url, too_many_tags, altcraft.tenant.token)
+
+    assert (over.status_code, tagged.status_code) == (400, 400), (over.text, tagged.text)
+    assert over.json() == {
+        "data": None,
+        "error": 400,
+        "error_text": f"custom_request.Visits.$in: a query holds at most {budget} conditions and list items in all; "
+        f"with the {budget} here it holds {budget + 2}",
+    }
+    assert tagged.json()["error_text"].startswith(f"field_value: a query holds at most {MAX_CONDITIONS} conditions")
 
 
 def test_v11_bad_token_and_other_workspace(api_url: str, altcraft: Altcraft, tenant: Tenant) -> None:
