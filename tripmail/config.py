@@ -60,9 +60,10 @@ class Settings(BaseSettings):
     # before it reads a byte of the body. Larger is refused (413) unread.
     preauth_max_body_bytes: int = Field(default=64 * 1024, ge=1)
     # The same for altcraft, whose v1.1 token is in the JSON body and whose v1.0 link is checked once the body is
-    # read: everyone may make the api read and parse this much. Its bodies carry `attach` as base64, so this also
-    # bounds altcraft's attachments (64 KiB of body: about 47 KiB of files); raise it to send larger ones.
-    altcraft_max_body_bytes: int = Field(default=64 * 1024, ge=1)
+    # read: everyone may make the api read and parse this much (off the event loop: 1 MiB of the worst JSON is some
+    # 40 ms and 25 MiB). Large enough for an audience query at the largest budget (25,000 list items), and it
+    # bounds altcraft's attachments (1 MiB of body: about 750 KiB of files); raise it to send larger ones.
+    altcraft_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     # How long rendering one part of a message (or a preview) may take; a template that loops longer fails with a
     # reason rather than hold a worker.
     render_timeout_s: float = Field(default=2.0, gt=0)

@@ -25,7 +25,7 @@ def test_a_database_error_stored_or_logged_for_an_event_shows_no_contact_data(
     first_name = f"Zebulon-{tenant.key}"
     with db.begin() as session:
         workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == tenant.key)).one()
-        reader = make_token(session, tenant.key, ["events:read"])
+        reader = make_token(session, tenant.key, ["events:read", "contacts:read"])
     # The database itself refuses this workspace's contacts, as a constraint would: an error that is not
     # transient, so the event is failed with it.
     trigger = f"refuse_contacts_{workspace_id}"
