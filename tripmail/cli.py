@@ -455,6 +455,11 @@ def webhooks_remove(workspace: str, endpoint_ids: tuple[int, ...]) -> None:
         click.echo(f"removed webhook endpoint {endpoint_id} of workspace {workspace}")
 
 
+# How long the api keeps an idle connection open: longer than a load balancer's idle timeout (60 s at the usual
+# ones). Closed first, by uvicorn's 5 s default, a connection the balancer reuses at that moment answers 502.
+KEEP_ALIVE_S = 75
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -471,7 +476,15 @@ def api(host: str, port: int, workers: int) -> None:
         from tripmail.metrics import serve_api_metrics
 
         serve_api_metrics(settings, settings.metrics_port)
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
 
 
 def _lane_queues(context: click.Context, parameter: click.Parameter, value: str | None) -> list[str]:
