@@ -110,7 +110,7 @@ def test_a_token_checked_before_the_body_is_charged_once_per_request(own_setting
     key = unique_workspace_key("once")
     with make_sessionmaker(settings).begin() as session:
         apply_spec(session, password_reset_spec(key))
-        tokens = [make_token(session, key) for _ in range(2)]
+        tokens = [make_token(session, key, ["events:write", "contacts:read"]) for _ in range(2)]
     cocomail = {"email": f"{key}@example.com", "identifier": "FORGOT_PASSWORD"}
     batch = {"events": [{"event": "FORGOT_PASSWORD", "contact": {"email": f"{key}@example.com"}}]}
     with TestClient(create_app(settings)) as client:

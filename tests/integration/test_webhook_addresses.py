@@ -32,7 +32,7 @@ def hooked(db: sessionmaker[Session], urls: list[str]) -> Tenant:
     }
     with db.begin() as session:
         apply_spec(session, spec)
-        return Tenant(key, make_token(session, key, ["events:write", "events:read"]))
+        return Tenant(key, make_token(session, key, ["events:write", "events:read", "contacts:read"]))
 
 
 def order_paid(api_url: str, shop: Tenant) -> str:
