@@ -409,7 +409,7 @@ def test_local_phone_is_read_in_the_configured_region(api_url: str, shop: Tenant
 
 
 def test_contact_id_of_the_platform_is_no_404_and_a_tripmail_one_addresses_its_contact(
-    api_url: str, shop: Tenant, sink: Sink, db: sessionmaker[Session]
+    api_url: str, shop: Tenant, other_tenant: Tenant, sink: Sink, db: sessionmaker[Session]
 ) -> None:
     platform = {
         "eventTypeKey": "password_recovery",
@@ -436,3 +436,16 @@ def test_contact_id_of_the_platform_is_no_404_and_a_tripmail_one_addresses_its_c
     wait_until(lambda: len(sink.to("cid@example.com", sender=shop.sender)) == 2, what="the second email")
     bodies = {plain_text(mail) for mail in sink.to("cid@example.com", sender=shop.sender)}
     assert bodies == {"Your password: c-1", "Your password: c-2"}
+
+    # The same id under another workspace's token is as unknown there as the platform's own: its event names no one.
+    own |= {"eventTypeKey": "ONLY_OTHER", "keyValue": "cid-other"}
+    response = post(api_url, basic(other_tenant.token), own)
+    assert response.status_code == 200, response.text
+
+    def other_event() -> Event | None:
+        with db() as session:
+            return session.scalars(
+                select(Event).where(Event.workspace_id == workspace_id(db, other_tenant), Event.key == "cid-other")
+            ).one_or_none()
+
+    assert wait_until(other_event, what="the other workspace's event").contact_id is None
