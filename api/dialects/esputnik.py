@@ -2,6 +2,7 @@
 Bearer."""
 
 import json
+import logging
 from contextlib import suppress
 from typing import Annotated, Any, Self
 
@@ -27,6 +28,8 @@ from tripmail.errors import FieldError, InvalidRequest, TripmailError
 from tripmail.fields import coerce_field_value, numbered_fields
 from tripmail.models import ContactField
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
+
+log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 20 * 1024
 FORBIDDEN_CHARACTERS = "<;\u2019\\/|\"`'^?!,>"  # the seed's list; \u2019 is the right single quotation mark
@@ -235,10 +238,13 @@ def to_trigger(
     if errors:
         # As esputnik does, params with any faulty contact data leave the contact card as it is; the event still
         # goes, addressed by what in them is fit (a contact is created only for an email, to send it mail).
-        address = next(
-            ((name, identifiers[name]) for name in ("email", "external_id", "phone") if name in identifiers), None
+        # The answer stays esputnik's bare 200, so the log is where an operator sees why the card did not change.
+        # Field names only: the messages quote the values, a contact's phone or email among them.
+        log.info(
+            "esputnik event %r: contact data ignored, not valid: %s", body.event_type_key, [e["field"] for e in errors]
         )
-        identifiers = dict([address]) if address else {}
+        fit = [name for name in ("email", "external_id", "phone") if name in identifiers]
+        identifiers = {fit[0]: identifiers[fit[0]]} if fit else {}
         updates = {}
     if contact_id is not None:
         identifiers["contact_id"] = contact_id
