@@ -6,6 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
+import phonenumbers
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -95,6 +96,9 @@ class Settings(BaseSettings):
     # Unset: each message's envelope sender (MAIL FROM) is the workspace's sender. Set: it is a signed VERP address
     # at this domain (tripmail/verp.py), whose MX leads to `tripmail bounces`, so late bounces find their message.
     bounce_domain: str | None = None
+    # Unset: a phone number is read only in international format. Set to a region (UA, US): esputnik's phone and
+    # contactJson.sms may also be local numbers of it (050 123 45 67), as shops in one country send them.
+    phone_default_region: str | None = None
     # Mailgun's webhook signing key: set, POST /v1/bounce-webhooks/mailgun refuses an event whose signature does not
     # verify with it (on top of the Tripmail token every provider webhook needs).
     mailgun_signing_key: SecretStr | None = None
@@ -170,6 +174,18 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+", domain):
             raise ValueError(f"TRIPMAIL_BOUNCE_DOMAIN must be a domain name such as bounces.example.com, got {value!r}")
         return domain
+
+    @field_validator("phone_default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f"TRIPMAIL_PHONE_DEFAULT_REGION must be a two-letter region code such as UA, got {value!r}"
+            )
+        return region
 
     @field_validator("mailgun_signing_key", "sendgrid_verification_key", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """Contacts: normalisation and upsert."""
 
 import hashlib
+from contextlib import suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,17 +24,26 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def normalize_phone(phone: str) -> str:
+def normalize_phone(phone: str, default_region: str | None = None) -> str:
     """E.164 (+380501234567). A number written without its + (esputnik's 380501234567) or with 00 is read as
-    international too; ValueError says what a valid number looks like."""
+    international too; with a default region (UA), a local number (050 123 45 67) is read as one of that region
+    first. ValueError says what a valid number looks like."""
     text = phone.strip()
+    if default_region is not None and not text.startswith(("+", "00")):
+        with suppress(phonenumbers.NumberParseException):
+            local = phonenumbers.parse(text, default_region)
+            if phonenumbers.is_valid_number(local):
+                return phonenumbers.format_number(local, phonenumbers.PhoneNumberFormat.E164)
+    expected = "international format (+380501234567)" + (
+        f" or a local number of {default_region}" if default_region is not None else ""
+    )
     text = "+" + text[2:] if text.startswith("00") else text if text.startswith("+") else "+" + text
     try:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"{phone!r} is not a phone number in international format (+380501234567): {exc}") from exc
+        raise ValueError(f"{phone!r} is not a phone number in {expected}: {exc}") from exc
     if not phonenumbers.is_valid_number(number):
-        raise ValueError(f"{phone!r} is not a valid phone number in international format (+380501234567)")
+        raise ValueError(f"{phone!r} is not a valid phone number in {expected}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

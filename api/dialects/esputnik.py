@@ -1,27 +1,41 @@
-"""esputnik (seed 002): POST /compat/esputnik/api/v2/event, HTTP Basic (token as password) or Bearer."""
+"""esputnik (seed 002): POST /compat/esputnik/api/v1/event and .../api/v2/event; HTTP Basic (token as password) or
+Bearer."""
 
 import json
+import logging
 from contextlib import suppress
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from api.auth import Principal, basic_or_bearer
 from api.dialects.routing import dialect_router
 from api.intake import submit
-from tripmail.contacts import normalize_phone
+from tripmail.contacts import find_contact, normalize_phone
 from tripmail.errors import FieldError, InvalidRequest, TripmailError
 from tripmail.fields import coerce_field_value, numbered_fields
 from tripmail.models import ContactField
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
+log = logging.getLogger(__name__)
+
 MAX_BODY_BYTES = 20 * 1024
 FORBIDDEN_CHARACTERS = "<;\u2019\\/|\"`'^?!,>"  # the seed's list; \u2019 is the right single quotation mark
 CONTACT_IDENTIFIERS = ("contactId", "externalCustomerId", "email", "phone", "pushToken")
 EMAIL_PARAMS = ("email", "emailaddress")
-WIRE_NAMES = {"email": "email", "phone": "phone", "external_id": "externalCustomerId", "contact_id": "contactId"}
+WIRE_NAMES = {"email": "email", "phone": "phone", "external_id": "externalCustomerId"}
 MAX_NAME_LENGTH = 60
 
 
@@ -37,6 +51,23 @@ def _blank(value: JsonValue) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in ("", "null"))
 
 
+def _number_as_text(value: Any) -> Any:
+    """A keyValue sent as a JSON number (PHP's `time()`, an order number) is the same key written as text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _unescaped(value: JsonValue) -> JsonValue:
+    """v1 carries a nested object or array as JSON inside a string; v2 carries it as JSON."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        with suppress(json.JSONDecodeError):
+            decoded = json.loads(value)
+            if isinstance(decoded, dict | list):
+                return decoded
+    return value
+
+
 class EsputnikParam(BaseModel):
     name: str = Field(min_length=1)
     value: JsonValue = None
@@ -46,7 +77,9 @@ class EsputnikEvent(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     event_type_key: str = Field(alias="eventTypeKey", min_length=1, max_length=100)
-    key_value: str | None = Field(default=None, alias="keyValue", max_length=300)
+    key_value: Annotated[str | None, BeforeValidator(_number_as_text)] = Field(
+        default=None, alias="keyValue", max_length=300
+    )
     params: list[EsputnikParam] = Field(default_factory=list)
 
     _check_event_type_key = field_validator("event_type_key")(_allowed_characters)
@@ -70,6 +103,15 @@ class EsputnikEvent(BaseModel):
         return next((p.value for p in self.params if p.name.lower() in wanted and not _blank(p.value)), None)
 
 
+class EsputnikEventV1(EsputnikEvent):
+    """The v1 body: the same fields, with nested JSON escaped into string values."""
+
+    @field_validator("params")
+    @classmethod
+    def _unescape(cls, params: list[EsputnikParam]) -> list[EsputnikParam]:
+        return [EsputnikParam(name=param.name, value=_unescaped(param.value)) for param in params]
+
+
 class ContactJson(BaseModel):
     """The contact that `contactJson` describes, validated as esputnik validates a new contact."""
 
@@ -83,8 +125,8 @@ class ContactJson(BaseModel):
 
     @field_validator("sms")
     @classmethod
-    def _international_phone(cls, value: str | None) -> str | None:
-        return None if value is None else normalize_phone(value)
+    def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else normalize_phone(value, (info.context or {}).get("phone_region"))
 
 
 def _profile_inputs(
@@ -108,7 +150,9 @@ def _profile_inputs(
     return values, errors
 
 
-def _contact_json(raw: JsonValue, fields: dict[int, ContactField]) -> tuple[dict[str, JsonValue], str | None]:
+def _contact_json(
+    raw: JsonValue, fields: dict[int, ContactField], phone_region: str | None
+) -> tuple[dict[str, JsonValue], str | None]:
     """Contact fields and phone from `contactJson`; InvalidRequest lists every non-valid field."""
     where = "params.contactJson"
     if isinstance(raw, str):
@@ -118,7 +162,7 @@ def _contact_json(raw: JsonValue, fields: dict[int, ContactField]) -> tuple[dict
             raise InvalidRequest(f"{where}: not valid JSON: {exc}", field=where) from exc
     errors: list[FieldError] = []
     try:
-        contact = ContactJson.model_validate(raw)
+        contact = ContactJson.model_validate(raw, context={"phone_region": phone_region})
     except ValidationError as exc:
         errors += [
             FieldError(field=".".join([where, *(str(p) for p in e["loc"])]), message=e["msg"])
@@ -135,38 +179,76 @@ def _contact_json(raw: JsonValue, fields: dict[int, ContactField]) -> tuple[dict
     return values, contact.sms
 
 
-def to_trigger(body: EsputnikEvent, workspace_id: int, fields: dict[int, ContactField]) -> TriggerRequest:
+def _identifiers(
+    body: EsputnikEvent, phone: JsonValue, phone_region: str | None
+) -> tuple[dict[str, str], list[FieldError]]:
+    """The contact identifiers among the params that are fit to store, and what is wrong with the others."""
+    raw = {"email": body.param(*EMAIL_PARAMS), "phone": phone, "external_id": body.param("externalCustomerId")}
+    fit: dict[str, str] = {}
+    errors: list[FieldError] = []
+    for name, value in raw.items():
+        field = f"params.{WIRE_NAMES[name]}"
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            errors.append(FieldError(field=field, message="expected text or a number"))
+            continue
+        try:
+            text = normalize_phone(str(value), phone_region) if name == "phone" else str(value)
+            fit[name] = getattr(Audience(**{name: text}), name)
+        except (ValueError, ValidationError) as exc:
+            message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            errors.append(FieldError(field=field, message=message))
+    return fit, errors
+
+
+def to_trigger(
+    body: EsputnikEvent,
+    workspace_id: int,
+    fields: dict[int, ContactField],
+    *,
+    phone_region: str | None = None,
+    contact_id: str | None = None,
+    validate_contact_json: bool = True,
+) -> TriggerRequest:
+    """`contact_id` is the params' contactId when it names a Tripmail contact; esputnik's own ids name none."""
     data = {param.name: param.value for param in body.params}
     updates: dict[str, JsonValue] = {}
+    errors: list[FieldError] = []
     phone = body.param("phone")
     embedded = body.param("json")
     if isinstance(embedded, dict) and "profileInputs" in embedded:
-        # As in esputnik, an array with any error is ignored whole rather than refusing the event.
-        values, errors = _profile_inputs(embedded["profileInputs"], fields, "params.json.profileInputs")
-        updates |= {} if errors else values
+        values, input_errors = _profile_inputs(embedded["profileInputs"], fields, "params.json.profileInputs")
+        updates |= values
+        errors += input_errors
     contact_json = body.param("contactJson")
     if contact_json is not None:
-        values, sms = _contact_json(contact_json, fields)
-        updates |= values
-        phone = phone or sms
-    identifiers = {
-        "email": body.param(*EMAIL_PARAMS),
-        "phone": phone,
-        "external_id": body.param("externalCustomerId"),
-        "contact_id": body.param("contactId"),
-    }
-    errors = [
-        FieldError(field=f"params.{WIRE_NAMES[name]}", message="expected text or a number")
-        for name, value in identifiers.items()
-        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int))
-    ]
+        try:
+            values, sms = _contact_json(contact_json, fields, phone_region)
+        except InvalidRequest as exc:
+            # v2 validates contactJson and answers which fields are not valid; v1 ignores it like any faulty data.
+            if validate_contact_json:
+                raise
+            errors += exc.errors or [FieldError(field="params.contactJson", message=exc.detail)]
+        else:
+            updates |= values
+            phone = phone or sms
+    identifiers, identifier_errors = _identifiers(body, phone, phone_region)
+    errors += identifier_errors
     if errors:
-        raise InvalidRequest.listing(errors)
-    try:
-        audience = Audience(**{name: str(value) for name, value in identifiers.items() if value is not None})
-    except ValidationError as exc:
-        errors = [FieldError(field=f"params.{WIRE_NAMES[str(e['loc'][0])]}", message=e["msg"]) for e in exc.errors()]
-        raise InvalidRequest.listing(errors) from exc
+        # As esputnik does, params with any faulty contact data leave the contact card as it is; the event still
+        # goes, addressed by what in them is fit (a contact is created only for an email, to send it mail).
+        # The answer stays esputnik's bare 200, so the log is where an operator sees why the card did not change.
+        # Field names only: the messages quote the values, a contact's phone or email among them.
+        log.info(
+            "esputnik event %r: contact data ignored, not valid: %s", body.event_type_key, [e["field"] for e in errors]
+        )
+        fit = [name for name in ("email", "external_id", "phone") if name in identifiers]
+        identifiers = {fit[0]: identifiers[fit[0]]} if fit else {}
+        updates = {}
+    if contact_id is not None:
+        identifiers["contact_id"] = contact_id
+    audience = Audience(**identifiers)
     if audience.email is None and body.key_value and "@" in body.key_value:
         # keyValue names the contact when it is an email; a key that only looks like one ("order@42") does not.
         with suppress(ValidationError):
@@ -178,6 +260,7 @@ def to_trigger(body: EsputnikEvent, workspace_id: int, fields: dict[int, Contact
         audience=audience,
         contact_update=ContactUpdate(fields=updates),
         data=data,
+        create_contact=not errors or audience.email is not None,
     )
 
 
@@ -201,12 +284,41 @@ router = dialect_router(
 )
 
 
+def _known_contact_id(request: Request, workspace_id: int, value: JsonValue) -> str | None:
+    """The contactId when it is a Tripmail contact's id; the platform's own contact ids mean nothing here."""
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int) or len(str(value)) > 100:
+        return None
+    with request.app.state.sessions() as session:
+        contact = find_contact(session, workspace_id, Audience(contact_id=str(value)))
+    return None if contact is None else contact.id
+
+
+def _generate(request: Request, body: EsputnikEvent, principal: Principal, *, v2: bool) -> Response:
+    with request.app.state.sessions() as session:
+        fields = numbered_fields(session, principal.workspace_id)
+    trigger = to_trigger(
+        body,
+        principal.workspace_id,
+        fields,
+        phone_region=request.app.state.settings.phone_default_region,
+        contact_id=_known_contact_id(request, principal.workspace_id, body.param("contactId")),
+        validate_contact_json=v2,
+    )
+    submit(request, trigger)
+    return Response(status_code=200)
+
+
 @router.post("/api/v2/event", response_class=Response)
 def generate_event(
     body: EsputnikEvent, principal: Annotated[Principal, Depends(basic_or_bearer("events:write"))], request: Request
 ) -> Response:
     """Generate an event; its event type is created on first use (seed 002)."""
-    with request.app.state.sessions() as session:
-        fields = numbered_fields(session, principal.workspace_id)
-    submit(request, to_trigger(body, principal.workspace_id, fields))
-    return Response(status_code=200)
+    return _generate(request, body, principal, v2=True)
+
+
+@router.post("/api/v1/event", response_class=Response)
+def generate_event_v1(
+    body: EsputnikEventV1, principal: Annotated[Principal, Depends(basic_or_bearer("events:write"))], request: Request
+) -> Response:
+    """Generate an event, v1: nested JSON arrives escaped in string values, and contactJson is not validated."""
+    return _generate(request, body, principal, v2=False)

@@ -326,6 +326,7 @@ class SharedStacks:
                 api_redis_timeout_s=LOADED_MACHINE_REDIS_TIMEOUT_S,
                 send_retry_schedule=QUICK_RETRIES,
                 webhook_allow_networks=ALLOWED_HOST,
+                phone_default_region="UA",
             )
             upgrade(settings.database_url)
             self._settings[backend] = settings
@@ -386,6 +387,7 @@ def service_env(settings: Settings) -> dict[str, str]:
             settings.mailgun_signing_key.get_secret_value() if settings.mailgun_signing_key else None
         ),
         "TRIPMAIL_SENDGRID_VERIFICATION_KEY": settings.sendgrid_verification_key,
+        "TRIPMAIL_PHONE_DEFAULT_REGION": settings.phone_default_region,
     }
     return (
         os.environ

@@ -117,3 +117,10 @@ def test_the_query_budget_stays_within_what_the_worker_compiles() -> None:
     Settings(_env_file=None, query_max_terms=MAX_TERMS)
     with pytest.raises(ValidationError, match="query_max_terms"):
         Settings(_env_file=None, query_max_terms=MAX_TERMS + 1)
+
+
+def test_the_phone_default_region_is_a_known_region_code() -> None:
+    assert Settings(phone_default_region=" ua ").phone_default_region == "UA"
+    assert Settings(phone_default_region="").phone_default_region is None
+    with pytest.raises(ValidationError, match="TRIPMAIL_PHONE_DEFAULT_REGION"):
+        Settings(phone_default_region="Ukraine")
