@@ -248,6 +248,8 @@ def _directive(translation: _Translation, position: int) -> tuple[int, str]:
         variable = assignment["var"]
         if variable in translation.loop_variables or variable in ("velocityCount", "foreach"):
             raise translation.fail(position, f"#set cannot change the loop's own ${variable}")
+        if variable in _JINJA_NAMES:
+            raise translation.fail(position, f"${variable} is a name this template language keeps for itself")
         expression, stop = _Expression(translation, assignment.end()).condition()
         return stop - position, f'{{{{ {_LOCALS} | velocity_set("{variable}", {expression}) }}}}'
     end = _END.match(source, position)

@@ -95,6 +95,7 @@ def test_html_values_are_escaped() -> None:
         ("#foreach($i in $l)#set($velocityCount = 1)#end", r"#set cannot change the loop's own \$velocityCount"),
         ("Hi $self", r"\$self is a name this template language keeps"),
         ("#if($true)x#end", r"\$true is a name"),
+        ("#set($self = 1)", r"\$self is a name"),
     ],
 )
 def test_outside_the_subset_is_refused_with_its_line(source: str, message: str) -> None:
