@@ -80,6 +80,8 @@ def _environment(*, html: bool, velocity: bool) -> BoundedSandbox:
     if velocity:
         # A Velocity name is the data's or nobody's, never Jinja's range, dict or lipsum.
         environment.globals.clear()
+        # Velocity's #break is Jinja's {% break %}.
+        environment.add_extension("jinja2.ext.loopcontrols")
         for filter_name, filter_function in VELOCITY_FILTERS.items():
             environment.add_filter(filter_name, filter_function)
     return environment

@@ -3,11 +3,11 @@ apply time, so that it renders in the same bounded sandbox as every other templa
 
 Supported: references `$name`, `$!name`, `${name}`, `$!{name}` with `.get('key')`, `.get(0)` and `.property`
 chains, ending in `.size()` if need be; `#foreach($item in <reference>) ... #end` with its counter `$velocityCount`
-(and `$foreach.count`, `.index`, `.hasNext`, `.first`, `.last`); `#if(...)`, `#elseif(...)`, `#else`, `#end`;
-`#set($name = ...)`. Conditions and `#set` take references, 'text', numbers, true, false and parentheses, with
-`==` `!=` `>` `<` `>=` `<=` (or `eq` `ne` `gt` `lt` `ge` `le`), `&&` `||` `!` (or `and` `or` `not`) and
-`+` `-` `*` `/` `%`. A directive alone in an HTML comment (`<!-- #if($x) -->`, as esputnik's editor keeps them)
-is that directive, and the comment is not shown.
+(and `$foreach.count`, `.index`, `.hasNext`, `.first`, `.last`) and `#break`; `#if(...)`, `#elseif(...)`, `#else`,
+`#end`; `#set($name = ...)`; `## comments` and `#* comments *#`. Conditions and `#set` take references, 'text',
+numbers, true, false and parentheses, with `==` `!=` `>` `<` `>=` `<=` (or `eq` `ne` `gt` `lt` `ge` `le`), `&&`
+`||` `!` (or `and` `or` `not`) and `+` `-` `*` `/` `%`. A directive alone in an HTML comment (`<!-- #if($x) -->`,
+as esputnik's editor keeps them) is that directive, and the comment is not shown.
 
 As in Velocity: a quiet reference (`$!`) with no value renders empty and a plain one renders as written; `#end`
 outside a block is plain text; a line holding only a directive leaves no line behind; names are case-sensitive
@@ -44,6 +44,9 @@ _SET = re.compile(rf"#\{{?set\}}?\s*\(\s*\$!?\{{?(?P<var>{_NAME})\}}?\s*=")
 _SET_NAMES = re.compile(rf"#\{{?set\}}?\s*\(\s*\$!?\{{?(?P<var>{_NAME})")
 _CLOSE = re.compile(r"\s*\)")
 _END = re.compile(r"#(?:\{end\}|end(?![A-Za-z0-9_]))")
+_BREAK = re.compile(r"#(?:\{break\}|break(?![A-Za-z0-9_(]))")
+_LINE_COMMENT = re.compile(r"##[^\r\n]*(?:\r?\n)?")
+_BLOCK_COMMENT = re.compile(r"#\*.*?\*#", re.DOTALL)
 _OTHER_DIRECTIVE = re.compile(
     r"#\{?(?P<word>if|elseif|else|set|foreach|macro|parse|include|define|evaluate|break|stop)\b"
 )
@@ -171,7 +174,10 @@ def to_jinja(source: str, *, name: str) -> str:
         character = source[position]
         start = position
         directive = False
-        if character == "#":
+        if (comment := _LINE_COMMENT.match(source, position)) is not None:
+            # A line comment takes its line's end with it, wherever on the line it starts.
+            length, translated = comment.end() - position, ""
+        elif character == "#":
             length, translated = _directive(translation, position)
             directive = bool(length)
         elif character == "$":
@@ -226,6 +232,11 @@ def _commented_directive(translation: _Translation, position: int, directive_at:
 def _directive(translation: _Translation, position: int) -> tuple[int, str]:
     """The directive at `position`: its length and its Jinja; (0, "") when it is text."""
     source, blocks = translation.source, translation.blocks
+    if source.startswith("#*", position):
+        comment = _BLOCK_COMMENT.match(source, position)
+        if comment is None:
+            raise translation.fail(position, "a #* comment has no *#")
+        return comment.end() - position, ""
     foreach = _FOREACH.match(source, position)
     if foreach:
         return _foreach(translation, position, foreach)
@@ -256,6 +267,10 @@ def _directive(translation: _Translation, position: int) -> tuple[int, str]:
     if end and blocks:
         block = blocks.pop()
         return end.end() - position, "{% endif %}" if block.kind == "if" else "{% endfor %}"
+    if loop_break := _BREAK.match(source, position):
+        if not translation.in_loop():
+            raise translation.fail(position, "#break outside a #foreach")
+        return loop_break.end() - position, "{% break %}"
     other = _OTHER_DIRECTIVE.match(source, position)
     if other and other["word"] in _FORMS:
         raise translation.fail(position, f"write this as {_FORMS[other['word']]}")

@@ -76,7 +76,9 @@ def test_html_values_are_escaped() -> None:
     [
         ("$!data.get('array').get(0).get(''tags_weight')", r"line 1: method call"),
         ("a\n#macro(x) b #end", r"line 2: #macro is outside the supported Velocity subset"),
-        ("#foreach($i in $l)#if($i) #break #end#end", "#break is outside"),
+        ("#if($i) #break #end", "#break outside a #foreach"),
+        ("#foreach($i in $l)#break($foreach)#end", "#break is outside"),
+        ("a #* open", "a #\\* comment has no \\*#"),
         ("#include('x.vm')", "#include is outside"),
         ("$!data.toString()", r"method call \$!data.toString"),
         ("#foreach($i in $list) x", "#foreach has no #end"),
@@ -229,3 +231,13 @@ def test_set_arithmetic_is_bounded_by_the_sandbox() -> None:
     source = "#set($n = 2)#foreach($i in $data.array)#set($n = $n * $n)#end$n"
     with pytest.raises(RenderError, match="bits"):
         render(source, {"array": list(range(20))})
+
+
+def test_break_stops_the_loop_where_the_guide_shows_it() -> None:
+    source = "#foreach($item in $data.array)$velocityCount:$item.name #if($velocityCount >= 2)#break#end#end."
+    assert cart(source) == "1:Styler 2:Nobile ."
+
+
+def test_comments_are_not_shown() -> None:
+    source = "Hi ## not shown\n#* nor\nthis *#$!data.get('name')\n  #* alone *#\nBye"
+    assert render(source, {"name": "Ann"}) == "Hi Ann\nBye"
