@@ -72,6 +72,8 @@ _FORMS = {
     "elseif": "#elseif(condition)",
     "set": "#set($name = value)",
 }
+_MAX_OPERATORS = 24
+_MAX_BLOCKS = 32
 _WORD_OPERATORS = {"eq": "==", "ne": "!=", "gt": ">", "lt": "<", "ge": ">=", "le": "<=", "and": "&&", "or": "||"}
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -244,7 +246,7 @@ def _directive(translation: _Translation, position: int) -> tuple[int, str]:
     if condition:
         expression, stop = _Expression(translation, condition.end()).condition()
         if condition["word"] == "if":
-            blocks.append(_Block("if"))
+            _open(translation, position, _Block("if"))
             return stop - position, f"{{% if {expression} %}}"
         if not blocks or blocks[-1].kind != "if":
             raise translation.fail(position, "#elseif outside an #if")
@@ -283,6 +285,13 @@ def _directive(translation: _Translation, position: int) -> tuple[int, str]:
     return 0, ""
 
 
+def _open(translation: _Translation, position: int, block: _Block) -> None:
+    # Jinja compiles each block inside the one around it, and runs out of indentation levels past about 100.
+    if len(translation.blocks) >= _MAX_BLOCKS:
+        raise translation.fail(position, f"#if and #foreach nested more than {_MAX_BLOCKS} deep")
+    translation.blocks.append(block)
+
+
 def _foreach(translation: _Translation, position: int, foreach: re.Match[str]) -> tuple[int, str]:
     source = translation.source
     loop_source = _REFERENCE.match(source, foreach.end())
@@ -293,7 +302,7 @@ def _foreach(translation: _Translation, position: int, foreach: re.Match[str]) -
     if variable in translation.set_names or variable in _JINJA_NAMES or variable in ("velocityCount", "foreach"):
         raise translation.fail(position, f"${variable} cannot name a loop's item: it is #set or kept; rename it")
     expression = translation.expression(loop_source["formal"] or loop_source["informal"], position)
-    translation.blocks.append(_Block("foreach", variable))
+    _open(translation, position, _Block("foreach", variable))
     return close.end() - position, f"{{% for {variable} in {expression} %}}"
 
 
@@ -324,6 +333,18 @@ class _Expression:
         self.translation = translation
         self.position = position
         self.start = position
+        self.operators = 0
+
+    def count(self) -> None:
+        """One more operator or `(`; Jinja nests each in the next when it compiles, and runs out of stack past
+        about 40, so an expression is refused past `_MAX_OPERATORS` before it reaches Jinja."""
+        self.operators += 1
+        if self.operators > _MAX_OPERATORS:
+            raise self.fail(f"more than {_MAX_OPERATORS} operators and parentheses")
+
+    def nested(self, read: Callable[[], str]) -> str:
+        self.count()
+        return read()
 
     def condition(self) -> tuple[str, int]:
         """The Jinja expression and where the closing `)` ends."""
@@ -350,6 +371,7 @@ class _Expression:
         token = _TOKEN.match(self.translation.source, self.position)
         assert token is not None
         self.position = token.end()
+        self.count()
 
     def or_expression(self) -> str:
         expression = self.and_expression()
@@ -421,10 +443,10 @@ class _Expression:
             return token["word"]
         if token["operator"] == "-":
             self.position = token.end()
-            return f'(0 | velocity_math("-", {self.operand()}))'
+            return f'(0 | velocity_math("-", {self.nested(self.operand)}))'
         if token["operator"] == "(":
             self.position = token.end()
-            inner = self.or_expression()
+            inner = self.nested(self.or_expression)
             close = _CLOSE.match(source, self.position)
             if close is None:
                 raise self.fail("expected ) here")

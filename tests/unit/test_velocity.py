@@ -89,6 +89,10 @@ def test_html_values_are_escaped() -> None:
         ("#set($a = [1, 2])", r"line 1: expected a reference"),
         ('#set($a = "$b c")', "single quotes"),
         ("#if($a == )x#end", "expected a reference"),
+        ("#if(" + "(" * 5000 + "$x" + ")" * 5000 + ")y#end", "more than 24 operators and parentheses"),
+        ("#if(" + "!" * 5000 + "$x)y#end", "more than 24 operators and parentheses"),
+        ("#set($a = " + "- " * 5000 + "1)", "more than 24 operators and parentheses"),
+        ("#if($x)" * 1000 + "#end" * 1000, "#if and #foreach nested more than 32 deep"),
         ("#if($a == 1 x#end", r"expected \) here"),
         ("#else", "#else outside an #if"),
         ("#foreach($i in $l)#elseif($i)#end", "#elseif outside an #if"),
@@ -241,3 +245,10 @@ def test_break_stops_the_loop_where_the_guide_shows_it() -> None:
 def test_comments_are_not_shown() -> None:
     source = "Hi ## not shown\n#* nor\nthis *#$!data.get('name')\n  #* alone *#\nBye"
     assert render(source, {"name": "Ann"}) == "Hi Ann\nBye"
+
+
+def test_a_condition_of_24_operators_renders_and_a_longer_one_is_refused_at_apply() -> None:
+    source = "#if(" + " && ".join(["($data.x == 1)"] * 8) + ")yes#end"  # 7 && + 8 ( + 8 ==
+    assert render(source, {"x": 1}) == "yes"
+    with pytest.raises(InvalidConfig, match="more than 24 operators"):
+        to_jinja("#set($a = " + " + ".join(["1"] * 26) + ")$a", name="t")
