@@ -23,6 +23,7 @@ from tripmail import velocity
 from tripmail.config import get_settings
 from tripmail.errors import InvalidConfig
 from tripmail.sandbox import BoundedSandbox, render_within
+from tripmail.velocity import FILTERS as VELOCITY_FILTERS
 
 _APICONTENT = re.compile(r"(?<!\{)\{apicontent\.([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 
@@ -79,6 +80,10 @@ def _environment(*, html: bool, velocity: bool) -> BoundedSandbox:
     if velocity:
         # A Velocity name is the data's or nobody's, never Jinja's range, dict or lipsum.
         environment.globals.clear()
+        # Velocity's #break is Jinja's {% break %}.
+        environment.add_extension("jinja2.ext.loopcontrols")
+        for filter_name, filter_function in VELOCITY_FILTERS.items():
+            environment.add_filter(filter_name, filter_function)
     return environment
 
 

@@ -120,8 +120,8 @@ def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
 
 def test_velocity_outside_the_subset_is_refused_at_apply(sessions: sessionmaker[Session]) -> None:
     spec = password_reset_spec("acme")
-    spec["templates"][0] |= {"syntax": "velocity", "text": "Hi\n#if($x)yes#end"}
-    with sessions.begin() as session, pytest.raises(InvalidConfig, match=r"templates\.reset\.text: line 2: #if"):
+    spec["templates"][0] |= {"syntax": "velocity", "text": "Hi\n#macro(x)yes#end"}
+    with sessions.begin() as session, pytest.raises(InvalidConfig, match=r"templates\.reset\.text: line 2: #macro"):
         apply_spec(session, spec)
 
 
