@@ -14,6 +14,9 @@ from tests.builders import apply_spec, make_token, sender_of, unique_workspace_k
 from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
 from tripmail.models import Contact, Event, EventType, Workspace
 
+# Contacts and events are stored by a worker: each test has the stack's workers running, whatever ran before it.
+pytestmark = pytest.mark.usefixtures("workers")
+
 ABANDONED_CART = """{
     "eventTypeKey": "abandoned_cart",
     "keyValue": "site@com.net",
