@@ -82,8 +82,13 @@ class Checked:
         return self.event_type.dedupe_window_s if self.event_type else DEFAULT_DEDUPE_WINDOW_S
 
     @cached_property
+    def request(self) -> dict[str, Any]:
+        """The trigger as its task carries it; dumped once, for the task and for the content digest."""
+        return self.trigger.model_dump(mode="json")
+
+    @cached_property
     def content(self) -> str:
-        return content_digest(self.trigger.model_dump(mode="json"))
+        return content_digest(self.request)
 
     @property
     def claim(self) -> str | None:
@@ -214,7 +219,7 @@ def enqueue_once(store: Redis, celery: Celery, checked: list[Checked]) -> list[A
             answers.append(Accepted(id=first_id, duplicate=True, matching_automations=item.matching))
             continue
         answers.append(Accepted(id=event_id, matching_automations=item.matching))
-        queued[item.transactional].append((event_id, item.trigger.model_dump(mode="json")))
+        queued[item.transactional].append((event_id, item.request))
         if claim is not None:
             held.append((claim, claim_value(event_id, item.content), item.dedupe_window_s))
     lost: set[str] = set()
