@@ -10,6 +10,7 @@ import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from celery import Celery
@@ -18,7 +19,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tripmail import queue
-from tripmail.errors import TripmailError, Unavailable
+from tripmail.dedupe import content_digest
+from tripmail.errors import KeyReused, TripmailError, Unavailable
 from tripmail.events import DEFAULT_DEDUPE_WINDOW_S
 from tripmail.ids import new_id, normalize_key
 from tripmail.models import EventType
@@ -32,6 +34,9 @@ CLAIM_UNTIL_QUEUED_S = 60
 # enqueue failed while Redis was away, so it could not be given back either) must not make the client's retry a
 # duplicate of an event that was never queued: that retry is answered Unavailable until the claim lapses.
 UNCONFIRMED = "?"
+# A claim's value is `<event id>#<content digest>`: one SET NX GET both claims the key and tells a repeat whether
+# it repeats the first event's content. A value without a digest (claimed before digests) counts as the same.
+DIGEST_MARK = "#"
 # A flush this big means requests come faster than flushes run, so they share flushes without waiting: the next
 # flush from rest starts at once. Waiting then stalled every connection of a busy client (wrk's 64) for wait_s
 # after each answer, which cost ingest 10-15 % of its requests/s.
@@ -40,10 +45,22 @@ BUSY_FLUSH_EVENTS = 8
 MAX_FLUSH_EVENTS = 1000
 
 
-def dedupe_key(trigger: TriggerRequest) -> str:
+def dedupe_key(trigger: TriggerRequest, content: str | None = None) -> str:
+    """The claim's Redis key: the trigger's key, and its content digest when the key alone names no one event."""
     # Hashed so any keyValue up to 300 characters makes a short, safe Redis key.
     digest = hashlib.sha256(trigger.key.encode() if trigger.key else b"").hexdigest()
-    return f"tripmail:dedupe:{trigger.workspace_id}:{normalize_key(trigger.event_name)}:{digest}"
+    key = f"tripmail:dedupe:{trigger.workspace_id}:{normalize_key(trigger.event_name)}:{digest}"
+    return key if content is None else f"{key}:{content}"
+
+
+def claim_value(event_id: str, content: str) -> str:
+    return f"{event_id}{DIGEST_MARK}{content}"
+
+
+def claimed_by(value: str) -> tuple[str, str | None]:
+    """The event id and content digest a claim's value holds (its UNCONFIRMED mark removed)."""
+    event_id, _, content = value.removeprefix(UNCONFIRMED).partition(DIGEST_MARK)
+    return event_id, content or None
 
 
 @dataclass(frozen=True)
@@ -55,15 +72,30 @@ class Checked:
     matching: int
     # One of its automations sends transactional mail: it goes to the fast lane.
     transactional: bool
+    # True for the native API, where the key is an idempotency key naming one event: the same key with other
+    # content is refused (KeyReused). False for esputnik's keyValue, which names the contact: the same key with
+    # other content is another event, and only a repeat of the same content is a duplicate.
+    key_names_event: bool = True
 
     @property
     def dedupe_window_s(self) -> int:
         return self.event_type.dedupe_window_s if self.event_type else DEFAULT_DEDUPE_WINDOW_S
 
+    @cached_property
+    def request(self) -> dict[str, Any]:
+        """The trigger as its task carries it; dumped once, for the task and for the content digest."""
+        return self.trigger.model_dump(mode="json")
+
+    @cached_property
+    def content(self) -> str:
+        return content_digest(self.request)
+
     @property
     def claim(self) -> str | None:
         """The Redis key that makes a repeat of this trigger's key a duplicate, when it has one."""
-        return dedupe_key(self.trigger) if self.trigger.key and self.dedupe_window_s > 0 else None
+        if not self.trigger.key or self.dedupe_window_s <= 0:
+            return None
+        return dedupe_key(self.trigger, None if self.key_names_event else self.content)
 
 
 Answer = Accepted | TripmailError
@@ -99,7 +131,7 @@ class Enqueuer:
         self._last_flush_events = 0
 
     async def enqueue(self, checked: list[Checked]) -> list[Answer]:
-        """Per trigger, in order: accepted (new or a duplicate of the key's first event), or Unavailable."""
+        """Per trigger, in order: accepted (new or a duplicate of the key's first event), KeyReused, or Unavailable."""
         if not checked:
             return []
         waiting = _Waiting(checked, asyncio.get_running_loop().create_future())
@@ -174,20 +206,22 @@ def enqueue_once(store: Redis, celery: Celery, checked: list[Checked]) -> list[A
     held: list[tuple[str, str, int]] = []
     this_flush = set(event_ids)
     for item, event_id, claim, first in zip(checked, event_ids, claims, firsts, strict=True):
-        if first is not None and first.startswith(UNCONFIRMED) and first[1:] not in this_flush:
+        first_id, first_content = claimed_by(first) if first is not None else (None, None)
+        if first is not None and first.startswith(UNCONFIRMED) and first_id not in this_flush:
             # The key's first event is not known to be queued: its enqueue is under way elsewhere, or it failed
             # and Redis was away when its claim should have been given back. Either way, not a duplicate yet.
             answers.append(unconfirmed)
             continue
-        if first is not None:
-            answers.append(
-                Accepted(id=first.removeprefix(UNCONFIRMED), duplicate=True, matching_automations=item.matching)
-            )
+        if first_id is not None and first_content not in (None, item.content):
+            answers.append(_key_reused(item, first_id))
+            continue
+        if first_id is not None:
+            answers.append(Accepted(id=first_id, duplicate=True, matching_automations=item.matching))
             continue
         answers.append(Accepted(id=event_id, matching_automations=item.matching))
-        queued[item.transactional].append((event_id, item.trigger.model_dump(mode="json")))
+        queued[item.transactional].append((event_id, item.request))
         if claim is not None:
-            held.append((claim, event_id, item.dedupe_window_s))
+            held.append((claim, claim_value(event_id, item.content), item.dedupe_window_s))
     lost: set[str] = set()
     for transactional in (True, False):  # the fast lane's first
         pairs = queued[transactional]
@@ -206,12 +240,27 @@ def enqueue_once(store: Redis, celery: Celery, checked: list[Checked]) -> list[A
         except OperationalError:
             lost |= {event_id for event_id, _ in pairs}
     if lost:
-        _release(store, [claim for claim in held if claim[1] in lost])
-        held = [claim for claim in held if claim[1] not in lost]
-        # A duplicate of an event of this flush that was not queued is not accepted either.
-        answers = [down if isinstance(answer, Accepted) and answer.id in lost else answer for answer in answers]
+        _release(store, [claim for claim in held if claimed_by(claim[1])[0] in lost])
+        held = [claim for claim in held if claimed_by(claim[1])[0] not in lost]
+        # A duplicate of an event of this flush that was not queued is not accepted either, nor refused for it.
+        answers = [down if _names_one_of(answer, lost) else answer for answer in answers]
     _hold_for_window(store, held)
     return answers
+
+
+def _key_reused(item: Checked, first_id: str) -> KeyReused:
+    return KeyReused(
+        f"key {item.trigger.key!r} was used by event {first_id} with different content inside the dedupe window "
+        f"({item.dedupe_window_s} s): nothing was sent again; a retry must repeat the first body, a new event "
+        "needs a new key",
+        first_event_id=first_id,
+    )
+
+
+def _names_one_of(answer: Answer, event_ids: set[str]) -> bool:
+    if isinstance(answer, Accepted):
+        return answer.id in event_ids
+    return isinstance(answer, KeyReused) and answer.first_event_id in event_ids
 
 
 # SET NX GET EX, then EXPIRE, for each key of a flush in one command each, instead of a pipeline of one command
@@ -237,18 +286,19 @@ end
 def _claim_keys(
     store: Redis, claims: list[str | None], event_ids: list[str], checked: list[Checked]
 ) -> list[str | None]:
-    """SET NX GET for every key in one round trip: None where this item got the key, else the first event's id.
+    """SET NX GET for every key in one round trip: None where this item got the key, else the value of the
+    key's first claim (see claimed_by).
 
     Held briefly until the enqueue succeeds, then for the whole window: an api that dies in between leaves a
     claim that lapses, so the client's retry is not refused as a duplicate of nothing. Two items of one flush
-    with the same key (of one batch or of two requests): the second gets the first's id.
+    with the same key (of one batch or of two requests): the second gets the first's value.
     """
     keys: list[str] = []
     args: list[str | int] = []
     for claim, event_id, item in zip(claims, event_ids, checked, strict=True):
         if claim is not None:
             keys.append(claim)
-            args += [UNCONFIRMED + event_id, min(item.dedupe_window_s, CLAIM_UNTIL_QUEUED_S)]
+            args += [UNCONFIRMED + claim_value(event_id, item.content), min(item.dedupe_window_s, CLAIM_UNTIL_QUEUED_S)]
     if not keys:
         return [None] * len(claims)
     replies = iter(store.register_script(_CLAIM)(keys=keys, args=args))
@@ -259,7 +309,7 @@ def _hold_for_window(store: Redis, held: list[tuple[str, str, int]]) -> None:
     if not held:
         return
     try:
-        args = [value for _, event_id, window in held for value in (event_id, window)]
+        args = [value for _, claimed, window in held for value in (claimed, window)]
         store.register_script(_HOLD)(keys=[claim for claim, _, _ in held], args=args)
     except RedisError:
         # The events are queued, their claims unconfirmed: a repeat is answered Unavailable until the short claim
@@ -269,9 +319,9 @@ def _hold_for_window(store: Redis, held: list[tuple[str, str, int]]) -> None:
 
 def _release(store: Redis, held: list[tuple[str, str, int]]) -> None:
     """Give the keys back, so the client's retry is not answered as a duplicate of events never queued."""
-    for claim, event_id, _window in held:
+    for claim, claimed, _window in held:
         try:
-            if store.get(claim) == UNCONFIRMED + event_id:
+            if store.get(claim) == UNCONFIRMED + claimed:
                 store.delete(claim)
         except RedisError:
             log.warning("could not release dedupe key %s after a failed enqueue", claim)

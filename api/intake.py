@@ -28,7 +28,9 @@ class Submitted:
     contact: Contact | None
 
 
-def _check(sessions: sessionmaker[Session], trigger: TriggerRequest, setup: SetupCache) -> Checked:
+def _check(
+    sessions: sessionmaker[Session], trigger: TriggerRequest, setup: SetupCache, *, key_names_event: bool = True
+) -> Checked:
     """What the answer needs: the workspace's set-up from the cache, a named contact from the database."""
     if trigger.event is not None:
         event_type, matching, transactional = setup.event(sessions, trigger.workspace_id, trigger.event)
@@ -51,7 +53,7 @@ def _check(sessions: sessionmaker[Session], trigger: TriggerRequest, setup: Setu
             trigger = trigger.model_copy(
                 update={"contact_update": trigger.contact_update.model_copy(update={"fields": typed})}
             )
-    return Checked(trigger, event_type, matching, transactional)
+    return Checked(trigger, event_type, matching, transactional, key_names_event=key_names_event)
 
 
 def _counted(request: Request, answers: list[Answer]) -> None:
@@ -128,11 +130,12 @@ def submit(request: Request, trigger: TriggerRequest, *, upsert_contact_now: boo
     """Check, claim and enqueue one trigger from a sync (threadpool) route: the dialects' path.
 
     `upsert_contact_now` is for dialects whose answer shows the stored contact (cocomail); the worker's own
-    upsert of the same values then changes nothing.
+    upsert of the same values then changes nothing. A dialect's key (esputnik's keyValue) names the contact, not
+    the event: only a repeat of the same content is a duplicate.
     """
     sessions = request.app.state.sessions
     try:
-        checked = _check(sessions, trigger, request.app.state.setup)
+        checked = _check(sessions, trigger, request.app.state.setup, key_names_event=False)
     except TripmailError as exc:
         _counted(request, [exc])
         raise

@@ -28,7 +28,7 @@ from api.intake import submit_event, submit_events
 from api.problems import problem_responses
 from api.ratelimit import charge_budget, token_key
 from tripmail.contacts import normalize_email, normalize_phone
-from tripmail.errors import FieldError, TripmailError
+from tripmail.errors import FieldError, KeyReused, TripmailError
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
@@ -91,7 +91,10 @@ class NativeEvent(BaseModel):
     key: str | None = Field(
         default=None,
         max_length=300,
-        description="Idempotency key: a repeat inside the dedupe window sends nothing.",
+        description=(
+            "Idempotency key: a repeat with the same content (everything but event and key) inside the dedupe "
+            "window is a duplicate and sends nothing; the same key with other content is refused (409 key-reused)."
+        ),
     )
     contact: NativeContact
     data: dict[str, JsonValue] = Field(
@@ -176,7 +179,7 @@ router.add_api_route(
     post_event,
     methods=["POST"],
     status_code=202,
-    responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
+    responses=problem_responses(401, 403, 404, 409, 413, 422, 429, 503),
     route_class_override=NativeEventRoute,
 )
 
@@ -198,6 +201,8 @@ class BatchItem(BaseModel):
     duplicate: bool | None = None
     matching_automations: int | None = None
     errors: list[FieldError] | None = None
+    # Refused because its key was first used by this event, with other content.
+    first_event_id: str | None = None
 
 
 class BatchResult(BaseModel):
@@ -213,7 +218,10 @@ def _rejected(index: int, errors: list[FieldError]) -> BatchItem:
 def _answer(index: int, answer: Accepted | TripmailError) -> BatchItem:
     if isinstance(answer, TripmailError):
         # Unavailable too: the answer must say which events to send again.
-        return _rejected(index, [FieldError(field=answer.field or "", message=answer.detail)])
+        rejected = _rejected(index, [FieldError(field=answer.field or "", message=answer.detail)])
+        if isinstance(answer, KeyReused):
+            rejected.first_event_id = answer.first_event_id
+        return rejected
     return BatchItem(
         index=index,
         status="queued",

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.intake import count_refusal
-from tripmail.errors import FieldError, InvalidRequest, RateLimited, TripmailError, Unavailable
+from tripmail.errors import FieldError, InvalidRequest, KeyReused, RateLimited, TripmailError, Unavailable
 
 ErrorRenderer = Callable[[TripmailError], Response]
 
@@ -36,6 +36,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                 "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
             },
         },
+        "first_event_id": {"type": "string", "description": "key-reused: the event that first used the key."},
     },
 }
 
@@ -44,7 +45,7 @@ REFUSALS = {
     401: "No token, or one that is unknown or revoked.",
     403: "The token lacks the route's scope.",
     404: "What the request names is not in this workspace.",
-    409: "The campaign is paused or a draft.",
+    409: "The campaign is paused or a draft; or the event's key was used by an event with other content.",
     413: "The body is over the size limit (or a batch over the token's burst).",
     422: "The request does not validate; the answer names each field.",
     429: "The token's rate limit; Retry-After says when the request would fit.",
@@ -69,6 +70,8 @@ def problem(exc: TripmailError) -> JSONResponse:
         body["field"] = exc.field
     if exc.errors:
         body["errors"] = exc.errors
+    if isinstance(exc, KeyReused):
+        body["first_event_id"] = exc.first_event_id
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(body, status_code=exc.status, media_type="application/problem+json", headers=headers)
 

@@ -75,3 +75,13 @@ class RateLimited(TripmailError):
     def __init__(self, detail: str, *, retry_after_s: int) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+class KeyReused(TripmailError):
+    """The event's key was first used, inside its dedupe window, by an event with different content."""
+
+    code, status = "key-reused", 409
+
+    def __init__(self, detail: str, *, first_event_id: str) -> None:
+        super().__init__(detail, field="key")
+        self.first_event_id = first_event_id

@@ -15,6 +15,7 @@ from tripmail.audience import CHUNK, compile_query, contacts_page, custom_field_
 from tripmail.automations import Started, automations_for, transactional_steps
 from tripmail.contacts import find_contact, new_contact_values, update_contact, upsert_contact
 from tripmail.db import insert_if_absent, insert_new
+from tripmail.dedupe import content_digest
 from tripmail.delivery import Recipient
 from tripmail.errors import TripmailError
 from tripmail.faults import is_transient, reason
@@ -46,7 +47,7 @@ _FIRST_STATUSES = (EventStatus.PROCESSED, EventStatus.FANNING_OUT)
 # Python: with `received_at >= ?` (or ORDER BY received_at) in the query, SQLite chose the (workspace,
 # received_at) index and read every event of the window (7-9 ms per event at 10,000 events) instead of the rows
 # of these keys.
-_WITH_KEYS = select(_EVENTS.c.key, _EVENTS.c.id, _EVENTS.c.received_at).where(
+_WITH_KEYS = select(_EVENTS.c.key, _EVENTS.c.id, _EVENTS.c.received_at, _EVENTS.c.request).where(
     _EVENTS.c.workspace_id == bindparam("ws"),
     _EVENTS.c.event_type_id == bindparam("type"),
     _EVENTS.c.status.in_(_FIRST_STATUSES),
@@ -113,19 +114,24 @@ def _single_contact(session: Session, trigger: TriggerRequest, *, now: datetime,
     return contact
 
 
-def _earlier_events(session: Session, event_type: EventType, keys: Collection[str], *, now: datetime) -> dict[str, str]:
-    """Key -> id of the first event with the type and that key inside the type's dedupe window, if one was recorded.
+def _earlier_events(
+    session: Session, event_type: EventType, keys: Collection[str], *, now: datetime
+) -> dict[tuple[str, str], str]:
+    """(key, content digest) -> id of the first event with the type, that key and that content inside the type's
+    dedupe window, if one was recorded.
 
-    The api's Redis claim answers duplicates; this catches one that slipped past it (Redis lost the claim).
+    The api's Redis claim answers duplicates; this catches one that slipped past it (Redis lost the claim). An
+    event with the key and other content is not a duplicate: the native API refused it if it could, and esputnik's
+    keyValue names the contact, so it is another event for them.
     """
     if not keys or event_type.dedupe_window_s <= 0:
         return {}
     since = now - timedelta(seconds=event_type.dedupe_window_s)
     parameters = {"ws": event_type.workspace_id, "type": event_type.id, "keys": list(keys)}
-    earlier: dict[str, str] = {}
-    for key, event_id, received_at in sorted(session.execute(_WITH_KEYS, parameters), key=lambda row: row[2]):
+    earlier: dict[tuple[str, str], str] = {}
+    for key, event_id, received_at, request in sorted(session.execute(_WITH_KEYS, parameters), key=lambda row: row[2]):
         if received_at >= since:
-            earlier.setdefault(str(key), event_id)
+            earlier.setdefault((str(key), content_digest(request)), event_id)
     return earlier
 
 
@@ -142,7 +148,7 @@ class Lookups:
     _automations: dict[tuple[int, str, int | None], list[Started]] = field(default_factory=dict)
     _contacts: dict[tuple[int, str], Contact] = field(default_factory=dict)
     _suppressed: set[tuple[int, str]] = field(default_factory=set)
-    _earlier: dict[tuple[int, str], str] = field(default_factory=dict)
+    _earlier: dict[tuple[int, str, str], str] = field(default_factory=dict)
     _earlier_loaded: set[int] = field(default_factory=set)
     _field_types: dict[int, dict[str, str]] = field(default_factory=dict)
 
@@ -208,26 +214,28 @@ class Lookups:
         return transactional_steps(automation for started in self._automations.values() for automation in started)
 
     def earlier_event(
-        self, session: Session, event_type: EventType | None, key: str | None, *, now: datetime
+        self, session: Session, event_type: EventType | None, key: str | None, content: str, *, now: datetime
     ) -> str | None:
         """As _earlier_events, with one query per event type for every key of the transaction."""
         if key is None or event_type is None:
             return None
         if event_type.id not in self._earlier_loaded:
             self._earlier_loaded.add(event_type.id)
-            for earlier_key, event_id in _earlier_events(session, event_type, self.keys, now=now).items():
-                self._earlier.setdefault((event_type.id, earlier_key), event_id)
-        return self._earlier.get((event_type.id, key))
+            earlier = _earlier_events(session, event_type, self.keys, now=now)
+            for (earlier_key, earlier_content), event_id in earlier.items():
+                self._earlier.setdefault((event_type.id, earlier_key, earlier_content), event_id)
+        return self._earlier.get((event_type.id, key, content))
 
     def field_types(self, session: Session, workspace_id: int) -> dict[str, str]:
         if workspace_id not in self._field_types:
             self._field_types[workspace_id] = field_types(session, workspace_id)
         return self._field_types[workspace_id]
 
-    def note(self, event: dict[str, Any]) -> None:
-        """An event recorded in this transaction: a later one of it with the same key is its duplicate."""
+    def note(self, event: dict[str, Any], content: str) -> None:
+        """An event recorded in this transaction: a later one of it with the same key and content is its
+        duplicate."""
         if event["key"] and event["event_type_id"] and event["status"] in _FIRST_STATUSES:
-            self._earlier.setdefault((event["event_type_id"], event["key"]), event["id"])
+            self._earlier.setdefault((event["event_type_id"], event["key"], content), event["id"])
 
 
 def record_event(session: Session, event_id: str, trigger: TriggerRequest, *, now: datetime) -> ByLane:
@@ -305,7 +313,9 @@ def _event_and_messages(
     """The event's row, its runs' rows, their webhook deliveries and the rows of the messages it plans, with its
     contact created or updated (by its own fields, then by its runs' update_contact steps)."""
     event_type = lookups.event_type(session, trigger, now=now)
-    first = lookups.earlier_event(session, event_type, trigger.key, now=now)
+    request = trigger.model_dump(mode="json")
+    content = content_digest(request) if trigger.key else ""
+    first = lookups.earlier_event(session, event_type, trigger.key, content, now=now)
     automations = [] if first is not None else lookups.automations_for(session, trigger)
     many = trigger.audience.selects_many and first is None
     contact = None
@@ -324,11 +334,11 @@ def _event_and_messages(
         "matched_automations": len(automations),
         "fanout_cursor": None,
         "error": None if first is None else f"duplicate of event {first}",
-        "request": trigger.model_dump(mode="json"),
+        "request": request,
         "received_at": now,
         "processed_at": None if many else now,
     }
-    lookups.note(event)
+    lookups.note(event, content)
     if contact is None:
         return _Planned(event, [], [], [])
     run_rows: list[dict[str, Any]] = []

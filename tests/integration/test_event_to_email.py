@@ -119,12 +119,12 @@ def test_a_token_only_reaches_its_own_workspace(
 def test_batch_answers_per_item_and_sends_each_valid_event(
     api_url: str, tenant: Tenant, sink: Sink, db: sessionmaker[Session]
 ) -> None:
-    emails = [f"{unique_workspace_key(f'b{i}')}@example.com" for i in range(3)]
+    emails = [f"{unique_workspace_key(f'b{i}')}@example.com" for i in range(2)]
     events = [
         reset_event(emails[0], key="batch-1"),
         {"event": "forgot_password", "contact": {"email": "not-an-email"}},
-        reset_event(emails[1], key="batch-1"),
-        reset_event(emails[2]),
+        reset_event(emails[0], key="batch-1"),  # a retry of the first: its content is the same
+        reset_event(emails[1]),
     ]
     response = httpx.post(
         f"{api_url}/v1/events/batch",
@@ -143,9 +143,9 @@ def test_batch_answers_per_item_and_sends_each_valid_event(
     assert invalid["errors"][0]["field"] == "contact.email"
     assert (duplicate["duplicate"], duplicate["id"]) == (True, first["id"])
     wait_until(lambda: sink.to(emails[0]), what="the first email")
-    wait_until(lambda: sink.to(emails[2]), what="the last email")
+    wait_until(lambda: sink.to(emails[1]), what="the last email")
     wait_until(lambda: settled_messages(db, plain["id"]), what="the last message to settle")
-    assert sink.to(emails[1]) == []
+    assert len(sink.to(emails[0])) == 1
 
 
 def test_batch_over_1000_events_is_refused_whole(api_url: str, tenant: Tenant) -> None:

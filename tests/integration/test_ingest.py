@@ -19,6 +19,7 @@ from api.enqueue import (
     Checked,
     Enqueuer,
     _claim_keys,
+    claim_value,
     dedupe_key,
     enqueue_once,
 )
@@ -27,7 +28,7 @@ from tests.integration.conftest import OwnStack, free_port, running_sink, wait_u
 from tripmail import ledger
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-from tripmail.errors import Unavailable
+from tripmail.errors import KeyReused, Unavailable
 from tripmail.queue import BULK, QUEUES, TRANSACTIONAL, make_celery
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import Audience, TriggerRequest
@@ -70,23 +71,27 @@ def test_a_failed_publish_answers_unavailable_and_gives_the_keys_back(own_settin
     store = Redis.from_url(own_settings.redis_url, decode_responses=True)
     trigger = TriggerRequest(workspace_id=1, event="SIGNED_UP", key="k-1", audience=Audience(email="a@example.com"))
     checked = Checked(trigger, event_type=None, matching=1, transactional=False)
+    other = trigger.model_copy(update={"audience": Audience(email="b@example.com")})
+    reused = Checked(other, event_type=None, matching=1, transactional=False)
 
-    async def two_requests(broker_url: str) -> tuple[list[Answer], list[Answer]]:
+    async def three_requests(broker_url: str) -> tuple[list[Answer], ...]:
         enqueuer = Enqueuer(store, make_celery(Settings(redis_url=broker_url)))
         try:
-            # Both are pending before the first flush starts: they share it, and the second repeats the key.
-            return await asyncio.gather(enqueuer.enqueue([checked]), enqueuer.enqueue([checked]))
+            # All are pending before the first flush starts: they share it, and the others repeat the key.
+            return tuple(await asyncio.gather(*(enqueuer.enqueue([item]) for item in (checked, checked, reused))))
         finally:
             await enqueuer.close()
 
-    [first], [repeat] = asyncio.run(two_requests(f"redis://127.0.0.1:{free_port()}/0"))
+    [first], [repeat], [refused] = asyncio.run(three_requests(f"redis://127.0.0.1:{free_port()}/0"))
     assert isinstance(first, Unavailable)
     assert isinstance(repeat, Unavailable)  # not a duplicate of an event that was never queued
+    assert isinstance(refused, Unavailable)  # nor refused for one
     assert store.get(dedupe_key(trigger)) is None
 
-    [first], [repeat] = asyncio.run(two_requests(own_settings.redis_url))
+    [first], [repeat], [refused] = asyncio.run(three_requests(own_settings.redis_url))
     assert isinstance(first, Accepted) and isinstance(repeat, Accepted)
     assert (first.duplicate, repeat.duplicate, repeat.id) == (False, True, first.id)
+    assert isinstance(refused, KeyReused) and refused.first_event_id == first.id
 
 
 def test_a_claim_its_failed_enqueue_could_not_give_back_makes_no_duplicate_of_it(own_settings: Settings) -> None:
@@ -107,7 +112,7 @@ def test_a_claim_its_failed_enqueue_could_not_give_back_makes_no_duplicate_of_it
     store.delete(dedupe_key(trigger))  # the short claim lapsed
     [retry] = enqueue_once(store, make_celery(own_settings), [checked])
     assert isinstance(retry, Accepted) and not retry.duplicate
-    assert store.get(dedupe_key(trigger)) == retry.id and store.llen("celery") == 1
+    assert store.get(dedupe_key(trigger)) == claim_value(retry.id, checked.content) and store.llen("celery") == 1
     [repeat] = enqueue_once(store, make_celery(own_settings), [checked])
     assert isinstance(repeat, Accepted) and (repeat.duplicate, repeat.id) == (True, retry.id)
 
@@ -126,7 +131,7 @@ def test_keys_of_one_flush_are_claimed_in_order_and_held_for_their_window_once_q
     assert [answer.duplicate for answer in (keyless, first, other, repeat)] == [False, False, False, True]
     assert repeat.id == first.id and len({keyless.id, first.id, other.id}) == 3
     claim = dedupe_key(flush[1].trigger)
-    assert store.get(claim) == first.id
+    assert store.get(claim) == claim_value(first.id, flush[1].content)
     assert store.ttl(claim) > CLAIM_UNTIL_QUEUED_S  # the default window (a day), no longer the short claim
 
 

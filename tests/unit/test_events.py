@@ -217,6 +217,24 @@ def test_a_duplicate_that_slipped_past_redis_sends_nothing(sessions: sessionmake
     assert (second.status, second.error) == ("duplicate", f"duplicate of event {first_id}")
 
 
+def test_the_same_key_with_other_content_is_another_event(sessions: sessionmaker[Session]) -> None:
+    # esputnik's keyValue names the contact: a second, different event for it must still send.
+    workspace_id = setup(sessions)
+    first_id, other_id, in_one_go, repeat = new_id(), new_id(), new_id(), new_id()
+    with sessions.begin() as session:
+        assert len(record_event(session, first_id, trigger(workspace_id, key="ann"), now=NOW).ids) == 1
+    other_link = trigger(workspace_id, key="ann", data={"forgot_password_link": "https://x/other"})
+    with sessions.begin() as session:
+        assert len(record_event(session, other_id, other_link, now=NOW).ids) == 1
+    third_link = trigger(workspace_id, key="ann", data={"forgot_password_link": "https://x/third"})
+    with sessions.begin() as session:
+        pending = record_events(session, [(in_one_go, third_link), (repeat, third_link)], now=NOW)
+        assert len(pending.ids) == 1
+    with sessions() as session:
+        statuses = [session.get_one(Event, event_id).status for event_id in (first_id, other_id, in_one_go, repeat)]
+    assert statuses == ["processed", "processed", "processed", "duplicate"]
+
+
 @pytest.mark.parametrize("refused_on_retry", [False, True], ids=["recorded together", "recorded one by one"])
 def test_a_task_run_again_first_releases_what_its_earlier_try_claimed(
     sessions: sessionmaker[Session], refused_on_retry: bool
