@@ -11,39 +11,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.envelopes import DIALECTS
 from tripmail.config import Settings
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")
 
 
-def cocomail(body: Any, status: int) -> bool:
-    return set(body) == {"data", "error"} and body["data"] is None and isinstance(body["error"], str)
-
-
-def altcraft(body: Any, status: int) -> bool:
-    return body.keys() == {"data", "error", "error_text"} and body["error"] == status and body["data"] is None
-
-
-def esputnik(body: Any, status: int) -> bool:
-    return body.keys() == {"message", "errors"} and isinstance(body["message"], str)
-
-
-def bunce(body: Any, status: int) -> bool:
-    return body.keys() == {"success", "data", "message", "error"} and body["success"] is False
-
-
-def emailsendx(body: Any, status: int) -> bool:
-    return body.keys() == {"error"} and isinstance(body["error"], str)
-
-
-# (dialect, a POST route of it, its envelope)
-DIALECTS: list[tuple[str, str, Callable[[Any, int], bool]]] = [
-    ("cocomail", "/events/trigger", cocomail),
-    ("altcraft", "/api/v1.1/campaigns/triggers/start/", altcraft),
-    ("esputnik", "/api/v2/event", esputnik),
-    ("bunce", "/v1/events/trigger", bunce),
-    ("emailsendx", "/api/v1/contacts", emailsendx),
-]
 IDS = [name for name, _, _ in DIALECTS]
 
 
