@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from redis import Redis
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from api import bounce_webhooks, history, native, ops, suppressions, templates, unsubscribe, webhook_endpoints
 from api.auth import TokenCache
@@ -103,4 +105,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_endpoints.router)
     for dialect in DIALECTS:
         app.include_router(dialect.router)
+    serve_both_slash_forms(app)
     return app
+
+
+def serve_both_slash_forms(app: FastAPI) -> None:
+    """Serve a path that only its other slash form routes as that form, and refuse a path that neither routes in
+    the envelope of the dialect it is under.
+
+    Starlette redirects such a path with 307, and behind a TLS proxy the redirect points at plain http, where
+    clients drop the Authorization header. Checked after every route is added, so routes added later are covered.
+    """
+    router = app.router
+    router.redirect_slashes = False
+    envelopes = {f"{dialect.router.prefix}/": dialect.render_error for dialect in DIALECTS}
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if scope["type"] == "http" and path != "/":
+            other = {**scope, "path": path.rstrip("/") if path.endswith("/") else f"{path}/"}
+            if any(route.matches(other)[0] != Match.NONE for route in router.routes):
+                await router.app(other, receive, send)
+                return
+        for prefix, render_error in envelopes.items():
+            if f"{path}/".startswith(prefix):
+                scope.setdefault("state", {})["render_error"] = render_error
+        await router.not_found(scope, receive, send)
+
+    router.default = not_found

@@ -74,6 +74,7 @@ class TokenCache(ExpiringCache[str, Principal]):
 _bearer = HTTPBearer(auto_error=False, description="An API token from `tripmail token create`.")
 _authorization = APIKeyHeader(name="Authorization", auto_error=False, scheme_name="AuthorizationToken")
 _x_authorization = APIKeyHeader(name="X-Authorization", auto_error=False)
+_x_api_key = APIKeyHeader(name="x-api-key", auto_error=False)
 _token_query = APIKeyQuery(
     name="token", auto_error=False, description="An API token, for callers that can set no header (provider webhooks)."
 )
@@ -187,18 +188,70 @@ class RawAuthorization(RouteToken):
         return await self.principal(request)
 
 
-class XAuthorization(RouteToken):
-    """`X-Authorization: <token>` (bunce)."""
+class XAuthorizationOrBearer(RouteToken):
+    """`X-Authorization: <token>` (bunce's own) or `Authorization: Bearer <token>` (what its SDKs send)."""
 
-    how = "'X-Authorization: <token>'"
+    how = "'X-Authorization: <token>' or 'Authorization: Bearer <token>'"
     field = "X-Authorization"
 
     async def secret(self, request: Request) -> str | None:
         header = await _x_authorization(request)
+        if header and header.strip():
+            return header.strip()
+        credentials = await _bearer(request)
+        return credentials.credentials if credentials else None
+
+    async def __call__(
+        self,
+        request: Request,
+        header: Annotated[str | None, Depends(_x_authorization)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        return await self.principal(request)
+
+
+class BearerOrApiKey(RouteToken):
+    """`Authorization: Bearer <token>` or `x-api-key: <token>` (emailsendx)."""
+
+    how = "'Authorization: Bearer <token>' or 'x-api-key: <token>'"
+
+    async def secret(self, request: Request) -> str | None:
+        credentials = await _bearer(request)
+        if credentials:
+            return credentials.credentials
+        header = await _x_api_key(request)
         return header.strip() if header else None
 
-    async def __call__(self, request: Request, header: Annotated[str | None, Depends(_x_authorization)]) -> Principal:
+    async def __call__(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        header: Annotated[str | None, Depends(_x_api_key)],
+    ) -> Principal:
         return await self.principal(request)
+
+
+class BearerOrBody(RouteToken):
+    """`Authorization: Bearer <token>`, or, without the header, a token the route reads from its body (altcraft).
+
+    Only a header token is checked before the body is read (`bounded` asks `in_header` which applies); the route
+    receives None for a body token and authenticates it itself.
+    """
+
+    how = "'Authorization: Bearer <token>' or \"token\" in the request body"
+
+    async def secret(self, request: Request) -> str | None:
+        credentials = await _bearer(request)
+        return credentials.credentials if credentials else None
+
+    async def in_header(self, request: Request) -> bool:
+        """Whether this request sent its token in the header."""
+        return await self.secret(request) is not None
+
+    async def __call__(
+        self, request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Principal | None:
+        return await self.principal(request) if credentials else None
 
 
 def _basic_or_bearer_secret(header: str | None) -> str | None:
@@ -252,8 +305,16 @@ def raw_authorization(scope: Scopes) -> RawAuthorization:
     return RawAuthorization(scope)
 
 
-def x_authorization(scope: Scopes) -> XAuthorization:
-    return XAuthorization(scope)
+def x_authorization_or_bearer(scope: Scopes) -> XAuthorizationOrBearer:
+    return XAuthorizationOrBearer(scope)
+
+
+def bearer_or_api_key(scope: Scopes) -> BearerOrApiKey:
+    return BearerOrApiKey(scope)
+
+
+def bearer_or_body(scope: Scopes) -> BearerOrBody:
+    return BearerOrBody(scope)
 
 
 def basic_or_bearer(scope: Scopes) -> BasicOrBearer:

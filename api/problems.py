@@ -11,7 +11,16 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.intake import count_refusal
-from tripmail.errors import FieldError, InvalidRequest, KeyReused, RateLimited, TripmailError, Unavailable
+from tripmail.errors import (
+    FieldError,
+    InvalidRequest,
+    KeyReused,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    TripmailError,
+    Unavailable,
+)
 
 ErrorRenderer = Callable[[TripmailError], Response]
 
@@ -128,13 +137,27 @@ async def on_model_error(request: Request, exc: Exception) -> Response:
     return _render(request, InvalidRequest.listing(errors))
 
 
+def _routing_refusal(request: Request, status: int, allowed: str) -> TripmailError | None:
+    """The router's 404 or 405 as a refusal a dialect can render, naming the path or the methods it serves."""
+    if status == 404:
+        return NotFound(f"no route {request.method} {request.url.path}", field="path")
+    if status == 405:
+        return MethodNotAllowed(f"{request.url.path} does not serve {request.method}; it serves {allowed}")
+    return None
+
+
 async def on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    body = {"type": "about:blank", "title": str(exc.detail), "status": exc.status_code, "detail": str(exc.detail)}
     # Keep the framework's headers (405's Allow, for one).
     headers = dict(exc.headers or {})
     if exc.status_code == 405 and "Allow" in headers:
         headers["Allow"] = _allowed_methods(request, headers["Allow"])
+    refusal = _routing_refusal(request, exc.status_code, headers.get("Allow", ""))
+    if refusal is not None and getattr(request.state, "render_error", None) is not None:
+        response = _render(request, refusal)
+        response.headers.update(headers)
+        return response
+    body = {"type": "about:blank", "title": str(exc.detail), "status": exc.status_code, "detail": str(exc.detail)}
     return JSONResponse(body, status_code=exc.status_code, media_type="application/problem+json", headers=headers)
 
 

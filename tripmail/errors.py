@@ -43,6 +43,10 @@ class NotFound(TripmailError):
     code, status = "not-found", 404
 
 
+class MethodNotAllowed(TripmailError):
+    code, status = "method-not-allowed", 405
+
+
 class UnknownEventType(TripmailError):
     code, status = "unknown-event-type", 404
 

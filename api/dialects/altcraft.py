@@ -9,11 +9,11 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 import anyio.from_thread
-from fastapi import Body, Request
+from fastapi import Body, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, ValidationError
 
-from api.auth import authenticate
+from api.auth import EVENTS_WRITE, Principal, authenticate, bearer_or_body
 from api.dialects.routing import dialect_router
 from api.intake import submit
 from api.ratelimit import charge_budget, link_key
@@ -45,7 +45,8 @@ class AltcraftAttach(BaseModel):
 class AltcraftField(BaseModel):
     name: str
     value: JsonValue
-    option: Literal[0, 1, 2]
+    # Clients that build the body from form values send "1": pydantic's lax integers read both.
+    option: int = Field(ge=0, le=2)
 
 
 class AltcraftExtras(BaseModel):
@@ -60,7 +61,8 @@ class AltcraftExtras(BaseModel):
 
 
 class AltcraftStart(AltcraftExtras):
-    token: str
+    # None when the token comes in `Authorization: Bearer`.
+    token: str | None = None
     # The seed documents the id as a string ("5511") and sends it as a number (84): pydantic reads both.
     id: int
     matching: Literal["email", "phone", "profile_id", "custom"] | None = None
@@ -176,11 +178,21 @@ def _check_and_submit(
 
 
 @router.post("/api/v1.1/campaigns/triggers/start/")
-def start(body: AltcraftStart, request: Request) -> dict[str, Any]:
-    """Launch a trigger campaign for one profile or an audience (seed 001, version 1.1)."""
-    principal = anyio.from_thread.run(
+def start(
+    body: AltcraftStart,
+    request: Request,
+    header_principal: Annotated[Principal | None, Depends(bearer_or_body(EVENTS_WRITE))],
+) -> dict[str, Any]:
+    """Launch a trigger campaign for one profile or an audience (seed 001, version 1.1); the token goes in the
+    body, as the seed shows, or in `Authorization: Bearer`."""
+    principal = header_principal or anyio.from_thread.run(
         partial(
-            authenticate, request, body.token, scope="events:write", how='"token" in the request body', field="token"
+            authenticate,
+            request,
+            body.token,
+            scope=EVENTS_WRITE,
+            how="\"token\" in the request body or 'Authorization: Bearer <token>'",
+            field="token",
         )
     )
     with request.app.state.sessions() as session:

@@ -1,4 +1,4 @@
-"""bunce (seed 003): POST /compat/bunce/v1/events/trigger with `X-Authorization: <token>`."""
+"""bunce (seed 003): POST /compat/bunce/v1/events/trigger with `X-Authorization: <token>` (or Bearer)."""
 
 import re
 from datetime import datetime
@@ -8,10 +8,10 @@ from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue
 
-from api.auth import Principal, x_authorization
+from api.auth import Principal, x_authorization_or_bearer
 from api.dialects.routing import dialect_router
 from api.intake import submit
-from tripmail.errors import FieldError, InvalidRequest, TripmailError
+from tripmail.errors import FieldError, InvalidRequest, TripmailError, UnknownEventType
 from tripmail.events import find_event_type_by_uuid
 from tripmail.fields import coerce_field_value
 from tripmail.models import EventType
@@ -80,8 +80,9 @@ def to_trigger(body: BunceTrigger, workspace_id: int, event_type: EventType) -> 
 
 
 def render_error(exc: TripmailError) -> JSONResponse:
-    # bunce answers every parameter error with 422 and an error object naming the field.
-    status = 422 if exc.status in (400, 404, 422) else exc.status
+    # bunce answers every parameter error with 422 and an error object naming the field; a path it does not
+    # serve is still 404.
+    status = 422 if exc.status in (400, 422) or isinstance(exc, UnknownEventType) else exc.status
     errors = exc.errors or [FieldError(field=exc.field or "request", message=exc.detail)]
     return JSONResponse(
         {"success": False, "data": None, "message": exc.detail, "error": {e["field"]: e["message"] for e in errors}},
@@ -101,7 +102,9 @@ router = dialect_router("bunce", render_error, error_model=BunceError, statuses=
 
 @router.post("/v1/events/trigger")
 def trigger(
-    body: BunceTrigger, principal: Annotated[Principal, Depends(x_authorization("events:write"))], request: Request
+    body: BunceTrigger,
+    principal: Annotated[Principal, Depends(x_authorization_or_bearer("events:write"))],
+    request: Request,
 ) -> dict[str, Any]:
     """Trigger an event, named by its uuid, for the customer in payload.email (seed 003)."""
     with request.app.state.sessions() as session:

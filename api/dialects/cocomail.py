@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_validator
 
 from api.auth import CONTACTS_READ, EVENTS_WRITE, Principal, raw_authorization
 from api.dialects.routing import dialect_router
@@ -24,6 +24,12 @@ class CocomailTrigger(BaseModel):
     consents_to_emails: bool = Field(default=True, alias="consentsToEmails")
     contact_metadata: dict[str, JsonValue] = Field(default_factory=dict, alias="contactMetadata")
     trigger_metadata: dict[str, JsonValue] = Field(default_factory=dict, alias="triggerMetadata")
+
+    @field_validator("consents_to_emails", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: object) -> object:
+        # The seed gives the field a default value, and clients that serialise every field send null for it.
+        return True if value is None else value
 
 
 def to_trigger(body: CocomailTrigger, workspace_id: int) -> TriggerRequest:
@@ -56,7 +62,9 @@ def event_json(event_type: EventType) -> dict[str, Any]:
 
 
 def render_error(exc: TripmailError) -> JSONResponse:
-    return JSONResponse({"data": None, "error": exc.detail}, status_code=exc.status)
+    # cocomail's SDK turns only a 400 into a readable error, so a body that does not validate is a 400.
+    status = 400 if exc.status == 422 else exc.status
+    return JSONResponse({"data": None, "error": exc.detail}, status_code=status)
 
 
 class CocomailError(BaseModel):
@@ -65,7 +73,7 @@ class CocomailError(BaseModel):
 
 
 router = dialect_router(
-    "cocomail", render_error, error_model=CocomailError, statuses=(401, 403, 404, 413, 422, 429, 503)
+    "cocomail", render_error, error_model=CocomailError, statuses=(400, 401, 403, 404, 413, 429, 503)
 )
 
 

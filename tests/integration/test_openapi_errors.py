@@ -70,6 +70,31 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int]] = [
         422,
     ),
     ("POST", "/compat/emailsendx/api/v1/contacts", "/compat/emailsendx/api/v1/contacts", {}, {}, 401),
+    ("POST", "/compat/emailsendx/api/v1/contacts", "/compat/emailsendx/api/v1/contacts", {"x-api-key": JUNK}, {}, 401),
+    (
+        "POST",
+        "/compat/emailsendx/api/v1/contacts",
+        "/compat/emailsendx/api/v1/contacts",
+        {"x-api-key": "{token}"},
+        {},
+        403,  # the tenant's token lacks contacts:write
+    ),
+    (
+        "POST",
+        "/compat/bunce/v1/events/trigger",
+        "/compat/bunce/v1/events/trigger",
+        {"Authorization": "Bearer {token}"},
+        {},
+        422,
+    ),
+    (
+        "POST",
+        "/compat/altcraft/api/v1.1/campaigns/triggers/start/",
+        "/compat/altcraft/api/v1.1/campaigns/triggers/start/",
+        {"Authorization": f"Bearer {JUNK}"},
+        {"id": 1},
+        401,
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from tests import envelopes
 from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
 from tests.integration.conftest import service_env, start_server, stop, wait_until
 from tests.integration.test_rate_limit import connections_to_each_process
@@ -145,27 +147,15 @@ def _problem(response: httpx.Response) -> bool:
     return response.headers["content-type"] == "application/problem+json" and body["status"] == response.status_code
 
 
-def _cocomail_error(response: httpx.Response) -> bool:
-    return response.json()["data"] is None and isinstance(response.json()["error"], str)
+def _in(envelope: Callable[[Any, int], bool]) -> Callable[[httpx.Response], bool]:
+    return lambda response: envelope(response.json(), response.status_code)
 
 
-def _altcraft_error(response: httpx.Response) -> bool:
-    body = response.json()
-    return body["data"] is None and body["error"] == response.status_code and isinstance(body["error_text"], str)
-
-
-def _esputnik_error(response: httpx.Response) -> bool:
-    return set(response.json()) == {"message", "errors"}
-
-
-def _bunce_error(response: httpx.Response) -> bool:
-    body = response.json()
-    return body["success"] is False and body["data"] is None and isinstance(body["error"], dict)
-
-
-def _emailsendx_error(response: httpx.Response) -> bool:
-    error = response.json()["error"]
-    return isinstance(error["code"], str) and isinstance(error["message"], str)
+_cocomail_error = _in(envelopes.cocomail)
+_altcraft_error = _in(envelopes.altcraft)
+_esputnik_error = _in(envelopes.esputnik)
+_bunce_error = _in(envelopes.bunce)
+_emailsendx_error = _in(envelopes.emailsendx)
 
 
 def _events_get(url: str, token: str, w: World, event_id: str) -> httpx.Response:

@@ -378,3 +378,48 @@ def test_v10_errors(api_url: str, altcraft: Altcraft) -> None:
         assert response.status_code == status, (path, response.text)
         assert response.json()["error"] == status
         assert text in response.json()["error_text"]
+
+
+def test_v11_bearer_token_path_without_slash_and_string_option(api_url: str, altcraft: Altcraft, sink: Sink) -> None:
+    contact = altcraft.add_contact(FirstName="Ann", Order="old")
+    body = {
+        "id": 96,
+        "matching": "email",
+        "email": contact.email,
+        "fields": [{"name": "Order", "value": "new", "option": "2"}],
+    }
+    response = httpx.post(
+        f"{api_url}/compat/altcraft/api/v1.1/campaigns/triggers/start",
+        json=body,
+        headers={"Authorization": f"Bearer {altcraft.tenant.token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text  # served, not redirected
+    assert response.json() == {"data": None, "error": 0, "error_text": "Successful operation"}
+    [mail] = wait_until(lambda: sink.to(str(contact.email)), what="the mail")
+    text = mail.message.get_body(("plain",))
+    assert text is not None
+    assert text.get_content().splitlines()[-1] == "Hi Ann, order new"
+    assert altcraft.stored_fields(contact.id) == {"FirstName": "Ann", "Order": "new"}
+
+
+def test_v11_a_bearer_token_is_checked_before_the_body_and_lifts_the_small_limit(
+    api_url: str, altcraft: Altcraft
+) -> None:
+    """A header token is known before the body is read, so the api's own limit applies, not the one for bodies
+    whose sender is not known yet."""
+    contact = altcraft.add_contact()
+    over = Settings(_env_file=None).altcraft_max_body_bytes + 1024
+    body = {"id": 84, "email": contact.email, "content": {"pad": "x" * over}}
+    url = f"{api_url}/compat/altcraft/api/v1.1/campaigns/triggers/start/"
+    in_header = httpx.post(url, json=body, headers={"Authorization": f"Bearer {altcraft.tenant.token}"}, timeout=30)
+    assert in_header.status_code == 200, in_header.text
+    in_body = httpx.post(url, json={"token": altcraft.tenant.token} | body, timeout=30)
+    assert in_body.status_code == 413
+    assert in_body.json()["error"] == 413
+    wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer tm_live_wrong"}, timeout=30)
+    assert wrong.status_code == 401
+    assert wrong.json() == {"data": None, "error": 401, "error_text": "the token is not valid (unknown or revoked)"}
+    missing = httpx.post(url, json={"id": 84, "email": contact.email}, timeout=10)
+    assert missing.status_code == 401
+    assert "Authorization: Bearer" in missing.json()["error_text"]

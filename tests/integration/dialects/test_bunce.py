@@ -134,3 +134,16 @@ def test_missing_or_bad_token_is_401(api_url: str) -> None:
         assert response.status_code == 401
         assert response.json()["success"] is False
         assert set(response.json()["error"]) == {"X-Authorization"}
+
+
+def test_bearer_token_and_trailing_slash_are_served(api_url: str, bunce_tenant: Tenant, sink: Sink) -> None:
+    email = f"{unique_workspace_key('bearer')}@example.com"
+    response = httpx.post(
+        f"{api_url}/compat/bunce/v1/events/trigger/",
+        content=body_with(f'{{"email": "{email}", "date_purchased": "2012-09-03T14:30:00Z"}}').encode(),
+        headers={"Authorization": f"Bearer {bunce_tenant.token}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"success": True, "data": True, "message": "Event successfully triggered"}
+    assert plain_text(sink, email, bunce_tenant) == "Purchased on 2012-09-03T14:30:00Z"

@@ -116,7 +116,7 @@ def test_bad_or_missing_token_is_401_in_cocomail_shape(api_url: str) -> None:
 
 def test_invalid_body_names_the_field(api_url: str, token: str) -> None:
     response = trigger(api_url, token, {"identifier": "FORGOT_PASSWORD", "email": "nope"})
-    assert response.status_code == 422
+    assert response.status_code == 400  # its SDK reads only a 400 as a readable error
     assert response.json()["data"] is None
     assert response.json()["error"].startswith("email: ")
 
@@ -134,3 +134,11 @@ def test_consent_applies_to_a_created_contact_only(api_url: str, token: str, db:
     with db() as session:
         stored = session.get_one(Contact, contact_id.json()["data"]["contact"]["id"])
     assert stored.consents == {"email": False}
+
+
+def test_null_consent_is_the_default_consent(api_url: str, token: str, db: sessionmaker[Session]) -> None:
+    body = {"email": "nullconsent@example.com", "identifier": "FORGOT_PASSWORD", "consentsToEmails": None}
+    response = trigger(api_url, token, body)
+    assert response.status_code == 200, response.text
+    with db() as session:
+        assert session.get_one(Contact, response.json()["data"]["contact"]["id"]).consents == {"email": True}
