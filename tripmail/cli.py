@@ -20,9 +20,21 @@ def _fail(exc: TripmailError) -> NoReturn:
     raise click.ClickException(exc.detail) from exc
 
 
+# Python's and Celery's names alike.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 @click.group()
-@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
-def main(log_level: str) -> None:
+@click.version_option(package_name="tripmail", prog_name="tripmail")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Logging level of every command, the worker's Celery included.",
+)
+@click.pass_context
+def main(context: click.Context, log_level: str) -> None:
     """Tripmail: application events in, email out."""
     from pydantic import ValidationError
 
@@ -36,6 +48,7 @@ def main(log_level: str) -> None:
     except ValidationError as exc:
         raise click.ClickException(f"invalid settings:\n{describe_refusal(exc)}") from None
     configure(log_level, log_format=settings.log_format)
+    context.obj = log_level.upper()
 
 
 def _count_in_files(env: MutableMapping[str, str], role: str) -> None:
@@ -499,7 +512,6 @@ def _lane_queues(context: click.Context, parameter: click.Parameter, value: str 
 
 @main.command()
 @click.option("--concurrency", default=2, show_default=True, type=int, help="Pool processes.")
-@click.option("--loglevel", default="info", show_default=True)
 @click.option(
     "--hostname",
     help="The worker's node name in Flower and in its logs (Celery's %h, %n, %d apply); unique per worker. "
@@ -511,7 +523,8 @@ def _lane_queues(context: click.Context, parameter: click.Parameter, value: str 
     help="The lanes it takes tasks from, comma-separated: transactional (the fast lane), bulk; from both, it always "
     "takes the fast lane's first. [default: transactional,bulk]",
 )
-def worker(concurrency: int, loglevel: str, hostname: str | None, queues: list[str]) -> None:
+@click.pass_obj
+def worker(log_level: str, concurrency: int, hostname: str | None, queues: list[str]) -> None:
     """Run a Celery worker; start more of them, anywhere, against the same Redis to scale out."""
     from tripmail.smtp import parse_relays
 
@@ -526,7 +539,7 @@ def worker(concurrency: int, loglevel: str, hostname: str | None, queues: list[s
         "--concurrency",
         str(concurrency),
         "--loglevel",
-        loglevel,
+        log_level,
         "--without-gossip",
         "--without-mingle",
         *(["--hostname", hostname] if hostname else []),
