@@ -9,6 +9,12 @@ from click.testing import CliRunner
 from tripmail.cli import main
 
 
+@pytest.fixture(autouse=True)
+def logging_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands configure the process's logging, which here is pytest's, shared with the tests that follow."""
+    monkeypatch.setattr("tripmail.logs.configure", lambda *args, **kwargs: None)
+
+
 def test_version_prints_the_installed_package_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0, result.output
