@@ -60,7 +60,7 @@ class TemplateSpec(_Spec):
 
 class SendEmailStep(_Spec):
     template: str
-    # seed 002's "Send obligatory (transactional) email": this step mails without marketing consent and without
+    # esputnik's "Send obligatory (transactional) email": this step mails without marketing consent and without
     # unsubscribe headers, in an automation that otherwise is marketing.
     transactional: bool = False
 

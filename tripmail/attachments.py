@@ -1,4 +1,4 @@
-"""Attachments sent as data URIs (`data:<mime>;base64,<...>`, seed 001's `attach`)."""
+"""Attachments sent as data URIs (`data:<mime>;base64,<...>`, altcraft's `attach`)."""
 
 import base64
 import binascii

@@ -553,7 +553,7 @@ def _attachment_part(attachment: EncodedAttachment) -> MIMEBase:
     part["Content-Transfer-Encoding"] = "base64"
     part.set_payload(_ATTACHMENT_BODY)
     name = attachment.name
-    # RFC 2231 for a name that is not ASCII (seed 001 sends unicode file names).
+    # RFC 2231 for a name that is not ASCII (altcraft's clients send unicode file names).
     part.add_header("Content-Disposition", "attachment", filename=name if name.isascii() else ("utf-8", "", name))
     return part
 

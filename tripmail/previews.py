@@ -1,4 +1,4 @@
-"""A template rendered with sample data, as the editor's "View message" shows it (seed 002)."""
+"""A template rendered with sample data, as esputnik's editor shows it in "View message"."""
 
 from typing import Any
 

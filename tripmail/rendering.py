@@ -3,8 +3,8 @@
 The sandbox bounds what a template builds and how long it renders (sandbox.py): past a bound, the render fails
 with a RenderError that names the bound, as a template that meets data it cannot handle does.
 
-A template may declare `syntax: apicontent` (altcraft, seed 001): its `{apicontent.name}` placeholders become
-Jinja, and list values render one item per line; or `syntax: velocity` (esputnik, seed 002): see velocity.py.
+A template may declare `syntax: apicontent` (altcraft): its `{apicontent.name}` placeholders become
+Jinja, and list values render one item per line; or `syntax: velocity` (esputnik): see velocity.py.
 Either is translated when the template is applied (to check it) and once per process when first compiled.
 """
 
@@ -47,7 +47,7 @@ def _or_written(value: Any, written: str) -> Any:
 
 
 class _KeysFirst(BoundedSandbox):
-    """`data.items` is the event's `items` (seed 004 sends one), not the dict method Jinja would find first."""
+    """`data.items` is the event's `items` (emailsendx sends one), not the dict method Jinja would find first."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict) and attribute in obj:

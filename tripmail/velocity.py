@@ -1,4 +1,4 @@
-"""The Velocity subset esputnik's templates use (seed 002 and its template guide), translated to Jinja once, at
+"""The Velocity subset esputnik's templates use (its trigger document and template guide), translated to Jinja once, at
 apply time, so that it renders in the same bounded sandbox as every other template.
 
 Supported: references `$name`, `$!name`, `${name}`, `$!{name}` with `.get('key')`, `.get(0)` and `.property`

@@ -18,7 +18,7 @@ class Template(Base):
     html: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
     syntax: Mapped[str] = mapped_column(String(20))
-    # esputnik's "Email > JSON": the param that `data` means inside this template (seed 002's `items`).
+    # esputnik's "Email > JSON": the param that `data` means inside this template (its `items`).
     data_param: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[datetime]
 

@@ -1,4 +1,4 @@
-"""What the event history answers (seed 002's "Event history"): events, and for one event all it led to."""
+"""What the event history answers (esputnik's "Event history"): events, and for one event all it led to."""
 
 from datetime import datetime
 from typing import Any
