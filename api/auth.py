@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from api.lookups import ExpiringCache
 from api.ratelimit import charge_token
 from tripmail.errors import Forbidden, Unauthenticated
-from tripmail.tokens import find_token, hash_secret
+from tripmail.setup.tokens import find_token, hash_secret
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, basic_bearer_or_query
 from api.bodies import BoundedRoute
 from api.problems import problem_responses
-from tripmail.bounces import Report, ReportOutcome, record_reports
+from tripmail.bounces.providers import mailgun, postmark, sendgrid, ses
+from tripmail.bounces.providers.signatures import load_sendgrid_key, mailgun_signed, sendgrid_signed
+from tripmail.bounces.reports import Report, ReportOutcome, record_reports
 from tripmail.errors import Forbidden
 from tripmail.ids import utcnow
-from tripmail.providers import mailgun, postmark, sendgrid, ses
-from tripmail.providers.signatures import load_sendgrid_key, mailgun_signed, sendgrid_signed
 
 log = logging.getLogger(__name__)
 

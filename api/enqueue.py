@@ -19,10 +19,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tripmail import queue
-from tripmail.dedupe import content_digest
 from tripmail.errors import KeyReused, TripmailError, Unavailable
-from tripmail.events import DEFAULT_DEDUPE_WINDOW_S
 from tripmail.ids import new_id, normalize_key
+from tripmail.ingest.dedupe import content_digest
+from tripmail.ingest.events import DEFAULT_DEDUPE_WINDOW_S
 from tripmail.models import EventType
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import TriggerRequest

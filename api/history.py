@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import CONTACTS_READ, EVENTS_READ, Principal, bearer
 from api.problems import problem_responses
-from tripmail.history import event_detail, list_events
+from tripmail.ingest.history import event_detail, list_events
 from tripmail.schemas.history import EventDetail, EventPage
 
 router = APIRouter(tags=["history"])

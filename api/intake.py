@@ -9,10 +9,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api.enqueue import Answer, Checked, Enqueuer
 from api.lookups import SetupCache
-from tripmail.automations import automations_for
-from tripmail.contacts import find_contact, upsert_contact
+from tripmail.automations.program import automations_for
+from tripmail.contacts.fields import typed_contact_fields
+from tripmail.contacts.store import find_contact, upsert_contact
 from tripmail.errors import NotFound, TripmailError, UnknownEventType
-from tripmail.fields import typed_contact_fields
 from tripmail.ids import utcnow
 from tripmail.metrics import EVENTS
 from tripmail.models import Contact, EventType

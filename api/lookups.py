@@ -8,10 +8,10 @@ from typing import Generic, NamedTuple, TypeVar
 from cachetools import TTLCache
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail.audience import field_types
-from tripmail.automations import automations_on
-from tripmail.events import find_event_type
+from tripmail.automations.program import automations_on
+from tripmail.contacts.audience import field_types
 from tripmail.ids import normalize_key
+from tripmail.ingest.events import find_event_type
 from tripmail.models import EventType
 
 K = TypeVar("K", bound=Hashable)

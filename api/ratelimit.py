@@ -15,11 +15,11 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tripmail.errors import PayloadTooLarge, RateLimited
-from tripmail.tokens import revoked_key
+from tripmail.setup.tokens import revoked_key
 
 # In milliseconds. A refused request changes nothing: a client retrying too early does not push its own wait back.
 # The key lapses once its due time has passed, when it would read as a fresh key anyway. KEYS[2], when given, is a
-# token's revocation marker (tripmail.tokens.revoked_key): checked in the same round trip, and a revoked token's
+# token's revocation marker (tripmail.setup.tokens.revoked_key): checked in the same round trip, and a revoked token's
 # request (-1) is not charged.
 _REVOKED = -1
 _CHARGE = """

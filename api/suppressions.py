@@ -9,9 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, bearer
 from api.bodies import BoundedRoute
 from api.problems import problem_responses
+from tripmail.delivery.suppressions import Added, add_suppressions, list_suppressions, remove_suppression
 from tripmail.ids import utcnow
 from tripmail.schemas.suppressions import SuppressionPage, SuppressionView
-from tripmail.suppressions import Added, add_suppressions, list_suppressions, remove_suppression
 
 router = APIRouter(tags=["suppressions"], route_class=BoundedRoute)
 

@@ -9,8 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, bearer
 from api.bodies import BoundedRoute
 from api.problems import problem_responses
-from tripmail.previews import preview_template
-from tripmail.rendering import RenderedEmail
+from tripmail.rendering.previews import preview_template
+from tripmail.rendering.templates import RenderedEmail
 
 router = APIRouter(tags=["templates"], route_class=BoundedRoute)
 

@@ -7,8 +7,8 @@ from fastapi.responses import HTMLResponse
 
 from api.bodies import BoundedRoute
 from api.problems import problem_responses
+from tripmail.contacts.unsubscribe import contact_of_token, unsubscribe
 from tripmail.ids import utcnow
-from tripmail.unsubscribe import contact_of_token, unsubscribe
 
 router = APIRouter(tags=["unsubscribe"], route_class=BoundedRoute)
 

@@ -1,5 +1,5 @@
 """GET, POST /v1/webhook-endpoints and DELETE /v1/webhook-endpoints/{endpoint_id}: where the workspace's delivery
-events go (tripmail/delivery_events.py)."""
+events go (tripmail/webhooks/delivery_events.py)."""
 
 from typing import Annotated
 
@@ -10,10 +10,16 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Principal, bearer
 from api.bodies import BoundedRoute
 from api.problems import problem_responses
-from tripmail.delivery_events import MAX_URL_LENGTH, DeliveryEventType, add_endpoint, list_endpoints, remove_endpoint
-from tripmail.egress import check_webhook_url
 from tripmail.ids import utcnow
 from tripmail.schemas.webhook_endpoints import CreatedEndpoint, EndpointList
+from tripmail.webhooks.delivery_events import (
+    MAX_URL_LENGTH,
+    DeliveryEventType,
+    add_endpoint,
+    list_endpoints,
+    remove_endpoint,
+)
+from tripmail.webhooks.egress import check_webhook_url
 
 router = APIRouter(tags=["webhook endpoints"], route_class=BoundedRoute)
 

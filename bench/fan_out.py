@@ -1,6 +1,6 @@
 """Audience fan-out: from a recorded event to every send task enqueued, at two sizes, with peak memory.
 
-Runs the worker's own code path (tripmail.events.process_event, publishing real Celery tasks to a real
+Runs the worker's own code path (tripmail.ingest.events.process_event, publishing real Celery tasks to a real
 redis-server on a free port) in a fresh child process per measurement, so peak RSS is that work's alone.
 The baseline, measured in the same run, is the floor for the same output: one bulk INSERT of the same message
 rows plus publishing the same number of tasks, with no audience query and no contact loading.
@@ -21,10 +21,11 @@ from sqlalchemy import insert, select
 
 from tests.builders import apply_spec
 from tests.integration.conftest import free_port, port_open, wait_until
-from tripmail import events, queue
+from tripmail import queue
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.ids import new_id, utcnow
+from tripmail.ingest import events
 from tripmail.migrations import upgrade
 from tripmail.models import Automation, AutomationStep, Contact, Event, Message, Workspace
 from tripmail.queue import ByLane, make_celery

@@ -41,7 +41,7 @@ DOMAIN = "reliability.example.com"
 # it), long enough above the task time limit that Redis never hands a running task to a second worker.
 VISIBILITY_TIMEOUT_S = 30
 TASK_TIME_LIMIT_S = 20
-# A task Redis lost (tripmail/ledger.py) is published again within the run, well inside the stall limit.
+# A task Redis lost (tripmail/queue/ledger.py) is published again within the run, well inside the stall limit.
 TASK_LOST_AFTER_S = 20
 SEND_RETRY_SCHEDULE = "1s,2s,4s,8s,16s"
 FINAL = ("sent", "failed", "unknown", "suppressed")
@@ -689,7 +689,7 @@ def write_report(outcomes: list[Outcome], options: Options, command: str, wall_s
         f"Workers run with a visibility timeout of {VISIBILITY_TIMEOUT_S} s (task time limit "
         f"{TASK_TIME_LIMIT_S} s), so a killed worker's unacked tasks come back within the run, and the scheduler "
         f"publishes again a task Redis lost after {TASK_LOST_AFTER_S} s (`TRIPMAIL_TASK_LOST_AFTER_S`, "
-        "tripmail/ledger.py).",
+        "tripmail/queue/ledger.py).",
         "",
         "Definitions: **expected** = emails posted minus the recipients the sink refuses with 550; **delivered** = "
         "expected recipients the sink accepted at least once; **duplicated** = extra copies the sink accepted (by "

@@ -1,6 +1,7 @@
 """The worker's own CPU per event, without Celery, the api or Redis: `python -m bench.worker_path`.
 
-Runs the functions the worker's tasks call (tripmail.events.process_events, tripmail.delivery.deliver_messages) in
+Runs the functions the worker's tasks call (tripmail.ingest.events.process_events,
+tripmail.delivery.messages.deliver_messages) in
 this process against the quickstart's set-up on a fresh SQLite file, sending to the bench's counting sink in its
 own process. Two shapes: one-contact events one task at a time (what 100 single requests a second become) and a
 batch request's events (what `/v1/events/batch` becomes). Prints wall and CPU time (this process, all threads)
@@ -20,17 +21,18 @@ from sqlalchemy import select
 from bench.processes import PYTHON
 from bench.quickstart import APPLY_FILE, EVENT, FIRST_NAME, recipient, reset_link
 from tests.integration.conftest import free_port, port_open, wait_until
-from tripmail import delivery, events
-from tripmail.apply import apply_file, load_apply_file
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
+from tripmail.delivery import messages as delivery
+from tripmail.delivery.retries import RetryPolicy
+from tripmail.delivery.smtp import SendingLoop, parse_relays
 from tripmail.ids import new_id, utcnow
+from tripmail.ingest import events
 from tripmail.migrations import upgrade
 from tripmail.models import Workspace
 from tripmail.queue import ByLane
-from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
-from tripmail.smtp import SendingLoop, parse_relays
+from tripmail.setup.apply import apply_file, load_apply_file
 
 BATCH_SIZE = Settings().send_batch_size
 

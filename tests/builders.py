@@ -8,13 +8,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail.apply import ApplyFile, apply_file
-from tripmail.contacts import email_md5, email_xxh
-from tripmail.events import record_event
+from tripmail.contacts.store import email_md5, email_xxh
 from tripmail.ids import new_id, utcnow
+from tripmail.ingest.events import record_event
 from tripmail.models import Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
-from tripmail.tokens import create_token
+from tripmail.setup.apply import ApplyFile, apply_file
+from tripmail.setup.tokens import create_token
 
 
 def unique_workspace_key(prefix: str = "ws") -> str:

@@ -74,9 +74,9 @@ def migrate() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def apply(file: Path) -> None:
     """Make the database match FILE.yaml (workspace, event types, templates, automations); idempotent."""
-    from tripmail.apply import apply_file, load_apply_file
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
+    from tripmail.setup.apply import apply_file, load_apply_file
 
     try:
         spec = load_apply_file(file)
@@ -104,7 +104,7 @@ def token_create(workspace: str, scopes: str) -> None:
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
     from tripmail.models import Workspace
-    from tripmail.tokens import create_token_row, parse_scopes
+    from tripmail.setup.tokens import create_token_row, parse_scopes
 
     try:
         scope_list = parse_scopes(scopes)
@@ -128,7 +128,7 @@ def token_list(workspace: str | None) -> None:
     """List tokens, oldest first: id, workspace, the secret's first characters, scopes, created, revoked."""
 
     from tripmail.db import make_sessionmaker
-    from tripmail.tokens import list_tokens
+    from tripmail.setup.tokens import list_tokens
 
     with make_sessionmaker(get_settings())() as session:
         if workspace is not None:
@@ -155,7 +155,7 @@ def token_revoke(token_ids: tuple[int, ...]) -> None:
 
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
-    from tripmail.tokens import mark_revoked, revoke_tokens
+    from tripmail.setup.tokens import mark_revoked, revoke_tokens
 
     settings = get_settings()
     try:
@@ -234,11 +234,11 @@ def messages_resend(message_ids: tuple[int, ...], status: str | None, since: str
     """
 
     from tripmail import queue
-    from tripmail.automations import messages_by_lane
+    from tripmail.automations.program import messages_by_lane
     from tripmail.db import make_sessionmaker
+    from tripmail.delivery.retries import resend_messages, resendable_ids
     from tripmail.ids import utcnow
     from tripmail.models import Message
-    from tripmail.retries import resend_messages, resendable_ids
 
     if bool(message_ids) == (status is not None):
         raise click.UsageError("give message ids or --status unknown|failed, not both")
@@ -328,7 +328,7 @@ def suppressions() -> None:
 def suppressions_list(workspace: str | None, limit: int) -> None:
     """List suppressions, newest first: email, source (smtp or manual), time, reason."""
     from tripmail.db import make_sessionmaker
-    from tripmail.suppressions import recent_suppressions
+    from tripmail.delivery.suppressions import recent_suppressions
 
     with make_sessionmaker(get_settings())() as session:
         workspace_id = None if workspace is None else _workspace_id(session, workspace)
@@ -350,8 +350,8 @@ def suppressions_list(workspace: str | None, limit: int) -> None:
 def suppressions_add(workspace: str, reason: str, emails: tuple[str, ...]) -> None:
     """Stop mailing these addresses (transactional mail too); one suppressed already stays as it is."""
     from tripmail.db import make_sessionmaker
+    from tripmail.delivery.suppressions import add_suppressions
     from tripmail.ids import utcnow
-    from tripmail.suppressions import add_suppressions
 
     try:
         with make_sessionmaker(get_settings()).begin() as session:
@@ -375,7 +375,7 @@ def suppressions_add(workspace: str, reason: str, emails: tuple[str, ...]) -> No
 def suppressions_remove(workspace: str, emails: tuple[str, ...]) -> None:
     """Mail these addresses again: the next event to each is sent."""
     from tripmail.db import make_sessionmaker
-    from tripmail.suppressions import remove_suppressions
+    from tripmail.delivery.suppressions import remove_suppressions
 
     try:
         with make_sessionmaker(get_settings()).begin() as session:
@@ -407,8 +407,8 @@ def webhooks() -> None:
 def webhooks_add(workspace: str, events: str | None, disabled: bool, url: str) -> None:
     """Register an endpoint; its signing secret is printed once, on the last line."""
     from tripmail.db import make_sessionmaker
-    from tripmail.delivery_events import add_endpoint
     from tripmail.ids import utcnow
+    from tripmail.webhooks.delivery_events import add_endpoint
 
     event_types = None if events is None else [name.strip() for name in events.split(",") if name.strip()]
     try:
@@ -436,7 +436,7 @@ def webhooks_add(workspace: str, events: str | None, disabled: bool, url: str) -
 def webhooks_list(workspace: str) -> None:
     """List the workspace's endpoints, oldest first: id, url, event types, enabled, created."""
     from tripmail.db import make_sessionmaker
-    from tripmail.delivery_events import list_endpoints
+    from tripmail.webhooks.delivery_events import list_endpoints
 
     with make_sessionmaker(get_settings())() as session:
         endpoints = list_endpoints(session, _workspace_id(session, workspace))
@@ -455,7 +455,7 @@ def webhooks_remove(workspace: str, endpoint_ids: tuple[int, ...]) -> None:
     """Remove endpoints by id (`tripmail webhooks list`), and what they had still to receive. When one id is not
     the workspace's, none is removed."""
     from tripmail.db import make_sessionmaker
-    from tripmail.delivery_events import remove_endpoint
+    from tripmail.webhooks.delivery_events import remove_endpoint
 
     try:
         with make_sessionmaker(get_settings()).begin() as session:
@@ -526,7 +526,7 @@ def _lane_queues(context: click.Context, parameter: click.Parameter, value: str 
 @click.pass_obj
 def worker(log_level: str, concurrency: int, hostname: str | None, queues: list[str]) -> None:
     """Run a Celery worker; start more of them, anywhere, against the same Redis to scale out."""
-    from tripmail.smtp import parse_relays
+    from tripmail.delivery.smtp import parse_relays
 
     try:
         parse_relays(get_settings().smtp_url.get_secret_value())
@@ -612,7 +612,7 @@ def bounces() -> None:
 @click.option("--keep", is_flag=True, help="Leave each message in new/ (it is read again next time, harmlessly).")
 def bounces_maildir(path: Path, keep: bool) -> None:
     """Record the reports in a Maildir's new/, moving each to cur/ once recorded; a line each, then a summary."""
-    from tripmail.bounce_intake import Tally, from_maildir
+    from tripmail.bounces.intake import Tally, from_maildir
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
 
@@ -626,7 +626,7 @@ def bounces_maildir(path: Path, keep: bool) -> None:
 @click.option("--delete", is_flag=True, help="Delete each message once recorded, rather than flag it seen.")
 def bounces_imap(url: str, delete: bool) -> None:
     """Record the unseen reports of an IMAP folder (imaps://user:password@host/INBOX), flagging each seen."""
-    from tripmail.bounce_intake import MailboxUrl, Tally, from_imap
+    from tripmail.bounces.intake import MailboxUrl, Tally, from_imap
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
 
@@ -643,7 +643,7 @@ def bounces_imap(url: str, delete: bool) -> None:
 @click.argument("url")
 def bounces_pop3(url: str) -> None:
     """Record the reports of a POP3 mailbox (pop3s://user:password@host), deleting each once recorded."""
-    from tripmail.bounce_intake import MailboxUrl, Tally, from_pop3
+    from tripmail.bounces.intake import MailboxUrl, Tally, from_pop3
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
 
@@ -662,7 +662,7 @@ def bounces_pop3(url: str) -> None:
 def bounces_listen(host: str, port: int) -> None:
     """An SMTP server for the bounce domain: records each report as it arrives, then answers 250; a line each,
     and a summary when stopped (Ctrl-C)."""
-    from tripmail.bounce_intake import BounceReceiver, Tally
+    from tripmail.bounces.intake import BounceReceiver, Tally
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
     from tripmail.mailcatcher import serve_smtp

@@ -10,10 +10,10 @@ import phonenumbers
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tripmail.bounces.providers.signatures import load_sendgrid_key
+from tripmail.delivery.rates import parse_domain_rates
 from tripmail.durations import parse_duration
-from tripmail.egress import Network, parse_networks
-from tripmail.providers.signatures import load_sendgrid_key
-from tripmail.rates import parse_domain_rates
+from tripmail.webhooks.egress import Network, parse_networks
 
 # What deploy/k8s/secret.yaml ships in place of each password and key: a process that finds it left in any setting
 # refuses to start, rather than run with a password everyone who read the repository knows.
@@ -27,7 +27,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///var/tripmail.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # One relay, or several separated by spaces or commas: see tripmail.smtp.parse_relays.
+    # One relay, or several separated by spaces or commas: see tripmail.delivery.smtp.parse_relays.
     smtp_url: SecretStr = SecretStr("smtp://127.0.0.1:1025")
     # Send rates per recipient domain, shared by every worker: `gmail.com=20/second *=100/second` (`*`: each other
     # domain on its own). Empty: none.
@@ -69,8 +69,8 @@ class Settings(BaseSettings):
     # reason rather than hold a worker.
     render_timeout_s: float = Field(default=2.0, gt=0)
     # The most conditions and list items in all (each value of an $in counts one) an audience query may hold
-    # (altcraft's custom_request); a larger one is refused at the api (400). At most tripmail.audience.MAX_TERMS,
-    # what the databases bind to one statement.
+    # (altcraft's custom_request); a larger one is refused at the api (400). At most
+    # tripmail.contacts.audience.MAX_TERMS, what the databases bind to one statement.
     query_max_terms: int = Field(default=25_000, ge=1, le=25_000)
     # How long the api reuses what it read of a workspace's event types, automations and fields (apply shows
     # in its answers after at most this long; the worker always reads the database).
@@ -87,14 +87,15 @@ class Settings(BaseSettings):
     # socket's 30 s), and one that does not is slowed by at most this once a second.
     api_redis_timeout_s: float = Field(default=0.5, gt=0, le=5)
     # A task published this long ago that Redis neither queues nor has a worker holding is taken for lost (see
-    # tripmail/ledger.py) and published again by `tripmail scheduler`, which looks every quarter of this.
+    # tripmail/queue/ledger.py) and published again by `tripmail scheduler`, which looks every quarter of this.
     task_lost_after_s: float = Field(default=60.0, gt=0)
     # How often `tripmail scheduler` looks for runs whose wait is over: a wait ends up to this much late.
     scheduler_interval_s: float = Field(default=1.0, gt=0, le=60)
     # Where recipients reach the api from outside: the unsubscribe links in marketing mail point here.
     public_url: str = "http://127.0.0.1:8000"
     # Unset: each message's envelope sender (MAIL FROM) is the workspace's sender. Set: it is a signed VERP address
-    # at this domain (tripmail/verp.py), whose MX leads to `tripmail bounces`, so late bounces find their message.
+    # at this domain (tripmail/delivery/verp.py), whose MX leads to `tripmail bounces`, so late bounces find their
+    # message.
     bounce_domain: str | None = None
     # Unset: a phone number is read only in international format. Set to a region (UA, US): esputnik's phone and
     # contactJson.sms may also be local numbers of it (050 123 45 67), as shops in one country send them.

@@ -13,14 +13,15 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail import delivery, egress, ledger
 from tripmail.config import get_settings
 from tripmail.db import make_sessionmaker
+from tripmail.delivery import messages as delivery
+from tripmail.delivery.smtp import SendingLoop, make_sending_loop
 from tripmail.ids import utcnow
 from tripmail.logs import configure
 from tripmail.metrics import MULTIPROCESS_DIR, counted, forget_process
-from tripmail.queue import make_celery
-from tripmail.smtp import SendingLoop, make_sending_loop
+from tripmail.queue import ledger, make_celery
+from tripmail.webhooks import egress
 
 log = logging.getLogger(__name__)
 

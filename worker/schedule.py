@@ -1,5 +1,6 @@
 """`tripmail scheduler`: hands the runs whose wait is over, the messages and webhook deliveries due to be tried again,
-to the workers, every TRIPMAIL_SCHEDULER_INTERVAL_S; and publishes again the tasks Redis lost (tripmail/ledger.py).
+to the workers, every TRIPMAIL_SCHEDULER_INTERVAL_S; and publishes again the tasks Redis lost
+(tripmail/queue/ledger.py).
 
 Due times live in the database, not in delayed Celery tasks, so a wait survives restarts of everything. A run is
 handed out (published, then marked) and handed out again if no worker carried it on within
@@ -21,11 +22,14 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail import queue, retries, runs, webhooks
+from tripmail import queue
+from tripmail.automations import runs
 from tripmail.config import get_settings
+from tripmail.delivery import retries
 from tripmail.ids import utcnow
-from tripmail.ledger import LostTaskSweep
 from tripmail.logs import configure
+from tripmail.queue.ledger import LostTaskSweep
+from tripmail.webhooks import deliveries as webhooks
 from worker.app import celery, sessions
 
 log = logging.getLogger("tripmail.scheduler")

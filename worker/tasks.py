@@ -10,12 +10,16 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session
 
-from tripmail import delivery, events, faults, queue, runs, webhooks
+from tripmail import faults, queue
+from tripmail.automations import runs
 from tripmail.config import get_settings
+from tripmail.delivery import messages as delivery
+from tripmail.delivery.retries import RetryPolicy
 from tripmail.ids import utcnow
+from tripmail.ingest import events
 from tripmail.queue import ByLane
-from tripmail.retries import RetryPolicy
 from tripmail.schemas.trigger import TriggerRequest
+from tripmail.webhooks import deliveries as webhooks
 from worker.app import GivesUpWhenLost, celery, sending, sessions, webhook_client
 
 log = logging.getLogger(__name__)

@@ -17,14 +17,14 @@ from api.auth import EVENTS_WRITE, Principal, authenticate, bearer_or_body
 from api.dialects.routing import dialect_router
 from api.intake import submit
 from api.ratelimit import charge_budget, link_key
-from tripmail.attachments import parse_attachments
-from tripmail.audience import compile_query, custom_field_query, field_types
-from tripmail.automations import find_automation, find_automation_by_link
+from tripmail.automations.program import find_automation, find_automation_by_link
 from tripmail.config import Settings
-from tripmail.contacts import find_contact
+from tripmail.contacts.audience import compile_query, custom_field_query, field_types
+from tripmail.contacts.fields import check_overrides
+from tripmail.contacts.store import find_contact
 from tripmail.errors import Inactive, InvalidRequest, NotFound, TripmailError
-from tripmail.fields import check_overrides
 from tripmail.models import Automation
+from tripmail.rendering.attachments import parse_attachments
 from tripmail.schemas.trigger import (
     Attachment,
     Audience,

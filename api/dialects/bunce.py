@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue
 from api.auth import Principal, x_authorization_or_bearer
 from api.dialects.routing import dialect_router
 from api.intake import submit
+from tripmail.contacts.fields import coerce_field_value
 from tripmail.errors import FieldError, InvalidRequest, TripmailError, UnknownEventType
-from tripmail.events import find_event_type_by_uuid
-from tripmail.fields import coerce_field_value
+from tripmail.ingest.events import find_event_type_by_uuid
 from tripmail.models import EventType
 from tripmail.schemas.trigger import Audience, TriggerRequest
 

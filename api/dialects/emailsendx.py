@@ -11,10 +11,10 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, JsonValue, field_va
 from api.auth import CONTACTS_READ, CONTACTS_WRITE, EVENTS_WRITE, Principal, bearer_or_api_key
 from api.dialects.routing import dialect_router
 from api.intake import submit
-from tripmail.audience import field_types
-from tripmail.contacts import upsert_contact
+from tripmail.contacts.audience import field_types
+from tripmail.contacts.fields import typed_contact_fields
+from tripmail.contacts.store import upsert_contact
 from tripmail.errors import TripmailError
-from tripmail.fields import typed_contact_fields
 from tripmail.ids import iso_utc, utcnow
 from tripmail.models import Contact
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest

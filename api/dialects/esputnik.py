@@ -23,9 +23,9 @@ from pydantic import (
 from api.auth import Principal, basic_or_bearer
 from api.dialects.routing import dialect_router
 from api.intake import submit
-from tripmail.contacts import find_contact, normalize_phone
+from tripmail.contacts.fields import coerce_field_value, numbered_fields
+from tripmail.contacts.store import find_contact, normalize_phone
 from tripmail.errors import FieldError, InvalidRequest, TripmailError
-from tripmail.fields import coerce_field_value, numbered_fields
 from tripmail.models import ContactField
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 

@@ -39,8 +39,8 @@ from tests.conftest import new_database
 from tests.webhook_receiver import ALLOWED_HOST
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
+from tripmail.delivery.smtp import parse_relays
 from tripmail.migrations import upgrade
-from tripmail.smtp import parse_relays
 
 T = TypeVar("T")
 

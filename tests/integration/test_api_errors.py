@@ -13,7 +13,7 @@ from tripmail.config import Settings
 from tripmail.ids import utcnow
 from tripmail.models import ApiToken, Contact, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
-from tripmail.tokens import hash_secret
+from tripmail.setup.tokens import hash_secret
 
 VALID = {"event": "FORGOT_PASSWORD", "contact": {"email": "ann@example.com"}}
 

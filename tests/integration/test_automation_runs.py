@@ -13,7 +13,7 @@ from tests.builders import apply_spec, follow_up_spec, make_token, unique_worksp
 from tests.integration.conftest import OwnStack, kill_group, running_sink, wait_until
 from tests.webhook_receiver import Receiver
 from tripmail.models import AutomationRun, WebhookDelivery
-from tripmail.webhooks import signature
+from tripmail.webhooks.deliveries import signature
 
 
 def sign_up(stack: OwnStack, token: str, email: str) -> None:

@@ -20,8 +20,8 @@ from tests.integration.conftest import OwnStack, Sink, Tenant, free_port, runnin
 from tests.integration.test_delivery import post, settled
 from tests.unit.test_bounces import state
 from tripmail.config import Settings
+from tripmail.delivery.verp import verp_address
 from tripmail.models import Message, Workspace
-from tripmail.verp import verp_address
 
 BOUNCE_DOMAIN = "bounces.tripmail.test"
 

@@ -14,7 +14,7 @@ from tests.conftest import new_database
 from tests.integration.conftest import free_port, port_open, service_env, stop, wait_until
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-from tripmail.tokens import SECRET_PREFIX, find_token, revoked_key
+from tripmail.setup.tokens import SECRET_PREFIX, find_token, revoked_key
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
 

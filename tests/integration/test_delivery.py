@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec, contact_row, make_token, password_reset_spec, sender_of, unique_workspace_key
 from tests.integration.conftest import Sink, Tenant, wait_until
 from tests.unit.test_unsubscribe import mangled
+from tripmail.contacts.unsubscribe import unsubscribe_token
 from tripmail.ids import new_id
 from tripmail.models import Contact, Event, Message, MessageAttempt, Suppression, Workspace
-from tripmail.unsubscribe import unsubscribe_token
 
 
 def post(

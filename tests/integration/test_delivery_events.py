@@ -16,8 +16,8 @@ from tests.integration.conftest import Sink, Tenant, run_tripmail, wait_until
 from tests.integration.test_delivery import post, settled
 from tests.webhook_receiver import Receiver
 from tripmail.config import Settings
-from tripmail.delivery_events import SUBSCRIPTIONS_FRESH_S
 from tripmail.models import WebhookDelivery
+from tripmail.webhooks.delivery_events import SUBSCRIPTIONS_FRESH_S
 
 
 def webhook_headers(db: sessionmaker[Session], tenant: Tenant) -> dict[str, str]:

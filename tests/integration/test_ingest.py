@@ -25,11 +25,10 @@ from api.enqueue import (
 )
 from tests.builders import apply_spec, make_token, password_reset_spec
 from tests.integration.conftest import OwnStack, free_port, running_sink, wait_until
-from tripmail import ledger
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.errors import KeyReused, Unavailable
-from tripmail.queue import BULK, QUEUES, TRANSACTIONAL, make_celery
+from tripmail.queue import BULK, QUEUES, TRANSACTIONAL, ledger, make_celery
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import Audience, TriggerRequest
 

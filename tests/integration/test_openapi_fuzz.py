@@ -37,12 +37,12 @@ from api.app import create_app
 from tests.builders import make_token
 from tests.integration.conftest import Tenant
 from tripmail.config import Settings
-from tripmail.contacts import upsert_contact
+from tripmail.contacts.store import upsert_contact
+from tripmail.contacts.unsubscribe import unsubscribe_token
 from tripmail.ids import utcnow
 from tripmail.models import Automation, EventType, Workspace
 from tripmail.schemas.trigger import Audience, ContactUpdate
-from tripmail.tokens import KNOWN_SCOPES
-from tripmail.unsubscribe import unsubscribe_token
+from tripmail.setup.tokens import KNOWN_SCOPES
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")
 

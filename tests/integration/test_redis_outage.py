@@ -1,7 +1,7 @@
 """Redis hung, stopped and restarted under a running stack of the test's own: the api refuses events with 503 soon
 and never hangs, /healthz names Redis, and every event it accepted is mailed once after Redis comes back from its
 append-only file, to a worker that reconnected by itself; and a task Redis lost on its way to a worker is published
-again by the scheduler (tripmail/ledger.py)."""
+again by the scheduler (tripmail/queue/ledger.py)."""
 
 import os
 import signal
@@ -28,11 +28,10 @@ from tests.integration.conftest import (
     stop,
     wait_until,
 )
-from tripmail import ledger
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-from tripmail.queue import QUEUES, TRANSACTIONAL
-from tripmail.smtp import parse_smtp_url
+from tripmail.delivery.smtp import parse_smtp_url
+from tripmail.queue import QUEUES, TRANSACTIONAL, ledger
 
 # The issue's bound: a client learns within this long that nothing was accepted (the api's own Redis timeout is a
 # quarter of it, so a slow machine does not make the answer late).

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.integration.conftest import OwnStack, Sink, free_port, running_sink, wait_until
 from tests.integration.test_crashes import post_reset, settled
 from tripmail.config import Settings
+from tripmail.delivery.smtp import RELAY_REST_S
 from tripmail.models import Message, MessageAttempt
-from tripmail.smtp import RELAY_REST_S
 
 
 class DeferringRecipients(Sink):

@@ -1,4 +1,4 @@
-"""tripmail.smtp against real SMTP peers on loopback: what counts as sent, refused, retryable or unknown."""
+"""tripmail.delivery.smtp against real SMTP peers on loopback: what counts as sent, refused, retryable or unknown."""
 
 import asyncio
 import ssl
@@ -11,7 +11,17 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.integration.conftest import free_port
-from tripmail.smtp import Envelope, Outcome, Relay, Relays, SendingLoop, SendResult, SmtpTarget, Stage, parse_smtp_url
+from tripmail.delivery.smtp import (
+    Envelope,
+    Outcome,
+    Relay,
+    Relays,
+    SendingLoop,
+    SendResult,
+    SmtpTarget,
+    Stage,
+    parse_smtp_url,
+)
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: s\r\n\r\nbody\r\n"
 

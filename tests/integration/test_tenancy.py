@@ -27,11 +27,11 @@ from tests import envelopes
 from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
 from tests.integration.conftest import service_env, start_server, stop, wait_until
 from tests.integration.test_rate_limit import connections_to_each_process
-from tripmail.apply import ApplyFile
 from tripmail.config import Settings
 from tripmail.ids import utcnow
 from tripmail.models import ApiToken, Automation, EventType, Workspace
-from tripmail.tokens import KNOWN_SCOPES, SECRET_PREFIX, find_token, hash_secret
+from tripmail.setup.apply import ApplyFile
+from tripmail.setup.tokens import KNOWN_SCOPES, SECRET_PREFIX, find_token, hash_secret
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")
 
@@ -505,7 +505,7 @@ def test_find_token_compares_digests_with_compare_digest(
         calls.append((a, b))
         return False
 
-    monkeypatch.setattr("tripmail.tokens.hmac.compare_digest", recording)
+    monkeypatch.setattr("tripmail.setup.tokens.hmac.compare_digest", recording)
     with db() as session:
         # The row matched by the index is refused when the constant-time compare says no: the compare decides.
         assert find_token(session, world.a_token) is None

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
-from tripmail import audience
-from tripmail.audience import QueryError, compile_query, contacts_page, custom_field_query
+from tripmail.contacts import audience
+from tripmail.contacts.audience import QueryError, compile_query, contacts_page, custom_field_query
 from tripmail.models import Contact, Workspace
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -11,15 +11,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.bounce_samples import COMPLAINT, DELAYED, EXIM, PERMANENT, POSTFIX, SENDMAIL, Sample
 from tests.builders import apply_spec, password_reset_spec
-from tripmail.bounces import Recorded, ReportOutcome, read_report, record_report
+from tripmail.bounces.reports import Recorded, ReportOutcome, read_report, record_report
 from tripmail.config import Settings
-from tripmail.delivery import message_id_header, prepare_envelopes
-from tripmail.delivery_events import Subscriptions, add_endpoint
-from tripmail.events import record_event
+from tripmail.delivery.messages import message_id_header, prepare_envelopes
+from tripmail.delivery.verp import parse_verp_address, verp_address
 from tripmail.ids import new_id
+from tripmail.ingest.events import record_event
 from tripmail.models import Message, MessageAttempt, MessageStatus, Suppression, WebhookDelivery, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
-from tripmail.verp import parse_verp_address, verp_address
+from tripmail.webhooks.delivery_events import Subscriptions, add_endpoint
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -343,7 +343,7 @@ def test_with_a_bounce_domain_the_envelope_sender_is_the_messages_return_path_an
 def test_a_bounce_and_a_complaint_are_announced_to_the_workspaces_endpoints(
     sessions: sessionmaker[Session], workspace_id: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tripmail.delivery_events.SUBSCRIPTIONS", Subscriptions(fresh_s=0))
+    monkeypatch.setattr("tripmail.webhooks.delivery_events.SUBSCRIPTIONS", Subscriptions(fresh_s=0))
     with sessions.begin() as session:
         add_endpoint(session, workspace_id, "https://hooks.example/in", event_types=None, now=LATER)
     bounced = sent_message(sessions, workspace_id, "ann@example.com")

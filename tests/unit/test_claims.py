@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import workspace_with_messages
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-from tripmail.delivery import (
+from tripmail.delivery.messages import (
     STOPPED_AFTER_HAND_OVER,
     DatabaseJournal,
     claim_messages,
@@ -21,10 +21,10 @@ from tripmail.delivery import (
     record_progress,
     settle_unfinished,
 )
+from tripmail.delivery.retries import RetryPolicy, due_messages, mark_handed_out
+from tripmail.delivery.smtp import Outcome, SendResult
 from tripmail.models import Message, MessageAttempt
 from tripmail.queue import HAND_OUT_AGAIN_AFTER
-from tripmail.retries import RetryPolicy, due_messages, mark_handed_out
-from tripmail.smtp import Outcome, SendResult
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RETRIES = RetryPolicy(

@@ -1,6 +1,6 @@
 import pytest
 
-from tripmail.conditions import ConditionError, check_condition, evaluate
+from tripmail.automations.conditions import ConditionError, check_condition, evaluate
 from tripmail.errors import InvalidConfig
 
 PURCHASE = {"amount": 99.0, "currency": "USD", "items": ["Pro Plan - Annual"]}

@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from tripmail.audience import MAX_TERMS
 from tripmail.config import Settings, describe_refusal
+from tripmail.contacts.audience import MAX_TERMS
 
 
 def test_defaults_run_locally_without_setup(monkeypatch: pytest.MonkeyPatch) -> None:

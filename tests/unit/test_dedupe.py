@@ -1,5 +1,5 @@
 from api.native import NativeEvent, to_trigger
-from tripmail.dedupe import content_digest
+from tripmail.ingest.dedupe import content_digest
 from tripmail.schemas.trigger import TriggerRequest
 
 

@@ -18,8 +18,17 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.builders import workspace_with_messages
 from tripmail.db import engine_of
-from tripmail.delivery import claim_messages, record_results, settle_unfinished
-from tripmail.delivery_events import (
+from tripmail.delivery.messages import claim_messages, record_results, settle_unfinished
+from tripmail.delivery.retries import RetryPolicy
+from tripmail.delivery.smtp import Outcome, SendResult, Stage
+from tripmail.delivery.suppressions import add_suppressions
+from tripmail.errors import InvalidRequest, NotFound
+from tripmail.ids import new_id
+from tripmail.ingest.events import record_event
+from tripmail.models import Message, WebhookDelivery, WebhookEndpoint
+from tripmail.schemas.trigger import Audience, TriggerRequest
+from tripmail.webhooks.deliveries import due_webhooks, standard_headers
+from tripmail.webhooks.delivery_events import (
     EVENT_TYPES,
     Subscriptions,
     add_endpoint,
@@ -28,15 +37,6 @@ from tripmail.delivery_events import (
     new_secret,
     remove_endpoint,
 )
-from tripmail.errors import InvalidRequest, NotFound
-from tripmail.events import record_event
-from tripmail.ids import new_id
-from tripmail.models import Message, WebhookDelivery, WebhookEndpoint
-from tripmail.retries import RetryPolicy
-from tripmail.schemas.trigger import Audience, TriggerRequest
-from tripmail.smtp import Outcome, SendResult, Stage
-from tripmail.suppressions import add_suppressions
-from tripmail.webhooks import due_webhooks, standard_headers
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RETRIES = RetryPolicy(waits=(timedelta(minutes=1),), give_up_after=timedelta(hours=1))
@@ -96,7 +96,7 @@ def results(sessions: sessionmaker[Session], outcomes: dict[int, SendResult], *,
 @pytest.fixture(autouse=True)
 def fresh_subscriptions(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every read of the endpoints is fresh: a test adds one and announces at once."""
-    monkeypatch.setattr("tripmail.delivery_events.SUBSCRIPTIONS", Subscriptions(fresh_s=0))
+    monkeypatch.setattr("tripmail.webhooks.delivery_events.SUBSCRIPTIONS", Subscriptions(fresh_s=0))
 
 
 def test_recorded_results_write_their_events_in_the_same_transaction(sessions: sessionmaker[Session]) -> None:

@@ -23,8 +23,8 @@ from tornado.routing import URLSpec
 from api.app import create_app
 from tripmail.cli import main
 from tripmail.config import PLACEHOLDER, Settings, describe_refusal
+from tripmail.delivery.smtp import parse_relays
 from tripmail.queue import QUEUES as LANE_QUEUES
-from tripmail.smtp import parse_relays
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"

@@ -23,7 +23,8 @@ from pydantic import ValidationError
 
 from tests.webhook_receiver import Receiver
 from tripmail.config import Settings
-from tripmail.egress import (
+from tripmail.errors import InvalidRequest
+from tripmail.webhooks.egress import (
     NonPublicAddress,
     PublicOnlyBackend,
     check_webhook_url,
@@ -32,7 +33,6 @@ from tripmail.egress import (
     refusal,
     webhook_client,
 )
-from tripmail.errors import InvalidRequest
 
 LOOPBACK = parse_networks("127.0.0.0/8")
 

@@ -8,16 +8,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
-from tripmail.contacts import upsert_contact
-from tripmail.delivery import claim_messages, prepare_envelopes, suppress
-from tripmail.events import (
+from tripmail.contacts.store import upsert_contact
+from tripmail.delivery.messages import claim_messages, prepare_envelopes, suppress
+from tripmail.ids import new_id
+from tripmail.ingest.events import (
     get_or_create_event_type,
     process_events,
     record_event,
     record_events,
     record_failed_event,
 )
-from tripmail.ids import new_id
 from tripmail.models import Contact, Event, EventType, Message, MessageStatus, Workspace
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 

@@ -6,9 +6,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
-from tripmail import events
-from tripmail.audience import MAX_TERMS
+from tripmail.contacts.audience import MAX_TERMS
 from tripmail.ids import new_id
+from tripmail.ingest import events
 from tripmail.models import Automation, Contact, Event, Message, Workspace
 from tripmail.queue import ByLane
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest

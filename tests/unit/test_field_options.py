@@ -8,11 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
-from tripmail.delivery import claim_messages, prepare_envelopes, recipient
+from tripmail.contacts.fields import apply_field_options, check_overrides, message_field_values
+from tripmail.delivery.messages import claim_messages, prepare_envelopes, recipient
 from tripmail.errors import InvalidRequest
-from tripmail.events import record_event
-from tripmail.fields import apply_field_options, check_overrides, message_field_values
 from tripmail.ids import new_id
+from tripmail.ingest.events import record_event
 from tripmail.models import Contact, Workspace
 from tripmail.schemas.trigger import Audience, ChannelFilter, FieldOverride, TriggerRequest
 

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import JsonValue
 
-from tripmail.fields import coerce_field_value
+from tripmail.contacts.fields import coerce_field_value
 
 
 @pytest.mark.parametrize(

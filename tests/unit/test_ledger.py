@@ -1,11 +1,13 @@
-"""The ledger of published tasks (tripmail/ledger.py) against fakeredis: what a sweep takes for lost, and what not."""
+"""The ledger of published tasks (tripmail/queue/ledger.py) against fakeredis: what a sweep takes for lost, and what
+not."""
 
 import json
 from typing import Any
 
 import fakeredis
 
-from tripmail import ledger, queue
+from tripmail import queue
+from tripmail.queue import ledger
 
 T0 = 1_800_000_000.0
 LOST_AFTER_S = 60.0

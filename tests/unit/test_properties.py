@@ -16,10 +16,17 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
-from tripmail.audience import MAX_CONDITIONS, MAX_NESTING, QueryCompiler, QueryError, compile_query, contacts_page
+from tripmail.contacts.audience import (
+    MAX_CONDITIONS,
+    MAX_NESTING,
+    QueryCompiler,
+    QueryError,
+    compile_query,
+    contacts_page,
+)
 from tripmail.errors import InvalidConfig
 from tripmail.models import Contact, Workspace
-from tripmail.rendering import RenderError, check_template, render_part, template_context
+from tripmail.rendering.templates import RenderError, check_template, render_part, template_context
 
 FIELDS = [
     {"name": "age", "type": "number"},

@@ -1,4 +1,4 @@
-"""The providers' documented webhook payloads, read into the reports tripmail/bounces.py records."""
+"""The providers' documented webhook payloads, read into the reports tripmail/bounces/reports.py records."""
 
 import base64
 import hashlib
@@ -33,12 +33,12 @@ from tests.provider_payloads import (
     with_content,
 )
 from tests.unit.test_bounces import LATER, sent_message, state
-from tripmail.bounces import Report, ReportOutcome, record_reports
+from tripmail.bounces.providers import mailgun, postmark, sendgrid, ses
+from tripmail.bounces.providers.signatures import load_sendgrid_key, mailgun_signed, sendgrid_signed
+from tripmail.bounces.reports import Report, ReportOutcome, record_reports
 from tripmail.config import Settings
 from tripmail.errors import InvalidRequest
 from tripmail.models import MessageStatus, Workspace
-from tripmail.providers import mailgun, postmark, sendgrid, ses
-from tripmail.providers.signatures import load_sendgrid_key, mailgun_signed, sendgrid_signed
 
 ANN = "ann@example.com"
 MESSAGE_ID = "<0190b1.42@acme.example.com>"

@@ -5,7 +5,7 @@ import pytest
 
 from api.ratelimit import SKIP_AFTER_REDIS_ERROR_S, RateLimiter, RedisPause, token_key
 from tripmail.errors import PayloadTooLarge, RateLimited
-from tripmail.tokens import revoked_key
+from tripmail.setup.tokens import revoked_key
 
 T0 = 1_800_000_000.0
 A, B = token_key(1), token_key(2)

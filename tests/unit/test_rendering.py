@@ -2,7 +2,7 @@ import pytest
 from jinja2.exceptions import SecurityError
 
 from tripmail.errors import InvalidConfig
-from tripmail.rendering import RenderError, check_template, render_email, render_part, template_context
+from tripmail.rendering.templates import RenderError, check_template, render_email, render_part, template_context
 
 
 def context(**data: object) -> dict[str, object]:

@@ -8,14 +8,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec
-from tripmail.apply import ApplyFile
+from tripmail.automations.runs import carry_on, due_runs, mark_handed_out
 from tripmail.errors import InvalidConfig
-from tripmail.events import fan_out_chunk, record_event, record_events
 from tripmail.ids import new_id
+from tripmail.ingest.events import fan_out_chunk, record_event, record_events
 from tripmail.models import AutomationRun, AutomationStep, Contact, Message, Template, Workspace
 from tripmail.queue import HAND_OUT_AGAIN_AFTER
-from tripmail.runs import carry_on, due_runs, mark_handed_out
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
+from tripmail.setup.apply import ApplyFile
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -9,12 +9,9 @@ from email.policy import compat32, default
 
 import pytest
 
-from tripmail.attachments import encode_attachment
-from tripmail.delivery import build_email
-from tripmail.rates import parse_domain_rates
-from tripmail.rendering import RenderedEmail
-from tripmail.schemas.trigger import Attachment
-from tripmail.smtp import (
+from tripmail.delivery.messages import build_email
+from tripmail.delivery.rates import parse_domain_rates
+from tripmail.delivery.smtp import (
     Outcome,
     Relay,
     Relays,
@@ -25,6 +22,9 @@ from tripmail.smtp import (
     parse_smtp_url,
     refuses_recipient,
 )
+from tripmail.rendering.attachments import encode_attachment
+from tripmail.rendering.templates import RenderedEmail
+from tripmail.schemas.trigger import Attachment
 
 
 def test_smtp_url_forms() -> None:

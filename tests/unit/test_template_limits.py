@@ -1,8 +1,9 @@
-"""What a template may build, output and spend (tripmail/sandbox.py), through render_part as a message renders."""
+"""What a template may build, output and spend (tripmail/rendering/sandbox.py), through render_part as a message
+renders."""
 
 import pytest
 
-from tripmail.rendering import RenderError, render_part, template_context
+from tripmail.rendering.templates import RenderError, render_part, template_context
 
 BUILDS = "a template may build at most 1,000,000"
 NUMBERS = "a template's numbers have at most 4,096"

@@ -18,7 +18,7 @@ from tests.builders import apply_spec, password_reset_spec
 from tripmail.config import Settings
 from tripmail.errors import NotFound, Unauthenticated
 from tripmail.models import ApiToken, Workspace
-from tripmail.tokens import SECRET_PREFIX, create_token, hash_secret, mark_revoked, revoke_tokens, revoked_key
+from tripmail.setup.tokens import SECRET_PREFIX, create_token, hash_secret, mark_revoked, revoke_tokens, revoked_key
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.errors import InvalidRequest
 from tripmail.models import ApiToken, Workspace
-from tripmail.tokens import SECRET_PREFIX, create_token, find_token, hash_secret, parse_scopes
+from tripmail.setup.tokens import SECRET_PREFIX, create_token, find_token, hash_secret, parse_scopes
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -12,13 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
-from tripmail.contacts import upsert_contact
-from tripmail.delivery import build_email
+from tripmail.contacts.store import upsert_contact
+from tripmail.contacts.unsubscribe import contact_of_token, token_parts, unsubscribe, unsubscribe_token, unsubscribe_url
+from tripmail.delivery.messages import build_email
 from tripmail.errors import NotFound
 from tripmail.models import Contact, Workspace
-from tripmail.rendering import RenderedEmail
+from tripmail.rendering.templates import RenderedEmail
 from tripmail.schemas.trigger import Audience, ContactUpdate
-from tripmail.unsubscribe import contact_of_token, token_parts, unsubscribe, unsubscribe_token, unsubscribe_url
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
 from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
-from tripmail.audience import MAX_CONDITIONS
 from tripmail.config import Settings
-from tripmail.contacts import email_md5, email_xxh
+from tripmail.contacts.audience import MAX_CONDITIONS
+from tripmail.contacts.store import email_md5, email_xxh
 from tripmail.ids import new_id
 from tripmail.models import Contact, Workspace
 

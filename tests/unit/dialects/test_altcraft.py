@@ -3,8 +3,8 @@ import base64
 import pytest
 
 from api.dialects.altcraft import AltcraftStart, link_audience, start_audience
-from tripmail.attachments import parse_attachments
 from tripmail.errors import InvalidRequest
+from tripmail.rendering.attachments import parse_attachments
 
 
 def start(**body: object) -> AltcraftStart:

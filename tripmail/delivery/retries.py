@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from tripmail.automations import lanes_of_messages, split_by_lane
+from tripmail.automations.program import lanes_of_messages, split_by_lane
 from tripmail.config import Settings
+from tripmail.delivery.suppressions import ADDRESS_SUPPRESSED
 from tripmail.models import Message, MessageStatus, table_of
 from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
-from tripmail.suppressions import ADDRESS_SUPPRESSED
 
 # Each wait is stretched by up to this share at random, so the messages one outage failed together come back
 # spread out rather than all in the same second.

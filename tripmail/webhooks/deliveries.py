@@ -1,6 +1,7 @@
-"""Webhooks: automations' webhook steps and delivery events (tripmail/delivery_events.py), each delivery POSTed,
+"""Webhooks: automations' webhook steps and delivery events (tripmail/webhooks/delivery_events.py), each delivery
+POSTed,
 signed, retried with backoff on 5xx, 408, 429, timeouts and connection errors. Only public addresses, and networks
-the operator allows, are posted to (tripmail/egress.py); of the answer only its status is kept.
+the operator allows, are posted to (tripmail/webhooks/egress.py); of the answer only its status is kept.
 
 The scheduler hands due deliveries to a worker (as it hands waiting runs), which claims each before posting it,
 so two workers do not post it at once. A worker that dies mid-POST leaves it claimed; it is handed out again once
@@ -25,9 +26,9 @@ from sqlalchemy import ColumnElement, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
-from tripmail.egress import NonPublicAddress
 from tripmail.models import Automation, AutomationStep, WebhookDelivery, WebhookEndpoint, WebhookStatus, table_of
 from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
+from tripmail.webhooks.egress import NonPublicAddress
 
 # Posts of one delivery before it is failed; 2, 4, 8 ... s apart (capped at 5 minutes), with a second of jitter.
 MAX_ATTEMPTS = 8

@@ -6,7 +6,7 @@ one. With the Signed Event Webhook's verification key configured, its signature 
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from tripmail.bounces import Report, bracketed_message_id
+from tripmail.bounces.reports import Report, bracketed_message_id
 from tripmail.errors import InvalidRequest
 
 REPORTER = "SendGrid"

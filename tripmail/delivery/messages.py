@@ -29,12 +29,15 @@ from sqlalchemy import Connection, bindparam, insert, or_, select, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail.attachments import EncodedAttachment, encode_attachment
-from tripmail.automations import Started, messages_by_lane, transactional_steps
-from tripmail.contacts import normalize_email
+from tripmail.automations.program import Started, messages_by_lane, transactional_steps
+from tripmail.contacts.fields import message_field_values
+from tripmail.contacts.store import normalize_email
+from tripmail.contacts.unsubscribe import ONE_CLICK, unsubscribe_token, unsubscribe_url
 from tripmail.db import engine_of, insert_if_absent, insert_new
-from tripmail.delivery_events import announce, announce_by_workspace, event_type_of
-from tripmail.fields import message_field_values
+from tripmail.delivery.retries import RetryPolicy
+from tripmail.delivery.smtp import Envelope, JournalUnavailable, Outcome, SendingLoop, SendResult, wire_form
+from tripmail.delivery.suppressions import ADDRESS_SUPPRESSED
+from tripmail.delivery.verp import verp_address
 from tripmail.metrics import delivery_metrics
 from tripmail.models import (
     Automation,
@@ -52,13 +55,10 @@ from tripmail.models import (
     table_of,
 )
 from tripmail.queue import ByLane
-from tripmail.rendering import RenderedEmail, RenderError, render_email, template_context
-from tripmail.retries import RetryPolicy
+from tripmail.rendering.attachments import EncodedAttachment, encode_attachment
+from tripmail.rendering.templates import RenderedEmail, RenderError, render_email, template_context
 from tripmail.schemas.trigger import ChannelFilter, TriggerContent
-from tripmail.smtp import Envelope, JournalUnavailable, Outcome, SendingLoop, SendResult, wire_form
-from tripmail.suppressions import ADDRESS_SUPPRESSED
-from tripmail.unsubscribe import ONE_CLICK, unsubscribe_token, unsubscribe_url
-from tripmail.verp import verp_address
+from tripmail.webhooks.delivery_events import announce, announce_by_workspace, event_type_of
 
 log = logging.getLogger(__name__)
 

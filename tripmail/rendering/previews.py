@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from tripmail.errors import InvalidRequest, NotFound
 from tripmail.models import Template
-from tripmail.rendering import RenderedEmail, RenderError, render_part, template_context
+from tripmail.rendering.templates import RenderedEmail, RenderError, render_part, template_context
 
 
 def preview_template(

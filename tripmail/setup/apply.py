@@ -12,14 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from tripmail.conditions import check_condition
+from tripmail.automations.conditions import check_condition
+from tripmail.contacts.fields import FieldType
 from tripmail.durations import parse_duration
 from tripmail.errors import InvalidConfig
-from tripmail.events import DEFAULT_DEDUPE_WINDOW_S
-from tripmail.fields import FieldType
 from tripmail.ids import normalize_key
+from tripmail.ingest.events import DEFAULT_DEDUPE_WINDOW_S
 from tripmail.models import Automation, AutomationStep, ContactField, EventType, Template, Workspace
-from tripmail.rendering import check_template
+from tripmail.rendering.templates import check_template
 
 DEFAULT_FROM = "Tripmail <noreply@tripmail.localhost>"
 
@@ -66,7 +66,8 @@ class SendEmailStep(_Spec):
 
 
 class ConditionStep(_Spec):
-    """`if` (see tripmail.conditions) chooses `then` or `else`; either may be empty, and both go on after."""
+    """`if` (see tripmail.automations.conditions) chooses `then` or `else`; either may be empty, and both go on
+    after."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

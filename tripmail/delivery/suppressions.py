@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import Exists, delete, select
 from sqlalchemy.orm import Session
 
-from tripmail.contacts import normalize_email
+from tripmail.contacts.store import normalize_email
 from tripmail.db import insert_new
 from tripmail.errors import FieldError, InvalidRequest, NotFound
 from tripmail.models import Message, Suppression, SuppressionSource, Workspace, table_of

@@ -4,7 +4,7 @@ complaint, end unknown or are suppressed, as Standard Webhooks (https://www.stan
 An outbox: `announce` writes a webhook delivery for each subscribed endpoint in the transaction that changes the
 messages' status, so nothing is announced that did not happen (a rollback takes the deliveries with it) and nothing
 that happened is lost (the commit keeps them until they are posted). The scheduler hands them to workers, which
-post and retry them as they do automations' webhook steps (tripmail/webhooks.py).
+post and retry them as they do automations' webhook steps (tripmail/webhooks/deliveries.py).
 
 Recording results is delivery's hot path: for a workspace with no endpoint, `announce` is a lookup in what this
 process read of every workspace's endpoints at most SUBSCRIPTIONS_FRESH_S ago. An endpoint therefore receives the

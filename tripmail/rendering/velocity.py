@@ -29,7 +29,7 @@ from jinja2 import Undefined
 from jinja2.runtime import LoopContext
 
 from tripmail.errors import InvalidConfig
-from tripmail.sandbox import MAX_NUMBER_BITS, TemplateLimitExceeded
+from tripmail.rendering.sandbox import MAX_NUMBER_BITS, TemplateLimitExceeded
 
 _NAME = r"[A-Za-z][A-Za-z0-9_]*"
 _SIZE = r"\.size\(\s*\)"

@@ -19,11 +19,11 @@ from jinja2 import ChainableUndefined, TemplateError, TemplateSyntaxError, Undef
 from jinja2 import Template as JinjaTemplate
 from markupsafe import Markup, escape
 
-from tripmail import velocity
 from tripmail.config import get_settings
 from tripmail.errors import InvalidConfig
-from tripmail.sandbox import BoundedSandbox, render_within
-from tripmail.velocity import FILTERS as VELOCITY_FILTERS
+from tripmail.rendering import velocity
+from tripmail.rendering.sandbox import BoundedSandbox, render_within
+from tripmail.rendering.velocity import FILTERS as VELOCITY_FILTERS
 
 _APICONTENT = re.compile(r"(?<!\{)\{apicontent\.([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 

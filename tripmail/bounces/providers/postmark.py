@@ -8,7 +8,7 @@ Postmark's classification.
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tripmail.bounces import Report, read_report
+from tripmail.bounces.reports import Report, read_report
 from tripmail.errors import InvalidRequest
 
 REPORTER = "Postmark"

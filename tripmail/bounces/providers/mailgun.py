@@ -7,7 +7,7 @@ verify (signatures.py).
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from tripmail.bounces import Report, bracketed_message_id
+from tripmail.bounces.reports import Report, bracketed_message_id
 from tripmail.errors import InvalidRequest
 
 REPORTER = "Mailgun"

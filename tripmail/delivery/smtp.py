@@ -16,8 +16,8 @@ import aiosmtplib
 import uvloop
 
 from tripmail.config import Settings
+from tripmail.delivery.rates import SendRates, parse_domain_rates, parse_rate
 from tripmail.metrics import delivery_metrics
-from tripmail.rates import SendRates, parse_domain_rates, parse_rate
 
 log = logging.getLogger(__name__)
 

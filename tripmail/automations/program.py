@@ -25,7 +25,7 @@ class SendStep:
 
 @dataclass(frozen=True)
 class Step:
-    """One position of an automation's program (see tripmail.apply._program)."""
+    """One position of an automation's program (see tripmail.setup.apply._program)."""
 
     id: int
     kind: str
@@ -35,9 +35,9 @@ class Step:
 @dataclass(frozen=True)
 class Started:
     """What planning reads of an automation an event starts: its id, whether it is transactional, its send_email
-    steps in order, and, when it has other steps too, its whole program, which tripmail.runs carries out. Read as
-    plain columns: loading Automation entities with their steps (a second, selectin query) was the costliest part
-    of recording a one-contact event."""
+    steps in order, and, when it has other steps too, its whole program, which tripmail.automations.runs carries
+    out. Read as plain columns: loading Automation entities with their steps (a second, selectin query) was the
+    costliest part of recording a one-contact event."""
 
     id: int
     transactional: bool

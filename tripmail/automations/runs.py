@@ -20,13 +20,13 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail import delivery
-from tripmail.audience import field_types
-from tripmail.automations import SendStep, Started, Step, started_automation
-from tripmail.conditions import ConditionError, evaluate
+from tripmail.automations.conditions import ConditionError, evaluate
+from tripmail.automations.program import SendStep, Started, Step, started_automation
+from tripmail.contacts.audience import field_types
+from tripmail.contacts.fields import coerce_field_value
 from tripmail.db import insert_new
-from tripmail.delivery import EventColumns, contact_context, event_context
-from tripmail.fields import coerce_field_value
+from tripmail.delivery import messages as delivery
+from tripmail.delivery.messages import EventColumns, contact_context, event_context
 from tripmail.models import (
     Automation,
     AutomationRun,
@@ -40,7 +40,7 @@ from tripmail.models import (
     table_of,
 )
 from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
-from tripmail.rendering import RenderError, render_part, template_context
+from tripmail.rendering.templates import RenderError, render_part, template_context
 from tripmail.schemas.trigger import TriggerRequest
 
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from email.utils import parseaddr
 
-from tripmail.unsubscribe import workspace_signature
+from tripmail.contacts.unsubscribe import workspace_signature
 
 LOCAL_PART_PREFIX = "bounces+"
 # 48 bits: a forger has to guess it by sending reports one by one, each checked here.

@@ -36,9 +36,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeDecorator
 
-from tripmail.contacts import normalize_phone
+from tripmail.contacts.fields import coerce_field_value
+from tripmail.contacts.store import normalize_phone
 from tripmail.errors import InvalidRequest
-from tripmail.fields import coerce_field_value
 from tripmail.models import Contact, ContactField
 
 COLUMNS = {

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tripmail.bounces import Report, bracketed_message_id
+from tripmail.bounces.reports import Report, bracketed_message_id
 from tripmail.errors import FieldError, InvalidRequest
 
 REPORTER = "Amazon SES"

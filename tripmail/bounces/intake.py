@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as DatabaseSession
 from sqlalchemy.orm import sessionmaker
 
-from tripmail.bounces import Recorded, ReportOutcome, read_report, record_report
+from tripmail.bounces.reports import Recorded, ReportOutcome, read_report, record_report
 from tripmail.errors import InvalidRequest
 
 log = logging.getLogger(__name__)

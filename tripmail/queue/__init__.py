@@ -11,7 +11,7 @@ from celery import Celery
 from celery.signals import before_task_publish
 
 from tripmail.config import Settings
-from tripmail.ledger import LedgerAMQP
+from tripmail.queue.ledger import LedgerAMQP
 
 # Takes a list of [event id, trigger] pairs: one event from the single-event endpoints, many from a batch.
 PROCESS_EVENTS = "tripmail.process_events"

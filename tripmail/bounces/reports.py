@@ -2,7 +2,7 @@
 
 A report is a delivery status notification (RFC 3464, or one of the formats MTAs used before it, which
 flufl.bounce reads) or an ARF feedback report (RFC 5965). It is matched to the message it is about by the VERP
-address it was sent to (tripmail/verp.py), else by the original message's Message-ID quoted in it, and recorded
+address it was sent to (tripmail/delivery/verp.py), else by the original message's Message-ID quoted in it, and recorded
 there: a permanent failure of the message's recipient bounces the message and suppresses the address, a
 complaint does the same as `complained`, a delay is noted as an attempt. Recording a report twice changes nothing
 the second time; a report that names no message is counted, never an error.
@@ -23,10 +23,10 @@ from flufl.bounce import all_failures
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from tripmail.delivery import suppress
-from tripmail.delivery_events import announce, event_type_of
+from tripmail.delivery.messages import suppress
+from tripmail.delivery.verp import parse_verp_address
 from tripmail.models import Message, MessageAttempt, MessageStatus, SuppressionSource, Workspace
-from tripmail.verp import parse_verp_address
+from tripmail.webhooks.delivery_events import announce, event_type_of
 
 log = logging.getLogger(__name__)
 

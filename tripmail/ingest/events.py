@@ -10,17 +10,25 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, bindparam, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail import delivery, runs
-from tripmail.audience import CHUNK, compile_query, contacts_page, custom_field_query, field_types, recipients_page
-from tripmail.automations import Started, automations_for, transactional_steps
-from tripmail.contacts import find_contact, new_contact_values, update_contact, upsert_contact
+from tripmail.automations import runs
+from tripmail.automations.program import Started, automations_for, transactional_steps
+from tripmail.contacts.audience import (
+    CHUNK,
+    compile_query,
+    contacts_page,
+    custom_field_query,
+    field_types,
+    recipients_page,
+)
+from tripmail.contacts.fields import apply_field_options
+from tripmail.contacts.store import find_contact, new_contact_values, update_contact, upsert_contact
 from tripmail.db import insert_if_absent, insert_new
-from tripmail.dedupe import content_digest
-from tripmail.delivery import Recipient
+from tripmail.delivery import messages as delivery
+from tripmail.delivery.messages import Recipient
 from tripmail.errors import TripmailError
 from tripmail.faults import is_transient, reason
-from tripmail.fields import apply_field_options
 from tripmail.ids import normalize_key
+from tripmail.ingest.dedupe import content_digest
 from tripmail.models import AutomationRun, Contact, Event, EventStatus, EventType, table_of
 from tripmail.queue import ByLane
 from tripmail.schemas.trigger import TriggerRequest

@@ -1,0 +1,1 @@
+"""Automations: which ones an event starts, their programs of steps, the conditions and the runs."""

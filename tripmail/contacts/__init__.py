@@ -1,0 +1,1 @@
+"""Contacts: normalised identities, the upsert, typed fields, audiences and consent."""

@@ -1,0 +1,1 @@
+"""Delivery: messages planned, claimed, rendered into MIME, sent over SMTP, retried and journaled."""

@@ -1,0 +1,1 @@
+"""Rendering: templates in a bounded Jinja sandbox, the Velocity subset, previews and attachments."""

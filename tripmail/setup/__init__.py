@@ -1,0 +1,1 @@
+"""Set-up by operators: apply files and API tokens."""

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: automation steps and delivery events, posted only to allowed addresses."""
