@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tripmail.setup.apply import load_apply_file
+from tripmail.setup.spec import load_apply_file
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 APPLY_FILE = REPOSITORY / "examples" / "quickstart.yaml"

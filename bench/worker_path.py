@@ -32,7 +32,8 @@ from tripmail.migrations import upgrade
 from tripmail.models import Workspace
 from tripmail.queue import ByLane
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
-from tripmail.setup.apply import apply_file, load_apply_file
+from tripmail.setup.apply import apply_file
+from tripmail.setup.spec import load_apply_file
 
 BATCH_SIZE = Settings().send_batch_size
 

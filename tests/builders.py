@@ -13,7 +13,8 @@ from tripmail.ids import new_id, utcnow
 from tripmail.ingest.events import record_event
 from tripmail.models import Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
-from tripmail.setup.apply import ApplyFile, apply_file
+from tripmail.setup.apply import apply_file
+from tripmail.setup.spec import ApplyFile
 from tripmail.setup.tokens import create_token
 
 

@@ -76,7 +76,8 @@ def apply(file: Path) -> None:
     """Make the database match FILE.yaml (workspace, event types, templates, automations); idempotent."""
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
-    from tripmail.setup.apply import apply_file, load_apply_file
+    from tripmail.setup.apply import apply_file
+    from tripmail.setup.spec import load_apply_file
 
     try:
         spec = load_apply_file(file)

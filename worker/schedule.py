@@ -29,7 +29,7 @@ from tripmail.delivery import retries
 from tripmail.ids import utcnow
 from tripmail.logs import configure
 from tripmail.queue.ledger import LostTaskSweep
-from tripmail.webhooks import deliveries as webhooks
+from tripmail.webhooks import deliveries
 from worker.app import celery, sessions
 
 log = logging.getLogger("tripmail.scheduler")
@@ -50,7 +50,7 @@ def hand_out(
     with sessions() as session:
         due_runs = runs.due_runs(session, now=now, limit=DUE_PER_TICK)
         due_messages = retries.due_messages(session, now=now, limit=DUE_PER_TICK)
-        due_webhooks = webhooks.due_webhooks(session, now=now, limit=DUE_PER_TICK)
+        due_webhooks = deliveries.due_webhooks(session, now=now, limit=DUE_PER_TICK)
     for task, due in (
         (queue.CARRY_ON_RUNS, due_runs),
         (queue.DELIVER_MESSAGES, due_messages),
@@ -63,7 +63,7 @@ def hand_out(
     with sessions.begin() as session:
         runs.mark_handed_out(session, due_runs.ids, now=now)
         retries.mark_handed_out(session, due_messages.ids, now=now)
-        webhooks.mark_handed_out(session, due_webhooks.ids, now=now)
+        deliveries.mark_handed_out(session, due_webhooks.ids, now=now)
     return max(len(due_runs.ids), len(due_messages.ids), len(due_webhooks.ids))
 
 

@@ -10,8 +10,9 @@ from celery import Task
 from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session
 
+import tripmail.automations.flow
+import tripmail.webhooks.flow
 from tripmail import faults, queue
-from tripmail.automations import runs
 from tripmail.config import get_settings
 from tripmail.delivery import messages as delivery
 from tripmail.delivery.retries import RetryPolicy
@@ -19,7 +20,6 @@ from tripmail.ids import utcnow
 from tripmail.ingest import events
 from tripmail.queue import ByLane
 from tripmail.schemas.trigger import TriggerRequest
-from tripmail.webhooks import deliveries as webhooks
 from worker.app import GivesUpWhenLost, celery, sending, sessions, webhook_client
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def carry_on_runs(self: Task, run_ids: list[int]) -> None:
     """Carry on runs whose wait is over and send what they plan; running it twice is harmless (a run is carried
     on by one transaction only, and its messages are claimed before they are sent)."""
     started = time.monotonic()
-    message_ids = runs.carry_on_runs(sessions(), run_ids, clock=utcnow)
+    message_ids = tripmail.automations.flow.carry_on_runs(sessions(), run_ids, clock=utcnow)
     if message_ids:
         _deliver(self.request.id, message_ids, elapsed_s=time.monotonic() - started)
 
@@ -116,7 +116,7 @@ def carry_on_runs(self: Task, run_ids: list[int]) -> None:
 @retried_while_transient
 def fire_webhooks(self: Task, delivery_ids: list[int]) -> None:
     """POST due webhook deliveries; each is claimed first, and retried later by the scheduler when it failed."""
-    webhooks.fire_webhooks(sessions(), delivery_ids, client=webhook_client(), clock=utcnow)
+    tripmail.webhooks.flow.fire_webhooks(sessions(), delivery_ids, client=webhook_client(), clock=utcnow)
 
 
 def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0, settled: bool = False) -> None:

@@ -30,7 +30,7 @@ from tests.integration.test_rate_limit import connections_to_each_process
 from tripmail.config import Settings
 from tripmail.ids import utcnow
 from tripmail.models import ApiToken, Automation, EventType, Workspace
-from tripmail.setup.apply import ApplyFile
+from tripmail.setup.spec import ApplyFile
 from tripmail.setup.tokens import KNOWN_SCOPES, SECRET_PREFIX, find_token, hash_secret
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")

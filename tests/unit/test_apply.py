@@ -11,7 +11,8 @@ from tests.builders import apply_spec, password_reset_spec, write_yaml
 from tripmail.errors import InvalidConfig
 from tripmail.ids import utcnow
 from tripmail.models import Automation, AutomationStep, EventType, Template, Workspace
-from tripmail.setup.apply import ApplyFile, apply_file, load_apply_file
+from tripmail.setup.apply import apply_file
+from tripmail.setup.spec import ApplyFile, load_apply_file
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
 

@@ -15,7 +15,7 @@ from tripmail.ingest.events import fan_out_chunk, record_event, record_events
 from tripmail.models import AutomationRun, AutomationStep, Contact, Message, Template, Workspace
 from tripmail.queue import HAND_OUT_AGAIN_AFTER
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
-from tripmail.setup.apply import ApplyFile
+from tripmail.setup.spec import ApplyFile
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -15,8 +15,9 @@ from tripmail.ids import new_id
 from tripmail.ingest.events import record_event
 from tripmail.models import WebhookDelivery, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
-from tripmail.webhooks.deliveries import MAX_ATTEMPTS, due_webhooks, fire_webhooks, mark_handed_out, signature
+from tripmail.webhooks.deliveries import MAX_ATTEMPTS, due_webhooks, mark_handed_out, signature
 from tripmail.webhooks.egress import Network, parse_networks, webhook_client
+from tripmail.webhooks.flow import fire_webhooks
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SECRET = "s3cret-for-the-hook-receiver"

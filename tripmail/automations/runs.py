@@ -12,13 +12,13 @@ hand-over of the same run finds it moved and does nothing, so a wait fires once.
 """
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from tripmail.automations.conditions import ConditionError, evaluate
 from tripmail.automations.program import SendStep, Started, Step, started_automation
@@ -344,12 +344,3 @@ def _carry_on(session: Session, run: AutomationRun, automation: Started, *, now:
 def add_webhooks(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert webhook delivery rows, skipping those a run carried out again made already."""
     insert_new(session, WebhookDelivery, rows, ["event_id", "step_id", "contact_id"], "id")
-
-
-def carry_on_runs(sessions: sessionmaker[Session], run_ids: list[int], *, clock: Callable[[], datetime]) -> list[int]:
-    """carry_on for each run, a transaction each; the ids of their messages to send."""
-    message_ids: list[int] = []
-    for run_id in run_ids:
-        with sessions.begin() as session:
-            message_ids += carry_on(session, run_id, now=clock())
-    return message_ids

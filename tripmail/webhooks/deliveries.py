@@ -17,13 +17,12 @@ the endpoint's `whsec_` secret as the key.
 import hashlib
 import hmac
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import ColumnElement, bindparam, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
 from tripmail.models import Automation, AutomationStep, WebhookDelivery, WebhookEndpoint, WebhookStatus, table_of
@@ -188,17 +187,3 @@ def record(session: Session, delivery: Claimed, posted: Posted, *, now: datetime
         row.next_attempt_at = now + timedelta(seconds=backoff)
     else:
         row.status = WebhookStatus.FAILED
-
-
-def fire_webhooks(
-    sessions: sessionmaker[Session], delivery_ids: list[int], *, client: httpx.Client, clock: Callable[[], datetime]
-) -> None:
-    """Claim, post and record each delivery; the POST happens outside any transaction."""
-    for delivery_id in delivery_ids:
-        with sessions.begin() as session:
-            claimed = claim(session, delivery_id, now=clock())
-        if claimed is None:
-            continue
-        posted = post(client, claimed, now=clock())
-        with sessions.begin() as session:
-            record(session, claimed, posted, now=clock())
