@@ -7,29 +7,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, Select, and_, bindparam, select
 from sqlalchemy.orm import Session
 
+from tripmail.automations.steps import SendStep, Step, sends_mail
 from tripmail.ids import normalize_key
 from tripmail.models import Automation, AutomationStep, Message, table_of
 from tripmail.queue import ByLane
 
 if TYPE_CHECKING:
     from tripmail.schemas.trigger import TriggerRequest
-
-
-@dataclass(frozen=True)
-class SendStep:
-    id: int
-    template_id: int
-    # The step mails as transactional mail even when its automation is not.
-    transactional: bool = False
-
-
-@dataclass(frozen=True)
-class Step:
-    """One position of an automation's program (see tripmail.setup.apply._program)."""
-
-    id: int
-    kind: str
-    config: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -91,12 +75,8 @@ def _group(rows: Iterable[Sequence[Any]]) -> list[Started]:
 
 
 def _started_from(automation_id: int, transactional: bool, program: list[Step]) -> Started:
-    sends = tuple(
-        SendStep(step.id, step.config["template_id"], step.config.get("transactional", False))
-        for step in program
-        if step.kind == "send_email"
-    )
-    workflow = any(step.kind != "send_email" for step in program)
+    sends = tuple(SendStep.of(step) for step in program if sends_mail(step.kind))
+    workflow = any(not sends_mail(step.kind) for step in program)
     return Started(automation_id, transactional, sends, tuple(program) if workflow else ())
 
 

@@ -11,19 +11,18 @@ runs to a worker, which carries each on in one transaction that first moves it o
 hand-over of the same run finds it moved and does nothing, so a wait fires once.
 """
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from tripmail.automations.conditions import ConditionError, evaluate
-from tripmail.automations.program import SendStep, Started, Step, started_automation
+from tripmail.automations.program import Started, started_automation
+from tripmail.automations.steps import Running, SendStep, StepFailed, kind_of
 from tripmail.contacts.audience import field_types
-from tripmail.contacts.fields import coerce_field_value
 from tripmail.db import insert_new
 from tripmail.delivery import messages as delivery
 from tripmail.delivery.messages import EventColumns, contact_context, event_context
@@ -36,11 +35,9 @@ from tripmail.models import (
     MessageStatus,
     RunStatus,
     WebhookDelivery,
-    WebhookStatus,
     table_of,
 )
 from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
-from tripmail.rendering.templates import RenderError, render_part, template_context
 from tripmail.schemas.trigger import TriggerRequest
 
 
@@ -51,10 +48,6 @@ class EventSeen(NamedTuple):
     name: str
     key: str | None
     received_at: datetime
-
-
-class StepFailed(Exception):
-    """A step that cannot be carried out for this contact and event; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -82,30 +75,35 @@ def carry_out(
     """Carry the automation's program out from `start` to its end, to a wait not yet due, or to the step that
     fails."""
     program = automation.program
+    running = Running(
+        automation,
+        contact,
+        event.id,
+        workspace_id,
+        data,
+        custom_data,
+        field_types,
+        now,
+        contact_seen=partial(contact_context, contact),
+        event_seen=partial(event_context, event),
+    )
     trail: list[dict[str, Any]] = []
     reached: list[SendStep] = []
-    webhooks: list[dict[str, Any]] = []
     position = start if program else None
     status, error, wake_at = RunStatus.COMPLETED, None, None
     while position is not None:
         step = program[position]
         try:
-            if step.kind == "wait":
-                wake_at = _wake_time(step.config, data=data, now=now)
-                following, done = step.config["next"], {"until": wake_at.isoformat()}
-            else:
-                following, done = _step(step, contact=contact, event=event, data=data, field_types=field_types, now=now)
+            kind = kind_of(step)
+            done = kind.carry_out(step, running)
         except StepFailed as exc:
             status, error = RunStatus.FAILED, f"step {position} ({step.kind}): {exc}"
             trail.append({"position": position, "kind": step.kind, "failed": str(exc)})
             break
-        trail.append({"position": position, "kind": step.kind, **done})
-        if step.kind == "send_email":
-            reached.append(SendStep(step.id, step.config["template_id"], step.config.get("transactional", False)))
-        elif step.kind == "webhook":
-            body = _webhook_body(automation, contact=contact, event=event, data=data, custom_data=custom_data)
-            webhooks.append(webhook_row(step, automation, workspace_id, event.id, contact.id, body, now=now))
-        position = following
+        trail.append({"position": position, "kind": step.kind, **done.did})
+        if kind.sends:
+            reached.append(SendStep.of(step))
+        position, wake_at = done.following, done.wake_at
         if wake_at is not None and wake_at > now:
             status = RunStatus.WAITING
             break
@@ -124,119 +122,7 @@ def carry_out(
         "created_at": now,
         "updated_at": now,
     }
-    return CarriedOut(row, replace(automation, send_steps=tuple(reached), program=()), webhooks)
-
-
-def _webhook_body(
-    automation: Started, *, contact: Contact, event: EventColumns, data: dict[str, Any], custom_data: dict[str, Any]
-) -> str:
-    document = {
-        "automation_id": automation.id,
-        "event": {**event_context(event), "data": data},
-        "contact": contact_context(contact),
-        "custom_data": custom_data,
-    }
-    return json.dumps(document, separators=(",", ":"), sort_keys=True)
-
-
-def webhook_row(
-    step: Step, automation: Started, workspace_id: int, event_id: str, contact_id: str, body: str, *, now: datetime
-) -> dict[str, Any]:
-    return {
-        "workspace_id": workspace_id,
-        "event_id": event_id,
-        "automation_id": automation.id,
-        "step_id": step.id,
-        "contact_id": contact_id,
-        "url": step.config["url"],
-        "body": body,
-        "status": WebhookStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "enqueued_at": None,
-        "last_code": None,
-        "last_error": None,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _wake_time(config: dict[str, Any], *, data: dict[str, Any], now: datetime) -> datetime:
-    if "seconds" in config:
-        return now + timedelta(seconds=config["seconds"])
-    path = config["until"]
-    value: Any = {"data": data}
-    for name in path.split("."):
-        value = value.get(name) if isinstance(value, dict) else None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    raise StepFailed(f"{path} is {value!r}, not a time (ISO 8601, or seconds since the epoch)")
-
-
-def _step(
-    step: Step,
-    *,
-    contact: Contact,
-    event: EventColumns,
-    data: dict[str, Any],
-    field_types: Mapping[str, str],
-    now: datetime,
-) -> tuple[int | None, dict[str, Any]]:
-    """Carry one step out: the position that follows, and what it did."""
-    config = step.config
-    if step.kind == "send_email":
-        return config["next"], {"template": config["template"]}
-    if step.kind == "condition":
-        try:
-            holds = evaluate(config["if"], data=data, contact=contact_context(contact), event=event_context(event))
-        except ConditionError as exc:
-            raise StepFailed(str(exc)) from exc
-        branch = "then" if holds else "else"
-        return config[branch], {"branch": branch}
-    if step.kind == "webhook":
-        return config["next"], {"url": config["url"]}
-    if step.kind == "update_contact":
-        values = {
-            name: _field_value(name, value, contact=contact, event=event, data=data, field_types=field_types)
-            for name, value in config["set"].items()
-        }
-        if any(contact.fields.get(name) != value for name, value in values.items()):
-            contact.fields = {**contact.fields, **values}
-            contact.updated_at = now
-        return config["next"], {"set": sorted(values)}
-    raise StepFailed(f"no step kind {step.kind!r} in this version of Tripmail")
-
-
-def _field_value(
-    name: str,
-    value: Any,
-    *,
-    contact: Contact,
-    event: EventColumns,
-    data: dict[str, Any],
-    field_types: Mapping[str, str],
-) -> Any:
-    """A literal as it is; text with `{{ ... }}` rendered for this event and contact; typed as the field is."""
-    if isinstance(value, str) and ("{{" in value or "{%" in value):
-        context = template_context(contact_context(contact), data, event_context(event))
-        try:
-            value = render_part(value, context, html=False)
-        except RenderError as exc:
-            raise StepFailed(f"field {name}: {exc}") from exc
-    field_type = field_types.get(name)
-    if field_type is None:
-        return value
-    try:
-        return coerce_field_value(field_type, value)
-    except ValueError as exc:
-        raise StepFailed(f"field {name} ({field_type}): {exc}") from exc
+    return CarriedOut(row, replace(automation, send_steps=tuple(reached), program=()), running.webhooks)
 
 
 _RUNS = table_of(AutomationRun)

@@ -8,8 +8,7 @@ from uuid import uuid4
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from tripmail.automations.conditions import check_condition
-from tripmail.durations import parse_duration
+from tripmail.automations.steps import compile_program
 from tripmail.errors import InvalidConfig
 from tripmail.ids import normalize_key
 from tripmail.ingest.events import DEFAULT_DEDUPE_WINDOW_S
@@ -20,9 +19,7 @@ from tripmail.setup.spec import (
     AutomationSpec,
     ContactFieldSpec,
     EventTypeSpec,
-    StepSpec,
     TemplateSpec,
-    WaitUntil,
 )
 
 DEFAULT_FROM = "Tripmail <noreply@tripmail.localhost>"
@@ -153,7 +150,11 @@ def _apply_automation(
     *,
     now: datetime,
 ) -> None:
-    steps = _program(session, workspace, spec.steps, templates, f"automations.{spec.name}.steps", start=0, after=None)
+    steps = compile_program(
+        spec.steps,
+        f"automations.{spec.name}.steps",
+        template=lambda key, where: _template(session, workspace, key, templates, where),
+    )
 
     row = _find_automation(session, workspace, spec)
     values: dict[str, Any] = {
@@ -186,85 +187,6 @@ def _apply_automation(
     if changed:
         row.updated_at = now
         changes.append(f"updated automation {spec.name}: {', '.join(changed)}")
-
-
-def _size(step: StepSpec) -> int:
-    """How many program positions the step takes: a condition takes its branches' too."""
-    if step.condition is None:
-        return 1
-    return 1 + sum(map(_size, step.condition.then)) + sum(map(_size, step.condition.else_))
-
-
-def _program(
-    session: Session,
-    workspace: Workspace,
-    specs: list[StepSpec],
-    templates: dict[str, Template],
-    where: str,
-    *,
-    start: int,
-    after: int | None,
-) -> list[tuple[str, dict[str, Any]]]:
-    """The steps as a flat program from position `start` on, branches in place after their condition.
-
-    Every step names the position that follows it (`next`, None at the end): a branch's last step goes on after its
-    condition, `after`. A run's state is then one position, and a step keeps its position (and the messages
-    pointing at it their history) while the steps before it stay the same.
-    """
-    program: list[tuple[str, dict[str, Any]]] = []
-    position = start
-    for index, spec in enumerate(specs):
-        name = f"{where}[{index}]"
-        end = position + _size(spec)
-        following = end if index < len(specs) - 1 else after
-        if spec.send_email is not None:
-            template = _template(session, workspace, spec.send_email.template, templates, f"{name}.send_email.template")
-            config = {"template_id": template.id, "template": template.key, "next": following}
-            if spec.send_email.transactional:
-                config["transactional"] = True
-            program.append(("send_email", config))
-        elif spec.condition is not None:
-            check_condition(spec.condition.if_, name=f"{name}.condition.if")
-            then_start = position + 1
-            else_start = then_start + sum(map(_size, spec.condition.then))
-            program.append(
-                (
-                    "condition",
-                    {
-                        "if": spec.condition.if_,
-                        "then": then_start if spec.condition.then else following,
-                        "else": else_start if spec.condition.else_ else following,
-                        "next": following,
-                    },
-                )
-            )
-            for branch, steps, branch_start in (
-                ("then", spec.condition.then, then_start),
-                ("else", spec.condition.else_, else_start),
-            ):
-                program += _program(
-                    session,
-                    workspace,
-                    steps,
-                    templates,
-                    f"{name}.condition.{branch}",
-                    start=branch_start,
-                    after=following,
-                )
-        elif spec.update_contact is not None:
-            program.append(("update_contact", {"set": spec.update_contact.set, "next": following}))
-        elif spec.webhook is not None:
-            program.append(("webhook", {"url": spec.webhook.url, "secret": spec.webhook.secret, "next": following}))
-        elif isinstance(spec.wait, WaitUntil):
-            program.append(("wait", {"until": spec.wait.until, "next": following}))
-        elif spec.wait is not None:
-            try:
-                seconds = parse_duration(spec.wait)
-            except ValueError as exc:
-                raise InvalidConfig(f"{name}.wait: {exc}") from exc
-            program.append(("wait", {"seconds": seconds, "next": following}))
-        position = end
-    return program
 
 
 def _template(session: Session, workspace: Workspace, key: str, templates: dict[str, Template], where: str) -> Template:

@@ -6,24 +6,21 @@ from typing import Literal
 from uuid import UUID
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
+from tripmail.automations.steps import SpecModel, StepSpec
 from tripmail.contacts.fields import FieldType
 from tripmail.durations import parse_duration
 from tripmail.errors import InvalidConfig
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ContactFieldSpec(_Spec):
+class ContactFieldSpec(SpecModel):
     name: str = Field(min_length=1, max_length=100)
     type: FieldType
     number: int | None = Field(default=None, ge=1, description="esputnik's profileInputId for this field")
 
 
-class EventTypeSpec(_Spec):
+class EventTypeSpec(SpecModel):
     key: str = Field(min_length=1, max_length=100)
     name: str | None = None
     uuid: UUID | None = None
@@ -36,7 +33,7 @@ class EventTypeSpec(_Spec):
         return None if value is None else parse_duration(value)
 
 
-class TemplateSpec(_Spec):
+class TemplateSpec(SpecModel):
     key: str = Field(min_length=1, max_length=100)
     subject: str
     html: str | None = None
@@ -47,68 +44,7 @@ class TemplateSpec(_Spec):
     )
 
 
-class SendEmailStep(_Spec):
-    template: str
-    # esputnik's "Send obligatory (transactional) email": this step mails without marketing consent and without
-    # unsubscribe headers, in an automation that otherwise is marketing.
-    transactional: bool = False
-
-
-class ConditionStep(_Spec):
-    """`if` (see tripmail.automations.conditions) chooses `then` or `else`; either may be empty, and both go on
-    after."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    if_: str = Field(alias="if", min_length=1, max_length=2000)
-    then: list["StepSpec"] = Field(default_factory=list)
-    else_: list["StepSpec"] = Field(default_factory=list, alias="else")
-
-
-class WaitUntil(_Spec):
-    """Wait until the time the event's data gives (ISO 8601, or seconds since the epoch)."""
-
-    until: str = Field(pattern=r"^data(\.[A-Za-z_][A-Za-z0-9_]*)+$", description="e.g. data.delivery_at")
-
-
-class UpdateContactStep(_Spec):
-    """Contact fields to set: a literal, or text with `{{ data.x }}` / `{{ contact.x }}` rendered for the event."""
-
-    set: dict[str, JsonValue] = Field(min_length=1)
-
-
-class WebhookStep(_Spec):
-    """POST the event, the contact and the trigger's `custom_data` as JSON, signed with `secret` (HMAC-SHA256)."""
-
-    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
-    secret: str | None = Field(default=None, min_length=16, max_length=200)
-
-
-class StepSpec(_Spec):
-    """One step: exactly one of its kinds."""
-
-    send_email: SendEmailStep | None = None
-    wait: int | str | WaitUntil | None = Field(default=None, description="a duration (2d, 90m) or {until: data.x}")
-    condition: ConditionStep | None = None
-    update_contact: UpdateContactStep | None = None
-    webhook: WebhookStep | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> "StepSpec":
-        given = [name for name in STEP_KINDS if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"a step is exactly one of {', '.join(STEP_KINDS)}; got {', '.join(given) or 'none'}")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(name for name in STEP_KINDS if getattr(self, name) is not None)
-
-
-STEP_KINDS = ("send_email", "wait", "condition", "update_contact", "webhook")
-
-
-class AutomationSpec(_Spec):
+class AutomationSpec(SpecModel):
     name: str = Field(min_length=1, max_length=200)
     id: int | None = Field(default=None, ge=1)
     trigger: str | None = Field(default=None, max_length=100)
@@ -122,7 +58,7 @@ class AutomationSpec(_Spec):
     steps: list[StepSpec] = Field(min_length=1)
 
 
-class ApplyFile(_Spec):
+class ApplyFile(SpecModel):
     workspace: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     from_address: str | None = Field(default=None, alias="from")
     contact_fields: list[ContactFieldSpec] = Field(default_factory=list)
