@@ -20,6 +20,7 @@ from api.ratelimit import charge_budget, link_key
 from tripmail.automations.program import find_automation, find_automation_by_link
 from tripmail.config import Settings
 from tripmail.contacts.audience import compile_query, custom_field_query, field_types
+from tripmail.contacts.field_options import FieldOption
 from tripmail.contacts.fields import check_overrides
 from tripmail.contacts.store import find_contact
 from tripmail.errors import Inactive, InvalidRequest, NotFound, TripmailError
@@ -168,7 +169,11 @@ def _check_and_submit(
             compile_query(session, automation.workspace_id, match, max_terms=max_terms, where="field_value")
         elif audience.names_someone and find_contact(session, automation.workspace_id, audience) is None:
             raise NotFound("no profile matches the request", field="matching")
-    fields = check_overrides(types, [FieldOverride(**f.model_dump()) for f in extras.fields], "fields")
+    fields = check_overrides(
+        types,
+        [FieldOverride(name=f.name, value=f.value, option=FieldOption(f.option)) for f in extras.fields],
+        "fields",
+    )
     attachments = parse_attachments(
         [(item.name, item.data) for item in extras.attach],
         max_total_bytes=request.app.state.settings.attachment_max_bytes,

@@ -3,11 +3,12 @@ from email import message_from_bytes
 from email.policy import default
 
 import pytest
-from pydantic import JsonValue
+from pydantic import JsonValue, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
+from tripmail.contacts.field_options import FieldOption
 from tripmail.contacts.fields import apply_field_options, check_overrides, message_field_values
 from tripmail.delivery.messages import claim_messages, prepare_envelopes, recipient
 from tripmail.errors import InvalidRequest
@@ -125,3 +126,34 @@ def test_the_rendered_email_and_the_stored_contact_for_each_option(
     assert body is not None
     assert (email["Subject"], body.get_content().strip()) == (f"Hi {shown}", f"{shown}/{shown}")
     assert stored_after == {"FirstName": kept}
+
+
+@pytest.mark.parametrize(
+    ("option", "stores", "overwrites", "shows"),
+    [
+        # SPEC: 0 stores only into an empty field, 1 is for this message only, 2 always stores.
+        (0, True, False, False),
+        (1, False, False, True),
+        (2, True, True, True),
+    ],
+)
+def test_each_option_stores_and_shows_as_the_spec_says(
+    option: int, stores: bool, overwrites: bool, shows: bool
+) -> None:
+    assert (FieldOption(option).stores, FieldOption(option).overwrites, FieldOption(option).shows) == (
+        stores,
+        overwrites,
+        shows,
+    )
+
+
+def test_the_wire_takes_and_shows_the_options_as_0_1_2() -> None:
+    assert [FieldOverride(name="a", value=1, option=option).option for option in (0, 1, 2)] == list(FieldOption)
+    assert FieldOverride(name="a", value=1, option=2).model_dump(mode="json")["option"] == 2
+    assert FieldOverride.model_json_schema()["properties"]["option"] == {
+        "enum": [0, 1, 2],
+        "title": "Option",
+        "type": "integer",
+    }
+    with pytest.raises(ValidationError, match="Input should be 0, 1 or 2"):
+        FieldOverride.model_validate({"name": "a", "value": 1, "option": "1"})

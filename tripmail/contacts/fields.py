@@ -117,7 +117,7 @@ def apply_field_options(contact: Contact, overrides: list[FieldOverride], *, now
     """Store what options 0 (only into an empty field) and 2 (always) store; option 1 is for the message alone."""
     stored = dict(contact.fields)
     for override in overrides:
-        if override.option == 2 or (override.option == 0 and _empty(stored.get(override.name))):
+        if override.option.overwrites or (override.option.stores and _empty(stored.get(override.name))):
             stored[override.name] = override.value
     if stored != contact.fields:
         contact.fields = stored
@@ -127,7 +127,7 @@ def apply_field_options(contact: Contact, overrides: list[FieldOverride], *, now
 def message_field_values(stored: dict[str, JsonValue], overrides: list[FieldOverride]) -> dict[str, JsonValue]:
     """The values a message shows for the overridden fields: the request's for options 1 and 2, else stored."""
     values = {override.name: stored.get(override.name) for override in overrides}
-    values |= {override.name: override.value for override in overrides if override.option in (1, 2)}
+    values |= {override.name: override.value for override in overrides if override.option.shows}
     return values
 
 

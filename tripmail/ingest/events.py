@@ -466,7 +466,7 @@ def _fan_out_runs(
 
 def _changes_contacts(trigger: TriggerRequest) -> bool:
     update = trigger.contact_update
-    return bool(update.fields) or update.email_consent is not None or any(f.option != 1 for f in trigger.fields)
+    return bool(update.fields) or update.email_consent is not None or any(f.option.stores for f in trigger.fields)
 
 
 def audience_condition(session: Session, trigger: TriggerRequest) -> ColumnElement[bool]:

@@ -6,6 +6,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator, model_validator
 from pydantic.networks import validate_email
 
+from tripmail.contacts.field_options import FieldOption
 from tripmail.contacts.store import normalize_email, normalize_phone
 
 # The validation context of a trigger read back from the queue or the database: the api checked and normalised its
@@ -71,7 +72,8 @@ class FieldOverride(BaseModel):
 
     name: str
     value: JsonValue
-    option: Literal[0, 1, 2]
+    # A Literal of the members rather than the enum: the enum would also take "1", and show as a schema of its own.
+    option: Literal[FieldOption.IF_EMPTY, FieldOption.MESSAGE_ONLY, FieldOption.ALWAYS]
 
 
 class Attachment(BaseModel):
