@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail.contacts.store import email_md5, email_xxh
+from tripmail.contacts.identity import email_md5, email_xxh
 from tripmail.ids import new_id, utcnow
 from tripmail.ingest.events import record_event
 from tripmail.models import Workspace

@@ -1,7 +1,6 @@
 """Event types and the recording of accepted events."""
 
 import logging
-import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,30 +21,26 @@ from tripmail.contacts.audience import (
 )
 from tripmail.contacts.fields import apply_field_options
 from tripmail.contacts.store import find_contact, new_contact_values, update_contact, upsert_contact
-from tripmail.db import insert_if_absent, insert_new
+from tripmail.db import insert_new
 from tripmail.delivery import messages as delivery
 from tripmail.delivery.messages import Recipient
+from tripmail.delivery.suppressions import suppressed_addresses
 from tripmail.errors import TripmailError
 from tripmail.faults import is_transient, reason
 from tripmail.ids import normalize_key
 from tripmail.ingest.dedupe import content_digest
+from tripmail.ingest.event_types import find_event_type, get_or_create_event_type
 from tripmail.models import AutomationRun, Contact, Event, EventStatus, EventType, table_of
 from tripmail.queue import ByLane
 from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
-
-
 # The statements every one-contact event runs are built once: building an ORM statement cost more than running
 # it on SQLite (350 against 100 µs for a select by key, measured here). Those that need no entity name table
 # columns: a statement of ORM attributes takes the ORM's execution path, about twice the cost of the same Core
 # statement (346 against 179 µs for _RECORDED).
 _EVENTS = table_of(Event)
-_EVENT_TYPE_BY_KEY = select(EventType).where(
-    EventType.workspace_id == bindparam("ws"), EventType.key_normalized == bindparam("key")
-)
 _RECORDED = select(_EVENTS.c.id).where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
 _CONTACTS_BY_EMAIL = select(Contact).where(
     Contact.workspace_id == bindparam("ws"), Contact.email.in_(bindparam("emails", expanding=True))
@@ -63,37 +58,6 @@ _WITH_KEYS = select(_EVENTS.c.key, _EVENTS.c.id, _EVENTS.c.received_at, _EVENTS.
 )
 _ADD_EVENT = insert(_EVENTS)
 _ADD_RUN = insert(table_of(AutomationRun))
-
-
-def find_event_type(session: Session, workspace_id: int, key: str) -> EventType | None:
-    return session.scalars(_EVENT_TYPE_BY_KEY, {"ws": workspace_id, "key": normalize_key(key)}).one_or_none()
-
-
-def find_event_type_by_uuid(session: Session, workspace_id: int, uuid: str) -> EventType | None:
-    return session.scalars(
-        select(EventType).where(EventType.workspace_id == workspace_id, EventType.uuid == uuid.lower())
-    ).one_or_none()
-
-
-def get_or_create_event_type(session: Session, workspace_id: int, key: str, *, now: datetime) -> EventType:
-    """The workspace's event type for this key, created on first use."""
-    existing = find_event_type(session, workspace_id, key)
-    if existing is not None:
-        return existing
-    values = {
-        "workspace_id": workspace_id,
-        "key": key,
-        "key_normalized": normalize_key(key),
-        "name": key,
-        "uuid": str(uuid.uuid4()),
-        "params": {},
-        "dedupe_window_s": DEFAULT_DEDUPE_WINDOW_S,
-        "created_at": now,
-    }
-    insert_if_absent(session, EventType, values, ["workspace_id", "key_normalized"])
-    created = find_event_type(session, workspace_id, key)
-    assert created is not None, "inserted or already there"
-    return created
 
 
 def _event_type(session: Session, trigger: TriggerRequest, *, now: datetime) -> EventType | None:
@@ -193,7 +157,7 @@ class Lookups:
             emails = [email for ws, email in first_by_email if ws == workspace_id]
             for contact in session.scalars(_CONTACTS_BY_EMAIL, {"ws": workspace_id, "emails": emails}):
                 self._contacts[(workspace_id, contact.email or "")] = contact
-            suppressed = delivery.suppressed_addresses(session, workspace_id, set(emails))
+            suppressed = suppressed_addresses(session, workspace_id, set(emails))
             self._suppressed |= {(workspace_id, email) for email in suppressed}
 
     def contact(self, trigger: TriggerRequest) -> Contact | None:
@@ -448,7 +412,7 @@ def _fan_out_runs(
     seen = runs.EventSeen(event.id, event.name, event.key, event.received_at)
     types = field_types(session, event.workspace_id)
     addresses = {delivery.recipient(contact, trigger.channel_filter) for contact in contacts}
-    suppressed = delivery.suppressed_addresses(session, event.workspace_id, {a for a in addresses if a})
+    suppressed = suppressed_addresses(session, event.workspace_id, {a for a in addresses if a})
     run_rows: list[dict[str, Any]] = []
     webhooks: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []

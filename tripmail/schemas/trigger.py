@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, field_validator, model_validator
 from pydantic.networks import validate_email
 
-from tripmail.contacts.store import normalize_email, normalize_phone
+from tripmail.contacts.identity import normalize_email, normalize_phone
 
 # The validation context of a trigger read back from the queue or the database: the api checked and normalised its
 # identifiers when it accepted it. Checking an email again (email_validator) took a tenth of the worker's time.

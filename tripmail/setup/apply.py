@@ -17,7 +17,7 @@ from tripmail.contacts.fields import FieldType
 from tripmail.durations import parse_duration
 from tripmail.errors import InvalidConfig
 from tripmail.ids import normalize_key
-from tripmail.ingest.events import DEFAULT_DEDUPE_WINDOW_S
+from tripmail.ingest.dedupe import DEFAULT_DEDUPE_WINDOW_S
 from tripmail.models import Automation, AutomationStep, ContactField, EventType, Template, Workspace
 from tripmail.rendering.templates import check_template
 
