@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.contacts.identity import email_md5, email_xxh
 from tripmail.ids import new_id, utcnow
-from tripmail.ingest.events import record_event
+from tripmail.ingest.recording import record_event
 from tripmail.models import Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.setup.apply import ApplyFile, apply_file

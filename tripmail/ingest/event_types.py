@@ -15,7 +15,7 @@ from tripmail.ids import normalize_key
 from tripmail.ingest.dedupe import DEFAULT_DEDUPE_WINDOW_S
 from tripmail.models import EventType
 
-# Built once, as the other statements every one-contact event runs (tripmail/ingest/events.py says why).
+# Built once, as the other statements every one-contact event runs (tripmail/ingest/recording.py says why).
 _EVENT_TYPE_BY_KEY = select(EventType).where(
     EventType.workspace_id == bindparam("ws"), EventType.key_normalized == bindparam("key")
 )
