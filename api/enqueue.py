@@ -21,8 +21,7 @@ from redis.exceptions import RedisError
 from tripmail import queue
 from tripmail.errors import KeyReused, TripmailError, Unavailable
 from tripmail.ids import new_id, normalize_key
-from tripmail.ingest.dedupe import content_digest
-from tripmail.ingest.events import DEFAULT_DEDUPE_WINDOW_S
+from tripmail.ingest.dedupe import DEFAULT_DEDUPE_WINDOW_S, content_digest
 from tripmail.models import EventType
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import TriggerRequest

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tripmail.automations.program import automations_on
 from tripmail.contacts.audience import field_types
 from tripmail.ids import normalize_key
-from tripmail.ingest.events import find_event_type
+from tripmail.ingest.event_types import find_event_type
 from tripmail.models import EventType
 
 K = TypeVar("K", bound=Hashable)

@@ -27,7 +27,7 @@ from api.bodies import PARSE_IN_THREAD_BYTES, BoundedRoute, bounded
 from api.intake import submit_event, submit_events
 from api.problems import problem_responses
 from api.ratelimit import charge_budget, token_key
-from tripmail.contacts.store import normalize_email, normalize_phone
+from tripmail.contacts.identity import normalize_email, normalize_phone
 from tripmail.errors import FieldError, KeyReused, TripmailError
 from tripmail.schemas.accepted import Accepted
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest

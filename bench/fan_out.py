@@ -1,6 +1,6 @@
 """Audience fan-out: from a recorded event to every send task enqueued, at two sizes, with peak memory.
 
-Runs the worker's own code path (tripmail.ingest.events.process_event, publishing real Celery tasks to a real
+Runs the worker's own code path (tripmail.ingest.flow.process_event, publishing real Celery tasks to a real
 redis-server on a free port) in a fresh child process per measurement, so peak RSS is that work's alone.
 The baseline, measured in the same run, is the floor for the same output: one bulk INSERT of the same message
 rows plus publishing the same number of tasks, with no audience query and no contact loading.
@@ -25,7 +25,7 @@ from tripmail import queue
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.ids import new_id, utcnow
-from tripmail.ingest import events
+from tripmail.ingest.flow import process_event
 from tripmail.migrations import upgrade
 from tripmail.models import Automation, AutomationStep, Contact, Event, Message, Workspace
 from tripmail.queue import ByLane, make_celery
@@ -93,7 +93,7 @@ def measure_fan_out(settings: Settings, workspace_id: int, matching: int, total:
         workspace_id=workspace_id, automation_id=CAMPAIGN, audience=Audience(query={"rank": {"$gte": total - matching}})
     )
     started = time.perf_counter()
-    events.process_event(sessions, new_id(), trigger, enqueue=enqueue, clock=utcnow)
+    process_event(sessions, new_id(), trigger, enqueue=enqueue, clock=utcnow)
     elapsed = time.perf_counter() - started
     with sessions() as session:
         planned = session.scalar(select(Message.id).order_by(Message.id.desc()).limit(1))

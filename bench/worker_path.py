@@ -1,6 +1,6 @@
 """The worker's own CPU per event, without Celery, the api or Redis: `python -m bench.worker_path`.
 
-Runs the functions the worker's tasks call (tripmail.ingest.events.process_events,
+Runs the functions the worker's tasks call (tripmail.ingest.flow.process_events,
 tripmail.delivery.messages.deliver_messages) in
 this process against the quickstart's set-up on a fresh SQLite file, sending to the bench's counting sink in its
 own process. Two shapes: one-contact events one task at a time (what 100 single requests a second become) and a
@@ -27,7 +27,7 @@ from tripmail.delivery import messages as delivery
 from tripmail.delivery.retries import RetryPolicy
 from tripmail.delivery.smtp import SendingLoop, parse_relays
 from tripmail.ids import new_id, utcnow
-from tripmail.ingest import events
+from tripmail.ingest.flow import process_events
 from tripmail.migrations import upgrade
 from tripmail.models import Workspace
 from tripmail.queue import ByLane
@@ -113,9 +113,7 @@ def main() -> None:
                             rest.extend(message_ids)
 
                 read_back = [(event_id, TriggerRequest.read_back(trigger)) for event_id, trigger in queued]
-                events.process_events(
-                    sessions, read_back, enqueue=enqueue, batch_size=BATCH_SIZE, clock=utcnow, run_id=run_id
-                )
+                process_events(sessions, read_back, enqueue=enqueue, batch_size=BATCH_SIZE, clock=utcnow, run_id=run_id)
                 if rest:
                     deliver(rest, run_id, settled=True)
 

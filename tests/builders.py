@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail.contacts.store import email_md5, email_xxh
+from tripmail.contacts.identity import email_md5, email_xxh
 from tripmail.ids import new_id, utcnow
-from tripmail.ingest.events import record_event
+from tripmail.ingest.recording import record_event
 from tripmail.models import Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.setup.apply import apply_file

@@ -11,13 +11,13 @@ from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session
 
 import tripmail.automations.flow
+import tripmail.ingest.flow
 import tripmail.webhooks.flow
 from tripmail import faults, queue
 from tripmail.config import get_settings
 from tripmail.delivery import messages as delivery
 from tripmail.delivery.retries import RetryPolicy
 from tripmail.ids import utcnow
-from tripmail.ingest import events
 from tripmail.queue import ByLane
 from tripmail.schemas.trigger import TriggerRequest
 from worker.app import GivesUpWhenLost, celery, sending, sessions, webhook_client
@@ -56,7 +56,7 @@ class RecordsFailedEvents(GivesUpWhenLost):
     """When processing events gives up for good, the events not recorded yet are stored as failed with the reason."""
 
     def give_up(self, session: Session, reason: str, *args: Any) -> None:
-        # A redelivered run takes every pending message of its events for its own (events.process_events).
+        # A redelivered run takes every pending message of its events for its own (tripmail.ingest.flow.process_events).
         [pairs] = args
         event_ids = [event_id for event_id, _ in pairs]
         delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), event_ids=event_ids)
@@ -66,7 +66,9 @@ class RecordsFailedEvents(GivesUpWhenLost):
     ) -> None:
         [pairs] = args
         for event_id, trigger in pairs:
-            events.fail_event(sessions(), event_id, TriggerRequest.read_back(trigger), faults.reason(exc), now=utcnow())
+            tripmail.ingest.flow.fail_event(
+                sessions(), event_id, TriggerRequest.read_back(trigger), faults.reason(exc), now=utcnow()
+            )
 
 
 @celery.task(name=queue.PROCESS_EVENTS, base=RecordsFailedEvents, bind=True, max_retries=None)
@@ -89,7 +91,7 @@ def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
             else:
                 rest.extend(message_ids)
 
-    events.process_events(
+    tripmail.ingest.flow.process_events(
         sessions(),
         [(event_id, TriggerRequest.read_back(trigger)) for event_id, trigger in pairs],
         enqueue=enqueue,

@@ -13,7 +13,7 @@ from api.dialects.routing import dialect_router
 from api.intake import submit
 from tripmail.contacts.fields import coerce_field_value
 from tripmail.errors import FieldError, InvalidRequest, TripmailError, UnknownEventType
-from tripmail.ingest.events import find_event_type_by_uuid
+from tripmail.ingest.event_types import find_event_type_by_uuid
 from tripmail.models import EventType
 from tripmail.schemas.trigger import Audience, TriggerRequest
 

@@ -24,7 +24,8 @@ from api.auth import Principal, basic_or_bearer
 from api.dialects.routing import dialect_router
 from api.intake import submit
 from tripmail.contacts.fields import coerce_field_value, numbered_fields
-from tripmail.contacts.store import find_contact, normalize_phone
+from tripmail.contacts.identity import normalize_phone
+from tripmail.contacts.store import find_contact
 from tripmail.errors import FieldError, InvalidRequest, TripmailError
 from tripmail.models import ContactField
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest

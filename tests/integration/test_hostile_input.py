@@ -22,7 +22,7 @@ from api.dialects.esputnik import MAX_BODY_BYTES as ESPUTNIK_MAX_BODY_BYTES
 from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
 from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
 from tripmail.config import Settings
-from tripmail.contacts.store import email_md5, email_xxh
+from tripmail.contacts.identity import email_md5, email_xxh
 from tripmail.ids import new_id
 from tripmail.models import Contact, Event, Message, Template, Workspace
 from tripmail.setup.tokens import KNOWN_SCOPES

@@ -16,7 +16,7 @@ from tripmail.config import Settings
 from tripmail.delivery.messages import message_id_header, prepare_envelopes
 from tripmail.delivery.verp import parse_verp_address, verp_address
 from tripmail.ids import new_id
-from tripmail.ingest.events import record_event
+from tripmail.ingest.recording import record_event
 from tripmail.models import Message, MessageAttempt, MessageStatus, Suppression, WebhookDelivery, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.webhooks.delivery_events import Subscriptions, add_endpoint

@@ -1,6 +1,6 @@
 import pytest
 
-from tripmail.contacts.store import normalize_email, normalize_phone
+from tripmail.contacts.identity import normalize_email, normalize_phone
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from tripmail.delivery.smtp import Outcome, SendResult, Stage
 from tripmail.delivery.suppressions import add_suppressions
 from tripmail.errors import InvalidRequest, NotFound
 from tripmail.ids import new_id
-from tripmail.ingest.events import record_event
+from tripmail.ingest.recording import record_event
 from tripmail.models import Message, WebhookDelivery, WebhookEndpoint
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.webhooks.deliveries import due_webhooks, standard_headers

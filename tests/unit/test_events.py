@@ -9,15 +9,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.contacts.store import upsert_contact
-from tripmail.delivery.messages import claim_messages, prepare_envelopes, suppress
+from tripmail.delivery.messages import claim_messages, prepare_envelopes
+from tripmail.delivery.suppressions import suppress
 from tripmail.ids import new_id
-from tripmail.ingest.events import (
-    get_or_create_event_type,
-    process_events,
-    record_event,
-    record_events,
-    record_failed_event,
-)
+from tripmail.ingest.event_types import get_or_create_event_type
+from tripmail.ingest.flow import process_events
+from tripmail.ingest.recording import record_event, record_events, record_failed_event
 from tripmail.models import Contact, Event, EventType, Message, MessageStatus, Workspace
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 

@@ -8,7 +8,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.contacts.audience import MAX_TERMS
 from tripmail.ids import new_id
-from tripmail.ingest import events
+from tripmail.ingest import fan_out
+from tripmail.ingest.fan_out import fan_out_chunk
+from tripmail.ingest.flow import process_event, process_events
+from tripmail.ingest.recording import record_event
 from tripmail.models import Automation, Contact, Event, Message, Workspace
 from tripmail.queue import ByLane
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
@@ -18,7 +21,7 @@ NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 @pytest.fixture
 def audience_of_seven(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> TriggerRequest:
-    monkeypatch.setattr(events, "CHUNK", 3)
+    monkeypatch.setattr(fan_out, "CHUNK", 3)
     with sessions.begin() as session:
         apply_spec(session, password_reset_spec("acme") | {"contact_fields": [{"name": "score", "type": "number"}]})
         workspace_id = session.scalars(select(Workspace.id)).one()
@@ -49,7 +52,7 @@ def test_fan_out_plans_each_chunk_then_enqueues_it(
             assert session.scalar(select(func.count()).where(Message.id.in_(planned.ids))) == len(planned.ids)
         enqueued.append(planned.ids)
 
-    events.process_event(sessions, event_id, audience_of_seven, enqueue=enqueue, clock=lambda: NOW)
+    process_event(sessions, event_id, audience_of_seven, enqueue=enqueue, clock=lambda: NOW)
 
     assert [len(batch) for batch in enqueued] == [0, 3, 3, 1]
     with sessions() as session:
@@ -63,9 +66,9 @@ def test_a_redelivered_task_plans_nothing_new(
     sessions: sessionmaker[Session], audience_of_seven: TriggerRequest
 ) -> None:
     event_id = new_id()
-    events.process_event(sessions, event_id, audience_of_seven, enqueue=lambda planned: None, clock=lambda: NOW)
+    process_event(sessions, event_id, audience_of_seven, enqueue=lambda planned: None, clock=lambda: NOW)
     again: list[int] = []
-    events.process_event(
+    process_event(
         sessions, event_id, audience_of_seven, enqueue=lambda planned: again.extend(planned.ids), clock=lambda: NOW
     )
     with sessions() as session:
@@ -78,12 +81,12 @@ def test_a_fan_out_cut_short_resumes_after_its_cursor(
 ) -> None:
     event_id = new_id()
     with sessions.begin() as session:
-        events.record_event(session, event_id, audience_of_seven, now=NOW)
+        record_event(session, event_id, audience_of_seven, now=NOW)
     with sessions.begin() as session:
-        first, done = events.fan_out_chunk(session, event_id, now=NOW)
+        first, done = fan_out_chunk(session, event_id, now=NOW)
     assert (len(first.ids), done) == (3, False)
     rest: list[int] = []
-    events.process_event(
+    process_event(
         sessions, event_id, audience_of_seven, enqueue=lambda planned: rest.extend(planned.ids), clock=lambda: NOW
     )
     with sessions() as session:
@@ -103,7 +106,7 @@ def test_messages_of_many_events_share_delivery_batches(
     enqueued: list[list[int]] = []
 
     pairs = [*one_each, (new_id(), audience_of_seven)]
-    events.process_events(
+    process_events(
         sessions, pairs, enqueue=lambda planned: enqueued.append(planned.ids), batch_size=4, clock=lambda: NOW
     )
 
@@ -136,9 +139,7 @@ def test_a_delivery_batch_holds_the_messages_of_one_lane(
     campaign = audience_of_seven.model_copy(update={"event": "NEWSLETTER"})
     enqueued: list[ByLane] = []
 
-    events.process_events(
-        sessions, [*resets, (new_id(), campaign)], enqueue=enqueued.append, batch_size=4, clock=lambda: NOW
-    )
+    process_events(sessions, [*resets, (new_id(), campaign)], enqueue=enqueued.append, batch_size=4, clock=lambda: NOW)
 
     # The campaign's 7 messages fill a bulk batch of 4; what is left of each lane is enqueued last, to be sent inline.
     assert [(len(batch.transactional), len(batch.bulk)) for batch in enqueued] == [(0, 4), (3, 3)]
@@ -172,7 +173,7 @@ def test_a_batch_recorded_together_merges_contacts_and_catches_its_own_duplicate
 
     batch = [reset("p3@example.com", "k1", plan="pro"), reset("new@example.com", "k2"), reset("new@example.com", "k2")]
     enqueued: list[list[int]] = []
-    events.process_events(
+    process_events(
         sessions, batch, enqueue=lambda planned: enqueued.append(planned.ids), batch_size=10, clock=lambda: NOW
     )
 
@@ -200,7 +201,7 @@ def test_an_event_refused_in_a_batch_fails_alone(
     refused = (new_id(), TriggerRequest(workspace_id=workspace_id, event="forgot_password", audience=nobody))
     enqueued: list[list[int]] = []
 
-    events.process_events(
+    process_events(
         sessions,
         [refused, good],
         enqueue=lambda planned: enqueued.append(planned.ids),
@@ -235,7 +236,7 @@ def test_an_event_that_fails_for_good_fails_alone_and_the_others_go_on(
     many = (new_id(), audience_of_seven)
     enqueued: list[list[int]] = []
 
-    events.process_events(
+    process_events(
         sessions,
         [*poisons, single, many],
         enqueue=lambda planned: enqueued.append(planned.ids),

@@ -13,7 +13,7 @@ from tripmail.contacts.fields import apply_field_options, check_overrides, messa
 from tripmail.delivery.messages import claim_messages, prepare_envelopes, recipient
 from tripmail.errors import InvalidRequest
 from tripmail.ids import new_id
-from tripmail.ingest.events import record_event
+from tripmail.ingest.recording import record_event
 from tripmail.models import Contact, Workspace
 from tripmail.schemas.trigger import Audience, ChannelFilter, FieldOverride, TriggerRequest
 

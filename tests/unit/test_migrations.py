@@ -3,7 +3,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import Settings
-from tripmail.contacts.store import email_md5, email_xxh
+from tripmail.contacts.identity import email_md5, email_xxh
 from tripmail.db import make_engine
 from tripmail.migrations import alembic_config
 

@@ -11,7 +11,8 @@ from tests.builders import apply_spec
 from tripmail.automations.runs import carry_on, due_runs, mark_handed_out
 from tripmail.errors import InvalidConfig
 from tripmail.ids import new_id
-from tripmail.ingest.events import fan_out_chunk, record_event, record_events
+from tripmail.ingest.fan_out import fan_out_chunk
+from tripmail.ingest.recording import record_event, record_events
 from tripmail.models import AutomationRun, AutomationStep, Contact, Message, Template, Workspace
 from tripmail.queue import HAND_OUT_AGAIN_AFTER
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest

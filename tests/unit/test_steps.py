@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec
 from tripmail.automations.steps import KINDS, StepSpec
 from tripmail.ids import new_id
-from tripmail.ingest.events import record_event
+from tripmail.ingest.recording import record_event
 from tripmail.models import AutomationRun, AutomationStep, Template, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
 

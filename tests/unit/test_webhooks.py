@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec
 from tests.webhook_receiver import Receiver
 from tripmail.ids import new_id
-from tripmail.ingest.events import record_event
+from tripmail.ingest.recording import record_event
 from tripmail.models import WebhookDelivery, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.webhooks.deliveries import MAX_ATTEMPTS, due_webhooks, mark_handed_out, signature

@@ -23,7 +23,7 @@ from flufl.bounce import all_failures
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from tripmail.delivery.messages import suppress
+from tripmail.delivery.suppressions import suppress
 from tripmail.delivery.verp import parse_verp_address
 from tripmail.models import Message, MessageAttempt, MessageStatus, SuppressionSource, Workspace
 from tripmail.webhooks.delivery_events import announce, event_type_of

@@ -37,7 +37,7 @@ from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeDecorator
 
 from tripmail.contacts.fields import coerce_field_value
-from tripmail.contacts.store import normalize_phone
+from tripmail.contacts.identity import normalize_phone
 from tripmail.errors import InvalidRequest
 from tripmail.models import Contact, ContactField
 

@@ -1,53 +1,20 @@
-"""Contacts: normalisation and upsert."""
+"""Contacts: finding, creating and updating them."""
 
-import hashlib
-from contextlib import suppress
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import phonenumbers
-import xxhash
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tripmail.contacts.identity import email_md5, email_xxh
 from tripmail.db import insert_if_absent
 from tripmail.errors import InvalidRequest, NotFound
 from tripmail.ids import new_id
 from tripmail.models import Contact
-
-if TYPE_CHECKING:
-    from tripmail.schemas.trigger import Audience, ContactUpdate
+from tripmail.schemas.trigger import Audience, ContactUpdate
 
 
-def normalize_email(email: str) -> str:
-    """Emails are unique per workspace regardless of case and surrounding blanks."""
-    return email.strip().lower()
-
-
-def normalize_phone(phone: str, default_region: str | None = None) -> str:
-    """E.164 (+380501234567). A number written without its + (esputnik's 380501234567) or with 00 is read as
-    international too; with a default region (UA), a local number (050 123 45 67) is read as one of that region
-    first. ValueError says what a valid number looks like."""
-    text = phone.strip()
-    if default_region is not None and not text.startswith(("+", "00")):
-        with suppress(phonenumbers.NumberParseException):
-            local = phonenumbers.parse(text, default_region)
-            if phonenumbers.is_valid_number(local):
-                return phonenumbers.format_number(local, phonenumbers.PhoneNumberFormat.E164)
-    expected = "international format (+380501234567)" + (
-        f" or a local number of {default_region}" if default_region is not None else ""
-    )
-    text = "+" + text[2:] if text.startswith("00") else text if text.startswith("+") else "+" + text
-    try:
-        number = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException as exc:
-        raise ValueError(f"{phone!r} is not a phone number in {expected}: {exc}") from exc
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError(f"{phone!r} is not a valid phone number in {expected}")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def find_contact(session: Session, workspace_id: int, audience: "Audience") -> Contact | None:
+def find_contact(session: Session, workspace_id: int, audience: Audience) -> Contact | None:
     query = select(Contact).where(Contact.workspace_id == workspace_id)
     if audience.contact_id is not None:
         query = query.where(Contact.id == audience.contact_id)
@@ -69,7 +36,7 @@ def find_contact(session: Session, workspace_id: int, audience: "Audience") -> C
 
 
 def upsert_contact(
-    session: Session, workspace_id: int, audience: "Audience", update: "ContactUpdate", *, now: datetime
+    session: Session, workspace_id: int, audience: Audience, update: ContactUpdate, *, now: datetime
 ) -> Contact:
     """Find the audience's contact or create it, then merge the update's fields onto it."""
     contact = find_contact(session, workspace_id, audience)
@@ -83,7 +50,7 @@ def upsert_contact(
     return contact
 
 
-def update_contact(contact: Contact, audience: "Audience", update: "ContactUpdate", *, now: datetime) -> None:
+def update_contact(contact: Contact, audience: Audience, update: ContactUpdate, *, now: datetime) -> None:
     """Merge the update onto the contact: existing field keys updated, others kept."""
     changed = False
     for name in ("phone", "external_id"):
@@ -102,9 +69,7 @@ def update_contact(contact: Contact, audience: "Audience", update: "ContactUpdat
         contact.updated_at = now
 
 
-def new_contact_values(
-    workspace_id: int, audience: "Audience", *, email_consent: bool, now: datetime
-) -> dict[str, Any]:
+def new_contact_values(workspace_id: int, audience: Audience, *, email_consent: bool, now: datetime) -> dict[str, Any]:
     """The row of a contact the audience creates."""
     return {
         "id": new_id(),
@@ -122,7 +87,7 @@ def new_contact_values(
 
 
 def _create_contact(
-    session: Session, workspace_id: int, audience: "Audience", *, email_consent: bool, now: datetime
+    session: Session, workspace_id: int, audience: Audience, *, email_consent: bool, now: datetime
 ) -> Contact:
     values = new_contact_values(workspace_id, audience, email_consent=email_consent, now=now)
     if audience.email is None:
@@ -134,11 +99,3 @@ def _create_contact(
     created = find_contact(session, workspace_id, audience)
     assert created is not None, "inserted or already there"
     return created
-
-
-def email_md5(email: str) -> str:
-    return hashlib.md5(email.encode(), usedforsecurity=False).hexdigest()
-
-
-def email_xxh(email: str) -> str:
-    return xxhash.xxh64_hexdigest(email.encode())

@@ -31,12 +31,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.automations.program import Started, messages_by_lane, transactional_steps
 from tripmail.contacts.fields import message_field_values
-from tripmail.contacts.store import normalize_email
+from tripmail.contacts.identity import normalize_email
 from tripmail.contacts.unsubscribe import ONE_CLICK, unsubscribe_token, unsubscribe_url
-from tripmail.db import engine_of, insert_if_absent, insert_new
+from tripmail.db import engine_of, insert_new
 from tripmail.delivery.retries import RetryPolicy
 from tripmail.delivery.smtp import Envelope, JournalUnavailable, Outcome, SendingLoop, SendResult, wire_form
-from tripmail.delivery.suppressions import ADDRESS_SUPPRESSED
+from tripmail.delivery.suppressions import ADDRESS_SUPPRESSED, suppress, suppressed_addresses
 from tripmail.delivery.verp import verp_address
 from tripmail.metrics import delivery_metrics
 from tripmail.models import (
@@ -48,8 +48,6 @@ from tripmail.models import (
     Message,
     MessageAttempt,
     MessageStatus,
-    Suppression,
-    SuppressionSource,
     Template,
     Workspace,
     table_of,
@@ -262,11 +260,6 @@ _SET_OUTCOME = (
 )
 
 _ADD_ATTEMPT = insert(_ATTEMPTS)
-
-_SUPPRESSIONS = table_of(Suppression)
-_SUPPRESSED = select(_SUPPRESSIONS.c.email).where(
-    _SUPPRESSIONS.c.workspace_id == bindparam("ws"), _SUPPRESSIONS.c.email.in_(bindparam("emails", expanding=True))
-)
 
 # A message planned before its address was suppressed (one waiting for its next try, for a run's wait, or in a
 # long fan-out) is not sent after all.
@@ -806,27 +799,6 @@ def record_results(
         ],
     )
     return retry
-
-
-def suppress(
-    session: Session | Connection,
-    workspace_id: int,
-    email: str,
-    reason: str,
-    *,
-    now: datetime,
-    source: SuppressionSource = SuppressionSource.SMTP,
-) -> None:
-    """Stop mailing an address: refused for good as a recipient (no such mailbox or domain), bounced later, or
-    complained about; `source` says which."""
-    values = {"workspace_id": workspace_id, "email": email, "reason": reason, "source": source, "created_at": now}
-    insert_if_absent(session, Suppression, values, ["workspace_id", "email"])
-
-
-def suppressed_addresses(session: Session, workspace_id: int, addresses: set[str]) -> set[str]:
-    if not addresses:
-        return set()
-    return set(session.scalars(_SUPPRESSED, {"ws": workspace_id, "emails": list(addresses)}))
 
 
 # How long a result waits for a hand-over's transaction to ride in before it is written on its own.

@@ -1,7 +1,9 @@
-"""The suppression list as an operator sees it: list, add and lift the addresses a workspace no longer mails.
+"""The suppression list, the addresses a workspace no longer mails: as delivery adds and reads it, and as an
+operator lists, adds and lifts them.
 
-A permanent SMTP refusal adds an address while its message fails (delivery.suppress), and planning a message reads
-the list (delivery.suppressed_addresses): an address lifted here is mailed again from the next event on.
+A permanent SMTP refusal adds an address while its message fails (suppress), and planning a message reads the
+list (suppressed_addresses): an address lifted here is mailed again from the next event on. Apart from the rest of
+delivery because bounce reports and the api reach the list too, and neither loads the SMTP client.
 """
 
 from collections.abc import Sequence
@@ -10,17 +12,20 @@ from datetime import datetime
 
 from pydantic.networks import validate_email
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Exists, delete, select
+from sqlalchemy import Connection, Exists, bindparam, delete, select
 from sqlalchemy.orm import Session
 
-from tripmail.contacts.store import normalize_email
-from tripmail.db import insert_new
+from tripmail.contacts.identity import normalize_email
+from tripmail.db import insert_if_absent, insert_new
 from tripmail.errors import FieldError, InvalidRequest, NotFound
 from tripmail.models import Message, Suppression, SuppressionSource, Workspace, table_of
 from tripmail.schemas.suppressions import SuppressionPage, SuppressionView
 
 _MESSAGES = table_of(Message)
 _SUPPRESSIONS = table_of(Suppression)
+_SUPPRESSED = select(_SUPPRESSIONS.c.email).where(
+    _SUPPRESSIONS.c.workspace_id == bindparam("ws"), _SUPPRESSIONS.c.email.in_(bindparam("emails", expanding=True))
+)
 
 # In a statement over messages: the message's address is on its workspace's suppression list.
 ADDRESS_SUPPRESSED: Exists = (
@@ -133,3 +138,25 @@ def remove_suppression(session: Session, workspace_id: int, email: str) -> None:
     [(address, removed)] = remove_suppressions(session, workspace_id, [email]).items()
     if not removed:
         raise NotFound(f"{address} is not suppressed in this workspace", field="email")
+
+
+def suppress(
+    session: Session | Connection,
+    workspace_id: int,
+    email: str,
+    reason: str,
+    *,
+    now: datetime,
+    source: SuppressionSource = SuppressionSource.SMTP,
+) -> None:
+    """Stop mailing an address: refused for good as a recipient (no such mailbox or domain), bounced later, or
+    complained about; `source` says which."""
+    values = {"workspace_id": workspace_id, "email": email, "reason": reason, "source": source, "created_at": now}
+    insert_if_absent(session, Suppression, values, ["workspace_id", "email"])
+
+
+def suppressed_addresses(session: Session, workspace_id: int, addresses: set[str]) -> set[str]:
+    """Those of the addresses the workspace suppresses."""
+    if not addresses:
+        return set()
+    return set(session.scalars(_SUPPRESSED, {"ws": workspace_id, "emails": list(addresses)}))

@@ -14,6 +14,8 @@ from typing import Any
 # "ORDER" and "order" with one key are one event.
 IDENTITY = frozenset({"workspace_id", "event", "automation_id", "key"})
 
+DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
+
 
 def content_digest(request: Mapping[str, Any]) -> str:
     """A stable digest of a canonical request (`TriggerRequest.model_dump(mode="json")`) minus its identity.

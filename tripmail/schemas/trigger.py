@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationInfo, fi
 from pydantic.networks import validate_email
 
 from tripmail.contacts.field_options import FieldOption
-from tripmail.contacts.store import normalize_email, normalize_phone
+from tripmail.contacts.identity import normalize_email, normalize_phone
 
 # The validation context of a trigger read back from the queue or the database: the api checked and normalised its
 # identifiers when it accepted it. Checking an email again (email_validator) took a tenth of the worker's time.

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from tripmail.automations.steps import compile_program
 from tripmail.errors import InvalidConfig
 from tripmail.ids import normalize_key
-from tripmail.ingest.events import DEFAULT_DEDUPE_WINDOW_S
+from tripmail.ingest.dedupe import DEFAULT_DEDUPE_WINDOW_S
 from tripmail.models import Automation, AutomationStep, ContactField, EventType, Template, Workspace
 from tripmail.rendering.templates import check_template
 from tripmail.setup.spec import (

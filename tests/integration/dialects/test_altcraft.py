@@ -18,7 +18,7 @@ from tests.builders import apply_spec, make_token, sender_of, unique_workspace_k
 from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
 from tripmail.config import Settings
 from tripmail.contacts.audience import MAX_CONDITIONS
-from tripmail.contacts.store import email_md5, email_xxh
+from tripmail.contacts.identity import email_md5, email_xxh
 from tripmail.ids import new_id
 from tripmail.models import Contact, Workspace
 

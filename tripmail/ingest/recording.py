@@ -1,51 +1,42 @@
-"""Event types and the recording of accepted events."""
+"""The recording of accepted events: each event's row once, its contact, its runs and the messages it plans,
+with the events of one transaction sharing their lookups; and the keyed dedupe that catches a repeat the api's
+Redis claim missed.
+
+An audience of many is recorded `fanning_out` here and planned a page at a time by tripmail/ingest/fan_out.py.
+"""
 
 import logging
-import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, bindparam, insert, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.orm import Session
 
 from tripmail.automations import runs
 from tripmail.automations.program import Started, automations_for, transactional_steps
-from tripmail.contacts.audience import (
-    CHUNK,
-    compile_query,
-    contacts_page,
-    custom_field_query,
-    field_types,
-    recipients_page,
-)
+from tripmail.contacts.audience import field_types
 from tripmail.contacts.fields import apply_field_options
 from tripmail.contacts.store import find_contact, new_contact_values, update_contact, upsert_contact
-from tripmail.db import insert_if_absent, insert_new
-from tripmail.delivery import messages as delivery
-from tripmail.delivery.messages import Recipient
-from tripmail.errors import TripmailError
-from tripmail.faults import is_transient, reason
+from tripmail.db import insert_new
+from tripmail.delivery.messages import add_messages, message_rows, pending_message_ids
+from tripmail.delivery.suppressions import suppressed_addresses
 from tripmail.ids import normalize_key
 from tripmail.ingest.dedupe import content_digest
+from tripmail.ingest.event_types import find_event_type, get_or_create_event_type
+from tripmail.ingest.fan_out import carry_out_runs
 from tripmail.models import AutomationRun, Contact, Event, EventStatus, EventType, table_of
 from tripmail.queue import ByLane
 from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
-
-
 # The statements every one-contact event runs are built once: building an ORM statement cost more than running
 # it on SQLite (350 against 100 µs for a select by key, measured here). Those that need no entity name table
 # columns: a statement of ORM attributes takes the ORM's execution path, about twice the cost of the same Core
 # statement (346 against 179 µs for _RECORDED).
 _EVENTS = table_of(Event)
-_EVENT_TYPE_BY_KEY = select(EventType).where(
-    EventType.workspace_id == bindparam("ws"), EventType.key_normalized == bindparam("key")
-)
 _RECORDED = select(_EVENTS.c.id).where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
 _CONTACTS_BY_EMAIL = select(Contact).where(
     Contact.workspace_id == bindparam("ws"), Contact.email.in_(bindparam("emails", expanding=True))
@@ -63,37 +54,6 @@ _WITH_KEYS = select(_EVENTS.c.key, _EVENTS.c.id, _EVENTS.c.received_at, _EVENTS.
 )
 _ADD_EVENT = insert(_EVENTS)
 _ADD_RUN = insert(table_of(AutomationRun))
-
-
-def find_event_type(session: Session, workspace_id: int, key: str) -> EventType | None:
-    return session.scalars(_EVENT_TYPE_BY_KEY, {"ws": workspace_id, "key": normalize_key(key)}).one_or_none()
-
-
-def find_event_type_by_uuid(session: Session, workspace_id: int, uuid: str) -> EventType | None:
-    return session.scalars(
-        select(EventType).where(EventType.workspace_id == workspace_id, EventType.uuid == uuid.lower())
-    ).one_or_none()
-
-
-def get_or_create_event_type(session: Session, workspace_id: int, key: str, *, now: datetime) -> EventType:
-    """The workspace's event type for this key, created on first use."""
-    existing = find_event_type(session, workspace_id, key)
-    if existing is not None:
-        return existing
-    values = {
-        "workspace_id": workspace_id,
-        "key": key,
-        "key_normalized": normalize_key(key),
-        "name": key,
-        "uuid": str(uuid.uuid4()),
-        "params": {},
-        "dedupe_window_s": DEFAULT_DEDUPE_WINDOW_S,
-        "created_at": now,
-    }
-    insert_if_absent(session, EventType, values, ["workspace_id", "key_normalized"])
-    created = find_event_type(session, workspace_id, key)
-    assert created is not None, "inserted or already there"
-    return created
 
 
 def _event_type(session: Session, trigger: TriggerRequest, *, now: datetime) -> EventType | None:
@@ -193,7 +153,7 @@ class Lookups:
             emails = [email for ws, email in first_by_email if ws == workspace_id]
             for contact in session.scalars(_CONTACTS_BY_EMAIL, {"ws": workspace_id, "emails": emails}):
                 self._contacts[(workspace_id, contact.email or "")] = contact
-            suppressed = delivery.suppressed_addresses(session, workspace_id, set(emails))
+            suppressed = suppressed_addresses(session, workspace_id, set(emails))
             self._suppressed |= {(workspace_id, email) for email in suppressed}
 
     def contact(self, trigger: TriggerRequest) -> Contact | None:
@@ -267,7 +227,7 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
     messages: list[dict[str, Any]] = []
     for event_id, trigger in events:
         if event_id in lookups.recorded:
-            pending.extend(delivery.pending_message_ids(session, event_id))
+            pending.extend(pending_message_ids(session, event_id))
             continue
         planned = _event_and_messages(session, event_id, trigger, now=now, lookups=lookups)
         _log_event(planned)
@@ -282,7 +242,7 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
     if run_rows:
         session.execute(_ADD_RUN, run_rows)
     runs.add_webhooks(session, webhooks)
-    pending.extend(delivery.add_messages(session, messages, transactional_steps=lookups.transactional_steps()))
+    pending.extend(add_messages(session, messages, transactional_steps=lookups.transactional_steps()))
     return pending
 
 
@@ -354,8 +314,8 @@ def _event_and_messages(
     if any(automation.is_workflow for automation in automations):
         seen = runs.EventSeen(event_id, trigger.event_name, trigger.key, now)
         types = lookups.field_types(session, trigger.workspace_id)
-        run_rows, automations, webhooks = _carry_out(automations, contact, seen, trigger, types, now=now)
-    planned = delivery.message_rows(
+        run_rows, automations, webhooks = carry_out_runs(automations, contact, seen, trigger, types, now=now)
+    planned = message_rows(
         trigger.workspace_id,
         event_id,
         [contact],
@@ -365,266 +325,6 @@ def _event_and_messages(
         suppressed=lookups.suppressed(trigger.workspace_id),
     )
     return _Planned(event, run_rows, webhooks, planned)
-
-
-def _carry_out(
-    automations: list[Started],
-    contact: Contact,
-    event: delivery.EventColumns,
-    trigger: TriggerRequest,
-    field_types: dict[str, str],
-    *,
-    now: datetime,
-) -> tuple[list[dict[str, Any]], list[Started], list[dict[str, Any]]]:
-    """Carry out the runs of the workflow automations for the contact; their rows, the automations with the
-    send_email steps to plan for the contact (all of them for the others, those each run reached for its own),
-    and the webhook deliveries the runs made."""
-    rows: list[dict[str, Any]] = []
-    planned: list[Started] = []
-    webhooks: list[dict[str, Any]] = []
-    for automation in automations:
-        if not automation.is_workflow:
-            planned.append(automation)
-            continue
-        carried = runs.carry_out(
-            automation,
-            contact=contact,
-            event=event,
-            workspace_id=trigger.workspace_id,
-            data=trigger.data,
-            custom_data=trigger.hooks,
-            field_types=field_types,
-            now=now,
-        )
-        rows.append(carried.row)
-        planned.append(carried.sends)
-        webhooks += carried.webhooks
-    return rows, planned, webhooks
-
-
-def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[ByLane, bool]:
-    """Plan the next chunk of a fanning-out event's audience; the new message ids, and whether it is done."""
-    event = session.get(Event, event_id)
-    if event is None or event.status != EventStatus.FANNING_OUT:
-        return ByLane(), True
-    trigger = TriggerRequest.read_back(event.request)
-    condition = audience_condition(session, trigger)
-    after = event.fanout_cursor or ""
-    automations = automations_for(session, trigger)
-    contacts: Sequence[Recipient]
-    if _changes_contacts(trigger) or any(automation.is_workflow for automation in automations):
-        loaded = contacts_page(session, trigger.workspace_id, condition, after=after, limit=CHUNK)
-        if _changes_contacts(trigger):
-            for contact in loaded:
-                update_contact(contact, trigger.audience, trigger.contact_update, now=now)
-                apply_field_options(contact, trigger.fields, now=now)
-        planned = _fan_out_runs(session, event, trigger, loaded, automations, now=now)
-        contacts = loaded
-    else:
-        contacts = recipients_page(session, trigger.workspace_id, condition, after=after, limit=CHUNK)
-        planned = delivery.plan_messages(
-            session, event.workspace_id, event.id, contacts, automations, trigger.channel_filter, now=now
-        )
-    if contacts:
-        event.contact_id = event.contact_id or contacts[0].id
-        event.fanout_cursor = contacts[-1].id
-    if len(contacts) < CHUNK:
-        event.status = EventStatus.PROCESSED
-        event.processed_at = now
-    return planned, event.status == EventStatus.PROCESSED
-
-
-def _fan_out_runs(
-    session: Session,
-    event: Event,
-    trigger: TriggerRequest,
-    contacts: Sequence[Contact],
-    automations: list[Started],
-    *,
-    now: datetime,
-) -> ByLane:
-    """plan_messages for a chunk when automations have runs: each contact's runs choose its messages. A chunk
-    planned again (a redelivered task) finds its runs and messages there and adds none."""
-    seen = runs.EventSeen(event.id, event.name, event.key, event.received_at)
-    types = field_types(session, event.workspace_id)
-    addresses = {delivery.recipient(contact, trigger.channel_filter) for contact in contacts}
-    suppressed = delivery.suppressed_addresses(session, event.workspace_id, {a for a in addresses if a})
-    run_rows: list[dict[str, Any]] = []
-    webhooks: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = []
-    for contact in contacts:
-        rows, planned, made = _carry_out(automations, contact, seen, trigger, types, now=now)
-        run_rows += rows
-        webhooks += made
-        messages += delivery.message_rows(
-            event.workspace_id, event.id, [contact], planned, trigger.channel_filter, now=now, suppressed=suppressed
-        )
-    insert_new(session, AutomationRun, run_rows, ["event_id", "automation_id", "contact_id"], "id")
-    runs.add_webhooks(session, webhooks)
-    return delivery.add_messages(session, messages, transactional_steps=transactional_steps(automations))
-
-
-def _changes_contacts(trigger: TriggerRequest) -> bool:
-    update = trigger.contact_update
-    return bool(update.fields) or update.email_consent is not None or any(f.option.stores for f in trigger.fields)
-
-
-def audience_condition(session: Session, trigger: TriggerRequest) -> ColumnElement[bool]:
-    audience = trigger.audience
-    if audience.query is not None:
-        return compile_query(session, trigger.workspace_id, audience.query)
-    assert audience.custom_field is not None, "only audiences of many fan out"
-    types = field_types(session, trigger.workspace_id)
-    query = custom_field_query(types, audience.custom_field.name, audience.custom_field.value)
-    return compile_query(session, trigger.workspace_id, query)
-
-
-def process_event(
-    sessions: sessionmaker[Session],
-    event_id: str,
-    trigger: TriggerRequest,
-    *,
-    enqueue: Callable[[ByLane], None],
-    clock: Callable[[], datetime],
-) -> None:
-    """Record the event, then fan its audience out a chunk per transaction.
-
-    Each chunk's messages are enqueued only after the transaction that planned them committed, and the cursor
-    commits with them, so a worker that dies mid-way leaves a redelivered task to resume where it stopped.
-    """
-    with sessions.begin() as session:
-        message_ids = record_event(session, event_id, trigger, now=clock())
-    enqueue(message_ids)
-    done = False
-    while not done:
-        with sessions.begin() as session:
-            message_ids, done = fan_out_chunk(session, event_id, now=clock())
-        enqueue(message_ids)
-
-
-# One-contact events recorded per transaction. On SQLite a write transaction holds the database's one write lock:
-# recording a 1,000-event batch at once held it for seconds, and every other process's hand-over commits (and so
-# its SMTP connections) waited that long. Chunks also let full delivery batches start while the rest is recorded.
-RECORD_TOGETHER = 100
-
-
-def process_events(
-    sessions: sessionmaker[Session],
-    events: Sequence[tuple[str, TriggerRequest]],
-    *,
-    enqueue: Callable[[ByLane], None],
-    batch_size: int,
-    clock: Callable[[], datetime],
-    run_id: str | None = None,
-) -> None:
-    """Process several accepted events, sending their messages together.
-
-    `run_id` names the task run when it sends messages itself: the claims an earlier try of it left open are
-    settled first, so those messages count as pending again.
-
-    The one-contact events are recorded RECORD_TOGETHER to a transaction that shares its lookups; if one of them
-    is refused, each of that chunk is recorded on its own instead. Audiences of many fan out as in process_event,
-    each on its own. An event that fails for a reason that would come back on every try (refused, or a database
-    error that is not transient) is stored as failed with it, and the others go on: the events of one task come
-    from many workspaces. A transient failure (tripmail.faults) stops the task, to be tried again whole.
-
-    Messages of different events share delivery batches of `batch_size`, so a burst of events costs one delivery
-    task per batch rather than one per event; a batch holds the messages of one lane, so a marketing fan-out's never
-    wait in the fast lane, nor a password reset behind them. Ids held back for a fuller batch were committed
-    already: if the worker dies first, the redelivered task finds them pending and enqueues them then.
-    """
-    # Settled in the first chunk's transaction when there is one, which saves a transaction per task.
-    settle_run = run_id
-    held = ByLane()
-
-    def hold(planned: ByLane) -> None:
-        held.extend(planned)
-        for transactional, lane in ((True, held.transactional), (False, held.bulk)):
-            while len(lane) >= batch_size:
-                enqueue(ByLane.of(lane[:batch_size], transactional=transactional))
-                del lane[:batch_size]
-
-    single = [(event_id, trigger) for event_id, trigger in events if not trigger.audience.selects_many]
-    for start in range(0, len(single), RECORD_TOGETHER):
-        chunk = single[start : start + RECORD_TOGETHER]
-        planned = _record_together(sessions, chunk, now=clock(), settle_run=settle_run)
-        if planned is None:  # rolled back, the settling with it
-            if settle_run is not None:
-                _settle(sessions, settle_run, now=clock())
-            for event_id, trigger in chunk:
-                _process_alone(sessions, event_id, trigger, enqueue=hold, clock=clock)
-        else:
-            hold(planned)
-        settle_run = None
-    if settle_run is not None:
-        _settle(sessions, settle_run, now=clock())
-    for event_id, trigger in events:
-        if trigger.audience.selects_many:
-            _process_alone(sessions, event_id, trigger, enqueue=hold, clock=clock)
-    if held.ids:
-        enqueue(held)
-
-
-def _settle(sessions: sessionmaker[Session], run_id: str, *, now: datetime) -> None:
-    with sessions.begin() as session:
-        delivery.settle_unfinished(session, run_id=run_id, now=now)
-
-
-def _record_together(
-    sessions: sessionmaker[Session],
-    events: Sequence[tuple[str, TriggerRequest]],
-    *,
-    now: datetime,
-    settle_run: str | None = None,
-) -> ByLane | None:
-    """Record one-contact events in one transaction; their message ids, or None when one of them was refused.
-
-    `settle_run`: settle that run's open claims first, in the same transaction.
-    """
-    try:
-        with sessions.begin() as session:
-            if settle_run is not None:
-                delivery.settle_unfinished(session, run_id=settle_run, now=now)
-            return record_events(session, events, now=now)
-    except Exception as exc:
-        if is_transient(exc):
-            raise
-        log.info("recording %d events together failed (%s); recording each on its own", len(events), reason(exc))
-        return None
-
-
-def _process_alone(
-    sessions: sessionmaker[Session],
-    event_id: str,
-    trigger: TriggerRequest,
-    *,
-    enqueue: Callable[[ByLane], None],
-    clock: Callable[[], datetime],
-) -> None:
-    try:
-        process_event(sessions, event_id, trigger, enqueue=enqueue, clock=clock)
-    except Exception as exc:
-        if is_transient(exc):
-            raise
-        if isinstance(exc, TripmailError):
-            log.info("event %s refused: %s", event_id, reason(exc))
-        else:  # not the request's doing: worth its traceback
-            log.exception("event %s failed: %s", event_id, reason(exc))
-        fail_event(sessions, event_id, trigger, reason(exc), now=clock())
-
-
-def fail_event(
-    sessions: sessionmaker[Session], event_id: str, trigger: TriggerRequest, error: str, *, now: datetime
-) -> None:
-    """record_failed_event in a transaction of its own; when even that is refused (the event's workspace is gone),
-    the failure is logged and the caller goes on with its other events."""
-    try:
-        with sessions.begin() as session:
-            record_failed_event(session, event_id, trigger, error, now=now)
-    except Exception as exc:
-        if is_transient(exc):
-            raise
-        log.error("event %s failed (%s) and could not be stored as failed: %s", event_id, error, reason(exc))
 
 
 def record_failed_event(session: Session, event_id: str, trigger: TriggerRequest, error: str, *, now: datetime) -> None:
