@@ -1,7 +1,7 @@
 """The worker's own CPU per event, without Celery, the api or Redis: `python -m bench.worker_path`.
 
 Runs the functions the worker's tasks call (tripmail.ingest.events.process_events,
-tripmail.delivery.messages.deliver_messages) in
+tripmail.delivery.flow.deliver_messages) in
 this process against the quickstart's set-up on a fresh SQLite file, sending to the bench's counting sink in its
 own process. Two shapes: one-contact events one task at a time (what 100 single requests a second become) and a
 batch request's events (what `/v1/events/batch` becomes). Prints wall and CPU time (this process, all threads)
@@ -23,7 +23,7 @@ from bench.quickstart import APPLY_FILE, EVENT, FIRST_NAME, recipient, reset_lin
 from tests.integration.conftest import free_port, port_open, wait_until
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-from tripmail.delivery import messages as delivery
+from tripmail.delivery.flow import deliver_messages
 from tripmail.delivery.retries import RetryPolicy
 from tripmail.delivery.smtp import SendingLoop, parse_relays
 from tripmail.ids import new_id, utcnow
@@ -85,7 +85,7 @@ def main() -> None:
             sending = SendingLoop(parse_relays(f"smtp://127.0.0.1:{port}"), size=4, timeout=30)
 
             def deliver(message_ids: list[int], run_id: str, *, settled: bool) -> None:
-                delivery.deliver_messages(
+                deliver_messages(
                     sessions,
                     message_ids,
                     run_id=run_id,

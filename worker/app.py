@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import get_settings
 from tripmail.db import make_sessionmaker
-from tripmail.delivery import messages as delivery
+from tripmail.delivery.claims import give_up_run
 from tripmail.delivery.smtp import SendingLoop, make_sending_loop
 from tripmail.ids import utcnow
 from tripmail.logs import configure
@@ -101,7 +101,7 @@ class GivesUpWhenLost(Task):  # type: ignore[misc]
 
     def give_up(self, session: Session, reason: str, *args: Any) -> None:
         """Fail what the task would have sent; here, the messages its runs claimed."""
-        delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow())
+        give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow())
 
 
 def _forget_finished(task_id: str | None = None, state: str | None = None, **_: object) -> None:

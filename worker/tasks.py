@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from tripmail import faults, queue
 from tripmail.automations import runs
 from tripmail.config import get_settings
-from tripmail.delivery import messages as delivery
+from tripmail.delivery.claims import give_up_run
+from tripmail.delivery.flow import deliver_messages as deliver_batch
 from tripmail.delivery.retries import RetryPolicy
 from tripmail.ids import utcnow
 from tripmail.ingest import events
@@ -59,7 +60,7 @@ class RecordsFailedEvents(GivesUpWhenLost):
         # A redelivered run takes every pending message of its events for its own (events.process_events).
         [pairs] = args
         event_ids = [event_id for event_id, _ in pairs]
-        delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), event_ids=event_ids)
+        give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), event_ids=event_ids)
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
@@ -121,7 +122,7 @@ def fire_webhooks(self: Task, delivery_ids: list[int]) -> None:
 
 def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0, settled: bool = False) -> None:
     settings = get_settings()
-    report = delivery.deliver_messages(
+    report = deliver_batch(
         sessions(),
         message_ids,
         run_id=run_id,
@@ -148,7 +149,7 @@ def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0, set
 class DeliversMessages(GivesUpWhenLost):
     def give_up(self, session: Session, reason: str, *args: Any) -> None:
         [message_ids] = args
-        delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), message_ids=message_ids)
+        give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), message_ids=message_ids)
 
 
 @celery.task(name=queue.DELIVER_MESSAGES, bind=True, base=DeliversMessages, max_retries=None)

@@ -13,14 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import workspace_with_messages
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-from tripmail.delivery.messages import (
-    STOPPED_AFTER_HAND_OVER,
-    DatabaseJournal,
-    claim_messages,
-    give_up_run,
-    record_progress,
-    settle_unfinished,
-)
+from tripmail.delivery.claims import STOPPED_AFTER_HAND_OVER, claim_messages, give_up_run, settle_unfinished
+from tripmail.delivery.journal import DatabaseJournal, record_progress
 from tripmail.delivery.retries import RetryPolicy, due_messages, mark_handed_out
 from tripmail.delivery.smtp import Outcome, SendResult
 from tripmail.models import Message, MessageAttempt

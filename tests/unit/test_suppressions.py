@@ -5,13 +5,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
-from tripmail.delivery.messages import suppress, suppressed_addresses
 from tripmail.delivery.suppressions import (
     add_suppressions,
     list_suppressions,
     recent_suppressions,
     remove_suppression,
     remove_suppressions,
+    suppress,
+    suppressed_addresses,
 )
 from tripmail.errors import InvalidRequest, NotFound
 from tripmail.models import Suppression, Workspace

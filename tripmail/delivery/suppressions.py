@@ -1,7 +1,7 @@
 """The suppression list as an operator sees it: list, add and lift the addresses a workspace no longer mails.
 
-A permanent SMTP refusal adds an address while its message fails (delivery.suppress), and planning a message reads
-the list (delivery.suppressed_addresses): an address lifted here is mailed again from the next event on.
+A permanent SMTP refusal adds an address while its message fails (suppress, below), and planning a message reads
+the list (suppressed_addresses): an address lifted here is mailed again from the next event on.
 """
 
 from collections.abc import Sequence
@@ -10,11 +10,11 @@ from datetime import datetime
 
 from pydantic.networks import validate_email
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Exists, delete, select
+from sqlalchemy import Connection, Exists, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from tripmail.contacts.store import normalize_email
-from tripmail.db import insert_new
+from tripmail.db import insert_if_absent, insert_new
 from tripmail.errors import FieldError, InvalidRequest, NotFound
 from tripmail.models import Message, Suppression, SuppressionSource, Workspace, table_of
 from tripmail.schemas.suppressions import SuppressionPage, SuppressionView
@@ -133,3 +133,29 @@ def remove_suppression(session: Session, workspace_id: int, email: str) -> None:
     [(address, removed)] = remove_suppressions(session, workspace_id, [email]).items()
     if not removed:
         raise NotFound(f"{address} is not suppressed in this workspace", field="email")
+
+
+_SUPPRESSED = select(_SUPPRESSIONS.c.email).where(
+    _SUPPRESSIONS.c.workspace_id == bindparam("ws"), _SUPPRESSIONS.c.email.in_(bindparam("emails", expanding=True))
+)
+
+
+def suppress(
+    session: Session | Connection,
+    workspace_id: int,
+    email: str,
+    reason: str,
+    *,
+    now: datetime,
+    source: SuppressionSource = SuppressionSource.SMTP,
+) -> None:
+    """Stop mailing an address: refused for good as a recipient (no such mailbox or domain), bounced later, or
+    complained about; `source` says which."""
+    values = {"workspace_id": workspace_id, "email": email, "reason": reason, "source": source, "created_at": now}
+    insert_if_absent(session, Suppression, values, ["workspace_id", "email"])
+
+
+def suppressed_addresses(session: Session, workspace_id: int, addresses: set[str]) -> set[str]:
+    if not addresses:
+        return set()
+    return set(session.scalars(_SUPPRESSED, {"ws": workspace_id, "emails": list(addresses)}))

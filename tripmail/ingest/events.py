@@ -23,14 +23,23 @@ from tripmail.contacts.audience import (
 from tripmail.contacts.fields import apply_field_options
 from tripmail.contacts.store import find_contact, new_contact_values, update_contact, upsert_contact
 from tripmail.db import insert_if_absent, insert_new
-from tripmail.delivery import messages as delivery
-from tripmail.delivery.messages import Recipient
+from tripmail.delivery.claims import settle_unfinished
+from tripmail.delivery.planning import (
+    Recipient,
+    add_messages,
+    message_rows,
+    pending_message_ids,
+    plan_messages,
+    recipient,
+)
+from tripmail.delivery.suppressions import suppressed_addresses
 from tripmail.errors import TripmailError
 from tripmail.faults import is_transient, reason
 from tripmail.ids import normalize_key
 from tripmail.ingest.dedupe import content_digest
 from tripmail.models import AutomationRun, Contact, Event, EventStatus, EventType, table_of
 from tripmail.queue import ByLane
+from tripmail.rendering.context import EventColumns
 from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
@@ -193,7 +202,7 @@ class Lookups:
             emails = [email for ws, email in first_by_email if ws == workspace_id]
             for contact in session.scalars(_CONTACTS_BY_EMAIL, {"ws": workspace_id, "emails": emails}):
                 self._contacts[(workspace_id, contact.email or "")] = contact
-            suppressed = delivery.suppressed_addresses(session, workspace_id, set(emails))
+            suppressed = suppressed_addresses(session, workspace_id, set(emails))
             self._suppressed |= {(workspace_id, email) for email in suppressed}
 
     def contact(self, trigger: TriggerRequest) -> Contact | None:
@@ -267,7 +276,7 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
     messages: list[dict[str, Any]] = []
     for event_id, trigger in events:
         if event_id in lookups.recorded:
-            pending.extend(delivery.pending_message_ids(session, event_id))
+            pending.extend(pending_message_ids(session, event_id))
             continue
         planned = _event_and_messages(session, event_id, trigger, now=now, lookups=lookups)
         _log_event(planned)
@@ -282,7 +291,7 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
     if run_rows:
         session.execute(_ADD_RUN, run_rows)
     runs.add_webhooks(session, webhooks)
-    pending.extend(delivery.add_messages(session, messages, transactional_steps=lookups.transactional_steps()))
+    pending.extend(add_messages(session, messages, transactional_steps=lookups.transactional_steps()))
     return pending
 
 
@@ -355,7 +364,7 @@ def _event_and_messages(
         seen = runs.EventSeen(event_id, trigger.event_name, trigger.key, now)
         types = lookups.field_types(session, trigger.workspace_id)
         run_rows, automations, webhooks = _carry_out(automations, contact, seen, trigger, types, now=now)
-    planned = delivery.message_rows(
+    planned = message_rows(
         trigger.workspace_id,
         event_id,
         [contact],
@@ -370,7 +379,7 @@ def _event_and_messages(
 def _carry_out(
     automations: list[Started],
     contact: Contact,
-    event: delivery.EventColumns,
+    event: EventColumns,
     trigger: TriggerRequest,
     field_types: dict[str, str],
     *,
@@ -422,7 +431,7 @@ def fan_out_chunk(session: Session, event_id: str, *, now: datetime) -> tuple[By
         contacts = loaded
     else:
         contacts = recipients_page(session, trigger.workspace_id, condition, after=after, limit=CHUNK)
-        planned = delivery.plan_messages(
+        planned = plan_messages(
             session, event.workspace_id, event.id, contacts, automations, trigger.channel_filter, now=now
         )
     if contacts:
@@ -447,8 +456,8 @@ def _fan_out_runs(
     planned again (a redelivered task) finds its runs and messages there and adds none."""
     seen = runs.EventSeen(event.id, event.name, event.key, event.received_at)
     types = field_types(session, event.workspace_id)
-    addresses = {delivery.recipient(contact, trigger.channel_filter) for contact in contacts}
-    suppressed = delivery.suppressed_addresses(session, event.workspace_id, {a for a in addresses if a})
+    addresses = {recipient(contact, trigger.channel_filter) for contact in contacts}
+    suppressed = suppressed_addresses(session, event.workspace_id, {a for a in addresses if a})
     run_rows: list[dict[str, Any]] = []
     webhooks: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
@@ -456,12 +465,12 @@ def _fan_out_runs(
         rows, planned, made = _carry_out(automations, contact, seen, trigger, types, now=now)
         run_rows += rows
         webhooks += made
-        messages += delivery.message_rows(
+        messages += message_rows(
             event.workspace_id, event.id, [contact], planned, trigger.channel_filter, now=now, suppressed=suppressed
         )
     insert_new(session, AutomationRun, run_rows, ["event_id", "automation_id", "contact_id"], "id")
     runs.add_webhooks(session, webhooks)
-    return delivery.add_messages(session, messages, transactional_steps=transactional_steps(automations))
+    return add_messages(session, messages, transactional_steps=transactional_steps(automations))
 
 
 def _changes_contacts(trigger: TriggerRequest) -> bool:
@@ -567,7 +576,7 @@ def process_events(
 
 def _settle(sessions: sessionmaker[Session], run_id: str, *, now: datetime) -> None:
     with sessions.begin() as session:
-        delivery.settle_unfinished(session, run_id=run_id, now=now)
+        settle_unfinished(session, run_id=run_id, now=now)
 
 
 def _record_together(
@@ -584,7 +593,7 @@ def _record_together(
     try:
         with sessions.begin() as session:
             if settle_run is not None:
-                delivery.settle_unfinished(session, run_id=settle_run, now=now)
+                settle_unfinished(session, run_id=settle_run, now=now)
             return record_events(session, events, now=now)
     except Exception as exc:
         if is_transient(exc):

@@ -1,0 +1,144 @@
+"""The delivery flow: the transactions that claim, send and settle a batch of messages (the functions that take a
+sessionmaker); each step's statements live in the modules beside it.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from tripmail.delivery.claims import Claim, claim_messages, settle_unfinished
+from tripmail.delivery.journal import DatabaseJournal
+from tripmail.delivery.prepare import prepare_envelopes
+from tripmail.delivery.retries import RetryPolicy
+from tripmail.delivery.smtp import Outcome, SendingLoop, SendResult
+from tripmail.delivery.suppressions import ADDRESS_SUPPRESSED
+from tripmail.metrics import delivery_metrics
+from tripmail.models import Message, MessageStatus, table_of
+from tripmail.webhooks.delivery_events import announce_by_workspace, event_type_of
+
+log = logging.getLogger(__name__)
+
+
+_MESSAGES = table_of(Message)
+
+
+_SET_MESSAGE_ID = (
+    update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message")).values(message_id_header=bindparam("header"))
+)
+
+
+# A message planned before its address was suppressed (one waiting for its next try, for a run's wait, or in a
+# long fan-out) is not sent after all.
+_SUPPRESS_PENDING = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id.in_(bindparam("ids", expanding=True)),
+        _MESSAGES.c.status == MessageStatus.PENDING,
+        ADDRESS_SUPPRESSED,
+    )
+    .values(status=MessageStatus.SUPPRESSED, next_attempt_at=None, updated_at=bindparam("now"))
+    .returning(_MESSAGES.c.id, _MESSAGES.c.workspace_id)
+)
+
+
+def _log_result(result: SendResult, claim: Claim) -> None:
+    # The SMTP reply is the server's; the message's content never goes to the log.
+    log.info(
+        "message %d %s: %s",
+        result.key,
+        result.outcome,
+        result.reply,
+        extra={
+            "workspace_id": claim.workspace_id,
+            "event_id": claim.event_id,
+            "message_id": result.key,
+            "outcome": result.outcome.value,
+            "smtp_code": result.code,
+            "attempt": claim.attempts,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: int
+    failed: int
+    unknown: int
+    retry_ids: list[int]
+
+
+def deliver_messages(
+    sessions: sessionmaker[Session],
+    message_ids: list[int],
+    *,
+    run_id: str,
+    sending: SendingLoop,
+    deadline: float,
+    retries: RetryPolicy,
+    public_url: str,
+    clock: Callable[[], datetime],
+    settled: bool = False,
+    record_for: float | None = None,
+    bounce_domain: str | None = None,
+) -> DeliveryReport:
+    """Claim and render, commit, then for each message: commit its hand-over, send it, record its result.
+
+    `run_id` names this delivery across its retries and redeliveries (the Celery task id), so a later try
+    can settle what an earlier one that died left claimed; `settled` when the caller did that already in this
+    run (process_events did). Sending stops after `deadline` seconds; results that could not be written because
+    the database was away are tried again until `record_for` seconds (from the call) have passed.
+    """
+    started = time.monotonic()
+    # Rendered before the claim, outside the write: on SQLite a write transaction holds the one write lock, and
+    # rendering a batch takes far longer than claiming it.
+    with sessions() as session:
+        rendered = prepare_envelopes(
+            session, message_ids, now=clock(), public_url=public_url, bounce_domain=bounce_domain
+        )
+    with sessions.begin() as session:
+        if not settled:
+            settle_unfinished(session, run_id=run_id, now=clock())
+            # A settled run's messages were planned by it just now, against the suppressions of now.
+            now = clock()
+            suppressed = [
+                (key, workspace)
+                for key, workspace in session.execute(_SUPPRESS_PENDING, {"ids": message_ids, "now": now})
+            ]
+            announce_by_workspace(session, suppressed, event_type_of(MessageStatus.SUPPRESSED), now=now)
+        claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
+        prepared = rendered.claimed(claimed)
+        if prepared.message_id_headers:
+            headers = [{"message": key, "header": header} for key, header in prepared.message_id_headers.items()]
+            session.execute(_SET_MESSAGE_ID, headers)
+    if not claimed:
+        return DeliveryReport(sent=0, failed=0, unknown=0, retry_ids=[])
+    journal = DatabaseJournal(sessions, claimed, clock=clock, retries=retries)
+
+    async def send_recorded() -> list[SendResult]:
+        for failure in prepared.failures:
+            journal.record(failure)
+        results = list(prepared.failures)
+        if prepared.envelopes:
+            results += await sending.relays.send_all(prepared.envelopes, deadline=deadline, journal=journal)
+        await journal.flush(until=started + (record_for if record_for is not None else deadline))
+        return results
+
+    results = sending.run(send_recorded())
+    released = []
+    if len(results) < len(claimed):
+        # The deadline stopped the sending: settle the messages it left without a result.
+        with sessions.begin() as session:
+            released = settle_unfinished(session, run_id=run_id, now=clock())
+    for result in results:
+        delivery_metrics().delivered.labels(result.outcome).inc()
+        _log_result(result, claimed[result.key])
+    delivery_metrics().retries.inc(len(journal.retry_ids))
+    sent = sum(1 for result in results if result.outcome is Outcome.SENT)
+    unknown = sum(1 for result in results if result.outcome is Outcome.UNKNOWN)
+    failed = len(results) - sent - unknown - len(journal.retry_ids)
+    return DeliveryReport(sent=sent, failed=failed, unknown=unknown, retry_ids=journal.retry_ids + released)
