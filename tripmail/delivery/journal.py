@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.db import engine_of
@@ -17,6 +17,7 @@ from tripmail.delivery.claims import ADD_ATTEMPT, Claim
 from tripmail.delivery.retries import RetryPolicy
 from tripmail.delivery.smtp import JournalUnavailable, Outcome, SendResult
 from tripmail.delivery.suppressions import suppress
+from tripmail.faults import is_transient
 from tripmail.models import Message, MessageStatus, table_of
 from tripmail.webhooks.delivery_events import announce, event_type_of
 
@@ -204,10 +205,11 @@ class DatabaseJournal:
     async def flush(self, *, until: float | None = None) -> None:
         """Wait until everything is written; raise the database's error if it cannot be.
 
-        While the database is unreachable (or SQLite's write lock stays taken), the writing is tried again until
-        `until` (time.monotonic()). The results are the server's replies: once this run is gone they are lost, and
-        a message handed over without its result written is left `unknown` by the next try (never sent twice,
-        but an operator must look). A PostgreSQL restart of a few seconds during delivery left them so.
+        While the database is unreachable (or SQLite's write lock stays taken: tripmail.faults), the writing is tried
+        again until `until` (time.monotonic()); any other error is raised at once, as it would come back on every
+        try. The results are the server's replies: once this run is gone they are lost, and a message handed over
+        without its result written is left `unknown` by the next try (never sent twice, but an operator must look).
+        A PostgreSQL restart of a few seconds during delivery left them so.
         """
         if self._results_timer is not None:
             self._results_timer.cancel()
@@ -218,7 +220,7 @@ class DatabaseJournal:
         while self._results or self._withdrawn:
             self._failure = None
             await self._write_all(results_too=True)
-            if self._failure is None or not _transient(self._failure):
+            if self._failure is None or not is_transient(self._failure):
                 break
             if until is None or time.monotonic() + pause > until:
                 break
@@ -279,8 +281,3 @@ class DatabaseJournal:
                 now=self._clock(),
                 retries=self._retries,
             )
-
-
-def _transient(exc: SQLAlchemyError) -> bool:
-    """The database was unreachable or locked, rather than refusing what was written."""
-    return isinstance(exc, OperationalError) or bool(getattr(exc, "connection_invalidated", False))
