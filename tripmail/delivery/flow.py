@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tripmail.config import Settings
 from tripmail.delivery.claims import Claim, claim_messages, settle_unfinished
 from tripmail.delivery.journal import DatabaseJournal
 from tripmail.delivery.prepare import prepare_envelopes
@@ -19,6 +20,7 @@ from tripmail.delivery.smtp import Outcome, SendingLoop, SendResult
 from tripmail.delivery.suppressions import ADDRESS_SUPPRESSED
 from tripmail.metrics import delivery_metrics
 from tripmail.models import Message, MessageStatus, table_of
+from tripmail.queue import ByLane
 from tripmail.webhooks.delivery_events import announce_by_workspace, event_type_of
 
 log = logging.getLogger(__name__)
@@ -142,3 +144,135 @@ def deliver_messages(
     unknown = sum(1 for result in results if result.outcome is Outcome.UNKNOWN)
     failed = len(results) - sent - unknown - len(journal.retry_ids)
     return DeliveryReport(sent=sent, failed=failed, unknown=unknown, retry_ids=journal.retry_ids + released)
+
+
+# Hands a full batch of message ids, and whether its lane is the transactional one, to a delivery task.
+Publish = Callable[[list[int], bool], None]
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long a task that delivers a batch sends, and how long it keeps trying to record the results, in seconds
+    from the start of the delivery."""
+
+    send_s: float
+    record_s: float
+
+    @classmethod
+    def of(cls, time_limit_s: float, *, elapsed_s: float) -> "Deadlines":
+        """For a task with a hard time limit of `time_limit_s` that spent `elapsed_s` before it delivers."""
+        # Stop sending well inside the hard time limit, so the results so far are recorded, not killed; while the
+        # database is away, keep trying to record them almost until that limit.
+        return cls(send_s=max(1.0, time_limit_s * 0.8 - elapsed_s), record_s=max(1.0, time_limit_s * 0.9 - elapsed_s))
+
+
+class InlineRemainder:
+    """Full batches of messages go to delivery tasks in their lane, for other processes to send in parallel; the
+    rest (all of it, for a few one-contact events) is kept for the task that planned it to send, which saves a task
+    and a wait in the queue per event."""
+
+    def __init__(self, *, batch_size: int, publish: Publish) -> None:
+        self._batch_size = batch_size
+        self._publish = publish
+        self.rest: list[int] = []
+
+    def enqueue(self, planned: ByLane) -> None:
+        """Publish each lane's ids when they fill a batch, else keep them."""
+        for transactional, message_ids in planned.lanes():
+            if len(message_ids) >= self._batch_size:
+                self._publish(message_ids, transactional)
+            else:
+                self.rest.extend(message_ids)
+
+
+def deliver_batch(
+    sessions: sessionmaker[Session],
+    message_ids: list[int],
+    *,
+    run_id: str,
+    sending: Callable[[], SendingLoop],
+    settings: Settings,
+    clock: Callable[[], datetime],
+    elapsed_s: float = 0.0,
+    settled: bool = False,
+) -> DeliveryReport:
+    """deliver_messages within the time limit of a task that spent `elapsed_s` before it, under the retry policy
+    of `settings`; the batch's tally goes to the log.
+
+    `sending` gives the process's sending loop: it is called, and so the loop built, only when there is something
+    to send (in deliver_planned and deliver_after too)."""
+    deadlines = Deadlines.of(settings.task_time_limit_s, elapsed_s=elapsed_s)
+    report = deliver_messages(
+        sessions,
+        message_ids,
+        run_id=run_id,
+        sending=sending(),
+        deadline=deadlines.send_s,
+        record_for=deadlines.record_s,
+        retries=RetryPolicy.of(settings),
+        public_url=settings.public_url,
+        clock=clock,
+        settled=settled,
+        bounce_domain=settings.bounce_domain,
+    )
+    log.info(
+        "delivered batch: %d sent, %d failed, %d unknown, %d waiting to be tried again",
+        report.sent,
+        report.failed,
+        report.unknown,
+        len(report.retry_ids),
+    )
+    return report
+
+
+def deliver_planned(
+    sessions: sessionmaker[Session],
+    plan: Callable[[Callable[[ByLane], None]], None],
+    *,
+    run_id: str,
+    sending: Callable[[], SendingLoop],
+    settings: Settings,
+    publish: Publish,
+    clock: Callable[[], datetime],
+) -> None:
+    """Run `plan`, which hands the messages it plans to the enqueue it is given: full batches are published
+    (InlineRemainder), the rest is sent here once it returns. `plan` settles what earlier tries of `run_id` left
+    claimed (ingest's process_events does), so the rest is delivered as settled."""
+    started = time.monotonic()
+    remainder = InlineRemainder(batch_size=settings.send_batch_size, publish=publish)
+    plan(remainder.enqueue)
+    if remainder.rest:
+        deliver_batch(
+            sessions,
+            remainder.rest,
+            run_id=run_id,
+            sending=sending,
+            settings=settings,
+            clock=clock,
+            elapsed_s=time.monotonic() - started,
+            settled=True,
+        )
+
+
+def deliver_after(
+    sessions: sessionmaker[Session],
+    plan: Callable[[], list[int]],
+    *,
+    run_id: str,
+    sending: Callable[[], SendingLoop],
+    settings: Settings,
+    clock: Callable[[], datetime],
+) -> None:
+    """Run `plan` and send every message it returns here, within what is left of the task's time limit."""
+    started = time.monotonic()
+    message_ids = plan()
+    if message_ids:
+        deliver_batch(
+            sessions,
+            message_ids,
+            run_id=run_id,
+            sending=sending,
+            settings=settings,
+            clock=clock,
+            elapsed_s=time.monotonic() - started,
+        )
