@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.contacts.store import upsert_contact
 from tripmail.delivery.claims import claim_messages
-from tripmail.delivery.prepare import prepare_envelopes
+from tripmail.delivery.envelopes import prepare_envelopes
 from tripmail.delivery.suppressions import suppress
 from tripmail.ids import new_id
 from tripmail.ingest.events import (

@@ -77,6 +77,10 @@ _MARK_UNKNOWN = (
 
 ADD_ATTEMPT = insert(_ATTEMPTS)
 
+_SET_MESSAGE_ID = (
+    update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message")).values(message_id_header=bindparam("header"))
+)
+
 
 class Claim(NamedTuple):
     """What recording the result of a claimed message needs of it, returned by the claim rather than read again."""
@@ -159,3 +163,9 @@ def give_up_run(
     announce_by_workspace(
         session, [(key, workspace) for key, workspace in failed], event_type_of(MessageStatus.FAILED), now=now
     )
+
+
+def store_message_id_headers(session: Session, headers: dict[int, str]) -> None:
+    """Store each claimed message's Message-ID header (by message id) with its claim."""
+    if headers:
+        session.execute(_SET_MESSAGE_ID, [{"message": key, "header": header} for key, header in headers.items()])

@@ -1,4 +1,4 @@
-"""Preparing: a batch's messages read, rendered and built into envelopes, before any of them is claimed.
+"""Envelopes: a batch's messages read, rendered and built for SMTP, before any of them is claimed.
 
 Apart from the claims: it writes nothing, so it runs outside the write transaction (on SQLite a write holds the
 one write lock, and rendering a batch takes far longer than claiming it).

@@ -1,5 +1,6 @@
 """The delivery flow: the transactions that claim, send and settle a batch of messages (the functions that take a
-sessionmaker); each step's statements live in the modules beside it.
+sessionmaker), and the policy of the tasks that deliver: which batches they publish to a lane and which they send
+themselves, within what time. Each step's statements live in the modules beside it, in functions taking a session.
 """
 
 import logging
@@ -8,44 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import Settings
-from tripmail.delivery.claims import Claim, claim_messages, settle_unfinished
+from tripmail.delivery.claims import Claim, claim_messages, settle_unfinished, store_message_id_headers
+from tripmail.delivery.envelopes import prepare_envelopes
 from tripmail.delivery.journal import DatabaseJournal
-from tripmail.delivery.prepare import prepare_envelopes
 from tripmail.delivery.retries import RetryPolicy
 from tripmail.delivery.smtp import Outcome, SendingLoop, SendResult
-from tripmail.delivery.suppressions import ADDRESS_SUPPRESSED
+from tripmail.delivery.suppressions import suppress_pending
 from tripmail.metrics import delivery_metrics
-from tripmail.models import Message, MessageStatus, table_of
 from tripmail.queue import ByLane
-from tripmail.webhooks.delivery_events import announce_by_workspace, event_type_of
 
 log = logging.getLogger(__name__)
-
-
-_MESSAGES = table_of(Message)
-
-
-_SET_MESSAGE_ID = (
-    update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message")).values(message_id_header=bindparam("header"))
-)
-
-
-# A message planned before its address was suppressed (one waiting for its next try, for a run's wait, or in a
-# long fan-out) is not sent after all.
-_SUPPRESS_PENDING = (
-    update(_MESSAGES)
-    .where(
-        _MESSAGES.c.id.in_(bindparam("ids", expanding=True)),
-        _MESSAGES.c.status == MessageStatus.PENDING,
-        ADDRESS_SUPPRESSED,
-    )
-    .values(status=MessageStatus.SUPPRESSED, next_attempt_at=None, updated_at=bindparam("now"))
-    .returning(_MESSAGES.c.id, _MESSAGES.c.workspace_id)
-)
 
 
 def _log_result(result: SendResult, claim: Claim) -> None:
@@ -106,17 +82,10 @@ def deliver_messages(
         if not settled:
             settle_unfinished(session, run_id=run_id, now=clock())
             # A settled run's messages were planned by it just now, against the suppressions of now.
-            now = clock()
-            suppressed = [
-                (key, workspace)
-                for key, workspace in session.execute(_SUPPRESS_PENDING, {"ids": message_ids, "now": now})
-            ]
-            announce_by_workspace(session, suppressed, event_type_of(MessageStatus.SUPPRESSED), now=now)
+            suppress_pending(session, message_ids, now=clock())
         claimed = claim_messages(session, message_ids, run_id=run_id, now=clock())
         prepared = rendered.claimed(claimed)
-        if prepared.message_id_headers:
-            headers = [{"message": key, "header": header} for key, header in prepared.message_id_headers.items()]
-            session.execute(_SET_MESSAGE_ID, headers)
+        store_message_id_headers(session, prepared.message_id_headers)
     if not claimed:
         return DeliveryReport(sent=0, failed=0, unknown=0, retry_ids=[])
     journal = DatabaseJournal(sessions, claimed, clock=clock, retries=retries)

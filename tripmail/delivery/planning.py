@@ -136,4 +136,5 @@ def _insert_messages(session: Session, rows: list[dict[str, Any]]) -> list[int]:
 
 
 def pending_message_ids(session: Session, event_id: str) -> ByLane:
+    """The ids of an event's messages still pending, by lane: what a redelivered task hands on again."""
     return messages_by_lane(session, (Message.event_id == event_id) & (Message.status == MessageStatus.PENDING))

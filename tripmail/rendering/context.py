@@ -46,6 +46,7 @@ def contact_context(contact: ContactColumns) -> dict[str, Any]:
 
 
 def event_context(event: EventColumns) -> dict[str, Any]:
+    """`event` in templates and conditions."""
     return {
         "id": event.id,
         "name": event.name,
