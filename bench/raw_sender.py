@@ -4,7 +4,7 @@ Run as `python -m bench.raw_sender --port N --count C --connections K --domain D
 clock it renders every message (the quickstart template through tripmail.rendering.templates) and builds it, connects
 nothing, and prints READY. KIND `message` (PERFORMANCE.md's physical limit) keeps stdlib EmailMessage objects,
 which `send_message` flattens in the loop, as an app with its messages in hand would send them; KIND `bytes`
-keeps them flattened by tripmail.delivery.messages.build_email, leaving only the SMTP client and the sink in the
+keeps them flattened by tripmail.delivery.mime.build_email, leaving only the SMTP client and the sink in the
 loop. On a
 `go` line on stdin it opens K connections and sends every message over them (each connection takes the next
 message as soon as its last one is accepted), then prints `DONE <sent> <failed> <seconds>`.
@@ -22,7 +22,7 @@ from email.utils import format_datetime
 import aiosmtplib
 
 from bench.quickstart import FIRST_NAME, quickstart_email, recipient, reset_link, stdlib_message
-from tripmail.delivery.messages import build_email
+from tripmail.delivery.mime import build_email
 from tripmail.rendering.templates import render_email, template_context
 
 # (envelope sender, recipient, flattened message) or a message that send_message flattens and addresses itself.

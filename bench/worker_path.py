@@ -1,7 +1,7 @@
 """The worker's own CPU per event, without Celery, the api or Redis: `python -m bench.worker_path`.
 
 Runs the functions the worker's tasks call (tripmail.ingest.flow.process_events,
-tripmail.delivery.messages.deliver_messages) in
+tripmail.delivery.flow.deliver_planned) in
 this process against the quickstart's set-up on a fresh SQLite file, sending to the bench's counting sink in its
 own process. Two shapes: one-contact events one task at a time (what 100 single requests a second become) and a
 batch request's events (what `/v1/events/batch` becomes). Prints wall and CPU time (this process, all threads)
@@ -23,14 +23,12 @@ from bench.quickstart import APPLY_FILE, EVENT, FIRST_NAME, recipient, reset_lin
 from tests.integration.conftest import free_port, port_open, wait_until
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-from tripmail.delivery import messages as delivery
-from tripmail.delivery.retries import RetryPolicy
+from tripmail.delivery import flow
 from tripmail.delivery.smtp import SendingLoop, parse_relays
 from tripmail.ids import new_id, utcnow
 from tripmail.ingest.flow import process_events
 from tripmail.migrations import upgrade
 from tripmail.models import Workspace
-from tripmail.queue import ByLane
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 from tripmail.setup.apply import apply_file
 from tripmail.setup.spec import load_apply_file
@@ -85,17 +83,9 @@ def main() -> None:
                 workspace_id = session.scalars(select(Workspace.id)).one()
             sending = SendingLoop(parse_relays(f"smtp://127.0.0.1:{port}"), size=4, timeout=30)
 
-            def deliver(message_ids: list[int], run_id: str, *, settled: bool) -> None:
-                delivery.deliver_messages(
-                    sessions,
-                    message_ids,
-                    run_id=run_id,
-                    sending=sending,
-                    deadline=60,
-                    retries=RetryPolicy.of(settings),
-                    public_url="http://127.0.0.1:8000",
-                    clock=utcnow,
-                    settled=settled,
+            def publish(message_ids: list[int], transactional: bool) -> None:
+                flow.deliver_batch(
+                    sessions, message_ids, run_id=new_id(), sending=lambda: sending, settings=settings, clock=utcnow
                 )
 
             def run_task(pairs: list[tuple[str, TriggerRequest]]) -> None:
@@ -103,19 +93,18 @@ def main() -> None:
                 after the other), the rest is sent inline; the triggers are read back from their queued form."""
                 run_id = new_id()
                 queued = [(event_id, trigger.model_dump(mode="json")) for event_id, trigger in pairs]
-                rest: list[int] = []
-
-                def enqueue(planned: ByLane) -> None:
-                    for _transactional, message_ids in planned.lanes():
-                        if len(message_ids) >= BATCH_SIZE:
-                            deliver(message_ids, new_id(), settled=False)
-                        else:
-                            rest.extend(message_ids)
-
                 read_back = [(event_id, TriggerRequest.read_back(trigger)) for event_id, trigger in queued]
-                process_events(sessions, read_back, enqueue=enqueue, batch_size=BATCH_SIZE, clock=utcnow, run_id=run_id)
-                if rest:
-                    deliver(rest, run_id, settled=True)
+                flow.deliver_planned(
+                    sessions,
+                    lambda enqueue: process_events(
+                        sessions, read_back, enqueue=enqueue, batch_size=BATCH_SIZE, clock=utcnow, run_id=run_id
+                    ),
+                    run_id=run_id,
+                    sending=lambda: sending,
+                    settings=settings,
+                    publish=publish,
+                    clock=utcnow,
+                )
 
             if options.prefill:
                 timed("prefill", options.prefill, lambda: run_task(triggers(workspace_id, 0, options.prefill, "pre")))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.config import get_settings
 from tripmail.db import make_sessionmaker
-from tripmail.delivery import messages as delivery
+from tripmail.delivery.claims import give_up_run
 from tripmail.delivery.smtp import SendingLoop, make_sending_loop
 from tripmail.ids import utcnow
 from tripmail.logs import configure
@@ -101,28 +101,24 @@ class GivesUpWhenLost(Task):  # type: ignore[misc]
 
     def give_up(self, session: Session, reason: str, *args: Any) -> None:
         """Fail what the task would have sent; here, the messages its runs claimed."""
-        delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow())
+        give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow())
 
 
-def _forget_finished(task_id: str | None = None, state: str | None = None, **_: object) -> None:
-    # A task that will retry was published again under the same id, which keeps its entry.
-    if task_id is None or state not in (states.SUCCESS, states.FAILURE):
-        return
-    try:
-        ledger.forget(ledger_store(), task_id)
-    except RedisError:
-        # Kept, the entry makes the scheduler publish the finished task again: a harmless second run.
-        log.warning("could not forget finished task %s", task_id)
-
-
-def _forget_runs(task_id: str | None = None, **_: object) -> None:
-    # Finished, retrying or failed: this run did not die under the task. A retry starts the count again.
+def _forget_task(task_id: str | None = None, state: str | None = None, **_: object) -> None:
+    """After each run of a task: forget its count of runs and, once it finished, its ledger entry; one round trip."""
     if task_id is None:
         return
     try:
-        ledger_store().delete(_runs_key(task_id))
+        pipe = ledger_store().pipeline(transaction=False)
+        # Finished, retrying or failed: this run did not die under the task. A retry starts the count again.
+        pipe.delete(_runs_key(task_id))
+        # A task that will retry was published again under the same id, which keeps its entry.
+        if state in (states.SUCCESS, states.FAILURE):
+            ledger.forget_in(pipe, task_id)
+        pipe.execute()
     except RedisError:
-        log.warning("could not forget the runs of task %s", task_id)
+        # Kept, the entry makes the scheduler publish the finished task again: a harmless second run.
+        log.warning("could not forget the runs of task %s, nor whether it finished", task_id)
 
 
 def _serve_metrics(**_: object) -> None:
@@ -145,5 +141,4 @@ def _configure_logging(loglevel: int | str | None = None, **_: object) -> None:
 setup_logging.connect(_configure_logging)
 worker_init.connect(_serve_metrics)
 worker_process_shutdown.connect(_forget_process)
-task_postrun.connect(_forget_finished)
-task_postrun.connect(_forget_runs)
+task_postrun.connect(_forget_task)

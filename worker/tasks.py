@@ -1,8 +1,6 @@
 """Tasks: signature in, one unit of work, one domain call. No logic here."""
 
 import functools
-import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,18 +9,15 @@ from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session
 
 import tripmail.automations.flow
+import tripmail.delivery.flow
 import tripmail.ingest.flow
 import tripmail.webhooks.flow
 from tripmail import faults, queue
 from tripmail.config import get_settings
-from tripmail.delivery import messages as delivery
-from tripmail.delivery.retries import RetryPolicy
+from tripmail.delivery.claims import give_up_run
 from tripmail.ids import utcnow
-from tripmail.queue import ByLane
 from tripmail.schemas.trigger import TriggerRequest
 from worker.app import GivesUpWhenLost, celery, sending, sessions, webhook_client
-
-log = logging.getLogger(__name__)
 
 
 def retried_while_transient(run: Callable[..., None]) -> Callable[..., None]:
@@ -59,7 +54,7 @@ class RecordsFailedEvents(GivesUpWhenLost):
         # A redelivered run takes every pending message of its events for its own (tripmail.ingest.flow.process_events).
         [pairs] = args
         event_ids = [event_id for event_id, _ in pairs]
-        delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), event_ids=event_ids)
+        give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), event_ids=event_ids)
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
@@ -80,27 +75,23 @@ def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
     rest (all of it, for a few one-contact events) is sent here, which saves a task and a wait in the queue per
     event.
     """
-    started = time.monotonic()
     settings = get_settings()
-    rest: list[int] = []
-
-    def enqueue(planned: ByLane) -> None:
-        for transactional, message_ids in planned.lanes():
-            if len(message_ids) >= settings.send_batch_size:
-                deliver_messages.apply_async([message_ids], queue=queue.queue_for(transactional=transactional))
-            else:
-                rest.extend(message_ids)
-
-    tripmail.ingest.flow.process_events(
+    tripmail.delivery.flow.deliver_planned(
         sessions(),
-        [(event_id, TriggerRequest.read_back(trigger)) for event_id, trigger in pairs],
-        enqueue=enqueue,
-        batch_size=settings.send_batch_size,
-        clock=utcnow,
+        lambda enqueue: tripmail.ingest.flow.process_events(
+            sessions(),
+            [(event_id, TriggerRequest.read_back(trigger)) for event_id, trigger in pairs],
+            enqueue=enqueue,
+            batch_size=settings.send_batch_size,
+            clock=utcnow,
+            run_id=self.request.id,
+        ),
         run_id=self.request.id,
+        sending=sending,
+        settings=settings,
+        publish=_publish,
+        clock=utcnow,
     )
-    if rest:
-        _deliver(self.request.id, rest, elapsed_s=time.monotonic() - started, settled=True)
 
 
 @celery.task(name=queue.CARRY_ON_RUNS, bind=True, base=GivesUpWhenLost, max_retries=None)
@@ -108,10 +99,14 @@ def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
 def carry_on_runs(self: Task, run_ids: list[int]) -> None:
     """Carry on runs whose wait is over and send what they plan; running it twice is harmless (a run is carried
     on by one transaction only, and its messages are claimed before they are sent)."""
-    started = time.monotonic()
-    message_ids = tripmail.automations.flow.carry_on_runs(sessions(), run_ids, clock=utcnow)
-    if message_ids:
-        _deliver(self.request.id, message_ids, elapsed_s=time.monotonic() - started)
+    tripmail.delivery.flow.deliver_after(
+        sessions(),
+        lambda: tripmail.automations.flow.carry_on_runs(sessions(), run_ids, clock=utcnow),
+        run_id=self.request.id,
+        sending=sending,
+        settings=get_settings(),
+        clock=utcnow,
+    )
 
 
 @celery.task(name=queue.FIRE_WEBHOOKS, bind=True, base=GivesUpWhenLost, max_retries=None)
@@ -121,40 +116,20 @@ def fire_webhooks(self: Task, delivery_ids: list[int]) -> None:
     tripmail.webhooks.flow.fire_webhooks(sessions(), delivery_ids, client=webhook_client(), clock=utcnow)
 
 
-def _deliver(run_id: str, message_ids: list[int], *, elapsed_s: float = 0.0, settled: bool = False) -> None:
-    settings = get_settings()
-    report = delivery.deliver_messages(
-        sessions(),
-        message_ids,
-        run_id=run_id,
-        sending=sending(),
-        # Stop sending well inside the hard time limit, so the results so far are recorded, not killed; while the
-        # database is away, keep trying to record them almost until that limit.
-        deadline=max(1.0, settings.task_time_limit_s * 0.8 - elapsed_s),
-        record_for=max(1.0, settings.task_time_limit_s * 0.9 - elapsed_s),
-        retries=RetryPolicy.of(settings),
-        public_url=settings.public_url,
-        clock=utcnow,
-        settled=settled,
-        bounce_domain=settings.bounce_domain,
-    )
-    log.info(
-        "delivered batch: %d sent, %d failed, %d unknown, %d waiting to be tried again",
-        report.sent,
-        report.failed,
-        report.unknown,
-        len(report.retry_ids),
-    )
+def _publish(message_ids: list[int], transactional: bool) -> None:
+    deliver_messages.apply_async([message_ids], queue=queue.queue_for(transactional=transactional))
 
 
 class DeliversMessages(GivesUpWhenLost):
     def give_up(self, session: Session, reason: str, *args: Any) -> None:
         [message_ids] = args
-        delivery.give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), message_ids=message_ids)
+        give_up_run(session, run_id=self.request.id, reason=reason, now=utcnow(), message_ids=message_ids)
 
 
 @celery.task(name=queue.DELIVER_MESSAGES, bind=True, base=DeliversMessages, max_retries=None)
 @retried_while_transient
 def deliver_messages(self: Task, message_ids: list[int]) -> None:
     """Send a batch of planned messages; the transient failures wait in the database for the scheduler."""
-    _deliver(self.request.id, message_ids)
+    tripmail.delivery.flow.deliver_batch(
+        sessions(), message_ids, run_id=self.request.id, sending=sending, settings=get_settings(), clock=utcnow
+    )

@@ -13,7 +13,8 @@ from tests.bounce_samples import COMPLAINT, DELAYED, EXIM, PERMANENT, POSTFIX, S
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.bounces.reports import Recorded, ReportOutcome, read_report, record_report
 from tripmail.config import Settings
-from tripmail.delivery.messages import message_id_header, prepare_envelopes
+from tripmail.delivery.envelopes import prepare_envelopes
+from tripmail.delivery.mime import message_id_header
 from tripmail.delivery.verp import parse_verp_address, verp_address
 from tripmail.ids import new_id
 from tripmail.ingest.recording import record_event

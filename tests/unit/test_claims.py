@@ -4,23 +4,18 @@ import asyncio
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import workspace_with_messages
 from tripmail.config import Settings
-from tripmail.db import make_sessionmaker
-from tripmail.delivery.messages import (
-    STOPPED_AFTER_HAND_OVER,
-    DatabaseJournal,
-    claim_messages,
-    give_up_run,
-    record_progress,
-    settle_unfinished,
-)
+from tripmail.db import engine_of, make_sessionmaker
+from tripmail.delivery.claims import STOPPED_AFTER_HAND_OVER, claim_messages, give_up_run, settle_unfinished
+from tripmail.delivery.journal import DatabaseJournal, record_progress
 from tripmail.delivery.retries import RetryPolicy, due_messages, mark_handed_out
 from tripmail.delivery.smtp import Outcome, SendResult
 from tripmail.models import Message, MessageAttempt
@@ -234,6 +229,32 @@ def test_the_journal_keeps_results_the_database_cannot_take_until_it_can(
     other.close()
     assert states(sessions, ids) == [("sent", 1, "run-1"), ("sent", 1, "run-1"), ("pending", 0, None)]
     impatient.kw["bind"].dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_journal_does_not_retry_a_database_error_that_would_come_back_on_every_try(
+    sessions: sessionmaker[Session], settings: Settings, tmp_path: Path
+) -> None:
+    """An OperationalError that is not transient (tripmail.faults; here a database without the messages table)
+    is raised at the first try: trying again could only fail again. The message stays claimed, to be settled as
+    unknown rather than sent twice."""
+    first, _, _ = ids = three_messages(sessions)
+    with sessions.begin() as session:
+        claims = claim_messages(session, [first], run_id="run-1", now=NOW)
+    elsewhere = make_sessionmaker(settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'empty.db'}"}))
+    writes = []
+    event.listen(engine_of(elsewhere), "begin", lambda _: writes.append(1))
+    journal = DatabaseJournal(elsewhere, claims, clock=lambda: NOW, retries=RETRIES)
+
+    async def send_one() -> None:
+        journal.record(SendResult(first, Outcome.SENT, 250, "250 queued"))
+        with pytest.raises(OperationalError, match="no such table"):
+            await journal.flush(until=time.monotonic() + 5)
+
+    asyncio.run(send_one())
+    elsewhere.kw["bind"].dispose()
+    assert len(writes) == 1
+    assert states(sessions, ids)[0] == ("sending", 1, "run-1")
 
 
 def test_a_hand_out_marked_after_a_worker_tried_the_message_again_does_not_hold_its_next_try_back(

@@ -18,7 +18,8 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.builders import workspace_with_messages
 from tripmail.db import engine_of
-from tripmail.delivery.messages import claim_messages, record_results, settle_unfinished
+from tripmail.delivery.claims import claim_messages, settle_unfinished
+from tripmail.delivery.journal import record_results
 from tripmail.delivery.retries import RetryPolicy
 from tripmail.delivery.smtp import Outcome, SendResult, Stage
 from tripmail.delivery.suppressions import add_suppressions

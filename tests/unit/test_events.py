@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.contacts.store import upsert_contact
-from tripmail.delivery.messages import claim_messages, prepare_envelopes
+from tripmail.delivery.claims import claim_messages
+from tripmail.delivery.envelopes import prepare_envelopes
 from tripmail.delivery.suppressions import suppress
 from tripmail.ids import new_id
 from tripmail.ingest.event_types import get_or_create_event_type

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.contacts.field_options import FieldOption
 from tripmail.contacts.fields import apply_field_options, check_overrides, message_field_values
-from tripmail.delivery.messages import claim_messages, prepare_envelopes, recipient
+from tripmail.delivery.claims import claim_messages
+from tripmail.delivery.envelopes import prepare_envelopes
+from tripmail.delivery.planning import recipient
 from tripmail.errors import InvalidRequest
 from tripmail.ids import new_id
 from tripmail.ingest.recording import record_event

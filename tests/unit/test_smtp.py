@@ -9,7 +9,7 @@ from email.policy import compat32, default
 
 import pytest
 
-from tripmail.delivery.messages import build_email
+from tripmail.delivery.mime import build_email
 from tripmail.delivery.rates import parse_domain_rates
 from tripmail.delivery.smtp import (
     Outcome,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.builders import apply_spec, password_reset_spec
 from tripmail.contacts.store import upsert_contact
 from tripmail.contacts.unsubscribe import contact_of_token, token_parts, unsubscribe, unsubscribe_token, unsubscribe_url
-from tripmail.delivery.messages import build_email
+from tripmail.delivery.mime import build_email
 from tripmail.errors import NotFound
 from tripmail.models import Contact, Workspace
 from tripmail.rendering.templates import RenderedEmail

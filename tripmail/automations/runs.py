@@ -24,8 +24,7 @@ from tripmail.automations.program import Started, started_automation
 from tripmail.automations.steps import Running, SendStep, StepFailed, kind_of
 from tripmail.contacts.audience import field_types
 from tripmail.db import insert_new
-from tripmail.delivery import messages as delivery
-from tripmail.delivery.messages import EventColumns, contact_context, event_context
+from tripmail.delivery.planning import plan_messages
 from tripmail.models import (
     Automation,
     AutomationRun,
@@ -38,6 +37,7 @@ from tripmail.models import (
     table_of,
 )
 from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
+from tripmail.rendering.context import EventColumns, contact_context, event_context
 from tripmail.schemas.trigger import TriggerRequest
 
 
@@ -221,9 +221,7 @@ def _carry_on(session: Session, run: AutomationRun, automation: Started, *, now:
     run.enqueued_at = None
     run.updated_at = now
     # Its messages are read back by carry_on, with those an earlier try of it planned.
-    delivery.plan_messages(
-        session, run.workspace_id, event.id, [contact], [carried.sends], trigger.channel_filter, now=now
-    )
+    plan_messages(session, run.workspace_id, event.id, [contact], [carried.sends], trigger.channel_filter, now=now)
     add_webhooks(session, carried.webhooks)
 
 

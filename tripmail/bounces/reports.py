@@ -48,7 +48,7 @@ _ACCEPTED = (MessageStatus.SENT, MessageStatus.UNKNOWN)
 _COMPLAINT_TYPES = {"abuse", "fraud", "virus", "other"}
 # Where a bounce's recipient shows once it is in a mailbox: the delivering MTA's record of the envelope recipient.
 _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To")
-# Tripmail's Message-ID, `<event id>.<message id>@<sender domain>` (delivery.message_id_header).
+# Tripmail's Message-ID, `<event id>.<message id>@<sender domain>` (tripmail.delivery.mime.message_id_header).
 _TRIPMAIL_MESSAGE_ID = re.compile(r"<[^<>.@\s]+\.(\d+)@[^<>@\s]+>")
 _MESSAGE_ID_LINE = re.compile(r"^message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
 # A line of a human-readable bounce that carries an SMTP reply code or an enhanced status code.

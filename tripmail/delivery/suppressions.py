@@ -1,9 +1,8 @@
-"""The suppression list, the addresses a workspace no longer mails: as delivery adds and reads it, and as an
-operator lists, adds and lifts them.
+"""The suppression list as an operator sees it: list, add and lift the addresses a workspace no longer mails.
 
-A permanent SMTP refusal adds an address while its message fails (suppress), and planning a message reads the
-list (suppressed_addresses): an address lifted here is mailed again from the next event on. Apart from the rest of
-delivery because bounce reports and the api reach the list too, and neither loads the SMTP client.
+A permanent SMTP refusal adds an address while its message fails (suppress, below), and planning a message reads
+the list (suppressed_addresses): an address lifted here is mailed again from the next event on. Apart from the
+rest of delivery because bounce reports and the api reach the list too, and neither loads the SMTP client.
 """
 
 from collections.abc import Sequence
@@ -12,26 +11,38 @@ from datetime import datetime
 
 from pydantic.networks import validate_email
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Connection, Exists, bindparam, delete, select
+from sqlalchemy import Connection, Exists, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from tripmail.contacts.identity import normalize_email
 from tripmail.db import insert_if_absent, insert_new
 from tripmail.errors import FieldError, InvalidRequest, NotFound
-from tripmail.models import Message, Suppression, SuppressionSource, Workspace, table_of
+from tripmail.models import Message, MessageStatus, Suppression, SuppressionSource, Workspace, table_of
 from tripmail.schemas.suppressions import SuppressionPage, SuppressionView
+from tripmail.webhooks.delivery_events import announce_by_workspace, event_type_of
 
 _MESSAGES = table_of(Message)
 _SUPPRESSIONS = table_of(Suppression)
-_SUPPRESSED = select(_SUPPRESSIONS.c.email).where(
-    _SUPPRESSIONS.c.workspace_id == bindparam("ws"), _SUPPRESSIONS.c.email.in_(bindparam("emails", expanding=True))
-)
 
 # In a statement over messages: the message's address is on its workspace's suppression list.
 ADDRESS_SUPPRESSED: Exists = (
     select(_SUPPRESSIONS.c.id)
     .where(_SUPPRESSIONS.c.workspace_id == _MESSAGES.c.workspace_id, _SUPPRESSIONS.c.email == _MESSAGES.c.to_address)
     .exists()
+)
+
+
+# A message planned before its address was suppressed (one waiting for its next try, for a run's wait, or in a
+# long fan-out) is not sent after all.
+_SUPPRESS_PENDING = (
+    update(_MESSAGES)
+    .where(
+        _MESSAGES.c.id.in_(bindparam("ids", expanding=True)),
+        _MESSAGES.c.status == MessageStatus.PENDING,
+        ADDRESS_SUPPRESSED,
+    )
+    .values(status=MessageStatus.SUPPRESSED, next_attempt_at=None, updated_at=bindparam("now"))
+    .returning(_MESSAGES.c.id, _MESSAGES.c.workspace_id)
 )
 
 
@@ -140,6 +151,11 @@ def remove_suppression(session: Session, workspace_id: int, email: str) -> None:
         raise NotFound(f"{address} is not suppressed in this workspace", field="email")
 
 
+_SUPPRESSED = select(_SUPPRESSIONS.c.email).where(
+    _SUPPRESSIONS.c.workspace_id == bindparam("ws"), _SUPPRESSIONS.c.email.in_(bindparam("emails", expanding=True))
+)
+
+
 def suppress(
     session: Session | Connection,
     workspace_id: int,
@@ -156,7 +172,15 @@ def suppress(
 
 
 def suppressed_addresses(session: Session, workspace_id: int, addresses: set[str]) -> set[str]:
-    """Those of the addresses the workspace suppresses."""
+    """Those of `addresses` on the workspace's suppression list."""
     if not addresses:
         return set()
     return set(session.scalars(_SUPPRESSED, {"ws": workspace_id, "emails": list(addresses)}))
+
+
+def suppress_pending(session: Session, message_ids: list[int], *, now: datetime) -> None:
+    """Mark suppressed, and announce so, those of these pending messages whose address is suppressed now."""
+    suppressed = [
+        (key, workspace) for key, workspace in session.execute(_SUPPRESS_PENDING, {"ids": message_ids, "now": now})
+    ]
+    announce_by_workspace(session, suppressed, event_type_of(MessageStatus.SUPPRESSED), now=now)

@@ -21,10 +21,11 @@ from tripmail.contacts.audience import (
 from tripmail.contacts.fields import apply_field_options
 from tripmail.contacts.store import update_contact
 from tripmail.db import insert_new
-from tripmail.delivery.messages import EventColumns, Recipient, add_messages, message_rows, plan_messages, recipient
+from tripmail.delivery.planning import Recipient, add_messages, message_rows, plan_messages, recipient
 from tripmail.delivery.suppressions import suppressed_addresses
 from tripmail.models import AutomationRun, Contact, Event, EventStatus
 from tripmail.queue import ByLane
+from tripmail.rendering.context import EventColumns
 from tripmail.schemas.trigger import TriggerRequest
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from tripmail.delivery.messages import settle_unfinished
+from tripmail.delivery.claims import settle_unfinished
 from tripmail.errors import TripmailError
 from tripmail.faults import is_transient, reason
 from tripmail.ingest.fan_out import fan_out_chunk

@@ -20,7 +20,7 @@ from tripmail.contacts.audience import field_types
 from tripmail.contacts.fields import apply_field_options
 from tripmail.contacts.store import find_contact, new_contact_values, update_contact, upsert_contact
 from tripmail.db import insert_new
-from tripmail.delivery.messages import add_messages, message_rows, pending_message_ids
+from tripmail.delivery.planning import add_messages, message_rows, pending_message_ids
 from tripmail.delivery.suppressions import suppressed_addresses
 from tripmail.ids import normalize_key
 from tripmail.ingest.dedupe import content_digest

@@ -22,6 +22,7 @@ from typing import Any
 from celery.app.amqp import AMQP
 from kombu.exceptions import OperationalError
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,14 @@ def record(store: Redis, task_id: str, name: str, args: Any, kwargs: Any, *, que
 
 def forget(store: Redis, task_id: str) -> None:
     pipe = store.pipeline(transaction=False)
+    forget_in(pipe, task_id)
+    pipe.execute()
+
+
+def forget_in(pipe: Pipeline, task_id: str) -> None:
+    """Queue forgetting the task on a pipeline that carries other commands, to share its round trip."""
     pipe.hdel(TASKS, task_id)
     pipe.zrem(PUBLISHED_AT, task_id)
-    pipe.execute()
 
 
 class LedgerAMQP(AMQP):  # type: ignore[misc]
