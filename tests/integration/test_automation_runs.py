@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import select
 
-from tests.builders import apply_spec, follow_up_spec, make_token, unique_workspace_key
-from tests.integration.conftest import OwnStack, kill_group, running_sink, wait_until
-from tests.webhook_receiver import Receiver
+from tests.support.builders import apply_spec, follow_up_spec, make_token, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack, kill_group
+from tests.support.webhook_receiver import Receiver
 from tripmail.models import AutomationRun, WebhookDelivery
 from tripmail.webhooks.deliveries import signature
 

@@ -5,9 +5,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
 from tests.integration.test_delivery import attempts, post, settled
+from tests.support.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.stack import Tenant
 from tripmail.models import Message, Suppression
 
 

@@ -9,15 +9,10 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, contact_row, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import (
-    OwnStack,
-    Sink,
-    kill_group,
-    kill_pool,
-    running_sink,
-    wait_until,
-)
+from tests.support.builders import apply_spec, contact_row, make_token, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink, running_sink
+from tests.support.stack import OwnStack, kill_group, kill_pool
 from tripmail.models import Contact, Event, Message, MessageAttempt, Workspace
 
 CAMPAIGN = 3_000_001

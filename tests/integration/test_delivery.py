@@ -8,8 +8,17 @@ import httpx
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, contact_row, make_token, password_reset_spec, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import (
+    apply_spec,
+    contact_row,
+    make_token,
+    password_reset_spec,
+    sender_of,
+    unique_workspace_key,
+)
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.stack import Tenant
 from tests.unit.test_unsubscribe import mangled
 from tripmail.contacts.unsubscribe import unsubscribe_token
 from tripmail.ids import new_id

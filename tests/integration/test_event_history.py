@@ -6,8 +6,10 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.stack import Tenant
 
 
 @pytest.fixture

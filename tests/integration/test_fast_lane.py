@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import insert, select
 
-from tests.builders import apply_spec, contact_row, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import OwnStack, running_sink, scrape, wait_until
+from tests.support.builders import apply_spec, contact_row, make_token, sender_of, unique_workspace_key
+from tests.support.metrics import scrape
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack
 from tripmail.models import Contact, Workspace
 
 CAMPAIGN = 3_100_001

@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.dialects.esputnik import MAX_BODY_BYTES as ESPUTNIK_MAX_BODY_BYTES
-from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
-from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
+from tests.support.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import ReceivedMail, Sink
+from tests.support.stack import Tenant
 from tripmail.config import Settings
 from tripmail.contacts.store import email_md5, email_xxh
 from tripmail.ids import new_id

@@ -23,8 +23,11 @@ from api.enqueue import (
     dedupe_key,
     enqueue_once,
 )
-from tests.builders import apply_spec, make_token, password_reset_spec
-from tests.integration.conftest import OwnStack, free_port, running_sink, wait_until
+from tests.support.builders import apply_spec, make_token, password_reset_spec
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.errors import KeyReused, Unavailable

@@ -17,17 +17,12 @@ import pytest
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
-from tests.integration.conftest import (
-    free_port,
-    running_sink,
-    start_api,
-    start_redis,
-    start_scheduler,
-    start_worker,
-    stop,
-    wait_until,
-)
+from tests.support.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.redis_server import start_redis
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import start_api, start_scheduler, start_worker, stop
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.delivery.smtp import parse_smtp_url

@@ -8,8 +8,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.builders import apply_spec, follow_up_spec, make_token, unique_workspace_key
-from tests.integration.conftest import OwnStack, Tenant, free_port, running_sink, scrape, wait_until
+from tests.support.builders import apply_spec, follow_up_spec, make_token, unique_workspace_key
+from tests.support.metrics import scrape
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack, Tenant
 from tripmail.models import AutomationRun, Message
 
 on_postgresql = pytest.mark.parametrize("own_settings", ["postgresql"], indirect=True)

@@ -5,7 +5,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, unique_workspace_key
+from tests.support.builders import apply_spec, make_token, unique_workspace_key
 
 
 @pytest.fixture

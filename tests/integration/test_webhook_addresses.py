@@ -11,11 +11,13 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
 from tests.integration.test_delivery import post
 from tests.integration.test_delivery_events import register, rows_of, webhook_headers
-from tests.webhook_receiver import Receiver
+from tests.support.builders import apply_spec, make_token, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.stack import Tenant
+from tests.support.webhook_receiver import Receiver
 
 REFUSED = "is not public (loopback); see TRIPMAIL_WEBHOOK_ALLOW_NETWORKS"
 

@@ -8,7 +8,7 @@ from pydantic import JsonValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.contacts import audience
 from tripmail.contacts.audience import QueryError, compile_query, contacts_page, custom_field_query
 from tripmail.models import Contact, Workspace

@@ -1,7 +1,7 @@
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.automations.program import automations_for, automations_on
 from tripmail.models import Automation, AutomationStep, Template, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.bounce_samples import COMPLAINT, DELAYED, EXIM, PERMANENT, POSTFIX, SENDMAIL, Sample
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.bounce_samples import COMPLAINT, DELAYED, EXIM, PERMANENT, POSTFIX, SENDMAIL, Sample
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.bounces.reports import Recorded, ReportOutcome, read_report, record_report
 from tripmail.config import Settings
 from tripmail.delivery.messages import message_id_header, prepare_envelopes

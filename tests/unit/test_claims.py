@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import workspace_with_messages
+from tests.support.builders import workspace_with_messages
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.delivery.messages import (

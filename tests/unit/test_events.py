@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.contacts.store import upsert_contact
 from tripmail.delivery.messages import claim_messages, prepare_envelopes, suppress
 from tripmail.ids import new_id

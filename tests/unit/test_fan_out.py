@@ -5,7 +5,7 @@ from pydantic import JsonValue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.contacts.audience import MAX_TERMS
 from tripmail.ids import new_id
 from tripmail.ingest import events

@@ -7,7 +7,7 @@ from pydantic import JsonValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.contacts.fields import apply_field_options, check_overrides, message_field_values
 from tripmail.delivery.messages import claim_messages, prepare_envelopes, recipient
 from tripmail.errors import InvalidRequest

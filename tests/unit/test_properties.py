@@ -15,7 +15,7 @@ from pydantic import JsonValue
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.contacts.audience import (
     MAX_CONDITIONS,
     MAX_NESTING,

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.bounce_samples import COMPLAINT, SENDMAIL
-from tests.builders import apply_spec, password_reset_spec
-from tests.provider_payloads import (
+from tests.support.bounce_samples import COMPLAINT, SENDMAIL
+from tests.support.builders import apply_spec, password_reset_spec
+from tests.support.provider_payloads import (
     MAILGUN_COMPLAINED,
     MAILGUN_DELIVERED,
     MAILGUN_PERMANENT,

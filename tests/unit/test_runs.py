@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec
+from tests.support.builders import apply_spec
 from tripmail.automations.runs import carry_on, due_runs, mark_handed_out
 from tripmail.errors import InvalidConfig
 from tripmail.ids import new_id

@@ -2,7 +2,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.lookups import ExpiringCache, SetupCache
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.models import Workspace
 
 

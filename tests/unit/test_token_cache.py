@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Principal, TokenCache, authenticate, live_principal
 from api.ratelimit import REVOCATION_RECHECK_S, RateLimiter, RedisPause, RevocationMarkers, token_key
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.config import Settings
 from tripmail.errors import NotFound, Unauthenticated
 from tripmail.models import ApiToken, Workspace

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec
-from tests.webhook_receiver import Receiver
+from tests.support.builders import apply_spec
+from tests.support.webhook_receiver import Receiver
 from tripmail.ids import new_id
 from tripmail.ingest.events import record_event
 from tripmail.models import WebhookDelivery, Workspace

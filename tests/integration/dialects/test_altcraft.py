@@ -14,8 +14,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
+from tests.support.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import ReceivedMail, Sink
+from tests.support.stack import Tenant
 from tripmail.config import Settings
 from tripmail.contacts.audience import MAX_CONDITIONS
 from tripmail.contacts.store import email_md5, email_xxh

@@ -5,8 +5,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.stack import Tenant
 from tripmail.models import Event, Workspace
 
 SEED_EVENT_ID = "9bb6215c-e2b1-4e51-abff-3a96ca185088"

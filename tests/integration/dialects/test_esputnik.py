@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
+from tests.support.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import ReceivedMail, Sink
+from tests.support.stack import Tenant
 from tripmail.models import Contact, Event, EventType, Workspace
 
 # Contacts and events are stored by a worker: each test has the stack's workers running, whatever ran before it.

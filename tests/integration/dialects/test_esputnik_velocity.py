@@ -3,9 +3,11 @@
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
 from tests.integration.dialects.test_esputnik import basic, post
+from tests.support.builders import apply_spec, make_token, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.stack import Tenant
 
 # The rendering does not depend on the database: one backend is enough.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")
