@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.support.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tests.support.builders import Tenant, make_tenant, password_reset_spec, unique_workspace_key
 from tests.support.databases import new_database
 from tests.support.ports import free_port
 from tests.support.redis_server import running_redis
@@ -25,7 +25,6 @@ from tests.support.stack import (
     QUICK_RETRIES,
     OwnStack,
     SharedStacks,
-    Tenant,
     start_api,
     stop,
 )
@@ -93,21 +92,13 @@ def db(backend: str, shared_stacks: SharedStacks) -> sessionmaker[Session]:
 @pytest.fixture
 def tenant(db: sessionmaker[Session]) -> Tenant:
     """A workspace of this test's own, loaded with the password-reset automation, and a token for it."""
-    key = unique_workspace_key()
-    with db.begin() as session:
-        apply_spec(session, password_reset_spec(key))
-        token = make_token(session, key)
-    return Tenant(key=key, token=token)
+    return make_tenant(db, password_reset_spec(unique_workspace_key()))
 
 
 @pytest.fixture
 def other_tenant(db: sessionmaker[Session]) -> Tenant:
     """A second workspace whose only event is ONLY_OTHER: a token of `tenant` must not reach it."""
-    key = unique_workspace_key("other")
-    with db.begin() as session:
-        apply_spec(session, password_reset_spec(key, event="ONLY_OTHER"))
-        token = make_token(session, key)
-    return Tenant(key=key, token=token)
+    return make_tenant(db, password_reset_spec(unique_workspace_key("other"), event="ONLY_OTHER"))
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
 from tests.integration.test_delivery import post, settled
-from tests.support.builders import make_token
+from tests.support.builders import Tenant, make_token
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
-from tests.support.stack import Tenant, run_tripmail
+from tests.support.stack import run_tripmail
 from tests.support.webhook_receiver import Receiver
 from tripmail.config import Settings
 from tripmail.models import WebhookDelivery

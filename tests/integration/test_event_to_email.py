@@ -4,10 +4,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.support.builders import unique_workspace_key
+from tests.support.builders import Tenant, unique_workspace_key
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
-from tests.support.stack import Tenant
 from tripmail.models import Event, Message, Workspace
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.integration.test_bounces import message_state
 from tests.integration.test_delivery import post, settled
 from tests.support.bounce_samples import COMPLAINT, SENDMAIL
-from tests.support.builders import make_token, unique_workspace_key
+from tests.support.builders import Tenant, make_token, unique_workspace_key
 from tests.support.polling import wait_until
 from tests.support.provider_payloads import (
     MAILGUN_COMPLAINED,
@@ -38,7 +38,7 @@ from tests.support.provider_payloads import (
     with_content,
 )
 from tests.support.smtp_sink import Sink, running_sink
-from tests.support.stack import OwnStack, Tenant
+from tests.support.stack import OwnStack
 from tests.unit.test_provider_webhooks import sendgrid_key_pair, sendgrid_signature
 from tripmail.config import Settings
 from tripmail.models import Message

@@ -7,10 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.test_delivery import post, settled
-from tests.support.builders import make_token, unique_workspace_key
+from tests.support.builders import Tenant, make_token, unique_workspace_key
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
-from tests.support.stack import Tenant, run_tripmail
+from tests.support.stack import run_tripmail
 from tripmail.config import Settings
 from tripmail.models import Suppression, Workspace
 

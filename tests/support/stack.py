@@ -17,7 +17,7 @@ import yaml
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.support.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
+from tests.support.builders import Tenant, apply_spec, make_tenant, password_reset_spec, unique_workspace_key
 from tests.support.databases import new_database
 from tests.support.polling import wait_until
 from tests.support.ports import free_port
@@ -244,16 +244,6 @@ def start_api(settings: Settings, workdir: Path, name: str = "api") -> tuple[sub
     return start_server(["api"], service_env(settings), workdir / f"{name}.log", probe="/healthz", status=200)
 
 
-@dataclass(frozen=True)
-class Tenant:
-    key: str
-    token: str
-
-    @property
-    def sender(self) -> str:
-        return sender_of(self.key)
-
-
 _apply_files = itertools.count(1)
 
 
@@ -298,7 +288,4 @@ class OwnStack:
 
     def tenant(self, prefix: str) -> Tenant:
         """A workspace with the password-reset automation, and a token for it."""
-        key = unique_workspace_key(prefix)
-        with self.db.begin() as session:
-            apply_spec(session, password_reset_spec(key))
-            return Tenant(key, make_token(session, key))
+        return make_tenant(self.db, password_reset_spec(unique_workspace_key(prefix)))

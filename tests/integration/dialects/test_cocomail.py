@@ -7,10 +7,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.support.builders import make_token
+from tests.support.builders import Tenant, make_token
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
-from tests.support.stack import Tenant
 from tripmail.models import Contact, EventType, Workspace
 
 # The seed's curl example, byte for byte; `curl -d` labels it form-urlencoded.
