@@ -57,7 +57,8 @@ from bench.processes import (
     write_line,
 )
 from bench.quickstart import APPLY_FILE, FIRST_NAME, REPOSITORY, batch_bodies, event_body, recipient, reset_link
-from tests.integration.conftest import free_port
+from tests.support.ports import free_port
+from tests.support.stack import service_env
 from tripmail.config import Settings
 from tripmail.queue import QUEUES
 
@@ -202,15 +203,16 @@ def start_stack(group: ProcessGroup, work: Path) -> Stack:
         raise RuntimeError(f"the sink did not start:\n{sink_process.log_tail()}")
     sink = SinkClient(sink_process)
 
-    env = os.environ | {
-        "TRIPMAIL_DATABASE_URL": f"sqlite:///{work / 'tripmail.db'}",
-        "TRIPMAIL_REDIS_URL": redis_url,
-        "TRIPMAIL_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-        "TRIPMAIL_MAIL_DIR": str(work / "mail"),
+    settings = Settings(
+        database_url=f"sqlite:///{work / 'tripmail.db'}",
+        redis_url=redis_url,
+        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+        mail_dir=work / "mail",
         # One token sends 20,000 events in seconds and wrk some 3,000 requests/s: the bench measures the path, not
         # the per-token limit.
-        "TRIPMAIL_RATE_LIMIT_PER_MINUTE": "0",
-    }
+        rate_limit_per_minute=0,
+    )
+    env = service_env(settings)
     tripmail_cli(env, work, "migrate")
     tripmail_cli(env, work, "apply", str(APPLY_FILE))
     token = tripmail_cli(env, work, "token", "create", "--workspace", "quickstart", "--scopes", "events:write")
@@ -220,7 +222,7 @@ def start_stack(group: ProcessGroup, work: Path) -> Stack:
     api = group.start(
         "api",
         [PYTHON, "-m", "tripmail", "api", "--port", str(api_port)],
-        env=env | {"TRIPMAIL_BENCH_BASELINE": "1"},
+        env=service_env(settings.model_copy(update={"bench_baseline": True})),
         cwd=work,
     )
     api_url = f"http://127.0.0.1:{api_port}"

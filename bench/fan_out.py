@@ -19,8 +19,9 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
-from tests.builders import apply_spec
-from tests.integration.conftest import free_port, port_open, wait_until
+from tests.support.builders import apply_spec
+from tests.support.polling import wait_until
+from tests.support.ports import free_port, port_open
 from tripmail import queue
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker

@@ -41,7 +41,7 @@ from bench.delivery import (
     wait_for_sink,
 )
 from bench.processes import PYTHON, ProcessGroup, Started, wait_for_log
-from tests.builders import apply_spec, contact_row
+from tests.support.builders import apply_spec, contact_row
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.models import Contact, Workspace

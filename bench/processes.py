@@ -16,7 +16,8 @@ from typing import IO
 import psutil
 
 from bench.quickstart import REPOSITORY
-from tests.integration.conftest import port_open, wait_until
+from tests.support.polling import wait_until
+from tests.support.ports import port_open
 
 PYTHON = sys.executable
 

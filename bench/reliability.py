@@ -32,7 +32,9 @@ from bench.delivery import machine_line, record, source_line, tripmail_cli
 from bench.fault_sink import refused
 from bench.processes import PYTHON, ProcessGroup, Started, bench_env, read_line, wait_for_log, wait_for_port, write_line
 from bench.quickstart import APPLY_FILE, REPOSITORY, batch_bodies, recipient
-from tests.integration.conftest import free_port
+from tests.support.ports import free_port
+from tests.support.stack import service_env
+from tripmail.config import Settings
 from tripmail.models import Event, Message, MessageAttempt
 
 REPORT = REPOSITORY / "bench" / "reliability.md"
@@ -194,18 +196,20 @@ class Stack:
             raise RuntimeError(f"the sink did not start:\n{sink.log_tail()}")
         self.sink = FaultSink(sink)
         self.database_url = f"sqlite:///{work / 'tripmail.db'}"
-        self.env = os.environ | {
-            "TRIPMAIL_DATABASE_URL": self.database_url,
-            "TRIPMAIL_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "TRIPMAIL_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-            "TRIPMAIL_MAIL_DIR": str(work / "mail"),
-            "TRIPMAIL_RATE_LIMIT_PER_MINUTE": "0",
-            "TRIPMAIL_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
-            "TRIPMAIL_TASK_TIME_LIMIT_S": str(TASK_TIME_LIMIT_S),
-            "TRIPMAIL_TASK_LOST_AFTER_S": str(TASK_LOST_AFTER_S),
-            # Seconds rather than the production minutes, so a 421 is tried again within the scenario.
-            "TRIPMAIL_SEND_RETRY_SCHEDULE": SEND_RETRY_SCHEDULE,
-        }
+        self.env = service_env(
+            Settings(
+                database_url=self.database_url,
+                redis_url=f"redis://127.0.0.1:{self.redis_port}/0",
+                smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+                mail_dir=work / "mail",
+                rate_limit_per_minute=0,
+                visibility_timeout_s=VISIBILITY_TIMEOUT_S,
+                task_time_limit_s=TASK_TIME_LIMIT_S,
+                task_lost_after_s=TASK_LOST_AFTER_S,
+                # Seconds rather than the production minutes, so a 421 is tried again within the scenario.
+                send_retry_schedule=SEND_RETRY_SCHEDULE,
+            )
+        )
         tripmail_cli(self.env, work, "migrate")
         tripmail_cli(self.env, work, "apply", str(APPLY_FILE))
         token = tripmail_cli(self.env, work, "token", "create", "--workspace", "quickstart", "--scopes", "events:write")

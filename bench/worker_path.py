@@ -20,7 +20,8 @@ from sqlalchemy import select
 
 from bench.processes import PYTHON
 from bench.quickstart import APPLY_FILE, EVENT, FIRST_NAME, recipient, reset_link
-from tests.integration.conftest import free_port, port_open, wait_until
+from tests.support.polling import wait_until
+from tests.support.ports import free_port, port_open
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.delivery import flow

@@ -1,5 +1,4 @@
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,7 +6,8 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.postgres import Cluster, running_cluster
+from tests.support.databases import new_database
+from tests.support.postgres import Cluster, running_cluster
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.migrations import upgrade
@@ -27,14 +27,6 @@ def postgres() -> Iterator[Cluster]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh database for this test, on each backend Tripmail supports."""
     return new_database(request, request.param, tmp_path)
-
-
-def new_database(request: pytest.FixtureRequest, backend: str, folder: Path) -> str:
-    """The URL of a new, empty database: a SQLite file in `folder`, or a database of the test cluster."""
-    if backend == "sqlite":
-        return f"sqlite:///{folder / f'tripmail-{uuid.uuid4().hex}.db'}"
-    cluster: Cluster = request.getfixturevalue("postgres")
-    return cluster.new_database()
 
 
 @pytest.fixture

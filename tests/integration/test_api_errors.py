@@ -7,8 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.enqueue import claimed_by, dedupe_key
-from tests.builders import apply_spec, make_token, password_reset_spec
-from tests.integration.conftest import Tenant, wait_until
+from tests.support.builders import Tenant, apply_spec, make_token, password_reset_spec
+from tests.support.polling import wait_until
 from tripmail.config import Settings
 from tripmail.ids import utcnow
 from tripmail.models import ApiToken, Contact, Workspace

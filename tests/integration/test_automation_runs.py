@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 import httpx
 from sqlalchemy import select
 
-from tests.builders import apply_spec, follow_up_spec, make_token, unique_workspace_key
-from tests.integration.conftest import OwnStack, kill_group, running_sink, wait_until
-from tests.webhook_receiver import Receiver
+from tests.support.builders import follow_up_spec, make_template, make_tenant, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack, kill_group
+from tests.support.webhook_receiver import Receiver
 from tripmail.models import AutomationRun, WebhookDelivery
 from tripmail.webhooks.deliveries import signature
 
@@ -34,9 +36,7 @@ def run_status(stack: OwnStack) -> str | None:
 
 def test_a_wait_survives_a_scheduler_and_worker_restart_and_sends_once(stack: OwnStack) -> None:
     key = unique_workspace_key("wait")
-    with stack.db.begin() as session:
-        apply_spec(session, follow_up_spec(key))
-        token = make_token(session, key)
+    token = make_tenant(stack.db, follow_up_spec(key)).token
     email = f"{key}@example.com"
     with running_sink(stack.smtp_port) as sink:
         worker, scheduler = stack.start_worker("worker-1"), stack.start_scheduler("scheduler-1")
@@ -60,9 +60,7 @@ def test_a_paused_automation_holds_its_waiting_run_and_resuming_sends_it(stack: 
     key = unique_workspace_key("pause")
     # Long enough that `tripmail apply` (a process of its own) pauses the automation before the wait ends.
     wait = "8s"
-    with stack.db.begin() as session:
-        apply_spec(session, follow_up_spec(key, wait=wait))
-        token = make_token(session, key)
+    token = make_tenant(stack.db, follow_up_spec(key, wait=wait)).token
     email = f"{key}@example.com"
     with running_sink(stack.smtp_port) as sink:
         stack.start_worker()
@@ -88,7 +86,7 @@ def test_a_webhook_is_retried_after_a_500_and_arrives_signed(stack: OwnStack) ->
     with Receiver.running([500, 200]) as receiver, running_sink(stack.smtp_port):
         spec = {
             "workspace": key,
-            "templates": [{"key": "t", "subject": "s", "text": "t"}],
+            "templates": [make_template("t", "s", "t")],
             "automations": [
                 {
                     "name": "Hook",
@@ -97,9 +95,7 @@ def test_a_webhook_is_retried_after_a_500_and_arrives_signed(stack: OwnStack) ->
                 }
             ],
         }
-        with stack.db.begin() as session:
-            apply_spec(session, spec)
-            token = make_token(session, key)
+        token = make_tenant(stack.db, spec).token
         stack.start_worker()
         stack.start_scheduler()
         response = httpx.post(

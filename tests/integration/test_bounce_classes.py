@@ -5,9 +5,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
 from tests.integration.test_delivery import attempts, post, settled
+from tests.support.builders import Tenant, make_tenant, password_reset_spec, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
 from tripmail.models import Message, Suppression
 
 
@@ -58,9 +59,7 @@ def test_a_refused_sender_fails_the_message_and_suppresses_no_recipient(
     key = unique_workspace_key("sender")
     spec = password_reset_spec(key)
     spec["from"] = f"Acme <refused-sender-{sender_of(key)}>"
-    with db.begin() as session:
-        apply_spec(session, spec)
-        tenant = Tenant(key, make_token(session, key))
+    tenant = make_tenant(db, spec)
     email = f"{key}@example.com"
 
     failed_once(db, post(api_url, tenant, email).json()["id"], "550 5.7.1 sender rejected")

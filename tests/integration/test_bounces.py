@@ -14,10 +14,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.bounce_samples import COMPLAINT, DELAYED, POSTFIX, SENDMAIL
-from tests.builders import unique_workspace_key
-from tests.integration.conftest import OwnStack, Sink, Tenant, free_port, running_sink, service_env, wait_until
 from tests.integration.test_delivery import post, settled
+from tests.support.bounce_samples import COMPLAINT, DELAYED, POSTFIX, SENDMAIL
+from tests.support.builders import Tenant, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.smtp_sink import Sink, running_sink
+from tests.support.stack import OwnStack, service_env
 from tests.unit.test_bounces import state
 from tripmail.config import Settings
 from tripmail.delivery.verp import verp_address

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from tests.conftest import new_database
-from tests.integration.conftest import free_port, port_open, service_env, stop, wait_until
+from tests.support.databases import new_database
+from tests.support.polling import wait_until
+from tests.support.ports import free_port, port_open
+from tests.support.stack import service_env, stop
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.setup.tokens import SECRET_PREFIX, find_token, revoked_key

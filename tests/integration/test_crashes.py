@@ -9,15 +9,18 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, contact_row, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import (
-    OwnStack,
-    Sink,
-    kill_group,
-    kill_pool,
-    running_sink,
-    wait_until,
+from tests.support.builders import (
+    contact_row,
+    make_automation,
+    make_template,
+    make_token,
+    make_workspace,
+    sender_of,
+    workspace_spec,
 )
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink, running_sink
+from tests.support.stack import OwnStack, kill_group, kill_pool
 from tripmail.models import Contact, Event, Message, MessageAttempt, Workspace
 
 CAMPAIGN = 3_000_001
@@ -44,20 +47,19 @@ def settled(db: sessionmaker[Session], workspace: str, expected: int) -> dict[st
 
 def campaign_audience(db: sessionmaker[Session], size: int) -> tuple[str, str, list[str]]:
     """A workspace with `size` contacts and a campaign that mails them all; its key, token and addresses."""
-    key = unique_workspace_key("crash")
-    spec = {
-        "workspace": key,
-        "from": f"Crash <{sender_of(key)}>",
-        "contact_fields": [{"name": "rank", "type": "number"}],
-        "templates": [{"key": "hello", "subject": "Hello {{ contact.rank }}", "text": "rank {{ contact.rank }}"}],
-        "automations": [{"name": "Crash", "id": CAMPAIGN, "steps": [{"send_email": {"template": "hello"}}]}],
-    }
+    spec = workspace_spec(
+        "crash",
+        sender="Crash",
+        contact_fields=[{"name": "rank", "type": "number"}],
+        templates=[make_template("hello", "Hello {{ contact.rank }}", "rank {{ contact.rank }}")],
+        automations=[make_automation("Crash", "hello", id=CAMPAIGN)],
+    )
+    key = spec["workspace"]
     emails = [f"{key}-{index}@example.com" for index in range(size)]
     now = datetime.now(UTC)
     with db.begin() as session:
-        apply_spec(session, spec)
+        workspace_id = make_workspace(session, spec)
         token = make_token(session, key)
-        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
         rows = [contact_row(workspace_id, f"{key}-{i:05}", email, {"rank": i}, now) for i, email in enumerate(emails)]
         session.execute(insert(Contact), rows)
     return key, token, emails

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import make_token
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import Tenant, make_token
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
 from tripmail.models import Workspace
 
 REFUSAL = "contacts refused by the test"

@@ -16,9 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.integration.conftest import OwnStack, Sink, Tenant, free_port, running_sink, wait_until
 from tests.integration.test_crashes import post_reset, settled, statuses
-from tests.postgres import Cluster, running_cluster
+from tests.support.builders import Tenant
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.postgres import Cluster, running_cluster
+from tests.support.smtp_sink import Sink, running_sink
+from tests.support.stack import OwnStack
 from tripmail.config import Settings
 from tripmail.migrations import upgrade
 from tripmail.models import Event

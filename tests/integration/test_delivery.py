@@ -8,8 +8,17 @@ import httpx
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, contact_row, make_token, password_reset_spec, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import (
+    Tenant,
+    contact_row,
+    make_template,
+    make_tenant,
+    password_reset_spec,
+    sender_of,
+    unique_workspace_key,
+)
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
 from tests.unit.test_unsubscribe import mangled
 from tripmail.contacts.unsubscribe import unsubscribe_token
 from tripmail.ids import new_id
@@ -152,7 +161,7 @@ def test_marketing_mail_unsubscribes_in_one_click_and_transactional_mail_still_a
     key = unique_workspace_key("news")
     spec = password_reset_spec(key)
     spec["event_types"].append({"key": "NEWSLETTER", "name": "Newsletter"})
-    spec["templates"].append({"key": "news", "subject": "News for {{ contact.email }}", "text": "Hello"})
+    spec["templates"].append(make_template("news", "News for {{ contact.email }}", "Hello"))
     spec["automations"].append(
         {
             "name": "News",
@@ -161,9 +170,7 @@ def test_marketing_mail_unsubscribes_in_one_click_and_transactional_mail_still_a
             "steps": [{"send_email": {"template": "news"}}],
         }
     )
-    with db.begin() as session:
-        apply_spec(session, spec)
-        tenant = Tenant(key, make_token(session, key))
+    tenant = make_tenant(db, spec)
     email = f"{key}@example.com"
 
     post(api_url, tenant, email, event="NEWSLETTER")

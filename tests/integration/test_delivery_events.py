@@ -11,10 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
-from tests.builders import make_token
-from tests.integration.conftest import Sink, Tenant, run_tripmail, wait_until
 from tests.integration.test_delivery import post, settled
-from tests.webhook_receiver import Receiver
+from tests.support.builders import Tenant, make_token
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.stack import run_tripmail
+from tests.support.webhook_receiver import Receiver
 from tripmail.config import Settings
 from tripmail.models import WebhookDelivery
 from tripmail.webhooks.delivery_events import SUBSCRIPTIONS_FRESH_S

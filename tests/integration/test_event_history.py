@@ -6,40 +6,32 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import Tenant, make_automation, make_template, make_tenant, make_token, workspace_spec
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
 
 
 @pytest.fixture
 def shop(db: sessionmaker[Session]) -> Tenant:
-    key = unique_workspace_key("history")
-    spec = {
-        "workspace": key,
-        "from": f"Shop <{sender_of(key)}>",
-        "templates": [
-            {"key": "vip", "subject": "VIP", "text": "vip"},
-            {"key": "thanks", "subject": "Thanks", "text": "thanks"},
-        ],
-        "automations": [
-            {
-                "name": "Purchase",
-                "trigger": "purchase_completed",
-                "transactional": True,
-                "steps": [
-                    {
-                        "condition": {
-                            "if": "data.amount > 100",
-                            "then": [{"send_email": {"template": "vip"}}],
-                            "else": [{"send_email": {"template": "thanks"}}],
-                        }
+    spec = workspace_spec(
+        "history",
+        templates=[make_template("vip", "VIP", "vip"), make_template("thanks", "Thanks", "thanks")],
+        automations=[
+            make_automation(
+                "Purchase",
+                {
+                    "condition": {
+                        "if": "data.amount > 100",
+                        "then": [{"send_email": {"template": "vip"}}],
+                        "else": [{"send_email": {"template": "thanks"}}],
                     }
-                ],
-            }
+                },
+                trigger="purchase_completed",
+                transactional=True,
+            )
         ],
-    }
-    with db.begin() as session:
-        apply_spec(session, spec)
-        return Tenant(key, make_token(session, key, ["events:write", "events:read", "contacts:read"]))
+    )
+    return make_tenant(db, spec, ["events:write", "events:read", "contacts:read"])
 
 
 def get(api_url: str, token: str, path: str, **params: Any) -> httpx.Response:

@@ -4,11 +4,22 @@ takes only the lanes it was started on (`tripmail worker --queues`)."""
 from datetime import UTC, datetime
 
 import httpx
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 
-from tests.builders import apply_spec, contact_row, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import OwnStack, running_sink, scrape, wait_until
-from tripmail.models import Contact, Workspace
+from tests.support.builders import (
+    contact_row,
+    make_automation,
+    make_template,
+    make_token,
+    make_workspace,
+    sender_of,
+    unique_workspace_key,
+)
+from tests.support.metrics import scrape
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack
+from tripmail.models import Contact
 
 CAMPAIGN = 3_100_001
 # Enough messages that the bulk worker is busy with them for a while: 16 delivery tasks of 250.
@@ -19,7 +30,7 @@ def set_up(stack: OwnStack, prefix: str, audience: int = 0) -> tuple[str, str]:
     """A workspace with a transactional password reset (FORGOT_PASSWORD), a marketing newsletter (NEWSLETTER) and a
     marketing campaign to `audience` contacts; its key and a token."""
     key = unique_workspace_key(prefix)
-    template = {"key": "hello", "subject": "Hello", "text": "Hello {{ contact.email }}"}
+    template = make_template("hello", "Hello", "Hello {{ contact.email }}")
     spec = {
         "workspace": key,
         "from": f"Acme <{sender_of(key)}>",
@@ -33,15 +44,14 @@ def set_up(stack: OwnStack, prefix: str, audience: int = 0) -> tuple[str, str]:
                 "transactional": True,
                 "steps": [{"send_email": {"template": "hello"}}],
             },
-            {"name": "News", "trigger": "NEWSLETTER", "steps": [{"send_email": {"template": "hello"}}]},
-            {"name": "Campaign", "id": CAMPAIGN, "steps": [{"send_email": {"template": "hello"}}]},
+            make_automation("News", "hello", trigger="NEWSLETTER"),
+            make_automation("Campaign", "hello", id=CAMPAIGN),
         ],
     }
     now = datetime.now(UTC)
     with stack.db.begin() as session:
-        apply_spec(session, spec)
+        workspace_id = make_workspace(session, spec)
         token = make_token(session, key)
-        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
         rows = [
             contact_row(workspace_id, f"{key}-{i:05}", f"{key}-{i}@example.com", {"rank": i}, now)
             for i in range(audience)

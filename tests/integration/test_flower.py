@@ -10,7 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Sink, Tenant, service_env, start_server, stop, wait_until
+from tests.support.builders import Tenant
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.stack import service_env, start_server, stop
 from tripmail.config import Settings
 
 AUTH = ("ops", "flower-password")

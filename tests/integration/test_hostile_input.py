@@ -19,11 +19,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.dialects.esputnik import MAX_BODY_BYTES as ESPUTNIK_MAX_BODY_BYTES
-from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
-from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
+from tests.support.builders import (
+    Tenant,
+    apply_spec,
+    make_automation,
+    make_contact,
+    make_template,
+    make_tenant,
+    make_token,
+    make_workspace,
+    password_reset_spec,
+    unique_workspace_key,
+    workspace_spec,
+)
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import ReceivedMail, Sink
 from tripmail.config import Settings
-from tripmail.contacts.identity import email_md5, email_xxh
-from tripmail.ids import new_id
 from tripmail.models import Contact, Event, Message, Template, Workspace
 from tripmail.setup.tokens import KNOWN_SCOPES
 
@@ -186,12 +197,11 @@ def test_line_breaks_in_a_contact_email_are_422_and_nothing_is_queued(
 @pytest.fixture
 def letters(db: sessionmaker[Session]) -> Tenant:
     """A workspace whose subject shows a contact field and event data, and whose body tries the sandbox."""
-    key = unique_workspace_key("hostile")
-    spec = {
-        "workspace": key,
-        "from": f"Acme <{sender_of(key)}>",
-        "event_types": [{"key": "LETTER"}],
-        "templates": [
+    spec = workspace_spec(
+        "hostile",
+        sender="Acme",
+        event_types=[{"key": "LETTER"}],
+        templates=[
             {
                 "key": "letter",
                 "subject": "Hi {{ contact.first_name }}: {{ data.title }}",
@@ -199,16 +209,14 @@ def letters(db: sessionmaker[Session]) -> Tenant:
                 "[{{ data.__class__ }}] {{ data.title }} {{ data.body }}",
                 "html": "<p>{{ data.body }}</p>",
             },
-            {"key": "escape", "subject": "x", "text": "{{ ''.__class__.__mro__[1].__subclasses__() }}"},
+            make_template("escape", "x", "{{ ''.__class__.__mro__[1].__subclasses__() }}"),
         ],
-        "automations": [
+        automations=[
             {"name": t, "trigger": "LETTER", "transactional": True, "steps": [{"send_email": {"template": t}}]}
             for t in ("letter", "escape")
         ],
-    }
-    with db.begin() as session:
-        apply_spec(session, spec)
-        return Tenant(key, make_token(session, key))
+    )
+    return make_tenant(db, spec)
 
 
 def test_line_breaks_for_the_subject_and_template_syntax_in_data_reach_no_header_and_run_nothing(
@@ -253,28 +261,25 @@ def test_line_breaks_for_the_subject_and_template_syntax_in_data_reach_no_header
 def templates_past_bounds(db: sessionmaker[Session]) -> Tenant:
     """A workspace whose GROW event sends three emails: one builds past the sandbox's bound, one renders past its
     time bound, one is plain."""
-    key = unique_workspace_key("bounds")
-    spec = {
-        "workspace": key,
-        "from": f"Acme <{sender_of(key)}>",
-        "event_types": [{"key": "GROW"}],
-        "templates": [
-            {"key": "grow", "subject": "Grow", "text": "{{ 'a' * 10**9 }}"},
+    spec = workspace_spec(
+        "bounds",
+        sender="Acme",
+        event_types=[{"key": "GROW"}],
+        templates=[
+            make_template("grow", "Grow", "{{ 'a' * 10**9 }}"),
             {
                 "key": "spin",
                 "subject": "Spin",
                 "text": "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
             },
-            {"key": "plain", "subject": "Plain for {{ contact.email }}", "text": "Hello"},
+            make_template("plain", "Plain for {{ contact.email }}", "Hello"),
         ],
-        "automations": [
+        automations=[
             {"name": t, "trigger": "GROW", "transactional": True, "steps": [{"send_email": {"template": t}}]}
             for t in ("grow", "spin", "plain")
         ],
-    }
-    with db.begin() as session:
-        apply_spec(session, spec)
-        return Tenant(key, make_token(session, key))
+    )
+    return make_tenant(db, spec)
 
 
 def test_a_template_past_a_bound_fails_its_message_with_the_rule_and_the_others_go_out(
@@ -317,33 +322,18 @@ AUTOMATION_ID = 904_091
 @pytest.fixture(scope="session")
 def files(db: sessionmaker[Session]) -> tuple[Tenant, str]:
     """An altcraft trigger campaign that mails whatever files it is sent, and a profile for it to reach."""
-    key = unique_workspace_key("files")
-    spec = {
-        "workspace": key,
-        "from": f"Files <{sender_of(key)}>",
-        "templates": [{"key": "files", "subject": "Your files", "text": "Attached."}],
-        "automations": [{"name": "Files", "id": AUTOMATION_ID, "steps": [{"send_email": {"template": "files"}}]}],
-    }
+    spec = workspace_spec(
+        "files",
+        sender="Files",
+        templates=[make_template("files", "Your files", "Attached.")],
+        automations=[make_automation("Files", "files", id=AUTOMATION_ID)],
+    )
     address = f"{unique_workspace_key('p')}@example.com"
-    now = datetime.now(UTC)
     with db.begin() as session:
-        apply_spec(session, spec)
-        token = make_token(session, key)
-        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
-        session.add(
-            Contact(
-                id=new_id(),
-                workspace_id=workspace_id,
-                email=address,
-                email_md5=email_md5(address),
-                email_xxh=email_xxh(address),
-                fields={},
-                consents={"email": True},
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    return Tenant(key, token), address
+        workspace_id = make_workspace(session, spec)
+        token = make_token(session, spec["workspace"])
+        make_contact(session, workspace_id, address, now=datetime.now(UTC))
+    return Tenant(spec["workspace"], token), address
 
 
 def send_files(api_url: str, files: tuple[Tenant, str], attach: list[dict[str, str]]) -> httpx.Response:

@@ -9,8 +9,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import Tenant, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
 from tripmail.models import Event, Workspace
 
 

@@ -23,8 +23,11 @@ from api.enqueue import (
     dedupe_key,
     enqueue_once,
 )
-from tests.builders import apply_spec, make_token, password_reset_spec
-from tests.integration.conftest import OwnStack, free_port, running_sink, wait_until
+from tests.support.builders import make_tenant, password_reset_spec
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.errors import KeyReused, Unavailable
@@ -203,9 +206,7 @@ def test_healthz_is_answered_while_a_large_authenticated_body_is_parsed(
     own_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sessions = make_sessionmaker(own_settings)
-    with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("big"))
-        token = make_token(session, "big")
+    token = make_tenant(sessions, password_reset_spec("big")).token
     sessions.kw["bind"].dispose()
     big = json.dumps({"event": "FORGOT_PASSWORD", "contact": {"email": "a@example.com"}, "data": {"x": "y" * 2**20}})
     order: list[str] = []

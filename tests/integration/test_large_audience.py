@@ -4,12 +4,21 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, contact_row, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
-from tripmail.models import Contact, Workspace
+from tests.support.builders import (
+    Tenant,
+    contact_row,
+    make_automation,
+    make_template,
+    make_token,
+    make_workspace,
+    workspace_spec,
+)
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tripmail.models import Contact
 
 SIZE = 20_000
 CAMPAIGN = 2_000_001
@@ -21,19 +30,18 @@ pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope
 
 @pytest.fixture(scope="module")
 def crowd(db: sessionmaker[Session]) -> tuple[Tenant, list[str]]:
-    key = unique_workspace_key("crowd")
-    spec = {
-        "workspace": key,
-        "from": f"Crowd <{sender_of(key)}>",
-        "contact_fields": [{"name": "CRM_ID", "type": "string"}, {"name": "rank", "type": "number"}],
-        "templates": [{"key": "hello", "subject": "Hello {{ contact.CRM_ID }}", "text": "rank {{ contact.rank }}"}],
-        "automations": [{"name": "Crowd", "id": CAMPAIGN, "steps": [{"send_email": {"template": "hello"}}]}],
-    }
+    spec = workspace_spec(
+        "crowd",
+        sender="Crowd",
+        contact_fields=[{"name": "CRM_ID", "type": "string"}, {"name": "rank", "type": "number"}],
+        templates=[make_template("hello", "Hello {{ contact.CRM_ID }}", "rank {{ contact.rank }}")],
+        automations=[make_automation("Crowd", "hello", id=CAMPAIGN)],
+    )
     now = datetime.now(UTC)
+    key = spec["workspace"]
     with db.begin() as session:
-        apply_spec(session, spec)
+        workspace_id = make_workspace(session, spec)
         token = make_token(session, key)
-        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
         emails = [f"{key}-{index}@example.com" for index in range(SIZE)]
         rows = [
             contact_row(

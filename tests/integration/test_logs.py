@@ -6,7 +6,9 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import OwnStack, running_sink, wait_until
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

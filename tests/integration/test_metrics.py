@@ -8,19 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
-from tests.integration.conftest import (
-    OwnStack,
-    Sink,
-    Tenant,
-    free_port,
-    running_sink,
-    scrape,
-    service_env,
-    start_server,
-    stop,
-    wait_until,
-)
+from tests.support.builders import Tenant, apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tests.support.metrics import scrape
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.smtp_sink import Sink, running_sink
+from tests.support.stack import OwnStack, service_env, start_server, stop
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 

@@ -11,7 +11,7 @@ import httpx
 import jsonschema_rs
 import pytest
 
-from tests.integration.conftest import Tenant
+from tests.support.builders import Tenant
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")
 

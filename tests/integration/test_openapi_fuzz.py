@@ -34,8 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from tests.builders import make_token
-from tests.integration.conftest import Tenant
+from tests.support.builders import Tenant, make_token
 from tripmail.config import Settings
 from tripmail.contacts.store import upsert_contact
 from tripmail.contacts.unsubscribe import unsubscribe_token

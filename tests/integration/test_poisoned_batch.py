@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import Tenant
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
 from tripmail import queue
 from tripmail.config import Settings
 from tripmail.ids import new_id

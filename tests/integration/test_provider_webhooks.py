@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.bounce_samples import COMPLAINT, SENDMAIL
-from tests.builders import make_token, unique_workspace_key
-from tests.integration.conftest import OwnStack, Sink, Tenant, running_sink, wait_until
 from tests.integration.test_bounces import message_state
 from tests.integration.test_delivery import post, settled
-from tests.provider_payloads import (
+from tests.support.bounce_samples import COMPLAINT, SENDMAIL
+from tests.support.builders import Tenant, make_token, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.provider_payloads import (
     MAILGUN_COMPLAINED,
     MAILGUN_PERMANENT,
     MAILGUN_TEMPORARY,
@@ -37,6 +37,8 @@ from tests.provider_payloads import (
     sns_notification,
     with_content,
 )
+from tests.support.smtp_sink import Sink, running_sink
+from tests.support.stack import OwnStack
 from tests.unit.test_provider_webhooks import sendgrid_key_pair, sendgrid_signature
 from tripmail.config import Settings
 from tripmail.models import Message

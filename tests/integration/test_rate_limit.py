@@ -9,10 +9,11 @@ import psutil
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
-from tests.envelopes import DIALECTS
-from tests.integration.conftest import scrape, service_env, start_server, stop
 from tests.integration.test_metrics import events
+from tests.support.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tests.support.envelopes import DIALECTS
+from tests.support.metrics import scrape
+from tests.support.stack import service_env, start_server, stop
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 

@@ -17,17 +17,12 @@ import pytest
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, password_reset_spec, sender_of, unique_workspace_key
-from tests.integration.conftest import (
-    free_port,
-    running_sink,
-    start_api,
-    start_redis,
-    start_scheduler,
-    start_worker,
-    stop,
-    wait_until,
-)
+from tests.support.builders import make_tenant, password_reset_spec, sender_of, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.redis_server import start_redis
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import start_api, start_scheduler, start_worker, stop
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.delivery.smtp import parse_smtp_url
@@ -86,9 +81,7 @@ def test_redis_hung_stopped_and_restarted_loses_nothing_sends_nothing_twice_and_
     key = unique_workspace_key("redis-outage")
     sender = sender_of(key)
     db: sessionmaker[Session] = make_sessionmaker(settings)
-    with db.begin() as session:
-        apply_spec(session, password_reset_spec(key))
-        token = make_token(session, key)
+    token = make_tenant(db, password_reset_spec(key)).token
     emails = [f"{key}-{index}@example.com" for index in range(60)]
     redis = start_redis(redis_port, redis_log, aof_dir=tmp_path / "redis")
     queue = Redis.from_url(settings.redis_url)
@@ -168,9 +161,7 @@ def test_a_task_redis_lost_between_its_pop_and_its_unacked_record_is_published_a
     settings = own_settings.model_copy(update={"task_lost_after_s": 1.0})
     tenant_key = unique_workspace_key("lost-task")
     db: sessionmaker[Session] = make_sessionmaker(settings)
-    with db.begin() as session:
-        apply_spec(session, password_reset_spec(tenant_key))
-        token = make_token(session, tenant_key)
+    token = make_tenant(db, password_reset_spec(tenant_key)).token
     queue = Redis.from_url(settings.redis_url)
     api, api_url = start_api(settings, tmp_path)
     started = [api]

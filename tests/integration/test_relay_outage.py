@@ -7,8 +7,10 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.conftest import OwnStack, running_sink, wait_until
 from tests.integration.test_crashes import post_reset, settled, statuses
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack
 from tripmail.config import Settings
 from tripmail.models import Message, MessageAttempt
 

@@ -9,8 +9,11 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.conftest import OwnStack, Sink, free_port, running_sink, wait_until
 from tests.integration.test_crashes import post_reset, settled
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.smtp_sink import Sink, running_sink
+from tests.support.stack import OwnStack
 from tripmail.config import Settings
 from tripmail.delivery.smtp import RELAY_REST_S
 from tripmail.models import Message, MessageAttempt

@@ -8,8 +8,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.builders import apply_spec, follow_up_spec, make_token, unique_workspace_key
-from tests.integration.conftest import OwnStack, Tenant, free_port, running_sink, scrape, wait_until
+from tests.support.builders import Tenant, follow_up_spec, make_tenant, unique_workspace_key
+from tests.support.metrics import scrape
+from tests.support.polling import wait_until
+from tests.support.ports import free_port
+from tests.support.smtp_sink import running_sink
+from tests.support.stack import OwnStack
 from tripmail.models import AutomationRun, Message
 
 on_postgresql = pytest.mark.parametrize("own_settings", ["postgresql"], indirect=True)
@@ -64,9 +68,7 @@ def test_two_schedulers_and_two_workers_wake_each_wait_once(stack: OwnStack) -> 
     # A second scheduler is harmless (the README says so): both hand out the same runs, and one transaction takes
     # each. 200 contacts through a welcome, a wait and a follow-up: 400 emails, none twice.
     key = unique_workspace_key("waits")
-    with stack.db.begin() as session:
-        apply_spec(session, follow_up_spec(key, wait="2s"))
-        tenant = Tenant(key, make_token(session, key))
+    tenant = make_tenant(stack.db, follow_up_spec(key, wait="2s"))
     emails = [f"{key}-{index}@example.com" for index in range(200)]
     with running_sink(stack.smtp_port) as sink:
         for name in ("w1", "w2"):

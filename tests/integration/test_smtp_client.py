@@ -10,7 +10,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from tests.integration.conftest import free_port
+from tests.support.ports import free_port
 from tripmail.delivery.smtp import (
     Envelope,
     Outcome,

@@ -6,9 +6,11 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import make_token, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, run_tripmail, wait_until
 from tests.integration.test_delivery import post, settled
+from tests.support.builders import Tenant, make_token, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.stack import run_tripmail
 from tripmail.config import Settings
 from tripmail.models import Suppression, Workspace
 

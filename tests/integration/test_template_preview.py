@@ -5,7 +5,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, unique_workspace_key
+from tests.support.builders import apply_spec, make_template, make_token, unique_workspace_key
 
 
 @pytest.fixture
@@ -28,8 +28,8 @@ def editor(db: sessionmaker[Session]) -> tuple[str, str]:
                 "subject": "You left $!data.get('array').get(0).get('name') behind",
                 "text": "#foreach($!item in $!data.get('array'))$!item.get('name'): $!item.get('price')\n#end",
             },
-            {"key": "total", "subject": "Total", "text": "Hello\nYour total: {{ data.amount + 1 }}"},
-            {"key": "huge", "subject": "Huge", "text": "Hello\n{{ data.pad * data.times }}"},
+            make_template("total", "Total", "Hello\nYour total: {{ data.amount + 1 }}"),
+            make_template("huge", "Huge", "Hello\n{{ data.pad * data.times }}"),
             {
                 "key": "spin",
                 "subject": "Spin",

@@ -23,10 +23,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests import envelopes
-from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
-from tests.integration.conftest import service_env, start_server, stop, wait_until
 from tests.integration.test_rate_limit import connections_to_each_process
+from tests.support import envelopes
+from tests.support.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.stack import service_env, start_server, stop
 from tripmail.config import Settings
 from tripmail.ids import utcnow
 from tripmail.models import ApiToken, Automation, EventType, Workspace

@@ -11,11 +11,12 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
 from tests.integration.test_delivery import post
 from tests.integration.test_delivery_events import register, rows_of, webhook_headers
-from tests.webhook_receiver import Receiver
+from tests.support.builders import Tenant, make_tenant, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
+from tests.support.webhook_receiver import Receiver
 
 REFUSED = "is not public (loopback); see TRIPMAIL_WEBHOOK_ALLOW_NETWORKS"
 
@@ -30,9 +31,7 @@ def hooked(db: sessionmaker[Session], urls: list[str]) -> Tenant:
             {"name": "Hooks", "trigger": "order_paid", "steps": [{"webhook": {"url": url}} for url in urls]}
         ],
     }
-    with db.begin() as session:
-        apply_spec(session, spec)
-        return Tenant(key, make_token(session, key, ["events:write", "events:read", "contacts:read"]))
+    return make_tenant(db, spec, ["events:write", "events:read", "contacts:read"])
 
 
 def order_paid(api_url: str, shop: Tenant) -> str:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.builders import sender_of
-from tests.integration.conftest import OwnStack, pool_processes, wait_until
-from tests.integration.hashing_sink import running_hashing_sink
 from tests.integration.test_crashes import CAMPAIGN, campaign_audience, settled
+from tests.support.builders import sender_of
+from tests.support.hashing_sink import running_hashing_sink
+from tests.support.polling import wait_until
+from tests.support.stack import OwnStack, pool_processes
 from tripmail import queue
 from tripmail.config import Settings
 from tripmail.ids import new_id

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec, write_yaml
+from tests.support.builders import apply_spec, password_reset_spec, write_yaml
 from tripmail.errors import InvalidConfig
 from tripmail.ids import utcnow
 from tripmail.models import Automation, AutomationStep, EventType, Template, Workspace

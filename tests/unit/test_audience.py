@@ -5,13 +5,11 @@ from typing import Any
 
 import pytest
 from pydantic import JsonValue
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import make_contact, make_workspace, password_reset_spec
 from tripmail.contacts import audience
 from tripmail.contacts.audience import QueryError, compile_query, contacts_page, custom_field_query
-from tripmail.models import Contact, Workspace
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 PEOPLE: dict[str, dict[str, Any]] = {
@@ -34,20 +32,9 @@ def people(sessions: sessionmaker[Session]) -> Iterator[tuple[Session, int]]:
         spec = password_reset_spec("acme") | {
             "contact_fields": [{"name": "tags", "type": "tags"}, {"name": "age", "type": "number"}]
         }
-        apply_spec(session, spec)
-        workspace_id = session.scalars(select(Workspace.id)).one()
+        workspace_id = make_workspace(session, spec)
         for name, fields in PEOPLE.items():
-            session.add(
-                Contact(
-                    id=f"id-{name}",
-                    workspace_id=workspace_id,
-                    email=f"{name}@example.com",
-                    fields=fields,
-                    consents={},
-                    created_at=NOW,
-                    updated_at=NOW,
-                )
-            )
+            make_contact(session, workspace_id, f"{name}@example.com", now=NOW, contact_id=f"id-{name}", fields=fields)
     with sessions() as session:
         yield session, workspace_id
 
@@ -199,19 +186,10 @@ def test_a_comparison_matches_only_values_of_its_type(
 ) -> None:
     # PostgreSQL's CAST('abc' AS FLOAT) and CAST('1e400' AS FLOAT) raised DataError, failing the event whatever it held.
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme"))
-        workspace_id = session.scalars(select(Workspace.id)).one()
+        workspace_id = make_workspace(session, password_reset_spec("acme"))
         for name, value in ODD_VALUES.items():
-            session.add(
-                Contact(
-                    id=f"id-{name}",
-                    workspace_id=workspace_id,
-                    email=f"{name}@example.com",
-                    fields={"score": value},
-                    consents={},
-                    created_at=NOW,
-                    updated_at=NOW,
-                )
+            make_contact(
+                session, workspace_id, f"{name}@example.com", now=NOW, contact_id=f"id-{name}", fields={"score": value}
             )
     with sessions() as session:
         assert names((session, workspace_id), query) == expected

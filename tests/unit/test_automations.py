@@ -1,15 +1,15 @@
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import make_automation, make_template, make_workspace, password_reset_spec
 from tripmail.automations.program import automations_for, automations_on
-from tripmail.models import Automation, AutomationStep, Template, Workspace
+from tripmail.models import Automation, AutomationStep, Template
 from tripmail.schemas.trigger import Audience, TriggerRequest
 
 
 def _spec_with_three_automations() -> dict[str, object]:
     spec = password_reset_spec("acme", name="Reset")
-    spec["templates"] += [{"key": "tips", "subject": "Tips", "text": "Tips"}]
+    spec["templates"] += [make_template("tips", "Tips", "Tips")]
     spec["automations"] += [
         {
             "name": "Reset and tips",
@@ -23,7 +23,7 @@ def _spec_with_three_automations() -> dict[str, object]:
             "status": "paused",
             "steps": [{"send_email": {"template": "tips"}}],
         },
-        {"name": "Other event", "trigger": "SIGNED_UP", "steps": [{"send_email": {"template": "tips"}}]},
+        make_automation("Other event", "tips", trigger="SIGNED_UP"),
     ]
     return spec
 
@@ -32,9 +32,8 @@ def test_an_event_starts_its_active_automations_with_their_send_steps_in_order(
     sessions: sessionmaker[Session],
 ) -> None:
     with sessions.begin() as session:
-        apply_spec(session, _spec_with_three_automations())
+        workspace_id = make_workspace(session, _spec_with_three_automations())
     with sessions() as session:
-        workspace_id = session.scalars(select(Workspace.id)).one()
         trigger = TriggerRequest(workspace_id=workspace_id, event="Forgot_Password", audience=Audience(email="a@b.io"))
         started = automations_for(session, trigger)
         ids = {row.name: row.id for row in session.execute(select(Automation.name, Automation.id))}
@@ -60,9 +59,8 @@ def test_an_event_starts_its_active_automations_with_their_send_steps_in_order(
 
 def test_a_trigger_naming_an_automation_starts_it_only_while_active(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        apply_spec(session, _spec_with_three_automations())
+        workspace_id = make_workspace(session, _spec_with_three_automations())
     with sessions() as session:
-        workspace_id = session.scalars(select(Workspace.id)).one()
         ids = {row.name: row.id for row in session.execute(select(Automation.name, Automation.id))}
 
         def started_by(name: str, workspace: int = workspace_id) -> list[int]:

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.bounce_samples import COMPLAINT, DELAYED, EXIM, PERMANENT, POSTFIX, SENDMAIL, Sample
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.bounce_samples import COMPLAINT, DELAYED, EXIM, PERMANENT, POSTFIX, SENDMAIL, Sample
+from tests.support.builders import apply_spec, make_workspace, password_reset_spec
 from tripmail.bounces.reports import Recorded, ReportOutcome, read_report, record_report
 from tripmail.config import Settings
 from tripmail.delivery.envelopes import prepare_envelopes
@@ -121,8 +121,7 @@ class Sent(NamedTuple):
 @pytest.fixture
 def workspace_id(sessions: sessionmaker[Session]) -> int:
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme"))
-        return session.scalars(select(Workspace.id)).one()
+        return make_workspace(session, password_reset_spec("acme"))
 
 
 def sent_message(

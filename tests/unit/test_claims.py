@@ -11,7 +11,7 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import workspace_with_messages
+from tests.support.builders import workspace_with_messages
 from tripmail.config import Settings
 from tripmail.db import engine_of, make_sessionmaker
 from tripmail.delivery.claims import STOPPED_AFTER_HAND_OVER, claim_messages, give_up_run, settle_unfinished

@@ -16,7 +16,7 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.builders import workspace_with_messages
+from tests.support.builders import workspace_with_messages
 from tripmail.db import engine_of
 from tripmail.delivery.claims import claim_messages, settle_unfinished
 from tripmail.delivery.journal import record_results

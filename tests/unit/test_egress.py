@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
-from tests.webhook_receiver import Receiver
+from tests.support.webhook_receiver import Receiver
 from tripmail.config import Settings
 from tripmail.errors import InvalidRequest
 from tripmail.webhooks.egress import (

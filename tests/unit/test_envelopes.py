@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.envelopes import DIALECTS
+from tests.support.envelopes import DIALECTS
 from tripmail.config import Settings
 
 

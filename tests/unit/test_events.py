@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, make_template, make_workspace, password_reset_spec
 from tripmail.contacts.store import upsert_contact
 from tripmail.delivery.claims import claim_messages
 from tripmail.delivery.envelopes import prepare_envelopes
@@ -16,7 +16,7 @@ from tripmail.ids import new_id
 from tripmail.ingest.event_types import get_or_create_event_type
 from tripmail.ingest.flow import process_events
 from tripmail.ingest.recording import record_event, record_events, record_failed_event
-from tripmail.models import Contact, Event, EventType, Message, MessageStatus, Workspace
+from tripmail.models import Contact, Event, EventType, Message, MessageStatus
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -35,8 +35,7 @@ def trigger(workspace_id: int, event: str = "forgot_password", **overrides: Any)
 
 def setup(sessions: sessionmaker[Session], **automation: Any) -> int:
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme", **automation))
-        return session.scalars(select(Workspace.id)).one()
+        return make_workspace(session, password_reset_spec("acme", **automation))
 
 
 def test_event_key_matches_case_insensitively_and_plans_one_message(sessions: sessionmaker[Session]) -> None:
@@ -158,8 +157,7 @@ def test_a_template_that_raises_fails_its_message_alone(sessions: sessionmaker[S
     with sessions.begin() as session:
         apply_spec(
             session,
-            password_reset_spec("acme")
-            | {"templates": [{"key": "reset", "subject": "s", "text": "{{ data.amount + 1 }}"}]},
+            password_reset_spec("acme") | {"templates": [make_template("reset", "s", "{{ data.amount + 1 }}")]},
         )
     with sessions.begin() as session:
         bad = record_event(session, new_id(), trigger(workspace_id, data={"amount": "12"}), now=NOW).ids

@@ -5,14 +5,14 @@ from pydantic import JsonValue
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, make_contact, make_workspace, password_reset_spec
 from tripmail.contacts.audience import MAX_TERMS
 from tripmail.ids import new_id
 from tripmail.ingest import fan_out
 from tripmail.ingest.fan_out import fan_out_chunk
 from tripmail.ingest.flow import process_event, process_events
 from tripmail.ingest.recording import record_event
-from tripmail.models import Automation, Contact, Event, Message, Workspace
+from tripmail.models import Automation, Contact, Event, Message
 from tripmail.queue import ByLane
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 
@@ -23,19 +23,17 @@ NOW = datetime(2026, 3, 1, tzinfo=UTC)
 def audience_of_seven(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch) -> TriggerRequest:
     monkeypatch.setattr(fan_out, "CHUNK", 3)
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme") | {"contact_fields": [{"name": "score", "type": "number"}]})
-        workspace_id = session.scalars(select(Workspace.id)).one()
+        workspace_id = make_workspace(
+            session, password_reset_spec("acme") | {"contact_fields": [{"name": "score", "type": "number"}]}
+        )
         for index in range(10):
-            session.add(
-                Contact(
-                    id=f"c{index:02}",
-                    workspace_id=workspace_id,
-                    email=f"p{index}@example.com",
-                    fields={"score": index},
-                    consents={},
-                    created_at=NOW,
-                    updated_at=NOW,
-                )
+            make_contact(
+                session,
+                workspace_id,
+                f"p{index}@example.com",
+                now=NOW,
+                contact_id=f"c{index:02}",
+                fields={"score": index},
             )
     query = {"score": {"$gte": 3}}
     return TriggerRequest(workspace_id=workspace_id, event="FORGOT_PASSWORD", audience=Audience(query=query))

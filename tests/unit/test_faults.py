@@ -8,8 +8,8 @@ from redis import Redis
 from sqlalchemy import bindparam, text
 from sqlalchemy.exc import DBAPIError
 
-from tests.integration.conftest import free_port
-from tests.postgres import Cluster
+from tests.support.ports import free_port
+from tests.support.postgres import Cluster
 from tripmail.db import make_engine
 from tripmail.faults import is_transient, reason
 

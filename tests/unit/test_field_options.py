@@ -4,10 +4,9 @@ from email.policy import default
 
 import pytest
 from pydantic import JsonValue, ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import make_contact, make_workspace, password_reset_spec
 from tripmail.contacts.field_options import FieldOption
 from tripmail.contacts.fields import apply_field_options, check_overrides, message_field_values
 from tripmail.delivery.claims import claim_messages
@@ -16,7 +15,7 @@ from tripmail.delivery.planning import recipient
 from tripmail.errors import InvalidRequest
 from tripmail.ids import new_id
 from tripmail.ingest.recording import record_event
-from tripmail.models import Contact, Workspace
+from tripmail.models import Contact
 from tripmail.schemas.trigger import Audience, ChannelFilter, FieldOverride, TriggerRequest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -97,19 +96,8 @@ def test_the_rendered_email_and_the_stored_contact_for_each_option(
         "text": "{{ fields.FirstName }}/{{ contact.FirstName }}",
     }
     with sessions.begin() as session:
-        apply_spec(session, spec)
-        workspace_id = session.scalars(select(Workspace.id)).one()
-        session.add(
-            Contact(
-                id="c1",
-                workspace_id=workspace_id,
-                email="ann@example.com",
-                fields={"FirstName": stored},
-                consents={},
-                created_at=NOW,
-                updated_at=NOW,
-            )
-        )
+        workspace_id = make_workspace(session, spec)
+        make_contact(session, workspace_id, "ann@example.com", now=NOW, contact_id="c1", fields={"FirstName": stored})
     trigger = TriggerRequest(
         workspace_id=workspace_id,
         event="FORGOT_PASSWORD",

@@ -15,7 +15,7 @@ from pydantic import JsonValue
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import make_contact, make_workspace, password_reset_spec
 from tripmail.contacts.audience import (
     MAX_CONDITIONS,
     MAX_NESTING,
@@ -25,7 +25,7 @@ from tripmail.contacts.audience import (
     contacts_page,
 )
 from tripmail.errors import InvalidConfig
-from tripmail.models import Contact, Workspace
+from tripmail.models import Contact
 from tripmail.rendering.templates import RenderError, check_template, render_part, template_context
 
 FIELDS = [
@@ -98,20 +98,16 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def audience(sessions: sessionmaker[Session]) -> tuple[sessionmaker[Session], int]:
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme") | {"contact_fields": FIELDS})
-        workspace_id = session.scalars(select(Workspace.id)).one()
+        workspace_id = make_workspace(session, password_reset_spec("acme") | {"contact_fields": FIELDS})
         for index, fields in enumerate([{}, {"age": 31, "tags": ["tag-1"], "addr": {"city": "Kyiv"}, "vip": True}]):
-            session.add(
-                Contact(
-                    id=f"id-{index}",
-                    workspace_id=workspace_id,
-                    email=f"c{index}@example.com",
-                    phone="+380501234567",
-                    fields=fields,
-                    consents={},
-                    created_at=NOW,
-                    updated_at=NOW,
-                )
+            make_contact(
+                session,
+                workspace_id,
+                f"c{index}@example.com",
+                now=NOW,
+                contact_id=f"id-{index}",
+                phone="+380501234567",
+                fields=fields,
             )
     return sessions, workspace_id
 

@@ -9,12 +9,11 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.bounce_samples import COMPLAINT, SENDMAIL
-from tests.builders import apply_spec, password_reset_spec
-from tests.provider_payloads import (
+from tests.support.bounce_samples import COMPLAINT, SENDMAIL
+from tests.support.builders import make_workspace, password_reset_spec
+from tests.support.provider_payloads import (
     MAILGUN_COMPLAINED,
     MAILGUN_DELIVERED,
     MAILGUN_PERMANENT,
@@ -38,7 +37,7 @@ from tripmail.bounces.providers.signatures import load_sendgrid_key, mailgun_sig
 from tripmail.bounces.reports import Report, ReportOutcome, record_reports
 from tripmail.config import Settings
 from tripmail.errors import InvalidRequest
-from tripmail.models import MessageStatus, Workspace
+from tripmail.models import MessageStatus
 
 ANN = "ann@example.com"
 MESSAGE_ID = "<0190b1.42@acme.example.com>"
@@ -236,11 +235,7 @@ def test_a_provider_report_matches_only_messages_of_the_workspace_it_was_posted_
     sessions: sessionmaker[Session],
 ) -> None:
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme"))
-        apply_spec(session, password_reset_spec("other"))
-        acme, other = (
-            session.scalars(select(Workspace.id).where(Workspace.key == key)).one() for key in ("acme", "other")
-        )
+        acme, other = (make_workspace(session, password_reset_spec(key)) for key in ("acme", "other"))
     sent = sent_message(sessions, acme, ANN)
     report = mailgun_report(MAILGUN_PERMANENT.adapted(recipient=ANN, message_id=sent.message_id_header))
     by_return_path = Report(

@@ -7,13 +7,13 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec
+from tests.support.builders import apply_spec, make_workspace
 from tripmail.automations.runs import carry_on, due_runs, mark_handed_out
 from tripmail.errors import InvalidConfig
 from tripmail.ids import new_id
 from tripmail.ingest.fan_out import fan_out_chunk
 from tripmail.ingest.recording import record_event, record_events
-from tripmail.models import AutomationRun, AutomationStep, Contact, Message, Template, Workspace
+from tripmail.models import AutomationRun, AutomationStep, Contact, Message, Template
 from tripmail.queue import HAND_OUT_AGAIN_AFTER
 from tripmail.schemas.trigger import Audience, ContactUpdate, TriggerRequest
 from tripmail.setup.spec import ApplyFile
@@ -56,8 +56,7 @@ def purchase_spec(**automation: Any) -> dict[str, Any]:
 
 def setup(sessions: sessionmaker[Session], spec: dict[str, Any]) -> int:
     with sessions.begin() as session:
-        apply_spec(session, spec)
-        return session.scalars(select(Workspace.id).where(Workspace.key == spec["workspace"])).one()
+        return make_workspace(session, spec)
 
 
 def purchase(workspace_id: int, email: str, amount: Any) -> TriggerRequest:

@@ -1,17 +1,15 @@
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.lookups import ExpiringCache, SetupCache
-from tests.builders import apply_spec, password_reset_spec
-from tripmail.models import Workspace
+from tests.support.builders import apply_spec, make_workspace, password_reset_spec
 
 
 def test_set_up_is_read_again_once_its_time_is_up(sessions: sessionmaker[Session]) -> None:
     now = [100.0]
     cache = SetupCache(ttl_s=2.0, max_entries=100, clock=lambda: now[0])
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme"))
-        workspace_id = session.scalars(select(Workspace.id)).one()
+        workspace_id = make_workspace(session, password_reset_spec("acme"))
     event_type, matching, transactional = cache.event(sessions, workspace_id, "forgot_password")
     assert (event_type is not None, matching, transactional) == (True, 1, True)
     assert cache.event(sessions, workspace_id, "SIGNED_UP") == (None, 0, False)
@@ -32,8 +30,7 @@ def test_an_event_is_transactional_when_a_send_step_of_its_marketing_automation_
     cache = SetupCache(ttl_s=2.0, max_entries=100)
     obligatory = [{"send_email": {"template": "reset"}}, {"send_email": {"template": "reset", "transactional": True}}]
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme", transactional=False, steps=obligatory))
-        workspace_id = session.scalars(select(Workspace.id)).one()
+        workspace_id = make_workspace(session, password_reset_spec("acme", transactional=False, steps=obligatory))
     assert cache.event(sessions, workspace_id, "FORGOT_PASSWORD").transactional
 
 
@@ -61,8 +58,7 @@ def test_made_up_event_keys_push_out_the_least_recently_used_entry_and_no_more(
     sessions: sessionmaker[Session],
 ) -> None:
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme"))
-        workspace_id = session.scalars(select(Workspace.id)).one()
+        workspace_id = make_workspace(session, password_reset_spec("acme"))
     cache = SetupCache(ttl_s=60.0, max_entries=2, clock=lambda: 100.0)
     reads = count_reads(sessions)
     assert cache.event(sessions, workspace_id, "FORGOT_PASSWORD").matching == 1

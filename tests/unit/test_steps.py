@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec
+from tests.support.builders import apply_spec
 from tripmail.automations.steps import KINDS, StepSpec
 from tripmail.ids import new_id
 from tripmail.ingest.recording import record_event

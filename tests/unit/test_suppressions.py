@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.delivery.suppressions import (
     add_suppressions,
     list_suppressions,

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import Principal, TokenCache, authenticate, live_principal
 from api.ratelimit import REVOCATION_RECHECK_S, RateLimiter, RedisPause, RevocationMarkers, token_key
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import make_workspace, password_reset_spec
 from tripmail.config import Settings
 from tripmail.errors import NotFound, Unauthenticated
 from tripmail.models import ApiToken, Workspace
@@ -25,8 +25,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 def acme(sessions: sessionmaker[Session]) -> int:
     with sessions.begin() as session:
-        apply_spec(session, password_reset_spec("acme"))
-        return session.scalars(select(Workspace.id)).one()
+        return make_workspace(session, password_reset_spec("acme"))
 
 
 def only_token_id(sessions: sessionmaker[Session]) -> int:

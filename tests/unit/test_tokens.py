@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.errors import InvalidRequest
 from tripmail.models import ApiToken, Workspace
 from tripmail.setup.tokens import SECRET_PREFIX, create_token, find_token, hash_secret, parse_scopes

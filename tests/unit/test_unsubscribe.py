@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, password_reset_spec
+from tests.support.builders import apply_spec, password_reset_spec
 from tripmail.contacts.store import upsert_contact
 from tripmail.contacts.unsubscribe import contact_of_token, token_parts, unsubscribe, unsubscribe_token, unsubscribe_url
 from tripmail.delivery.mime import build_email

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec
-from tests.webhook_receiver import Receiver
+from tests.support.builders import make_template, make_workspace
+from tests.support.webhook_receiver import Receiver
 from tripmail.ids import new_id
 from tripmail.ingest.recording import record_event
-from tripmail.models import WebhookDelivery, Workspace
+from tripmail.models import WebhookDelivery
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.webhooks.deliveries import MAX_ATTEMPTS, due_webhooks, mark_handed_out, signature
 from tripmail.webhooks.egress import Network, parse_networks, webhook_client
@@ -27,7 +27,7 @@ LOOPBACK = parse_networks("127.0.0.0/8")
 def hooked(sessions: sessionmaker[Session], url: str) -> int:
     spec = {
         "workspace": "hooks",
-        "templates": [{"key": "t", "subject": "s", "text": "t"}],
+        "templates": [make_template("t", "s", "t")],
         "automations": [
             {
                 "name": "Notify",
@@ -37,8 +37,7 @@ def hooked(sessions: sessionmaker[Session], url: str) -> int:
         ],
     }
     with sessions.begin() as session:
-        apply_spec(session, spec)
-        workspace_id = session.scalars(select(Workspace.id)).one()
+        workspace_id = make_workspace(session, spec)
     event_id = new_id()
     trigger = TriggerRequest(
         workspace_id=workspace_id,

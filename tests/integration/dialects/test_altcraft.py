@@ -11,16 +11,24 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
+from tests.support.builders import (
+    Tenant,
+    make_automation,
+    make_contact,
+    make_template,
+    make_token,
+    make_workspace,
+    unique_workspace_key,
+    workspace_spec,
+)
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import ReceivedMail, Sink
 from tripmail.config import Settings
 from tripmail.contacts.audience import MAX_CONDITIONS
 from tripmail.contacts.identity import email_md5, email_xxh
-from tripmail.ids import new_id
-from tripmail.models import Contact, Workspace
+from tripmail.models import Contact
 
 LINK = "465ea6fedf0a75fa9ee0b5fb8f9d5fe89af34054909af8bb"
 EXAMPLE_SINGLE = """{
@@ -85,22 +93,16 @@ class Altcraft:
 
     def add_contact(self, contact_id: str | None = None, **fields: Any) -> Contact:
         email = fields.pop("email", None) or f"{unique_workspace_key('p')}@example.com"
-        now = datetime.now(UTC)
-        contact = Contact(
-            id=contact_id or new_id(),
-            workspace_id=self.workspace_id,
-            email=email,
-            email_md5=email_md5(email),
-            email_xxh=email_xxh(email),
-            phone=fields.pop("phone", None),
-            fields=fields,
-            consents={"email": True},
-            created_at=now,
-            updated_at=now,
-        )
         with self.db.begin() as session:
-            session.add(contact)
-        return contact
+            return make_contact(
+                session,
+                self.workspace_id,
+                email,
+                now=datetime.now(UTC),
+                contact_id=contact_id,
+                phone=fields.pop("phone", None),
+                fields=fields,
+            )
 
     def stored_fields(self, contact_id: str) -> dict[str, Any]:
         with self.db() as session:
@@ -109,19 +111,18 @@ class Altcraft:
 
 @pytest.fixture(scope="session")
 def altcraft(db: sessionmaker[Session]) -> Altcraft:
-    key = unique_workspace_key("altcraft")
-    spec = {
-        "workspace": key,
-        "from": f"Videos <{sender_of(key)}>",
-        "contact_fields": [
+    spec = workspace_spec(
+        "altcraft",
+        sender="Videos",
+        contact_fields=[
             {"name": "Custom_ID", "type": "string"},
             {"name": "FirstName", "type": "string"},
             {"name": "Order", "type": "string"},
             {"name": "Visits", "type": "number"},
             {"name": "tags", "type": "tags"},
         ],
-        "templates": [
-            {"key": "plain", "subject": "Campaign 84", "text": "Hello {{ contact.email }}"},
+        templates=[
+            make_template("plain", "Campaign 84", "Hello {{ contact.email }}"),
             {
                 "key": "videos",
                 "syntax": "apicontent",
@@ -131,16 +132,16 @@ def altcraft(db: sessionmaker[Session]) -> Altcraft:
                 "html": "<h1>{apicontent.email_title}</h1><p>{apicontent.data_lines}</p>",
             },
         ],
-        "automations": [
-            {"name": "Campaign 84", "id": 84, "steps": [{"send_email": {"template": "plain"}}]},
-            {"name": "Campaign 96", "id": 96, "link": LINK, "steps": [{"send_email": {"template": "videos"}}]},
-            {"name": "Paused", "id": 97, "status": "paused", "steps": [{"send_email": {"template": "plain"}}]},
+        automations=[
+            make_automation("Campaign 84", "plain", id=84),
+            make_automation("Campaign 96", "videos", id=96, link=LINK),
+            make_automation("Paused", "plain", id=97, status="paused"),
         ],
-    }
+    )
+    key = spec["workspace"]
     with db.begin() as session:
-        apply_spec(session, spec)
+        workspace_id = make_workspace(session, spec)
         token = make_token(session, key)
-        workspace_id = session.scalars(select(Workspace.id).where(Workspace.key == key)).one()
     return Altcraft(Tenant(key, token), workspace_id, db)
 
 

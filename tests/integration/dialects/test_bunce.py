@@ -5,8 +5,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import Tenant, make_tenant, password_reset_spec, unique_workspace_key
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
 from tripmail.models import Event, Workspace
 
 SEED_EVENT_ID = "9bb6215c-e2b1-4e51-abff-3a96ca185088"
@@ -34,10 +35,7 @@ def bunce_tenant(db: sessionmaker[Session]) -> Tenant:
     spec["event_types"].append({"key": "RENEWED", "uuid": RENEWED_EVENT_ID, "params": {"amount": "number"}})
     spec["templates"][0]["text"] = "Purchased on {{ date_purchased or 'an unknown date' }}{{ amount }}"
     spec["automations"].append(spec["automations"][0] | {"name": "Renewal", "trigger": "RENEWED"})
-    with db.begin() as session:
-        apply_spec(session, spec)
-        token = make_token(session, key)
-    return Tenant(key=key, token=token)
+    return make_tenant(db, spec)
 
 
 def trigger(api_url: str, token: str | None, body: str) -> httpx.Response:

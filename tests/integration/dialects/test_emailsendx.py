@@ -7,8 +7,18 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
+from tests.support.builders import (
+    Tenant,
+    make_automation,
+    make_template,
+    make_tenant,
+    make_token,
+    sender_of,
+    unique_workspace_key,
+    workspace_spec,
+)
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
 from tripmail.models import Contact
 
 SEED_EVENT_BODY = """{
@@ -28,8 +38,8 @@ def shop(db: sessionmaker[Session]) -> Tenant:
     """Two active automations on purchase_completed (written in two cases) and one paused one."""
     key = unique_workspace_key("shop")
     automations = [
-        {"name": "Receipt", "trigger": "purchase_completed", "steps": [{"send_email": {"template": "receipt"}}]},
-        {"name": "Onboarding", "trigger": "PURCHASE_COMPLETED", "steps": [{"send_email": {"template": "welcome"}}]},
+        make_automation("Receipt", "receipt", trigger="purchase_completed"),
+        make_automation("Onboarding", "welcome", trigger="PURCHASE_COMPLETED"),
         {
             "name": "Old",
             "trigger": "purchase_completed",
@@ -46,14 +56,11 @@ def shop(db: sessionmaker[Session]) -> Tenant:
                 "subject": "Receipt {{ data.orderId }}",
                 "text": "Thanks {{ contact.firstName }}: {{ amount }} {{ currency }} for {{ items | join(', ') }}",
             },
-            {"key": "welcome", "subject": "Welcome to {{ contact.plan }}", "text": "Hi {{ contact.firstName }}"},
+            make_template("welcome", "Welcome to {{ contact.plan }}", "Hi {{ contact.firstName }}"),
         ],
         "automations": automations,
     }
-    with db.begin() as session:
-        apply_spec(session, spec)
-        token = make_token(session, key, ["contacts:write", "contacts:read", "events:write"])
-    return Tenant(key=key, token=token)
+    return make_tenant(db, spec, ["contacts:write", "contacts:read", "events:write"])
 
 
 def call(api_url: str, token: str, path: str, body: object = None, content: str | None = None) -> httpx.Response:
@@ -181,15 +188,13 @@ def test_seed_branch_on_purchase_value_sends_the_email_the_amount_chooses(
 ) -> None:
     """Seed 004: "a purchase_completed event with data.amount could branch the automation to send different emails
     based on purchase value"."""
-    key = unique_workspace_key("branch")
-    spec = {
-        "workspace": key,
-        "from": f"Shop <{sender_of(key)}>",
-        "templates": [
-            {"key": "vip", "subject": "VIP thanks for {{ data.amount }}", "text": "{{ data.items | join(', ') }}"},
-            {"key": "thanks", "subject": "Thanks for {{ data.amount }}", "text": "{{ data.items | join(', ') }}"},
+    spec = workspace_spec(
+        "branch",
+        templates=[
+            make_template("vip", "VIP thanks for {{ data.amount }}", "{{ data.items | join(', ') }}"),
+            make_template("thanks", "Thanks for {{ data.amount }}", "{{ data.items | join(', ') }}"),
         ],
-        "automations": [
+        automations=[
             {
                 "name": "Purchase by value",
                 "trigger": "purchase_completed",
@@ -205,10 +210,9 @@ def test_seed_branch_on_purchase_value_sends_the_email_the_amount_chooses(
                 ],
             }
         ],
-    }
-    with db.begin() as session:
-        apply_spec(session, spec)
-        token = make_token(session, key, ["contacts:write", "contacts:read", "events:write"])
+    )
+    tenant = make_tenant(db, spec, ["contacts:write", "contacts:read", "events:write"])
+    token = tenant.token
     small, big = (f"{unique_workspace_key(name)}@example.com" for name in ("small", "big"))
     for email, body in ((small, SEED_EVENT_BODY), (big, SEED_EVENT_BODY.replace("99.00", "150.00"))):
         contact_id = upsert(api_url, token, email)
@@ -216,7 +220,7 @@ def test_seed_branch_on_purchase_value_sends_the_email_the_amount_chooses(
         assert fired.status_code == 200, fired.text
         assert fired.json()["data"]["matchingAutomations"] == 1
 
-    sender = sender_of(key)
+    sender = tenant.sender
     [small_mail] = wait_until(lambda: sink.to(small, sender=sender) or None, what="the small purchase's email")
     [big_mail] = wait_until(lambda: sink.to(big, sender=sender) or None, what="the big purchase's email")
     assert small_mail.message["Subject"] == "Thanks for 99.0"

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.envelopes import DIALECTS
+from tests.support.envelopes import DIALECTS
 from tripmail.config import Settings
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")

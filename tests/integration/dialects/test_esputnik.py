@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import ReceivedMail, Sink, Tenant, wait_until
+from tests.support.builders import Tenant, make_automation, make_template, make_tenant, workspace_spec
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import ReceivedMail, Sink
 from tripmail.models import Contact, Event, EventType, Workspace
 
 # Contacts and events are stored by a worker: each test has the stack's workers running, whatever ran before it.
@@ -108,41 +109,26 @@ SEED_CONTACT_JSON = (
 
 @pytest.fixture
 def shop(db: sessionmaker[Session]) -> Tenant:
-    key = unique_workspace_key("esp")
-    spec = {
-        "workspace": key,
-        "from": f"Shop <{sender_of(key)}>",
-        "contact_fields": [{"name": "birthday", "type": "date", "number": 10001}],
-        "templates": [
-            {
-                # The seed's own Velocity, with `data` meaning the `items` param (esputnik's Email > JSON).
-                "key": "cart",
-                "syntax": "velocity",
-                "data_param": "items",
-                "subject": "You left $!data.get('array').get(0).get('name') behind",
-                "text": "#foreach($!item in $!data.get('array'))$!item.get('name'): $!item.get('price')\n#end",
-            },
-            {
-                "key": "recovery",
-                "syntax": "velocity",
-                "subject": "Password recovery",
-                "text": "Your password: $!data.get('password')",
-            },
+    spec = workspace_spec(
+        "esp",
+        contact_fields=[{"name": "birthday", "type": "date", "number": 10001}],
+        templates=[
+            # The seed's own Velocity, with `data` meaning the `items` param (esputnik's Email > JSON).
+            make_template(
+                "cart",
+                "You left $!data.get('array').get(0).get('name') behind",
+                "#foreach($!item in $!data.get('array'))$!item.get('name'): $!item.get('price')\n#end",
+                syntax="velocity",
+                data_param="items",
+            ),
+            make_template("recovery", "Password recovery", "Your password: $!data.get('password')", syntax="velocity"),
         ],
-        "automations": [
-            {"name": "Cart", "trigger": "abandoned_cart", "steps": [{"send_email": {"template": "cart"}}]},
-            {
-                "name": "Recovery",
-                "trigger": "password_recovery",
-                "transactional": True,
-                "steps": [{"send_email": {"template": "recovery"}}],
-            },
+        automations=[
+            make_automation("Cart", "cart", trigger="abandoned_cart"),
+            make_automation("Recovery", "recovery", trigger="password_recovery", transactional=True),
         ],
-    }
-    with db.begin() as session:
-        apply_spec(session, spec)
-        token = make_token(session, key)
-    return Tenant(key=key, token=token)
+    )
+    return make_tenant(db, spec)
 
 
 def basic(token: str) -> dict[str, str]:

@@ -3,9 +3,10 @@
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.builders import apply_spec, make_token, sender_of, unique_workspace_key
-from tests.integration.conftest import Sink, Tenant, wait_until
 from tests.integration.dialects.test_esputnik import basic, post
+from tests.support.builders import Tenant, make_automation, make_template, make_tenant, workspace_spec
+from tests.support.polling import wait_until
+from tests.support.smtp_sink import Sink
 
 # The rendering does not depend on the database: one backend is enough.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True, scope="session")
@@ -34,26 +35,12 @@ HTML = (
 
 @pytest.fixture
 def velocity_shop(db: sessionmaker[Session]) -> Tenant:
-    key = unique_workspace_key("espvm")
-    spec = {
-        "workspace": key,
-        "from": f"Shop <{sender_of(key)}>",
-        "templates": [
-            {
-                "key": "cart",
-                "syntax": "velocity",
-                "data_param": "items",
-                "subject": SUBJECT,
-                "text": TEXT,
-                "html": HTML,
-            }
-        ],
-        "automations": [{"name": "Cart", "trigger": "abandoned_cart", "steps": [{"send_email": {"template": "cart"}}]}],
-    }
-    with db.begin() as session:
-        apply_spec(session, spec)
-        token = make_token(session, key)
-    return Tenant(key=key, token=token)
+    spec = workspace_spec(
+        "espvm",
+        templates=[make_template("cart", SUBJECT, TEXT, html=HTML, syntax="velocity", data_param="items")],
+        automations=[make_automation("Cart", "cart", trigger="abandoned_cart")],
+    )
+    return make_tenant(db, spec)
 
 
 def test_a_cart_template_with_conditions_loops_counters_and_locals_reaches_the_sink(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PAYLOADS_DIR = Path(__file__).parent / "data" / "provider_webhooks"
+PAYLOADS_DIR = Path(__file__).parent.parent / "data" / "provider_webhooks"
 
 
 def payload(path: str) -> Any:

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-SAMPLES_DIR = Path(__file__).parent / "data" / "bounces"
+SAMPLES_DIR = Path(__file__).parent.parent / "data" / "bounces"
 
 
 @dataclass(frozen=True)

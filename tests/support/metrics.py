@@ -1,0 +1,16 @@
+"""What a process's /metrics says."""
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET `url`/metrics: each sample's value by its name and labels."""
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
