@@ -3,7 +3,6 @@
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -15,11 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.ports import free_port
 
 
 def _bin_dir() -> Path | None:
@@ -87,7 +82,7 @@ def start_cluster() -> Cluster:
         # PostgreSQL refuses to run as root; Debian's package brings the postgres user.
         shutil.chown(folder, user="postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    cluster = Cluster(bin_dir, folder, _free_port(), as_user)
+    cluster = Cluster(bin_dir, folder, free_port(), as_user)
     try:
         cluster.run("initdb", "-D", str(folder / "data"), "-U", "tripmail", "--auth=trust", "--no-sync", "-E", "UTF8")
         cluster.start_server()
