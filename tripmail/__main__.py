@@ -1,3 +1,3 @@
-from tripmail.cli import main
+from tripmail.cli.main import main
 
 main()

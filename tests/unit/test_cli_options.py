@@ -6,7 +6,7 @@ from importlib.metadata import version
 import pytest
 from click.testing import CliRunner
 
-from tripmail.cli import main
+from tripmail.cli.main import main
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from starlette.routing import Match
 from tornado.routing import URLSpec
 
 from api.app import create_app
-from tripmail.cli import main
+from tripmail.cli.main import main
 from tripmail.config import PLACEHOLDER, Settings, describe_refusal
 from tripmail.delivery.smtp import parse_relays
 from tripmail.queue import QUEUES as LANE_QUEUES

@@ -2,7 +2,7 @@ import pytest
 
 from tripmail.errors import InvalidConfig
 from tripmail.rendering.templates import RenderError, render_part, template_context
-from tripmail.rendering.velocity import to_jinja
+from tripmail.rendering.velocity.translation import to_jinja
 
 # The loop from seed 002, as written there.
 SEED_LOOP = """#foreach($!item in $!data.get('array'))

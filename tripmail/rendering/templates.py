@@ -4,7 +4,7 @@ The sandbox bounds what a template builds and how long it renders (sandbox.py): 
 with a RenderError that names the bound, as a template that meets data it cannot handle does.
 
 A template may declare `syntax: apicontent` (altcraft): its `{apicontent.name}` placeholders become
-Jinja, and list values render one item per line; or `syntax: velocity` (esputnik): see velocity.py.
+Jinja, and list values render one item per line; or `syntax: velocity` (esputnik): see tripmail/rendering/velocity/.
 Either is translated when the template is applied (to check it) and once per process when first compiled.
 """
 
@@ -21,9 +21,9 @@ from markupsafe import Markup, escape
 
 from tripmail.config import get_settings
 from tripmail.errors import InvalidConfig
-from tripmail.rendering import velocity
 from tripmail.rendering.sandbox import BoundedSandbox, render_within
-from tripmail.rendering.velocity import FILTERS as VELOCITY_FILTERS
+from tripmail.rendering.velocity import translation
+from tripmail.rendering.velocity.filters import FILTERS as VELOCITY_FILTERS
 
 _APICONTENT = re.compile(r"(?<!\{)\{apicontent\.([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 
@@ -117,7 +117,7 @@ def to_jinja(source: str, syntax: str, *, name: str = "template") -> str:
     if syntax == "apicontent":
         return _APICONTENT.sub(r'{{ apicontent | value_of("\1") | lines }}', source)
     if syntax == "velocity":
-        return velocity.to_jinja(source, name=name)
+        return translation.to_jinja(source, name=name)
     return source
 
 

@@ -1,0 +1,1 @@
+"""The `tripmail` command: the group in main.py, its commands grouped by what they are about."""
