@@ -1,4 +1,4 @@
-"""GET /v1/events and GET /v1/events/{id}: the event history (seed 002's Automation > Event history)."""
+"""GET /v1/events and GET /v1/events/{id}: the event history (esputnik's Automation > Event history)."""
 
 from datetime import datetime
 from typing import Annotated

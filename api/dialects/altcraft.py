@@ -188,7 +188,7 @@ def start(
     request: Request,
     header_principal: Annotated[Principal | None, Depends(bearer_or_body(EVENTS_WRITE))],
 ) -> dict[str, Any]:
-    """Launch a trigger campaign for one profile or an audience (seed 001, version 1.1); the token goes in the
+    """Launch a trigger campaign for one profile or an audience (version 1.1); the token goes in the
     body, as the seed shows, or in `Authorization: Bearer`."""
     principal = header_principal or anyio.from_thread.run(
         partial(
@@ -222,7 +222,7 @@ def _link_trigger(request: Request, link: str, value: str, extras: AltcraftExtra
 
 @router.get("/trg/{link}/{value}")
 def link_get(link: str, value: str, request: Request) -> dict[str, Any]:
-    """Send the campaign to one profile named by email, md5 or xxhash (seed 001, version 1.0)."""
+    """Send the campaign to one profile named by email, md5 or xxhash (version 1.0)."""
     return _link_trigger(request, link, value, AltcraftExtras())
 
 

@@ -106,7 +106,7 @@ def trigger(
     principal: Annotated[Principal, Depends(x_authorization_or_bearer("events:write"))],
     request: Request,
 ) -> dict[str, Any]:
-    """Trigger an event, named by its uuid, for the customer in payload.email (seed 003)."""
+    """Trigger an event, named by its uuid, for the customer in payload.email."""
     with request.app.state.sessions() as session:
         event_type = find_event_type_by_uuid(session, principal.workspace_id, body.event_id)
     if event_type is None:

@@ -84,7 +84,7 @@ def trigger(
     principal: Annotated[Principal, Depends(raw_authorization((EVENTS_WRITE, CONTACTS_READ)))],
     request: Request,
 ) -> dict[str, Any]:
-    """Trigger an event for a contact, creating the contact if needed (seed 000)."""
+    """Trigger an event for a contact, creating the contact if needed."""
     submitted = submit(request, to_trigger(body, principal.workspace_id), upsert_contact_now=True)
     assert submitted.contact is not None
     assert submitted.event_type is not None

@@ -93,7 +93,7 @@ router = dialect_router(
 
 @router.post("/api/v1/contacts")
 def upsert(body: EmailsendxContact, principal: ContactUpserter, request: Request) -> dict[str, Any]:
-    """Create the contact or update it by email; metadata keys are merged (seed 004's first step)."""
+    """Create the contact or update it by email; metadata keys are merged (the first step of emailsendx's guide)."""
     with request.app.state.sessions.begin() as session:
         fields = typed_contact_fields(field_types(session, principal.workspace_id), contact_fields(body), "metadata")
         contact = upsert_contact(
@@ -104,7 +104,7 @@ def upsert(body: EmailsendxContact, principal: ContactUpserter, request: Request
 
 @router.post("/api/v1/contacts/{contact_id}/events")
 def fire_event(contact_id: str, body: EmailsendxEvent, principal: EventWriter, request: Request) -> dict[str, Any]:
-    """Fire a named event for a contact; every active automation whose trigger matches it runs (seed 004)."""
+    """Fire a named event for a contact; every active automation whose trigger matches it runs."""
     submitted = submit(request, to_trigger(body, principal.workspace_id, contact_id))
     return {
         "data": {

@@ -313,7 +313,7 @@ def _generate(request: Request, body: EsputnikEvent, principal: Principal, *, v2
 def generate_event(
     body: EsputnikEvent, principal: Annotated[Principal, Depends(basic_or_bearer("events:write"))], request: Request
 ) -> Response:
-    """Generate an event; its event type is created on first use (seed 002)."""
+    """Generate an event; its event type is created on first use."""
     return _generate(request, body, principal, v2=True)
 
 
