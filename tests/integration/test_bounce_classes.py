@@ -5,8 +5,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.test_delivery import attempts, post, settled
 from tests.support.builders import Tenant, make_tenant, password_reset_spec, sender_of, unique_workspace_key
+from tests.support.event_posts import post
+from tests.support.message_states import attempts, message_of_event_settled
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
 from tripmail.models import Message, Suppression
@@ -19,7 +20,7 @@ def suppression_reasons(db: sessionmaker[Session], email: str) -> list[str]:
 
 def failed_once(db: sessionmaker[Session], event_id: str, reply: str) -> Message:
     """The event's message, once settled; it must have failed at its one attempt, with the server's reply."""
-    message = wait_until(lambda: settled(db, event_id), what="the refused message")
+    message = wait_until(lambda: message_of_event_settled(db, event_id), what="the refused message")
     code = int(reply[:3])
     assert (message.status, message.attempts, message.smtp_code, message.smtp_reply) == ("failed", 1, code, reply)
     assert attempts(db, message.id) == [("permanent", code)]

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.test_delivery import post, settled
 from tests.support.bounce_samples import COMPLAINT, DELAYED, POSTFIX, SENDMAIL
 from tests.support.builders import Tenant, unique_workspace_key
+from tests.support.event_posts import post
+from tests.support.message_states import message_of_event_settled, message_state
 from tests.support.polling import wait_until
 from tests.support.ports import free_port
 from tests.support.smtp_sink import Sink, running_sink
 from tests.support.stack import OwnStack, service_env
-from tests.unit.test_bounces import state
 from tripmail.config import Settings
 from tripmail.delivery.verp import verp_address
 from tripmail.models import Message, Workspace
@@ -46,7 +45,7 @@ def sink(stack: OwnStack) -> Iterator[Sink]:
 def mailed(stack: OwnStack, sink: Sink, tenant: Tenant, email: str) -> Message:
     """Post an event to `email` and wait until its message is sent; it arrived at the sink from its return path."""
     event_id = post(stack.api_url, tenant, email).json()["id"]
-    message = wait_until(lambda: settled(stack.db, event_id), timeout=60, what="the message sent")
+    message = wait_until(lambda: message_of_event_settled(stack.db, event_id), timeout=60, what="the message sent")
     assert message.status == "sent"
     [mail] = sink.to(email)
     with stack.db() as session:
@@ -57,15 +56,9 @@ def mailed(stack: OwnStack, sink: Sink, tenant: Tenant, email: str) -> Message:
     return message
 
 
-def message_state(db: sessionmaker[Session], message_id: int) -> tuple[str, list[str], list[tuple[str, str]]]:
-    """The message's status, its attempts' outcomes and its workspace's suppressions (address, source)."""
-    found = state(db, message_id)
-    return found.status, found.attempts, found.suppressions
-
-
 def next_event_is_suppressed(stack: OwnStack, sink: Sink, tenant: Tenant, email: str) -> None:
     event_id = post(stack.api_url, tenant, email).json()["id"]
-    later = wait_until(lambda: settled(stack.db, event_id), what="the next message")
+    later = wait_until(lambda: message_of_event_settled(stack.db, event_id), what="the next message")
     assert (later.status, later.attempts) == ("suppressed", 0)
     assert len(sink.to(email)) == 1  # the first message only
 

@@ -2,80 +2,28 @@
 file, an api, workers and an SMTP server) so it can kill and start them without touching the shared one."""
 
 import time
-from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import func, insert, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select
 
 from tests.support.builders import (
-    contact_row,
-    make_automation,
-    make_template,
-    make_token,
-    make_workspace,
+    CAMPAIGN,
+    campaign_audience,
     sender_of,
-    workspace_spec,
 )
+from tests.support.event_posts import post_reset
+from tests.support.message_states import statuses, workspace_messages_settled
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink, running_sink
 from tests.support.stack import OwnStack, kill_group, kill_pool
-from tripmail.models import Contact, Event, Message, MessageAttempt, Workspace
-
-CAMPAIGN = 3_000_001
-
-
-def statuses(db: sessionmaker[Session], workspace: str, of: type[Message | Event] = Message) -> dict[str, int]:
-    """How many of the workspace's messages (or events) have each status."""
-    with db() as session:
-        rows = session.execute(
-            select(of.status, func.count())
-            .join(Workspace, of.workspace_id == Workspace.id)
-            .where(Workspace.key == workspace)
-            .group_by(of.status)
-        )
-        return {str(status): int(count) for status, count in rows}
-
-
-def settled(db: sessionmaker[Session], workspace: str, expected: int) -> dict[str, int] | None:
-    """The message statuses once all `expected` messages exist and none is pending or being sent."""
-    counts = statuses(db, workspace)
-    done = sum(counts.values()) == expected and not counts.keys() & {"pending", "sending"}
-    return counts if done else None
-
-
-def campaign_audience(db: sessionmaker[Session], size: int) -> tuple[str, str, list[str]]:
-    """A workspace with `size` contacts and a campaign that mails them all; its key, token and addresses."""
-    spec = workspace_spec(
-        "crash",
-        sender="Crash",
-        contact_fields=[{"name": "rank", "type": "number"}],
-        templates=[make_template("hello", "Hello {{ contact.rank }}", "rank {{ contact.rank }}")],
-        automations=[make_automation("Crash", "hello", id=CAMPAIGN)],
-    )
-    key = spec["workspace"]
-    emails = [f"{key}-{index}@example.com" for index in range(size)]
-    now = datetime.now(UTC)
-    with db.begin() as session:
-        workspace_id = make_workspace(session, spec)
-        token = make_token(session, key)
-        rows = [contact_row(workspace_id, f"{key}-{i:05}", email, {"rank": i}, now) for i, email in enumerate(emails)]
-        session.execute(insert(Contact), rows)
-    return key, token, emails
+from tripmail.models import Event, Message, MessageAttempt
 
 
 def start_campaign(api_url: str, token: str) -> None:
     body = {"token": token, "id": CAMPAIGN, "custom_request": {"rank": {"$gte": 0}}}
     response = httpx.post(f"{api_url}/compat/altcraft/api/v1.1/campaigns/triggers/start/", json=body, timeout=60)
     assert response.json()["error"] == 0, response.text
-
-
-def post_reset(api_url: str, token: str, email: str) -> str:
-    body = {"event": "FORGOT_PASSWORD", "contact": {"email": email}, "data": {"forgot_password_link": "https://x"}}
-    response = httpx.post(f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
 
 
 def quiet_while_held(sink: Sink, sender: str) -> bool:
@@ -111,7 +59,9 @@ def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(stack: OwnSta
 
         stack.start_worker("worker-2")
         wait_until(lambda: sink.count_from(sender) >= size, timeout=240, what="every email after the restart")
-        final = wait_until(lambda: settled(stack.db, key, size), timeout=60, what="every message settled")
+        final = wait_until(
+            lambda: workspace_messages_settled(stack.db, key, size), timeout=60, what="every message settled"
+        )
         received = sink.recipients_from(sender)
 
     assert final == {"sent": size}
@@ -132,7 +82,9 @@ def test_a_worker_killed_before_the_reply_to_data_leaves_the_message_unknown_and
         sink.hold_data.clear()
 
         stack.start_worker("worker-2")
-        final = wait_until(lambda: settled(stack.db, tenant.key, 1), timeout=120, what="the message settled")
+        final = wait_until(
+            lambda: workspace_messages_settled(stack.db, tenant.key, 1), timeout=120, what="the message settled"
+        )
         with stack.db() as session:
             message = session.scalars(select(Message).where(Message.to_address == email)).one()
             attempts = session.scalars(select(MessageAttempt).where(MessageAttempt.message_id == message.id)).all()
@@ -151,7 +103,9 @@ def test_a_worker_killed_before_the_reply_to_data_leaves_the_message_unknown_and
         assert f"queued 1 message(s) to send again: {message.id}" in stack.tripmail(
             "messages", "resend", str(message.id)
         )
-        assert wait_until(lambda: settled(stack.db, tenant.key, 1), what="the resent message") == {"sent": 1}
+        assert wait_until(lambda: workspace_messages_settled(stack.db, tenant.key, 1), what="the resent message") == {
+            "sent": 1
+        }
         assert len(sink.to(email)) == 1
 
 
@@ -174,7 +128,11 @@ def test_mail_held_while_the_smtp_server_is_down_goes_out_once_it_is_up(stack: O
     assert statuses(stack.db, tenant.key).get("sent", 0) == 0
 
     with running_sink(stack.smtp_port) as sink:
-        final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), timeout=120, what="the backlog drained")
+        final = wait_until(
+            lambda: workspace_messages_settled(stack.db, tenant.key, len(emails)),
+            timeout=120,
+            what="the backlog drained",
+        )
         received = sink.recipients_from(tenant.sender)
     with stack.db() as session:
         first_attempts = session.execute(
@@ -200,7 +158,9 @@ def test_a_task_whose_worker_process_is_killed_twice_fails_its_messages_with_the
             wait_until(lambda: sink.held == 1, what=f"try {tries} of the task held at RCPT")
             kill_pool(worker)
             wait_until(lambda: sink.held == 0, what=f"the session of try {tries} gone with its process")
-        final = wait_until(lambda: settled(stack.db, tenant.key, 1), timeout=120, what="the message given up on")
+        final = wait_until(
+            lambda: workspace_messages_settled(stack.db, tenant.key, 1), timeout=120, what="the message given up on"
+        )
         sink.hold_rcpt.clear()
         # The worker carries on with other work.
         post_reset(stack.api_url, tenant.token, later)

@@ -16,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.integration.test_crashes import post_reset, settled, statuses
 from tests.support.builders import Tenant
+from tests.support.event_posts import post_reset
+from tests.support.message_states import statuses, workspace_messages_settled
 from tests.support.polling import wait_until
 from tests.support.ports import free_port
 from tests.support.postgres import Cluster, running_cluster
@@ -47,7 +48,7 @@ def ten_sent_and_one_held(stack: OwnStack, tenant: Tenant, emails: list[str], si
     """The first ten emails sent and recorded, then the eleventh handed over with its reply withheld at the sink."""
     for email in emails[:10]:
         post_reset(stack.api_url, tenant.token, email)
-    wait_until(lambda: settled(stack.db, tenant.key, 10), timeout=60, what="the first 10 sent")
+    wait_until(lambda: workspace_messages_settled(stack.db, tenant.key, 10), timeout=60, what="the first 10 sent")
     sink.hold_data.set()
     post_reset(stack.api_url, tenant.token, emails[10])
     wait_until(lambda: sink.held == 1, what="a message handed over, its reply withheld")
@@ -55,7 +56,9 @@ def ten_sent_and_one_held(stack: OwnStack, tenant: Tenant, emails: list[str], si
 
 def every_email_sent_once(stack: OwnStack, tenant: Tenant, emails: list[str], sink: Sink) -> str:
     """Once every message is final: each sent, each email received once, each event processed; the worker's log."""
-    final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), timeout=90, what="every message")
+    final = wait_until(
+        lambda: workspace_messages_settled(stack.db, tenant.key, len(emails)), timeout=90, what="every message"
+    )
     assert final == {"sent": len(emails)}
     assert sink.recipients_from(tenant.sender) == dict.fromkeys(emails, 1)
     assert statuses(stack.db, tenant.key, of=Event) == {"processed": len(emails)}

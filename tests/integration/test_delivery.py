@@ -17,35 +17,14 @@ from tests.support.builders import (
     sender_of,
     unique_workspace_key,
 )
+from tests.support.event_posts import post
+from tests.support.message_states import attempts, message_of_event_settled
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
-from tests.unit.test_unsubscribe import mangled
+from tests.support.unsubscribe_links import mangled
 from tripmail.contacts.unsubscribe import unsubscribe_token
 from tripmail.ids import new_id
 from tripmail.models import Contact, Event, Message, MessageAttempt, Suppression, Workspace
-
-
-def post(
-    api_url: str, tenant: Tenant, email: str, key: str | None = None, event: str = "FORGOT_PASSWORD"
-) -> httpx.Response:
-    body = {"event": event, "key": key, "contact": {"email": email}, "data": {"forgot_password_link": "x"}}
-    return httpx.post(
-        f"{api_url}/v1/events", json=body, headers={"Authorization": f"Bearer {tenant.token}"}, timeout=30
-    )
-
-
-def settled(db: sessionmaker[Session], event_id: str) -> Message | None:
-    with db() as session:
-        message = session.scalars(select(Message).where(Message.event_id == event_id)).one_or_none()
-    return message if message is not None and message.status not in ("pending", "sending") else None
-
-
-def attempts(db: sessionmaker[Session], message_id: int) -> list[tuple[str, int | None]]:
-    with db() as session:
-        rows = session.scalars(
-            select(MessageAttempt).where(MessageAttempt.message_id == message_id).order_by(MessageAttempt.id)
-        )
-        return [(row.outcome, row.smtp_code) for row in rows]
 
 
 def test_a_transient_refusal_is_retried_until_it_is_sent(
@@ -54,7 +33,7 @@ def test_a_transient_refusal_is_retried_until_it_is_sent(
     email = f"flaky-{unique_workspace_key('f')}@example.com"
     event_id = post(api_url, tenant, email).json()["id"]
 
-    message = wait_until(lambda: settled(db, event_id), timeout=60, what="the retried message")
+    message = wait_until(lambda: message_of_event_settled(db, event_id), timeout=60, what="the retried message")
     assert (message.status, message.attempts) == ("sent", 2)
     assert attempts(db, message.id) == [("transient", 421), ("sent", 250)]
     assert len(sink.to(email)) == 1
@@ -65,7 +44,7 @@ def test_a_hard_bounce_fails_once_and_suppresses_the_address(
 ) -> None:
     email = f"reject-{unique_workspace_key('b')}@example.com"
     first_id = post(api_url, tenant, email).json()["id"]
-    first = wait_until(lambda: settled(db, first_id), what="the bounce")
+    first = wait_until(lambda: message_of_event_settled(db, first_id), what="the bounce")
     assert (first.status, first.attempts) == ("failed", 1)
     assert attempts(db, first.id) == [("permanent", 550)]
     with db() as session:
@@ -73,7 +52,7 @@ def test_a_hard_bounce_fails_once_and_suppresses_the_address(
     assert "550" in suppression.reason
 
     later_id = post(api_url, tenant, email).json()["id"]
-    later = wait_until(lambda: settled(db, later_id), what="the next message")
+    later = wait_until(lambda: message_of_event_settled(db, later_id), what="the next message")
     assert (later.status, later.attempts) == ("suppressed", 0)
     assert attempts(db, later.id) == []
     assert sink.to(email) == []
@@ -101,7 +80,7 @@ def test_a_thousand_identical_events_at_once_send_one_email(
     answers = [response.json() for response in responses]
     assert len({answer["id"] for answer in answers}) == 1
     assert sum(1 for answer in answers if not answer["duplicate"]) == 1
-    wait_until(lambda: settled(db, answers[0]["id"]), what="the one message")
+    wait_until(lambda: message_of_event_settled(db, answers[0]["id"]), what="the one message")
     assert len(sink.to(email)) == 1
 
 

@@ -2,49 +2,23 @@
 to the SMTP sink, the events posted by the scheduler's hand-outs to a receiver on loopback, signed as Standard
 Webhooks and checked with that library's verifier."""
 
-import time
 from functools import partial
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
 
-from tests.integration.test_delivery import post, settled
-from tests.support.builders import Tenant, make_token
+from tests.support.builders import Tenant
+from tests.support.event_posts import post
+from tests.support.message_states import message_of_event_settled
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
 from tests.support.stack import run_tripmail
+from tests.support.webhook_endpoints import register, rows_of, webhook_headers
 from tests.support.webhook_receiver import Receiver
 from tripmail.config import Settings
 from tripmail.models import WebhookDelivery
-from tripmail.webhooks.delivery_events import SUBSCRIPTIONS_FRESH_S
-
-
-def webhook_headers(db: sessionmaker[Session], tenant: Tenant) -> dict[str, str]:
-    with db.begin() as session:
-        return {"Authorization": f"Bearer {make_token(session, tenant.key, ['webhooks:read', 'webhooks:write'])}"}
-
-
-def register(api_url: str, headers: dict[str, str], url: str, event_types: list[str] | None = None) -> dict[str, Any]:
-    """POST /v1/webhook-endpoints, then wait until every worker reads endpoints again, as the README says it may
-    take."""
-    body: dict[str, Any] = {"url": url} | ({"event_types": event_types} if event_types is not None else {})
-    response = httpx.post(f"{api_url}/v1/webhook-endpoints", json=body, headers=headers, timeout=10)
-    assert response.status_code == 201, response.text
-    time.sleep(SUBSCRIPTIONS_FRESH_S + 0.5)
-    created: dict[str, Any] = response.json()
-    return created
-
-
-def rows_of(db: sessionmaker[Session], endpoint_id: int) -> list[WebhookDelivery]:
-    with db() as session:
-        return list(
-            session.scalars(
-                select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id).order_by(WebhookDelivery.id)
-            )
-        )
 
 
 def all_posted(db: sessionmaker[Session], endpoint_id: int, count: int) -> list[WebhookDelivery] | None:
@@ -66,9 +40,11 @@ def test_sent_failed_and_suppressed_arrive_signed_once_each(
         assert endpoint["secret"].startswith("whsec_")
         first = [post(api_url, tenant, email).json()["id"] for email in (good, rejected)]
         for event_id in first:
-            wait_until(partial(settled, db, event_id), what="the first two messages settled")
+            wait_until(partial(message_of_event_settled, db, event_id), what="the first two messages settled")
         again = post(api_url, tenant, rejected).json()["id"]
-        suppressed = wait_until(lambda: settled(db, again), what="the message to the suppressed address")
+        suppressed = wait_until(
+            lambda: message_of_event_settled(db, again), what="the message to the suppressed address"
+        )
         rows = wait_until(lambda: all_posted(db, endpoint["id"], 3), what="three delivery events posted")
         events = verified(receiver, endpoint["secret"])
 
@@ -118,7 +94,7 @@ def test_an_endpoint_gets_only_its_types_of_only_its_workspaces_messages(
         wait_until(lambda: all_posted(db, other["id"], 1), what="the other workspace's event posted")
         wait_until(lambda: all_posted(db, mine["id"], 1), what="the failure posted")
         # Its status committed with any event it made: none for a failures-only endpoint.
-        assert wait_until(lambda: settled(db, sent_here), what="the sent message").status == "sent"
+        assert wait_until(lambda: message_of_event_settled(db, sent_here), what="the sent message").status == "sent"
         assert len(rows_of(db, mine["id"])) == 1
         mine_events = verified(failures, mine["secret"])
         their_events = verified(theirs, other["secret"])

@@ -9,19 +9,13 @@ import httpx
 import pytest
 
 from tests.support.builders import Tenant, apply_spec, make_token, password_reset_spec, unique_workspace_key
-from tests.support.metrics import scrape
+from tests.support.metrics import events, scrape
 from tests.support.polling import wait_until
 from tests.support.ports import free_port
 from tests.support.smtp_sink import Sink, running_sink
 from tests.support.stack import OwnStack, service_env, start_server, stop
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
-
-
-def events(
-    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], outcome: str, dialect: str = "native"
-) -> float:
-    return scraped.get(("tripmail_events_total", (("dialect", dialect), ("outcome", outcome))), 0.0)
 
 
 def test_counters_move_with_the_events_answered(api_url: str, tenant: Tenant, sink: Sink) -> None:

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.test_bounces import message_state
-from tests.integration.test_delivery import post, settled
 from tests.support.bounce_samples import COMPLAINT, SENDMAIL
 from tests.support.builders import Tenant, make_token, unique_workspace_key
+from tests.support.event_posts import post
+from tests.support.message_states import message_of_event_settled, message_state
 from tests.support.polling import wait_until
 from tests.support.provider_payloads import (
     MAILGUN_COMPLAINED,
@@ -37,9 +37,9 @@ from tests.support.provider_payloads import (
     sns_notification,
     with_content,
 )
+from tests.support.sendgrid_signing import sendgrid_key_pair, sendgrid_signature
 from tests.support.smtp_sink import Sink, running_sink
 from tests.support.stack import OwnStack
-from tests.unit.test_provider_webhooks import sendgrid_key_pair, sendgrid_signature
 from tripmail.config import Settings
 from tripmail.models import Message
 
@@ -68,7 +68,7 @@ def webhook(api_url: str, provider: str, token: str, body: Any, **request: Any) 
 
 def mailed(api_url: str, db: sessionmaker[Session], sink: Sink, tenant: Tenant, email: str) -> Message:
     event_id = post(api_url, tenant, email).json()["id"]
-    message = wait_until(lambda: settled(db, event_id), timeout=60, what="the message sent")
+    message = wait_until(lambda: message_of_event_settled(db, event_id), timeout=60, what="the message sent")
     assert message.status == "sent" and len(sink.to(email)) == 1
     assert message.message_id_header is not None
     return message
@@ -76,7 +76,7 @@ def mailed(api_url: str, db: sessionmaker[Session], sink: Sink, tenant: Tenant, 
 
 def next_event_is_suppressed(api_url: str, db: sessionmaker[Session], sink: Sink, tenant: Tenant, email: str) -> None:
     event_id = post(api_url, tenant, email).json()["id"]
-    later = wait_until(lambda: settled(db, event_id), what="the next message")
+    later = wait_until(lambda: message_of_event_settled(db, event_id), what="the next message")
     assert (later.status, later.attempts) == ("suppressed", 0)
     assert len(sink.to(email)) == 1  # the first message only
 
@@ -194,7 +194,7 @@ def test_a_soft_bounce_is_noted_and_changes_nothing_else(
     assert (answer.status_code, answer.json()["delayed"]) == (200, 1), answer.text
     assert message_state(db, message.id) == ("sent", ["sent", "delayed"], [])
     event_id = post(api_url, tenant, email).json()["id"]
-    assert wait_until(lambda: settled(db, event_id), what="the next message").status == "sent"
+    assert wait_until(lambda: message_of_event_settled(db, event_id), what="the next message").status == "sent"
     assert len(sink.to(email)) == 2
 
 

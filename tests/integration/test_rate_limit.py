@@ -9,42 +9,15 @@ import psutil
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.integration.test_metrics import events
+from tests.support.api_connections import connections_to_each_process
 from tests.support.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
 from tests.support.envelopes import DIALECTS
-from tests.support.metrics import scrape
+from tests.support.metrics import events, scrape
 from tests.support.stack import service_env, start_server, stop
 from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 
 BURST = 6
-
-
-def serving_pid(api: psutil.Process, connection: http.client.HTTPConnection) -> int | None:
-    """Which of the api's worker processes holds the server end of this client connection."""
-    assert connection.sock is not None
-    client_port = connection.sock.getsockname()[1]
-    for child in api.children(recursive=True):
-        if any(c.raddr and c.raddr.port == client_port for c in child.net_connections(kind="tcp")):
-            return child.pid
-    return None
-
-
-def connections_to_each_process(api: psutil.Process, port: int) -> list[http.client.HTTPConnection]:
-    """Kept-alive connections, one answered by each of the api's two processes (the kernel picks who accepts)."""
-    by_pid: dict[int, http.client.HTTPConnection] = {}
-    for _ in range(50):
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        connection.request("GET", "/healthz")  # not limited: no token
-        assert connection.getresponse().read()
-        pid = serving_pid(api, connection)
-        if pid is not None and pid not in by_pid:
-            by_pid[pid] = connection
-        else:
-            connection.close()
-        if len(by_pid) == 2:
-            return list(by_pid.values())
-    raise AssertionError(f"50 connections reached {len(by_pid)} of the api's 2 processes")
 
 
 def post_event(connection: http.client.HTTPConnection, token: str, email: str) -> http.client.HTTPResponse:

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.test_crashes import post_reset, settled, statuses
+from tests.support.event_posts import post_reset
+from tests.support.message_states import statuses, workspace_messages_settled
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import running_sink
 from tests.support.stack import OwnStack
@@ -57,7 +58,9 @@ def test_a_relay_down_for_three_minutes_mid_run_delivers_every_email_once(stack:
 
     with running_sink(stack.smtp_port) as second_sink:
         final = wait_until(
-            lambda: settled(stack.db, tenant.key, len(before) + len(during)), timeout=120, what="the backlog drained"
+            lambda: workspace_messages_settled(stack.db, tenant.key, len(before) + len(during)),
+            timeout=120,
+            what="the backlog drained",
         )
         received = first_sink.recipients_from(tenant.sender) + second_sink.recipients_from(tenant.sender)
 
@@ -98,7 +101,7 @@ def test_a_message_waiting_for_its_next_try_is_not_sent_once_its_address_is_supp
     assert f"suppressed {email}" in stack.tripmail("suppressions", "add", "--workspace", tenant.key, email)
 
     with running_sink(stack.smtp_port) as sink:
-        final = wait_until(lambda: settled(stack.db, tenant.key, 1), what="the message settled")
+        final = wait_until(lambda: workspace_messages_settled(stack.db, tenant.key, 1), what="the message settled")
         time.sleep(1)  # a second more for anything that would still go out
         assert sink.to(email) == []
     assert final == {"suppressed": 1}

@@ -9,7 +9,8 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.test_crashes import post_reset, settled
+from tests.support.event_posts import post_reset
+from tests.support.message_states import workspace_messages_settled
 from tests.support.polling import wait_until
 from tests.support.ports import free_port
 from tests.support.smtp_sink import Sink, running_sink
@@ -81,7 +82,9 @@ def test_a_relay_deferring_before_data_or_down_passes_its_mail_to_the_next_one(
         with running_sink(first, greylisting):
             for email in deferring:
                 post_reset(stack.api_url, tenant.token, email)
-            wait_until(lambda: settled(stack.db, tenant.key, 8), what="mail sent while relay A defers")
+            wait_until(
+                lambda: workspace_messages_settled(stack.db, tenant.key, 8), what="mail sent while relay A defers"
+            )
         # Each was offered to relay A first, deferred there, and taken by B in the same attempt.
         assert greylisting.deferred == Counter(deferring)
         assert backup.recipients_from(tenant.sender) == dict.fromkeys(deferring, 1)
@@ -89,7 +92,7 @@ def test_a_relay_deferring_before_data_or_down_passes_its_mail_to_the_next_one(
 
         for email in down:
             post_reset(stack.api_url, tenant.token, email)
-        wait_until(lambda: settled(stack.db, tenant.key, 16), what="mail sent while relay A is down")
+        wait_until(lambda: workspace_messages_settled(stack.db, tenant.key, 16), what="mail sent while relay A is down")
         assert backup.recipients_from(tenant.sender) == dict.fromkeys(deferring + down, 1)
         assert relays_of(stack.db, down) == {f"127.0.0.1:{second}": 8}
 
@@ -98,7 +101,9 @@ def test_a_relay_deferring_before_data_or_down_passes_its_mail_to_the_next_one(
         with running_sink(first) as primary:
             for email in healthy:
                 post_reset(stack.api_url, tenant.token, email)
-            final = wait_until(lambda: settled(stack.db, tenant.key, 24), what="mail sent through relay A")
+            final = wait_until(
+                lambda: workspace_messages_settled(stack.db, tenant.key, 24), what="mail sent through relay A"
+            )
         assert primary.recipients_from(tenant.sender) == dict.fromkeys(healthy, 1)
         assert relays_of(stack.db, healthy) == {f"127.0.0.1:{first}": 8}
     assert final == {"sent": 24}
@@ -129,7 +134,9 @@ def test_a_deferral_after_data_stays_with_its_relay_and_is_tried_again_there(
             assert len(deferring.to(email)) >= 2
         assert set(attempts) == {("transient", f"127.0.0.1:{first}", 451)}
         with running_sink(first) as primary:
-            final = wait_until(lambda: settled(stack.db, tenant.key, 1), what="the message sent at last")
+            final = wait_until(
+                lambda: workspace_messages_settled(stack.db, tenant.key, 1), what="the message sent at last"
+            )
             assert len(primary.to(email)) == 1
     assert final == {"sent": 1}
     assert backup.to(email) == []
@@ -147,7 +154,9 @@ def test_weights_split_the_mail_between_relays(stack: OwnStack, relay_ports: tup
         stack.start_worker()
         for email in emails:
             post_reset(stack.api_url, tenant.token, email)
-        final = wait_until(lambda: settled(stack.db, tenant.key, len(emails)), what="120 messages sent")
+        final = wait_until(
+            lambda: workspace_messages_settled(stack.db, tenant.key, len(emails)), what="120 messages sent"
+        )
         shares = Counter(
             {"heavy": len(heavy.from_sender(tenant.sender)), "light": len(light.from_sender(tenant.sender))}
         )
@@ -184,7 +193,11 @@ def test_send_rates_per_relay_and_per_domain_hold_across_workers(stack: OwnStack
         stack.start_worker("worker-2")
         for email in slow + other:
             post_reset(stack.api_url, tenant.token, email)
-        final = wait_until(lambda: settled(stack.db, tenant.key, len(slow) + len(other)), timeout=120, what="all sent")
+        final = wait_until(
+            lambda: workspace_messages_settled(stack.db, tenant.key, len(slow) + len(other)),
+            timeout=120,
+            what="all sent",
+        )
         mail = sink.from_sender(tenant.sender)
     assert final == {"sent": 36}
     everything = [received.arrived_at for received in mail]

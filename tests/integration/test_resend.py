@@ -6,7 +6,8 @@ import re
 import pytest
 from sqlalchemy import select
 
-from tests.integration.test_crashes import post_reset, settled
+from tests.support.event_posts import post_reset
+from tests.support.message_states import workspace_messages_settled
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import running_sink
 from tests.support.stack import OwnStack
@@ -31,12 +32,14 @@ def test_messages_that_failed_through_an_outage_are_sent_once_by_resend_status_f
     with running_sink(stack.smtp_port) as sink:
         post_reset(stack.api_url, tenant.token, emails[0])
         post_reset(stack.api_url, tenant.token, bounced)  # 550 5.1.1: failed, and its address suppressed
-        wait_until(lambda: settled(stack.db, tenant.key, 2), what="the first two settled")
+        wait_until(lambda: workspace_messages_settled(stack.db, tenant.key, 2), what="the first two settled")
         assert len(sink.to(emails[0])) == 1
     # The relay is down past the give-up time: the rest fail, after a few tries.
     for email in emails[1:]:
         post_reset(stack.api_url, tenant.token, email)
-    final = wait_until(lambda: settled(stack.db, tenant.key, len(emails) + 1), timeout=60, what="the rest failed")
+    final = wait_until(
+        lambda: workspace_messages_settled(stack.db, tenant.key, len(emails) + 1), timeout=60, what="the rest failed"
+    )
     assert final == {"sent": 1, "failed": len(emails)}
     with stack.db() as session:
         rows = session.execute(select(Message.id, Message.to_address, Message.attempts, Message.smtp_reply)).all()
@@ -61,7 +64,9 @@ def test_messages_that_failed_through_an_outage_are_sent_once_by_resend_status_f
             in (output)
         )
         final = wait_until(
-            lambda: settled(stack.db, tenant.key, len(emails) + 1), timeout=60, what="the resent messages"
+            lambda: workspace_messages_settled(stack.db, tenant.key, len(emails) + 1),
+            timeout=60,
+            what="the resent messages",
         )
         received = sink.recipients_from(tenant.sender)
     assert final == {"sent": len(emails), "failed": 1}

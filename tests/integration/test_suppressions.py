@@ -6,8 +6,9 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.test_delivery import post, settled
 from tests.support.builders import Tenant, make_token, unique_workspace_key
+from tests.support.event_posts import post
+from tests.support.message_states import message_of_event_settled
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
 from tests.support.stack import run_tripmail
@@ -141,12 +142,12 @@ def test_a_suppressed_address_gets_no_mail_until_its_suppression_is_deleted(
     assert suppress(api_url, headers, {"email": email, "reason": "complained"}).status_code == 201
 
     held_id = post(api_url, tenant, email).json()["id"]
-    held = wait_until(lambda: settled(db, held_id), what="the message to the suppressed address")
+    held = wait_until(lambda: message_of_event_settled(db, held_id), what="the message to the suppressed address")
     assert (held.status, held.attempts) == ("suppressed", 0)
     assert lift(api_url, headers, email).status_code == 204
 
     sent_id = post(api_url, tenant, email).json()["id"]
-    sent = wait_until(lambda: settled(db, sent_id), what="the message after the deletion")
+    sent = wait_until(lambda: message_of_event_settled(db, sent_id), what="the message after the deletion")
     assert sent.status == "sent"
     [mail] = sink.to(email)
     assert mail.message["Subject"] == f"Reset for {email}"
@@ -157,7 +158,7 @@ def test_a_hard_bounce_is_listed_with_source_smtp_and_the_servers_reply(
 ) -> None:
     email = f"reject-{tenant.key}@example.com"
     event_id = post(api_url, tenant, email).json()["id"]
-    assert wait_until(lambda: settled(db, event_id), what="the bounce").status == "failed"
+    assert wait_until(lambda: message_of_event_settled(db, event_id), what="the bounce").status == "failed"
 
     listed = suppressions(api_url, token(db, tenant, ["contacts:read"]), email=email).json()["items"]
     # The sink refuses the recipient: the reason names the command it answered, and its reply.
@@ -195,7 +196,7 @@ def test_the_cli_adds_lists_and_removes_and_the_address_is_mailed_again(
     assert newest[0].startswith(f"{key}  {bob}  manual  20") and newest[-1] == "1 suppression(s)"
 
     held_id = post(api_url, tenant, ann).json()["id"]
-    assert wait_until(lambda: settled(db, held_id), what="the held message").status == "suppressed"
+    assert wait_until(lambda: message_of_event_settled(db, held_id), what="the held message").status == "suppressed"
     removed = run_tripmail(stack_settings, "suppressions", "remove", "--workspace", key, ann, nobody)
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.splitlines() == [
@@ -204,7 +205,7 @@ def test_the_cli_adds_lists_and_removes_and_the_address_is_mailed_again(
     ]
     assert stored(db, tenant) == {bob: ("manual", "asked")}
     sent_id = post(api_url, tenant, ann).json()["id"]
-    assert wait_until(lambda: settled(db, sent_id), what="the message after removal").status == "sent"
+    assert wait_until(lambda: message_of_event_settled(db, sent_id), what="the message after removal").status == "sent"
     assert len(sink.to(ann)) == 1
 
 

@@ -23,8 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.test_rate_limit import connections_to_each_process
 from tests.support import envelopes
+from tests.support.api_connections import connections_to_each_process
 from tests.support.builders import apply_spec, make_token, password_reset_spec, unique_workspace_key
 from tests.support.polling import wait_until
 from tests.support.stack import service_env, start_server, stop

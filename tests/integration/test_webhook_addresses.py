@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.test_delivery import post
-from tests.integration.test_delivery_events import register, rows_of, webhook_headers
 from tests.support.builders import Tenant, make_tenant, unique_workspace_key
+from tests.support.event_posts import post
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
+from tests.support.webhook_endpoints import register, rows_of, webhook_headers
 from tests.support.webhook_receiver import Receiver
 
 REFUSED = "is not public (loopback); see TRIPMAIL_WEBHOOK_ALLOW_NETWORKS"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.test_crashes import CAMPAIGN, campaign_audience, settled
-from tests.support.builders import sender_of
+from tests.support.builders import CAMPAIGN, campaign_audience, sender_of
 from tests.support.hashing_sink import running_hashing_sink
+from tests.support.message_states import workspace_messages_settled
 from tests.support.polling import wait_until
 from tests.support.stack import OwnStack, pool_processes
 from tripmail import queue
@@ -78,7 +78,9 @@ def test_a_10_mib_attachment_to_500_recipients_from_a_worker_held_to_1_gib(stack
     with running_hashing_sink(stack.smtp_port) as sink:
         worker = stack.start_worker(max_data_bytes=WORKER_MEMORY)
         publish_event(stack.settings, workspace_id, attachment)
-        final = wait_until(lambda: settled(stack.db, key, RECIPIENTS), timeout=240, what="every message settled")
+        final = wait_until(
+            lambda: workspace_messages_settled(stack.db, key, RECIPIENTS), timeout=240, what="every message settled"
+        )
         peaks = {pid: peak_rss(pid) for pid in pool_processes(worker)}
         arrivals = sink.from_sender(sender)
     log = (stack.workdir / "worker.log").read_text()

@@ -2,11 +2,11 @@
 
 import textwrap
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tripmail.contacts.identity import email_md5, email_xxh
@@ -17,6 +17,8 @@ from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.setup.apply import apply_file
 from tripmail.setup.spec import ApplyFile
 from tripmail.setup.tokens import create_token
+
+CAMPAIGN = 3_000_001  # campaign_audience's automation id: the altcraft campaign a test starts
 
 
 def unique_workspace_key(prefix: str = "ws") -> str:
@@ -171,3 +173,23 @@ def workspace_with_messages(
             ).ids
         ]
     return workspace_id, messages
+
+
+def campaign_audience(db: sessionmaker[Session], size: int) -> tuple[str, str, list[str]]:
+    """A workspace with `size` contacts and a campaign that mails them all; its key, token and addresses."""
+    spec = workspace_spec(
+        "crash",
+        sender="Crash",
+        contact_fields=[{"name": "rank", "type": "number"}],
+        templates=[make_template("hello", "Hello {{ contact.rank }}", "rank {{ contact.rank }}")],
+        automations=[make_automation("Crash", "hello", id=CAMPAIGN)],
+    )
+    key = spec["workspace"]
+    emails = [f"{key}-{index}@example.com" for index in range(size)]
+    now = datetime.now(UTC)
+    with db.begin() as session:
+        workspace_id = make_workspace(session, spec)
+        token = make_token(session, key)
+        rows = [contact_row(workspace_id, f"{key}-{i:05}", email, {"rank": i}, now) for i, email in enumerate(emails)]
+        session.execute(insert(Contact), rows)
+    return key, token, emails

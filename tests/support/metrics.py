@@ -14,3 +14,9 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
     }
+
+
+def events(
+    scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float], outcome: str, dialect: str = "native"
+) -> float:
+    return scraped.get(("tripmail_events_total", (("dialect", dialect), ("outcome", outcome))), 0.0)

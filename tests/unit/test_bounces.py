@@ -1,30 +1,26 @@
 import json
-from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default
-from typing import NamedTuple
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.support.bounce_samples import COMPLAINT, DELAYED, EXIM, PERMANENT, POSTFIX, SENDMAIL, Sample
 from tests.support.builders import apply_spec, make_workspace, password_reset_spec
+from tests.support.message_states import State, state
+from tests.support.sent_messages import DOMAIN, LATER, NOW, sent_message
 from tripmail.bounces.reports import Recorded, ReportOutcome, read_report, record_report
 from tripmail.config import Settings
 from tripmail.delivery.envelopes import prepare_envelopes
-from tripmail.delivery.mime import message_id_header
 from tripmail.delivery.verp import parse_verp_address, verp_address
 from tripmail.ids import new_id
 from tripmail.ingest.recording import record_event
-from tripmail.models import Message, MessageAttempt, MessageStatus, Suppression, WebhookDelivery, Workspace
+from tripmail.models import MessageAttempt, MessageStatus, WebhookDelivery, Workspace
 from tripmail.schemas.trigger import Audience, TriggerRequest
 from tripmail.webhooks.delivery_events import Subscriptions, add_endpoint
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-LATER = NOW + timedelta(hours=1)
-DOMAIN = "bounces.acme.test"
 SECRET = "a" * 64
 
 
@@ -112,58 +108,15 @@ def test_a_not_spam_feedback_report_is_no_complaint() -> None:
     assert not read_report(raw).complaint
 
 
-class Sent(NamedTuple):
-    id: int
-    return_path: str
-    message_id_header: str
-
-
 @pytest.fixture
 def workspace_id(sessions: sessionmaker[Session]) -> int:
     with sessions.begin() as session:
         return make_workspace(session, password_reset_spec("acme"))
 
 
-def sent_message(
-    sessions: sessionmaker[Session], workspace_id: int, email: str, status: MessageStatus = MessageStatus.SENT
-) -> Sent:
-    """A message to `email` as delivery leaves it once the relay took it: its Message-ID stored, and `status`."""
-    event_id = new_id()
-    with sessions.begin() as session:
-        trigger = TriggerRequest(workspace_id=workspace_id, event="FORGOT_PASSWORD", audience=Audience(email=email))
-        [message_id] = record_event(session, event_id, trigger, now=NOW).ids
-        header = message_id_header(event_id, message_id, "noreply@acme.example.com")
-        session.execute(update(Message).where(Message.id == message_id).values(status=status, message_id_header=header))
-        secret = session.get_one(Workspace, workspace_id).unsubscribe_secret
-    return Sent(message_id, verp_address(message_id, secret, DOMAIN), header)
-
-
 def record(sessions: sessionmaker[Session], raw: bytes, *recipients: str) -> Recorded:
     with sessions.begin() as session:
         return record_report(session, read_report(raw, recipients), now=LATER)
-
-
-class State(NamedTuple):
-    status: str
-    reply: str | None
-    attempts: list[str]
-    suppressions: list[tuple[str, str]]
-
-
-def state(sessions: sessionmaker[Session], message_id: int) -> State:
-    with sessions() as session:
-        message = session.get_one(Message, message_id)
-        attempts = session.scalars(
-            select(MessageAttempt.outcome).where(MessageAttempt.message_id == message_id).order_by(MessageAttempt.id)
-        )
-        suppressions = session.execute(
-            select(Suppression.email, Suppression.source)
-            .where(Suppression.workspace_id == message.workspace_id)
-            .order_by(Suppression.id)
-        )
-        return State(
-            message.status, message.smtp_reply, list(attempts), [(email, source) for email, source in suppressions]
-        )
 
 
 @pytest.mark.parametrize("sample", PERMANENT.values(), ids=PERMANENT.keys())

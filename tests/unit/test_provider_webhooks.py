@@ -1,18 +1,16 @@
 """The providers' documented webhook payloads, read into the reports tripmail/bounces/reports.py records."""
 
-import base64
 import hashlib
 import hmac
 import json
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.support.bounce_samples import COMPLAINT, SENDMAIL
 from tests.support.builders import make_workspace, password_reset_spec
+from tests.support.message_states import state
 from tests.support.provider_payloads import (
     MAILGUN_COMPLAINED,
     MAILGUN_DELIVERED,
@@ -31,7 +29,8 @@ from tests.support.provider_payloads import (
     sns_notification,
     with_content,
 )
-from tests.unit.test_bounces import LATER, sent_message, state
+from tests.support.sendgrid_signing import sendgrid_key_pair, sendgrid_signature
+from tests.support.sent_messages import LATER, sent_message
 from tripmail.bounces.providers import mailgun, postmark, sendgrid, ses
 from tripmail.bounces.providers.signatures import load_sendgrid_key, mailgun_signed, sendgrid_signed
 from tripmail.bounces.reports import Report, ReportOutcome, record_reports
@@ -193,19 +192,6 @@ def test_a_mailgun_signature_verifies_with_its_signing_key_only() -> None:
     assert mailgun_signed("key-1", timestamp="1529006854", token="a8ce0edb", signature=signature)
     assert not mailgun_signed("key-2", timestamp="1529006854", token="a8ce0edb", signature=signature)
     assert not mailgun_signed("key-1", timestamp="1529006855", token="a8ce0edb", signature=signature)
-
-
-def sendgrid_key_pair() -> tuple[ec.EllipticCurvePrivateKey, str]:
-    """A P-256 key and its public half as SendGrid shows the verification key: base64 of the DER public key."""
-    private = ec.generate_private_key(ec.SECP256R1())
-    public = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, base64.b64encode(public).decode()
-
-
-def sendgrid_signature(private: ec.EllipticCurvePrivateKey, timestamp: str, body: bytes) -> str:
-    return base64.b64encode(private.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
 
 
 def test_a_sendgrid_signature_verifies_over_the_timestamp_and_the_exact_body() -> None:

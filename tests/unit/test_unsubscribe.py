@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.support.builders import apply_spec, password_reset_spec
+from tests.support.unsubscribe_links import mangled
 from tripmail.contacts.store import upsert_contact
 from tripmail.contacts.unsubscribe import contact_of_token, token_parts, unsubscribe, unsubscribe_token, unsubscribe_url
 from tripmail.delivery.mime import build_email
@@ -83,24 +84,6 @@ def test_marketing_mail_carries_one_click_unsubscribe_headers() -> None:
     message = message_from_bytes(b"".join(content), policy=default)
     assert message["List-Unsubscribe"] == "<https://mail.example/unsubscribe/1.c-1.abc>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-
-
-def mangled(genuine: str) -> dict[str, str]:
-    """Links with a part oversized or malformed, by what is wrong with them."""
-    workspace_id, contact_id, signature = genuine.split(".")
-    return {
-        "workspace id past 64 bits": f"{'9' * 30}.{contact_id}.{signature}",
-        "workspace id past int()'s digits": f"{'9' * 5000}.{contact_id}.{signature}",
-        "workspace id a digit only to isdigit": f"\u00b2.{contact_id}.{signature}",
-        "workspace id negative": f"-{workspace_id}.{contact_id}.{signature}",
-        "contact id past its column": f"{workspace_id}.{'c' * 10_000}.{signature}",
-        "contact id with a NUL": f"{workspace_id}.{contact_id}\x00.{signature}",
-        "signature not ASCII": f"{workspace_id}.{contact_id}.{chr(0xE9) * 32}",
-        "signature not hex": f"{workspace_id}.{contact_id}.{'!' * 32}",
-        "signature oversized": f"{workspace_id}.{contact_id}.{signature * 1000}",
-        "only dots": "." * 10_000,
-        "very long": "x" * 100_000,
-    }
 
 
 def test_oversized_or_malformed_parts_name_nobody(sessions: sessionmaker[Session]) -> None:

@@ -14,7 +14,6 @@ hand-over of the same run finds it moved and does nothing, so a wait fires once.
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import partial
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, select, update
@@ -37,7 +36,7 @@ from tripmail.models import (
     table_of,
 )
 from tripmail.queue import HAND_OUT_AGAIN_AFTER, ByLane
-from tripmail.rendering.context import EventColumns, contact_context, event_context
+from tripmail.rendering.context import EventColumns
 from tripmail.schemas.trigger import TriggerRequest
 
 
@@ -78,14 +77,12 @@ def carry_out(
     running = Running(
         automation,
         contact,
-        event.id,
+        event,
         workspace_id,
         data,
         custom_data,
         field_types,
         now,
-        contact_seen=partial(contact_context, contact),
-        event_seen=partial(event_context, event),
     )
     trail: list[dict[str, Any]] = []
     reached: list[SendStep] = []

@@ -19,6 +19,7 @@ from tripmail.contacts.fields import coerce_field_value
 from tripmail.durations import parse_duration
 from tripmail.errors import InvalidConfig
 from tripmail.models import Contact, Template, WebhookStatus
+from tripmail.rendering.context import EventColumns, contact_context, event_context
 from tripmail.rendering.templates import RenderError, render_part, template_context
 
 if TYPE_CHECKING:
@@ -134,21 +135,18 @@ class Compiling:
 class Running:
     """What a run carries a step out for, and the webhook deliveries the run made so far.
 
-    The contact and the event as templates and conditions see them come from the run (tripmail.automations.runs):
-    that context belongs to delivery, which the api must not load through planning, which imports this module.
-    The contact's is read at each step, as update_contact steps change it.
+    A step reads the contact's context (tripmail.rendering.context) when it runs, not once per run: update_contact
+    steps change the contact.
     """
 
     automation: "Started"
     contact: Contact
-    event_id: str
+    event: EventColumns
     workspace_id: int
     data: dict[str, Any]
     custom_data: dict[str, Any]
     field_types: Mapping[str, str]
     now: datetime
-    contact_seen: Callable[[], dict[str, Any]]
-    event_seen: Callable[[], dict[str, Any]]
     webhooks: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -286,7 +284,9 @@ def _compile_condition(spec: ConditionStep, at: Compiling) -> dict[str, Any]:
 
 def _condition(step: Step, run: Running) -> Done:
     try:
-        holds = evaluate(step.config["if"], data=run.data, contact=run.contact_seen(), event=run.event_seen())
+        holds = evaluate(
+            step.config["if"], data=run.data, contact=contact_context(run.contact), event=event_context(run.event)
+        )
     except ConditionError as exc:
         raise StepFailed(str(exc)) from exc
     branch = "then" if holds else "else"
@@ -309,7 +309,7 @@ def _update_contact(step: Step, run: Running) -> Done:
 def _field_value(name: str, value: Any, run: Running) -> Any:
     """A literal as it is; text with `{{ ... }}` rendered for this event and contact; typed as the field is."""
     if isinstance(value, str) and ("{{" in value or "{%" in value):
-        context = template_context(run.contact_seen(), run.data, run.event_seen())
+        context = template_context(contact_context(run.contact), run.data, event_context(run.event))
         try:
             value = render_part(value, context, html=False)
         except RenderError as exc:
@@ -330,7 +330,7 @@ def _compile_webhook(spec: WebhookStep, at: Compiling) -> dict[str, Any]:
 def _webhook(step: Step, run: Running) -> Done:
     body = _webhook_body(run)
     run.webhooks.append(
-        webhook_row(step, run.automation, run.workspace_id, run.event_id, run.contact.id, body, now=run.now)
+        webhook_row(step, run.automation, run.workspace_id, run.event.id, run.contact.id, body, now=run.now)
     )
     return Done(step.config["next"], {"url": step.config["url"]})
 
@@ -338,8 +338,8 @@ def _webhook(step: Step, run: Running) -> Done:
 def _webhook_body(run: Running) -> str:
     document = {
         "automation_id": run.automation.id,
-        "event": {**run.event_seen(), "data": run.data},
-        "contact": run.contact_seen(),
+        "event": {**event_context(run.event), "data": run.data},
+        "contact": contact_context(run.contact),
         "custom_data": run.custom_data,
     }
     return json.dumps(document, separators=(",", ":"), sort_keys=True)

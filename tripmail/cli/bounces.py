@@ -19,7 +19,7 @@ def bounces() -> None:
 @click.option("--keep", is_flag=True, help="Leave each message in new/ (it is read again next time, harmlessly).")
 def bounces_maildir(path: Path, keep: bool) -> None:
     """Record the reports in a Maildir's new/, moving each to cur/ once recorded; a line each, then a summary."""
-    from tripmail.bounces.intake import Tally, from_maildir
+    from tripmail.bounces.flow import Tally, from_maildir
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
 
@@ -33,7 +33,7 @@ def bounces_maildir(path: Path, keep: bool) -> None:
 @click.option("--delete", is_flag=True, help="Delete each message once recorded, rather than flag it seen.")
 def bounces_imap(url: str, delete: bool) -> None:
     """Record the unseen reports of an IMAP folder (imaps://user:password@host/INBOX), flagging each seen."""
-    from tripmail.bounces.intake import MailboxUrl, Tally, from_imap
+    from tripmail.bounces.flow import MailboxUrl, Tally, from_imap
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
 
@@ -50,7 +50,7 @@ def bounces_imap(url: str, delete: bool) -> None:
 @click.argument("url")
 def bounces_pop3(url: str) -> None:
     """Record the reports of a POP3 mailbox (pop3s://user:password@host), deleting each once recorded."""
-    from tripmail.bounces.intake import MailboxUrl, Tally, from_pop3
+    from tripmail.bounces.flow import MailboxUrl, Tally, from_pop3
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
 
@@ -69,7 +69,7 @@ def bounces_pop3(url: str) -> None:
 def bounces_listen(host: str, port: int) -> None:
     """An SMTP server for the bounce domain: records each report as it arrives, then answers 250; a line each,
     and a summary when stopped (Ctrl-C)."""
-    from tripmail.bounces.intake import BounceReceiver, Tally
+    from tripmail.bounces.flow import BounceReceiver, Tally
     from tripmail.db import make_sessionmaker
     from tripmail.ids import utcnow
     from tripmail.mailcatcher import serve_smtp

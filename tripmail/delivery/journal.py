@@ -208,8 +208,8 @@ class DatabaseJournal:
         While the database is unreachable (or SQLite's write lock stays taken: tripmail.faults), the writing is tried
         again until `until` (time.monotonic()); any other error is raised at once, as it would come back on every
         try. The results are the server's replies: once this run is gone they are lost, and a message handed over
-        without its result written is left `unknown` by the next try (never sent twice, but an operator must look).
-        A PostgreSQL restart of a few seconds during delivery left them so.
+        without its result written is left `unknown` by the next try (never sent twice, but an operator must look):
+        waiting out a PostgreSQL restart of a few seconds keeps delivery from leaving its messages so.
         """
         if self._results_timer is not None:
             self._results_timer.cancel()

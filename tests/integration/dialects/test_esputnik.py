@@ -1,16 +1,13 @@
 """esputnik (seed 002) against the real stack: the seed's example requests sent literally, then every rule."""
 
-import base64
 import json
-from collections.abc import Mapping
-from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.support.builders import Tenant, make_automation, make_template, make_tenant, workspace_spec
+from tests.support.esputnik_requests import basic, post
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import ReceivedMail, Sink
 from tripmail.models import Contact, Event, EventType, Workspace
@@ -129,22 +126,6 @@ def shop(db: sessionmaker[Session]) -> Tenant:
         ],
     )
     return make_tenant(db, spec)
-
-
-def basic(token: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"api:{token}".encode()).decode()}
-
-
-def post(
-    api_url: str, headers: dict[str, str], body: str | Mapping[str, Any], *, version: str = "v2"
-) -> httpx.Response:
-    content = body if isinstance(body, str) else json.dumps(body)
-    return httpx.post(
-        f"{api_url}/compat/esputnik/api/{version}/event",
-        content=content.encode(),
-        headers={"Content-Type": "application/json", **headers},
-        timeout=10,
-    )
 
 
 def with_key(body: str, key_value: str) -> str:

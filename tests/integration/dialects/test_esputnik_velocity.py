@@ -3,8 +3,8 @@
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.integration.dialects.test_esputnik import basic, post
 from tests.support.builders import Tenant, make_automation, make_template, make_tenant, workspace_spec
+from tests.support.esputnik_requests import basic, post
 from tests.support.polling import wait_until
 from tests.support.smtp_sink import Sink
 

@@ -1,4 +1,5 @@
-"""Where bounces and complaints come in: a Maildir, an IMAP or POP3 mailbox, or an SMTP server of its own.
+"""The transactions of recording bounces and complaints where they come in: a Maildir, an IMAP or POP3 mailbox,
+or an SMTP server of its own.
 
 Each source is a thin adapter over `record_mail`: one report, one transaction, and only after its commit is the
 report marked done at its source (moved to cur/, flagged seen or deleted, answered 250). A report whose
