@@ -65,11 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.metrics.register(StateCollector(app.state.redis, sessions))
         # What is alive now (modules, the app, the clients) lives as long as the process: frozen, the garbage
         # collector's full passes skip it. Under load the objects of requests in flight reach the oldest
-        # generation often enough to start a full pass every half second, and each one scanned the whole heap
-        # (~65 ms): a fifth of the api's CPU per event.
+        # generation often enough to start full passes again and again, and each one scans the whole heap: a
+        # large share of the api's CPU per event (bench/results.md, What the code's shape rests on).
         gc.collect()
         gc.freeze()
-        # A young collection every 700 objects (the default) ran ~250 times a second under load and moved the
+        # A young collection every 700 objects (the default) runs many times a second under load and moves the
         # objects of requests in flight on to older generations; reference counting frees them once answered.
         thresholds = gc.get_threshold()
         gc.set_threshold(YOUNG_COLLECTION_OBJECTS)

@@ -45,7 +45,8 @@ class TokenCache(ExpiringCache[str, Principal]):
     (2 by default), as it does when revoked_at is set by hand.
 
     Requests that miss one token at the same time share one read: when a busy token's entry expires, every
-    request in flight misses it, and at 64 connections their reads were an eighth of the api's CPU.
+    request in flight misses it, and under load their reads are a large share of the api's CPU
+    (bench/results.md, What the code's shape rests on).
     """
 
     def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:

@@ -31,9 +31,9 @@ from tripmail.errors import InvalidRequest, PayloadTooLarge
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 LimitSetting = Callable[[Settings], int]
 
-# A body above this is parsed in the threadpool. Below it json.loads takes under a millisecond whatever the shape
-# (64 KiB of `[{},{},...]`, its costliest, takes ~0.8 ms), less than the thread hop is worth; above it the loop
-# would stall for every request in flight, up to ~0.3 s for 8 MiB.
+# A body above this is parsed in the threadpool. Below it json.loads is quick whatever the shape, less than the
+# thread hop is worth; above it the loop would stall for every request in flight, longer the larger the body
+# (bench/results.md, What the code's shape rests on).
 PARSE_IN_THREAD_BYTES = 64 * 1024
 
 

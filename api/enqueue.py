@@ -1,7 +1,8 @@
 """Claim dedupe keys and publish accepted events, for many concurrent requests at once.
 
-Publishing a Celery task costs ~0.7 ms of api CPU and a claim or hold is a Redis round trip; done once per
-request they were most of the cost of ingest. The Enqueuer does them once per flush instead.
+Publishing a Celery task costs api CPU and a claim or hold is a Redis round trip; done once per request they are
+most of the cost of ingest (bench/results.md, What the code's shape rests on). The Enqueuer does them once per flush
+instead.
 """
 
 import asyncio
@@ -34,11 +35,11 @@ CLAIM_UNTIL_QUEUED_S = 60
 # duplicate of an event that was never queued: that retry is answered Unavailable until the claim lapses.
 UNCONFIRMED = "?"
 # A claim's value is `<event id>#<content digest>`: one SET NX GET both claims the key and tells a repeat whether
-# it repeats the first event's content. A value without a digest (claimed before digests) counts as the same.
+# it repeats the first event's content. A value without a digest (a claim written without one) counts as the same.
 DIGEST_MARK = "#"
 # A flush this big means requests come faster than flushes run, so they share flushes without waiting: the next
-# flush from rest starts at once. Waiting then stalled every connection of a busy client (wrk's 64) for wait_s
-# after each answer, which cost ingest 10-15 % of its requests/s.
+# flush from rest starts at once. Waiting then would stall every connection of a busy client for wait_s after each
+# answer, which costs ingest a share of its requests/s (bench/results.md, What the code's shape rests on).
 BUSY_FLUSH_EVENTS = 8
 # A full batch request is one flush on its own; the task and the worker's transaction stay the size of one.
 MAX_FLUSH_EVENTS = 1000
@@ -263,7 +264,8 @@ def _names_one_of(answer: Answer, event_ids: set[str]) -> bool:
 
 
 # SET NX GET EX, then EXPIRE, for each key of a flush in one command each, instead of a pipeline of one command
-# per key: redis-py packs and parses every command in Python, which cost the api's flush ~2.5x the CPU per key.
+# per key: redis-py packs and parses every command in Python, which costs the api's flush far more CPU per key
+# (bench/results.md, What the code's shape rests on).
 # A key this call set answers '' (a Lua list cannot hold nil).
 _CLAIM = """
 local firsts = {}

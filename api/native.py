@@ -45,9 +45,10 @@ _MAX_EMAIL_LENGTH = 254  # email_validator's limit, in octets
 def _plain_or_checked(value: object, check: ValidatorFunctionWrapHandler) -> str:
     """A plain address as it is, any other through EmailStr's check.
 
-    EmailStr (email_validator) takes ~50 µs per address, most of the cost of validating an event. email_validator
-    accepts a plain address and returns it unchanged, unless it is too long, its domain is special-use, or a
-    label holds "--" (a Punycode label or one email_validator refuses); those go through the check as well.
+    EmailStr (email_validator) is most of the cost of validating an event (bench/results.md, What the code's
+    shape rests on). email_validator accepts a plain address and returns it unchanged, unless it is too long, its
+    domain is special-use, or a label holds "--" (a Punycode label or one email_validator refuses); those go
+    through the check as well.
     """
     if isinstance(value, str) and len(value) <= _MAX_EMAIL_LENGTH and _PLAIN_EMAIL.fullmatch(value):
         domain = value.partition("@")[2]
@@ -158,8 +159,8 @@ class NativeEventRoute(APIRoute):
 
 
 async def validate_off_the_loop(request: Request, validate: Callable[[Any], T], raw: Any) -> T:
-    """`validate(raw)`, in the threadpool when the body is large: validating costs ~5 times parsing it (1.9 s for 12
-    MiB of numbers), and on the loop it would hold every other request as long."""
+    """`validate(raw)`, in the threadpool when the body is large: validating costs several times parsing it
+    (bench/results.md, What the code's shape rests on), and on the loop it would hold every other request as long."""
     if len(await request.body()) <= PARSE_IN_THREAD_BYTES:
         return validate(raw)
     return await run_in_threadpool(validate, raw)

@@ -144,8 +144,8 @@ def charge_budget(request: Request, key: str, cost: int = 1, *, charged: int = 0
 
 
 # With no rate limit there is no script to fold the revocation check into. An EXISTS on the event loop per request
-# cost ingest a third of its requests/s (0.52x of the baseline route against 0.73x without it, make bench's wrk
-# run), so each process looks a token up at most this often: a revocation takes effect within it.
+# costs ingest a large share of its requests/s (bench/results.md, What the code's shape rests on), so each process
+# looks a token up at most this often: a revocation takes effect within it.
 REVOCATION_RECHECK_S = 0.05
 
 
@@ -178,7 +178,7 @@ class RevocationMarkers:
 def charge_token(request: Request, token_id: int) -> bool:
     """Charge one request to the token when the api limits requests, and tell whether it was revoked lately.
 
-    The marker's EXISTS is folded into the rate limit's script (one round trip, as before); with no limit it is
+    The marker's EXISTS is folded into the rate limit's script (still one round trip); with no limit it is
     looked up at most every REVOCATION_RECHECK_S per token and process. With Redis unreachable, False (fail open,
     as the limit does).
     """

@@ -61,9 +61,10 @@ class Settings(BaseSettings):
     # before it reads a byte of the body. Larger is refused (413) unread.
     preauth_max_body_bytes: int = Field(default=64 * 1024, ge=1)
     # The same for altcraft, whose v1.1 token is in the JSON body and whose v1.0 link is checked once the body is
-    # read: everyone may make the api read and parse this much (off the event loop: 1 MiB of the worst JSON is some
-    # 40 ms and 25 MiB). Large enough for an audience query at the largest budget (25,000 list items), and it
-    # bounds altcraft's attachments (1 MiB of body: about 750 KiB of files); raise it to send larger ones.
+    # read: everyone may make the api read and parse this much (off the event loop, and the worst JSON costs far more
+    # CPU and memory than its size: bench/results.md, What the code's shape rests on). Large enough for an audience
+    # query at the largest budget (25,000 list items), and it bounds altcraft's attachments (1 MiB of body: about
+    # 750 KiB of files); raise it to send larger ones.
     altcraft_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     # How long rendering one part of a message (or a preview) may take; a template that loops longer fails with a
     # reason rather than hold a worker.
@@ -80,7 +81,8 @@ class Settings(BaseSettings):
     lookup_cache_entries: int = Field(default=4096, ge=1)
     # How long the api holds an accepted event for others to join its task, when none is being enqueued already.
     # A task's fixed cost (its transactions, its SMTP hand-over commits) is then shared by the events of those
-    # milliseconds: at 100 one-event requests a second, tasks of one event were more than two worker processes did.
+    # milliseconds: a task per event, at a steady stream of one-event requests, is more than the worker processes
+    # keep up with (bench/results.md, What the code's shape rests on).
     enqueue_wait_s: float = Field(default=0.02, ge=0, le=1)
     # How long the api waits for an answer from Redis before it takes Redis for down: a request that needs Redis
     # then gets its 503 within about twice this (a hung Redis would otherwise hold every request for the

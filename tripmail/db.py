@@ -47,12 +47,13 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     # WAL's recommended level: a commit reaches the operating system at once (a killed worker loses nothing) and
-    # the disk at each checkpoint rather than at every commit, which took a millisecond or more here per commit.
+    # the disk at each checkpoint rather than at every commit, where the sync is costly (bench/results.md, What the
+    # code's shape rests on).
     # A power loss can undo the last commits; production runs on PostgreSQL (README, "Delivery").
     cursor.execute("PRAGMA synchronous=NORMAL")
     # SQLite's own wait for a lock sleeps 1, 2, 5, 10, ... 100 ms between tries, so two worker processes that
-    # take turns writing lost more time asleep than writing (one-event tasks took 41 ms at the median, against
-    # 18 ms with one process). Statements are tried again below in steps of a millisecond or less instead.
+    # take turns writing lose more time asleep than writing (bench/results.md, What the code's shape rests on).
+    # Statements are tried again below in steps of a millisecond or less instead.
     cursor.execute("PRAGMA busy_timeout=0")
     cursor.close()
 
@@ -112,7 +113,7 @@ def insert_new(
 
 @lru_cache
 def _insert_new_statement(dialect: str, model: type[Base], unique: tuple[str, ...], returning: str) -> Any:
-    # Built once per shape: building the statement cost more than running it for a row or two.
+    # Built once per shape: building the statement costs more than running it for a row or two.
     table = table_of(model)
     return _dialect_insert(dialect)(table).on_conflict_do_nothing(index_elements=unique).returning(table.c[returning])
 

@@ -25,11 +25,11 @@ def retried_while_transient(run: Callable[..., None]) -> Callable[..., None]:
     it fail at once on anything else, which would come back on every try.
 
     Every task may run again: process_events finds its events recorded and re-enqueues what is still pending;
-    deliver_messages claims nothing twice. Tried again for as long as it lasts: with a limit (it was 8 tries, about
-    two minutes with the backoff) an outage longer than that, such as a PostgreSQL restart or failover, stored the
-    task's events as failed, or lost them when the database was still away for that write too. Retrying any
-    OperationalError, as Celery's autoretry_for did, also retried SQLite's "too many SQL variables" forever, and the
-    events of other workspaces in the task waited with it.
+    deliver_messages claims nothing twice. Tried again for as long as it lasts: with a limit, an outage longer than
+    the limit, such as a PostgreSQL restart or failover, would store the task's events as failed, or lose them when
+    the database is still away for that write too. Only what tripmail.faults calls transient is retried: retrying any
+    OperationalError (as Celery's autoretry_for does) would retry SQLite's "too many SQL variables" forever, and the
+    events of other workspaces in the task would wait with it.
     """
 
     @functools.wraps(run)

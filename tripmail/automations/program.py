@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class Started:
     """What planning reads of an automation an event starts: its id, whether it is transactional, its send_email
     steps in order, and, when it has other steps too, its whole program, which tripmail.automations.runs carries
-    out. Read as plain columns: loading Automation entities with their steps (a second, selectin query) was the
+    out. Read as plain columns: loading Automation entities with their steps (a second, selectin query) would be the
     costliest part of recording a one-contact event."""
 
     id: int
@@ -48,8 +48,8 @@ _ON_EVENT = _AUTOMATIONS.c.trigger_normalized == bindparam("key")
 
 
 def _started(where: ColumnElement[bool]) -> Select[Any]:
-    # Built once per shape, in table columns (the ORM's execution path costs twice as much): every one-contact
-    # event runs one, and building it cost more than running it.
+    # Built once per shape, in table columns (the ORM's execution path costs more: bench/results.md, What the
+    # code's shape rests on): every one-contact event runs one, and building it costs more than running it.
     automations, steps = _AUTOMATIONS.c, _STEPS.c
     return (
         select(automations.id, automations.transactional, steps.id, steps.kind, steps.config)

@@ -57,12 +57,12 @@ COMPARISONS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
 }
 CHUNK = 1000
 # Far beyond any audience people write, and well within the recursion both Python and SQLAlchemy's SQL compiler
-# allow (a $not inside a $not failed at 100 levels, an $and/$or alternation at 150).
+# allow (a $not inside a $not fails at 100 levels, an $and/$or alternation at 150).
 MAX_NESTING = 32
 # SQLite parses `a OR b OR ...` into a tree as deep as its terms and refuses one deeper than 1000.
 MAX_CONDITIONS = 500
 # Each list item is a variable bound to the page query, and SQLite binds at most 32,766 to one statement (250,000
-# as Debian builds it; PostgreSQL's protocol 65,535): past them the query failed in the database, as often as it was
+# as Debian builds it; PostgreSQL's protocol 65,535): past them the query fails in the database, as often as it is
 # tried. With the few that each of at most MAX_CONDITIONS keys binds (its path, its type test, its value: about 20
 # for a short list of four types), 25,000 conditions and list items stay within SQLite's limit. The api refuses a
 # query past Settings.query_max_terms, at most this.

@@ -24,8 +24,8 @@ STOPPED_AFTER_HAND_OVER = (
 )
 
 
-# The statements a delivery runs for every batch are built once: on SQLite, building an ORM statement took longer
-# than running it (350 against 100 µs for a select by key, measured here), and a one-message batch runs several.
+# The statements a delivery runs for every batch are built once: on SQLite, building an ORM statement takes longer
+# than running it (bench/results.md, What the code's shape rests on), and a one-message batch runs several.
 _MESSAGES = table_of(Message)
 _ATTEMPTS = table_of(MessageAttempt)
 

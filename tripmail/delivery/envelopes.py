@@ -63,7 +63,7 @@ def _columns(model: type[Base], names: type[NamedTuple]) -> list[Any]:
     return [table_of(model).c[name] for name in names._fields]
 
 
-# Columns rather than entities: building five ORM objects per message was a fifth of preparing a batch.
+# Columns rather than entities: building five ORM objects per message is a large share of preparing a batch.
 _TO_PREPARE = (
     select(
         _MESSAGES.c.id,
@@ -85,7 +85,7 @@ _TO_PREPARE = (
 )
 
 # An event's request is read once per batch, not with each of its messages: an audience request can be large (an
-# altcraft `custom_request` with 20,000 ids in `$in`), and decoding it per message was 40% of a worker's time.
+# altcraft `custom_request` with 20,000 ids in `$in`), and decoding it per message would dominate a worker's time.
 _EVENT_REQUESTS = select(table_of(Event).c.id, table_of(Event).c.request).where(
     table_of(Event).c.id.in_(bindparam("ids", expanding=True))
 )

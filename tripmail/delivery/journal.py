@@ -28,7 +28,7 @@ _MESSAGES = table_of(Message)
 
 
 # By id, a row per parameter set, rather than `id IN (...)`: a hand-over is mostly one message, and expanding
-# the IN list cost a fifth of its transaction.
+# the IN list is a large share of its transaction.
 _HAND_OVER = update(_MESSAGES).where(_MESSAGES.c.id == bindparam("message")).values(handed_over_at=bindparam("at"))
 
 
@@ -61,8 +61,8 @@ def record_progress(
 ) -> list[int]:
     """Write down hand-overs, hand-overs that did not happen after all, and results; the ids to try again later.
 
-    A Connection rather than a Session: a message's journal is a transaction of its own, and a Session cost as
-    much again as the statements (586 against 377 µs for a hand-over and a result).
+    A Connection rather than a Session: a message's journal is a transaction of its own, and a Session costs
+    as much again as the statements (bench/results.md, What the code's shape rests on).
     """
     if handed_over:
         connection.execute(_HAND_OVER, [{"message": key, "at": now} for key in handed_over])
@@ -149,7 +149,7 @@ def record_results(
 # How long a result waits for a hand-over's transaction to ride in before it is written on its own.
 RESULTS_WAIT_S = 0.02
 # How many results a hand-over's transaction waits for before it takes them: a row more in a statement costs
-# far less than the statement (per message, 352 µs with each hand-over, 242 with every fourth, measured here).
+# far less than the statement (bench/results.md, What the code's shape rests on).
 RESULTS_TOGETHER = 4
 
 
@@ -158,9 +158,9 @@ class DatabaseJournal:
 
     A hand-over is waited for, because it must be committed before the message goes out. Results are not: they
     are written with a hand-over once RESULTS_TOGETHER of them wait, or RESULTS_WAIT_S after the first came
-    (and at flush), in the order they came. Writing each as it came cost a transaction per result, 29 % of a
-    batch's CPU. Until it is written, a worker that dies leaves the message `unknown`, as one that dies while its
-    message is with the server does: the wait keeps that window short.
+    (and at flush), in the order they came. Writing each as it comes would cost a transaction per result, a large
+    share of a batch's CPU. Until it is written, a worker that dies leaves the message `unknown`, as one that dies
+    while its message is with the server does: the wait keeps that window short.
     """
 
     def __init__(

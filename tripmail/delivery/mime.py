@@ -22,7 +22,7 @@ from tripmail.rendering.templates import RenderedEmail
 class _WirePolicy(Compat32):
     """compat32 with CRLF, writing a short ASCII header as it is instead of through email.header.Header.
 
-    Header folding took a sixth of a delivery's CPU and leaves such a header unchanged anyway: it only splits
+    Header folding is a large share of a delivery's CPU and leaves such a header unchanged anyway: it only splits
     lines longer than max_line_length and encodes non-ASCII text, which the slow path still does.
     """
 
@@ -35,7 +35,7 @@ class _WirePolicy(Compat32):
 
 
 # The legacy (compat32) MIME classes build and flatten a message several times faster than EmailMessage with a
-# modern policy (1.0 vs 3.9 ms for the quickstart's two parts here), which dominated a delivery's CPU. Their
+# modern policy (bench/results.md, What the code's shape rests on), which would dominate a delivery's CPU. Their
 # one gap, that they let a header value carry a line break, is closed by _refuse_line_breaks below.
 _WIRE = _WirePolicy(linesep="\r\n")
 
@@ -104,16 +104,18 @@ def build_email(
     return tuple(pieces)
 
 
-# Random per process and counted, so nested multiparts differ: a uuid4 per boundary read the kernel's random source
-# for every message (2 % of a batch's time). Two messages may share one; it only has to differ within a message.
-# Short enough that the Content-Type header fits on one line: folding it took the email package's slow path.
+# Random per process and counted, so nested multiparts differ: a uuid4 per boundary reads the kernel's random source
+# for every message, a share of a batch's time that buys nothing. Two messages may share one; it only has to differ
+# within a message. Short enough that the Content-Type header fits on one line: folding it takes the email package's
+# slow path.
 _BOUNDARY_PREFIX = f"=_{uuid.uuid4().hex[:16]}."
 _boundary_numbers = itertools.count()
 
 
 def _text_part(body: str, subtype: str) -> MIMEBase:
-    """What MIMEText(body, subtype, "utf-8") makes, byte for byte, at a sixth of its cost (7 against 42 µs here):
-    MIMEText writes the charset parameter twice, parsing the header back the second time."""
+    """What MIMEText(body, subtype, "utf-8") makes, byte for byte, at a fraction of its cost (bench/results.md,
+    What the code's shape rests on): MIMEText writes the charset parameter twice, parsing the header back the second
+    time."""
     part = MIMENonMultipart("text", subtype, charset="utf-8")
     part["Content-Transfer-Encoding"] = "base64"
     part.set_payload(base64mime.body_encode(body.encode("utf-8")))
@@ -128,8 +130,8 @@ def _boundary() -> str:
     return f"{_BOUNDARY_PREFIX}{next(_boundary_numbers)}"
 
 
-# Stands for an attachment's body while the email package writes the message around it (it would take seconds to
-# write 10 MiB of base64 itself): random per process and never sent, so no header can know it.
+# Stands for an attachment's body while the email package writes the message around it (writing a large
+# attachment's base64 itself is slow): random per process and never sent, so no header can know it.
 _ATTACHMENT_BODY = f"attachment-body-{uuid.uuid4().hex}"
 
 

@@ -292,8 +292,8 @@ class SendingLoop:
 
     def __init__(self, relays: Sequence[Relay], *, size: int, timeout: float, rates: SendRates | None = None) -> None:
         self.relays = Relays(relays, size=size, timeout=timeout, rates=rates)
-        # uvloop: its transports and thread hand-offs cost less CPU per message than asyncio's (the sending thread
-        # 463 -> 375 µs per message in bench.worker_path).
+        # uvloop: its transports and thread hand-offs cost less CPU per message than asyncio's
+        # (bench/results.md, What the code's shape rests on).
         self._loop = uvloop.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="smtp-sending", daemon=True).start()
 
@@ -426,9 +426,9 @@ async def _connect(target: SmtpTarget, timeout: float) -> aiosmtplib.SMTP:
 async def _data(client: aiosmtplib.SMTP, content: Sequence[bytes]) -> aiosmtplib.SMTPResponse:
     """DATA, with the message's pieces written as they are.
 
-    aiosmtplib's data() takes the message in one bytes and copies it twice to put it in wire form: for a message
-    with a 10 MiB attachment that was 0.23 s of CPU and 28 MB more per message in flight, where the pieces are in
-    wire form already and share their attachment's bytes.
+    aiosmtplib's data() takes the message in one bytes and copies it twice to put it in wire form, which costs
+    CPU and memory per message in flight in proportion to its attachments (bench/results.md, What the code's shape
+    rests on), where the pieces are in wire form already and share their attachment's bytes.
     """
     start = await client.execute_command(b"DATA")
     if start.code != aiosmtplib.SMTPStatus.start_input:

@@ -42,8 +42,9 @@ def process_event(
 
 
 # One-contact events recorded per transaction. On SQLite a write transaction holds the database's one write lock:
-# recording a 1,000-event batch at once held it for seconds, and every other process's hand-over commits (and so
-# its SMTP connections) waited that long. Chunks also let full delivery batches start while the rest is recorded.
+# recording a 1,000-event batch at once would hold it for long, and every other process's hand-over commits (and
+# so its SMTP connections) would wait as long (bench/results.md, What the code's shape rests on). Chunks also let
+# full delivery batches start while the rest is recorded.
 RECORD_TOGETHER = 100
 
 

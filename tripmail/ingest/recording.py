@@ -32,10 +32,9 @@ from tripmail.schemas.trigger import TriggerRequest
 
 log = logging.getLogger(__name__)
 
-# The statements every one-contact event runs are built once: building an ORM statement cost more than running
-# it on SQLite (350 against 100 µs for a select by key, measured here). Those that need no entity name table
-# columns: a statement of ORM attributes takes the ORM's execution path, about twice the cost of the same Core
-# statement (346 against 179 µs for _RECORDED).
+# The statements every one-contact event runs are built once: building an ORM statement costs more than running
+# it on SQLite. Those that need no entity name table columns: a statement of ORM attributes takes the ORM's
+# execution path, which costs more than the same Core statement (bench/results.md, What the code's shape rests on).
 _EVENTS = table_of(Event)
 _RECORDED = select(_EVENTS.c.id).where(_EVENTS.c.id.in_(bindparam("ids", expanding=True)))
 _CONTACTS_BY_EMAIL = select(Contact).where(
@@ -43,9 +42,9 @@ _CONTACTS_BY_EMAIL = select(Contact).where(
 )
 _FIRST_STATUSES = (EventStatus.PROCESSED, EventStatus.FANNING_OUT)
 # Recorded events of a type with one of these keys. The dedupe window is applied to the few rows this returns, in
-# Python: with `received_at >= ?` (or ORDER BY received_at) in the query, SQLite chose the (workspace,
-# received_at) index and read every event of the window (7-9 ms per event at 10,000 events) instead of the rows
-# of these keys.
+# Python: with `received_at >= ?` (or ORDER BY received_at) in the query, SQLite chooses the (workspace,
+# received_at) index and reads every event of the window instead of the rows of these keys, a cost per event that
+# grows with the table (bench/results.md, What the code's shape rests on).
 _WITH_KEYS = select(_EVENTS.c.key, _EVENTS.c.id, _EVENTS.c.received_at, _EVENTS.c.request).where(
     _EVENTS.c.workspace_id == bindparam("ws"),
     _EVENTS.c.event_type_id == bindparam("type"),
@@ -235,7 +234,7 @@ def record_events(session: Session, events: Sequence[tuple[str, TriggerRequest]]
         run_rows += planned.runs
         webhooks += planned.webhooks
         messages += planned.messages
-    # Core, not the ORM: nothing reads the events back in this transaction, and the unit of work cost more than
+    # Core, not the ORM: nothing reads the events back in this transaction, and the unit of work costs more than
     # the rest of recording a one-contact event.
     if event_rows:
         session.execute(_ADD_EVENT, event_rows)

@@ -43,5 +43,6 @@ class Base(DeclarativeBase):
 
 
 def table_of(model: type[Base]) -> Table:
-    """The model's Core table: statements of its columns skip the ORM's execution path, half their cost."""
+    """The model's Core table: statements of its columns skip the ORM's execution path, a large share of their
+    cost."""
     return Base.metadata.tables[model.__tablename__]

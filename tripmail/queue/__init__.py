@@ -125,7 +125,7 @@ def make_publisher(settings: Settings) -> Celery:
     """The api's Celery app: it publishes only, and gives up on Redis after `api_redis_timeout_s`.
 
     A client waits on the publish, so a hung Redis must cost it a 503 soon, not the workers' 30 s socket timeout
-    times Celery's three publish retries (kombu's connection pool then also blocked every later request).
+    times Celery's three publish retries (kombu's connection pool would then also block every later request).
     No retry either: the claim before it has just been answered by Redis, and redis-py reconnects a connection
     left stale by a Redis restart by itself.
     """

@@ -2,9 +2,9 @@
 
 Celery's Redis transport takes a task off the queue (BRPOP) and only then, in a second command, records it as
 unacknowledged: a worker killed between the two, or a connection that broke with the reply unread, loses the task
-(celery/kombu#305, celery/celery#4354). `make reliability` lost 3 of 296 tasks so (500 events and 266 messages)
-under kill -9 and Redis restarts. Events live only in their task until a worker records them, so nothing else
-could bring them back.
+(celery/kombu#305, celery/celery#4354), as `make reliability` shows without this ledger under kill -9 and Redis
+restarts (bench/results.md, What the code's shape rests on). Events live only in their task until a worker records
+them, so nothing else can bring them back.
 
 Every publish first writes the task's name, arguments and queue here (the same Redis, the producer's own
 connection); a worker forgets it once the task succeeded or failed for good. `tripmail scheduler` publishes again,

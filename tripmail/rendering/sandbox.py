@@ -66,8 +66,8 @@ _BUDGET: ContextVar[_Budget | None] = ContextVar("tripmail_render_budget", defau
 
 def render_within(template: Template, context: dict[str, Any], *, timeout_s: float) -> str:
     """The template rendered within the bounds, counted for this render alone: a worker's threads render at once."""
-    # Not a context manager: this runs for each part of each message, and one cost as much as the rest of the
-    # quickstart's email.
+    # Not a context manager: this runs for each part of each message, and one costs as much as the rest of
+    # rendering a short email (bench/results.md, What the code's shape rests on).
     token = _BUDGET.set(_Budget(timeout_s))
     try:
         return template.render(context)

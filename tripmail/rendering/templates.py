@@ -124,8 +124,9 @@ def to_jinja(source: str, syntax: str, *, name: str = "template") -> str:
 @lru_cache(maxsize=1024)
 def _compile(source: str, *, html: bool, syntax: str) -> JinjaTemplate:
     template = _ENVIRONMENTS[html, syntax == "velocity"].from_string(to_jinja(source, syntax))
-    # Jinja copies a template's globals into every render's context, and copying its ChainMap took half of
-    # rendering the quickstart's email (44 against 22 µs); the environments' globals are fixed once made.
+    # Jinja copies a template's globals into every render's context, and copying its ChainMap is a large share of
+    # rendering an email (bench/results.md, What the code's shape rests on); the environments' globals are fixed
+    # once made.
     template.globals = dict(template.globals)
     return template
 

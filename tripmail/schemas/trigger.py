@@ -10,7 +10,8 @@ from tripmail.contacts.field_options import FieldOption
 from tripmail.contacts.identity import normalize_email, normalize_phone
 
 # The validation context of a trigger read back from the queue or the database: the api checked and normalised its
-# identifiers when it accepted it. Checking an email again (email_validator) took a tenth of the worker's time.
+# identifiers when it accepted it. Checking an email again (email_validator) is a large share of the worker's time
+# (bench/results.md, What the code's shape rests on).
 _READ_BACK = {"read_back": True}
 
 

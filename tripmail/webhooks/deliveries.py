@@ -58,7 +58,8 @@ _DUE = (
     .limit(bindparam("limit"))
 )
 # Only those still takeable: a worker may have claimed, posted and recorded one before this runs (the scheduler's
-# transaction waited for the write lock), and marking it then held its next attempt back by HAND_OUT_AGAIN_AFTER.
+# transaction waits for the write lock), and marking it then would hold its next attempt back by
+# HAND_OUT_AGAIN_AFTER.
 _HANDED_OUT = (
     update(_DELIVERIES)
     .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)), _takeable(handed_out_lately_too=True))
