@@ -58,7 +58,8 @@ from bench.processes import (
 )
 from bench.quickstart import APPLY_FILE, FIRST_NAME, REPOSITORY, batch_bodies, event_body, recipient, reset_link
 from tests.support.ports import free_port
-from tests.support.stack import service_env
+from tests.support.stack import run_tripmail, start_api
+from tests.support.stack import start_worker as launch_worker
 from tripmail.config import Settings
 from tripmail.queue import QUEUES
 
@@ -134,7 +135,7 @@ class Stack:
     redis_url: str
     sink: SinkClient
     smtp_port: int
-    env: dict[str, str]
+    settings: Settings
     api: Started
     api_url: str
     token: str
@@ -177,10 +178,8 @@ class Stack:
         return trees | {"driver": Tree(os.getpid(), recursive=False)}
 
 
-def tripmail_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        [PYTHON, "-m", "tripmail", *args], env=env, cwd=cwd, capture_output=True, text=True, check=False, timeout=120
-    )
+def tripmail_cli(settings: Settings, *args: str) -> str:
+    done = run_tripmail(settings, *args, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"tripmail {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
     return done.stdout
@@ -212,37 +211,30 @@ def start_stack(group: ProcessGroup, work: Path) -> Stack:
         # the per-token limit.
         rate_limit_per_minute=0,
     )
-    env = service_env(settings)
-    tripmail_cli(env, work, "migrate")
-    tripmail_cli(env, work, "apply", str(APPLY_FILE))
-    token = tripmail_cli(env, work, "token", "create", "--workspace", "quickstart", "--scopes", "events:write")
+    tripmail_cli(settings, "migrate")
+    tripmail_cli(settings, "apply", str(APPLY_FILE))
+    token = tripmail_cli(settings, "token", "create", "--workspace", "quickstart", "--scopes", "events:write")
     token = token.strip().splitlines()[-1]
 
-    api_port = free_port()
-    api = group.start(
-        "api",
-        [PYTHON, "-m", "tripmail", "api", "--port", str(api_port)],
-        env=service_env(settings.model_copy(update={"bench_baseline": True})),
-        cwd=work,
-    )
-    api_url = f"http://127.0.0.1:{api_port}"
-    wait_for_port(api, api_port, timeout=60)
-    health = httpx.get(f"{api_url}/healthz", timeout=10)
-    if health.status_code != 200:
-        raise RuntimeError(f"the api is not healthy: {health.text}")
-    return Stack(work, group, redis, redis_url, sink, smtp_port, env, api, api_url, token)
+    process, api_url = start_api(settings.model_copy(update={"bench_baseline": True}), work)
+    api = group.adopt("api", process, work / "api.log")
+    return Stack(work, group, redis, redis_url, sink, smtp_port, settings, api, api_url, token)
 
 
 def start_worker(stack: Stack) -> Started:
-    worker = stack.group.start(
-        "worker",
-        [PYTHON, "-m", "tripmail", "worker", "--concurrency", str(WORKER_CONCURRENCY)],
-        env=stack.env,
-        cwd=stack.work,
+    """The stack's worker on both lanes."""
+    stack.worker = adopt_worker(stack, "worker")
+    return stack.worker
+
+
+def adopt_worker(
+    stack: Stack, name: str, *, queues: str | None = None, concurrency: int = WORKER_CONCURRENCY
+) -> Started:
+    """`tripmail worker` (on both lanes unless `queues` names them), stopped with the rest of the stack."""
+    process = launch_worker(
+        stack.settings, stack.work, name, queues=queues, concurrency=concurrency, hostname=f"{name}@bench", timeout=90
     )
-    wait_for_log(worker, " ready.", timeout=90)
-    stack.worker = worker
-    return worker
+    return stack.group.adopt(name, process, stack.work / f"{name}.log")
 
 
 def stop_worker(stack: Stack) -> None:

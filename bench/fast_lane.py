@@ -32,6 +32,7 @@ from bench.delivery import (
     LatencyRun,
     Options,
     Stack,
+    adopt_worker,
     machine_line,
     measure_latency,
     record,
@@ -40,9 +41,8 @@ from bench.delivery import (
     start_worker,
     wait_for_sink,
 )
-from bench.processes import PYTHON, ProcessGroup, Started, wait_for_log
+from bench.processes import ProcessGroup, Started
 from tests.support.builders import apply_spec, contact_row
-from tripmail.config import Settings
 from tripmail.db import make_sessionmaker
 from tripmail.models import Contact, Workspace
 
@@ -65,7 +65,7 @@ class FanOutWindow:
 
 def add_campaign(stack: Stack, audience: int) -> None:
     """A marketing campaign of the quickstart workspace to `audience` contacts of their own, inserted in bulk."""
-    sessions = make_sessionmaker(Settings(database_url=stack.env["TRIPMAIL_DATABASE_URL"]))
+    sessions = make_sessionmaker(stack.settings)
     now = datetime.now(UTC)
     with sessions.begin() as session:
         apply_spec(
@@ -99,14 +99,7 @@ def start_campaign(stack: Stack) -> None:
 
 
 def start_fast_lane_worker(stack: Stack) -> Started:
-    worker = stack.group.start(
-        "worker-transactional",
-        [PYTHON, "-m", "tripmail", "worker", "--queues", "transactional", "--concurrency", "1"],
-        env=stack.env,
-        cwd=stack.work,
-    )
-    wait_for_log(worker, " ready.", timeout=90)
-    return worker
+    return adopt_worker(stack, "worker-transactional", queues="transactional", concurrency=1)
 
 
 Loaded = tuple[str, LatencyRun, FanOutWindow]

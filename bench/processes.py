@@ -49,7 +49,8 @@ class Started:
 
 
 class ProcessGroup:
-    """Starts subprocesses with their output in a log file, and stops each one (and what it forked) on exit."""
+    """Starts subprocesses with their output in a log file, or adopts those tests.support.stack started, and stops
+    each one (and what it forked) on exit."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
@@ -84,6 +85,12 @@ class ProcessGroup:
                 stdout=subprocess.PIPE if pipes else output,
                 stderr=output,
             )
+        started = Started(name, process, log)
+        self._started.append(started)
+        return started
+
+    def adopt(self, name: str, process: subprocess.Popen[bytes], log: Path) -> Started:
+        """A process started elsewhere (a `tripmail` one, by the tests' launcher), stopped with the rest."""
         started = Started(name, process, log)
         self._started.append(started)
         return started

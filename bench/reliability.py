@@ -30,10 +30,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bench.delivery import machine_line, record, source_line, tripmail_cli
 from bench.fault_sink import refused
-from bench.processes import PYTHON, ProcessGroup, Started, bench_env, read_line, wait_for_log, wait_for_port, write_line
+from bench.processes import PYTHON, ProcessGroup, Started, bench_env, read_line, wait_for_port, write_line
 from bench.quickstart import APPLY_FILE, REPOSITORY, batch_bodies, recipient
 from tests.support.ports import free_port
-from tests.support.stack import service_env
+from tests.support.stack import start_api, start_scheduler, start_worker
 from tripmail.config import Settings
 from tripmail.models import Event, Message, MessageAttempt
 
@@ -196,31 +196,25 @@ class Stack:
             raise RuntimeError(f"the sink did not start:\n{sink.log_tail()}")
         self.sink = FaultSink(sink)
         self.database_url = f"sqlite:///{work / 'tripmail.db'}"
-        self.env = service_env(
-            Settings(
-                database_url=self.database_url,
-                redis_url=f"redis://127.0.0.1:{self.redis_port}/0",
-                smtp_url=f"smtp://127.0.0.1:{smtp_port}",
-                mail_dir=work / "mail",
-                rate_limit_per_minute=0,
-                visibility_timeout_s=VISIBILITY_TIMEOUT_S,
-                task_time_limit_s=TASK_TIME_LIMIT_S,
-                task_lost_after_s=TASK_LOST_AFTER_S,
-                # Seconds rather than the production minutes, so a 421 is tried again within the scenario.
-                send_retry_schedule=SEND_RETRY_SCHEDULE,
-            )
+        self.settings = Settings(
+            database_url=self.database_url,
+            redis_url=f"redis://127.0.0.1:{self.redis_port}/0",
+            smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+            mail_dir=work / "mail",
+            rate_limit_per_minute=0,
+            visibility_timeout_s=VISIBILITY_TIMEOUT_S,
+            task_time_limit_s=TASK_TIME_LIMIT_S,
+            task_lost_after_s=TASK_LOST_AFTER_S,
+            # Seconds rather than the production minutes, so a 421 is tried again within the scenario.
+            send_retry_schedule=SEND_RETRY_SCHEDULE,
         )
-        tripmail_cli(self.env, work, "migrate")
-        tripmail_cli(self.env, work, "apply", str(APPLY_FILE))
-        token = tripmail_cli(self.env, work, "token", "create", "--workspace", "quickstart", "--scopes", "events:write")
+        tripmail_cli(self.settings, "migrate")
+        tripmail_cli(self.settings, "apply", str(APPLY_FILE))
+        token = tripmail_cli(self.settings, "token", "create", "--workspace", "quickstart", "--scopes", "events:write")
         self.token = token.strip().splitlines()[-1]
-        api_port = free_port()
-        self.api = group.start(
-            "api", [PYTHON, "-m", "tripmail", "api", "--port", str(api_port)], env=self.env, cwd=work
-        )
-        self.api_url = f"http://127.0.0.1:{api_port}"
-        wait_for_port(self.api, api_port, timeout=60)
-        self.scheduler = group.start("scheduler", [PYTHON, "-m", "tripmail", "scheduler"], env=self.env, cwd=work)
+        api, self.api_url = start_api(self.settings, work)
+        self.api = group.adopt("api", api, work / "api.log")
+        self.scheduler = group.adopt("scheduler", start_scheduler(self.settings, work), work / "scheduler.log")
         self.workers: list[Started] = []
         # Held while a worker is killed or found dead, so a kill is never taken for a worker that died on its own.
         self.lock = threading.Lock()
@@ -246,10 +240,17 @@ class Stack:
 
     def start_worker(self) -> Started:
         number = next(self._worker_numbers)
-        argv = [PYTHON, "-m", "tripmail", "worker", "--concurrency", str(self.options.concurrency)]
-        worker = self.group.start(f"worker-{number}", [*argv, "--hostname", f"w{number}@reliability"], env=self.env)
+        name = f"worker-{number}"
+        process = start_worker(
+            self.settings,
+            self.work,
+            name,
+            concurrency=self.options.concurrency,
+            hostname=f"w{number}@reliability",
+            timeout=120,
+        )
+        worker = self.group.adopt(name, process, self.work / f"{name}.log")
         self.workers.append(worker)
-        wait_for_log(worker, " ready.", timeout=120)
         return worker
 
     def kill_worker(self, worker: Started) -> None:

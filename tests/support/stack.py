@@ -7,6 +7,7 @@ import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,14 +124,14 @@ def _as_variable(value: object) -> str:
     return str(value)
 
 
-def run_tripmail(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def run_tripmail(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """A `tripmail` command against these settings' database and Redis, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "tripmail", *args],
         env=service_env(settings),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -169,10 +170,13 @@ def start_worker(
     name: str = "worker",
     *,
     queues: str | None = None,
+    concurrency: int = 2,
+    hostname: str | None = None,
     max_data_bytes: int | None = None,
+    timeout: float = 60,
 ) -> subprocess.Popen[bytes]:
-    """`tripmail worker` named `name`@tests (on the lanes `queues` names, else on both), in a process group of its
-    own, so a test can kill the whole worker at once.
+    """`tripmail worker` named `hostname` (`name`@tests unless given), on the lanes `queues` names (else on both), in
+    a process group of its own, so a test can kill the whole worker at once; its log is `name`.log in `workdir`.
 
     `max_data_bytes` limits each of its processes' data (RLIMIT_DATA, which the pool processes inherit): past it an
     allocation fails, as it would for a container at its memory limit. Not RLIMIT_AS, which also counts address
@@ -185,33 +189,17 @@ def start_worker(
         assert max_data_bytes is not None
         resource.setrlimit(resource.RLIMIT_DATA, (max_data_bytes, max_data_bytes))
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tripmail", "worker", "--concurrency", "2", "--hostname", f"{name}@tests", *lanes],
-        env=service_env(settings),
-        cwd=workdir,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=limit_data if max_data_bytes is not None else None,
-    )
-    wait_until(lambda: b" ready." in log.read_bytes() or process.poll() is not None, timeout=60, what="worker ready")
-    assert process.poll() is None, log.read_text()
+    argv = ["worker", "--concurrency", str(concurrency), "--hostname", hostname or f"{name}@tests", *lanes]
+    process = _launch(argv, service_env(settings), log, preexec_fn=limit_data if max_data_bytes is not None else None)
+    _wait_for_log(process, log, b" ready.", timeout=timeout, what=f"{name} ready")
     return process
 
 
 def start_scheduler(settings: Settings, workdir: Path, name: str = "scheduler") -> subprocess.Popen[bytes]:
     """`tripmail scheduler`, in a process group of its own like the worker."""
     log = workdir / f"{name}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tripmail", "scheduler"],
-        env=service_env(settings),
-        cwd=workdir,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_until(lambda: b"scheduler started" in log.read_bytes() or process.poll() is not None, what="scheduler started")
-    assert process.poll() is None, log.read_text()
+    process = _launch(["scheduler"], service_env(settings), log)
+    _wait_for_log(process, log, b"scheduler started", timeout=30, what=f"{name} started")
     return process
 
 
@@ -220,28 +208,68 @@ def start_server(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`tripmail <command> --port N` on a free port, once GET `probe` answers `status`; the process and its URL."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tripmail", *command, "--port", str(port)],
-        env=env,
-        cwd=log.parent,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    process = _launch([*command, "--port", str(port)], env, log, own_group=False)
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
-        assert process.poll() is None, log.read_text()
+        _check_running(process, log)
         try:
             return httpx.get(f"{url}{probe}", timeout=2).status_code == status
         except httpx.TransportError:
             return False
 
-    wait_until(answers, timeout=60, what=f"tripmail {command[0]} serving")
+    _until_ready(process, answers, timeout=60, what=f"tripmail {command[0]} serving")
     return process, url
 
 
 def start_api(settings: Settings, workdir: Path, name: str = "api") -> tuple[subprocess.Popen[bytes], str]:
     return start_server(["api"], service_env(settings), workdir / f"{name}.log", probe="/healthz", status=200)
+
+
+def _launch(
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    *,
+    own_group: bool = True,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`python -m tripmail <command>` in the log's folder, its output (from a fresh log) in the log."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tripmail", *command],
+            env=env,
+            cwd=log.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_group,
+            preexec_fn=preexec_fn,
+        )
+
+
+def _check_running(process: subprocess.Popen[bytes], log: Path) -> None:
+    # A RuntimeError, not an assertion: the reliability bench, whose faults may end a worker while it starts,
+    # starts another one then instead of giving up.
+    if process.poll() is not None:
+        raise RuntimeError(f"{log.stem} exited ({process.returncode}):\n{log.read_text(errors='replace')}")
+
+
+def _wait_for_log(process: subprocess.Popen[bytes], log: Path, text: bytes, *, timeout: float, what: str) -> None:
+    def seen() -> bool:
+        _check_running(process, log)
+        return text in log.read_bytes()
+
+    _until_ready(process, seen, timeout=timeout, what=what)
+
+
+def _until_ready(process: subprocess.Popen[bytes], ready: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Wait for `ready`; a process that never gets there is stopped, so no caller is left with one it never got."""
+    try:
+        wait_until(ready, timeout=timeout, what=what)
+    except BaseException:
+        stop(process)
+        raise
 
 
 _apply_files = itertools.count(1)
