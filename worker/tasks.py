@@ -69,12 +69,8 @@ class RecordsFailedEvents(GivesUpWhenLost):
 @celery.task(name=queue.PROCESS_EVENTS, base=RecordsFailedEvents, bind=True, max_retries=None)
 @retried_while_transient
 def process_events(self: Task, pairs: list[tuple[str, dict[str, Any]]]) -> None:
-    """Record accepted events and fan them out into messages; running it twice is harmless.
-
-    Full batches of messages go to delivery tasks in their lane, for other processes to send in parallel; the
-    rest (all of it, for a few one-contact events) is sent here, which saves a task and a wait in the queue per
-    event.
-    """
+    """Record accepted events and fan them out into messages; running it twice is harmless. Full batches go to
+    delivery tasks in their lane and the rest is sent here (tripmail.delivery.flow.InlineRemainder says why)."""
     settings = get_settings()
     tripmail.delivery.flow.deliver_planned(
         sessions(),
